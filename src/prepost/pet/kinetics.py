@@ -1,0 +1,1245 @@
+"""Kinetic models for regional time-activity curves (TACs) of dynamic PET.
+
+Conventions
+-----------
+* Every public time argument is in **seconds** (as in BIDS files): input-function sample times,
+  ``frame_start``, ``frame_duration``, ``tstar_s`` and averaging windows.
+* The models work in **minutes** internally. Rate constants (k2, k3, k4, k2') are reported per
+  minute, K1 in mL/cm3/min, distribution volumes (VT, VND) in mL/cm3, vB, R1, BPND and DVR are
+  unitless.
+* TAC values are frame means of decay-corrected activity concentration, in the same unit as
+  the input function (e.g. Bq/mL).
+* The arterial input (parent plasma ``cp``, whole blood ``cb``) is a piecewise-linear function
+  through its samples. Convolutions with exponentials are computed exactly for piecewise-linear
+  input (recursive convolution), and model TACs are averaged exactly over each frame using the
+  compartment equation ``dC/dt = A*Cp - b*C`` (so ``int C = (A*int Cp - delta C)/b``). No
+  time-grid discretisation error remains beyond the piecewise-linear representation of the
+  input.
+
+Fit reporting
+-------------
+Every model returns a :class:`FitResult` with estimates, standard errors, AIC, number of fitted
+parameters, ``fit_ok`` and a ``flag`` string. For non-linear least squares (NLS) the standard
+errors come from the covariance ``s^2 (J^T W J)^-1`` with ``s^2 = RSS_w/(n-p)`` at the solution;
+derived quantities (VT, ...) use the delta method. For the linear (graphical) methods the SEs
+come from the ordinary least-squares covariance. AIC is ``n*log(RSS/n) + 2k`` with ``RSS`` the
+(weighted) residual sum of squares, ``n`` the number of frames used and ``k`` the number of
+fitted parameters; this differs from a full Gaussian log-likelihood AIC by a constant for fixed
+``n``, so only differences between models fitted to the same frames are meaningful.
+
+``fit_ok`` is False (and the reason is in ``flag``) when the optimiser did not converge, the
+TAC has no positive values, estimates or the main outcome are not finite, a rate constant
+(K1, k2, k3, k4, R1, k2 of SRTM) ends at a bound, or the main outcome (VT, BPND, DVR) lies
+outside its plausible range. vB ending at a bound or a few negative frames are reported in
+``flag`` but leave ``fit_ok`` True. Single-model functions raise :class:`InputError` for
+malformed input (wrong shapes, frames not covered by the input); numerical failures never raise
+and give NaN estimates with ``fit_ok`` False. :func:`fit_models` never raises on a failed fit.
+
+References
+----------
+Lammertsma AA, Hume SP (1996) NeuroImage 4:153-158 (SRTM).
+Gunn RN et al. (1997) NeuroImage 6:279-287 (basis functions).
+Logan J et al. (1990) JCBFM 10:740-747; Logan J et al. (1996) JCBFM 16:834-840.
+Ichise M et al. (2002) JCBFM 22:1271-1281 (MA1).
+Finnema SJ et al. (2018) JCBFM 38:2041-2052 ([11C]UCB-J kinetic modelling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+from scipy.signal import lfilter
+
+from prepost.errors import InputError
+
+__all__ = [
+    "FitResult",
+    "DEFAULT_BOUNDS",
+    "DEFAULT_VT_BOUNDS",
+    "DEFAULT_BP_BOUNDS",
+    "frame_average",
+    "one_tcm_model",
+    "two_tcm_model",
+    "one_tcm",
+    "two_tcm",
+    "logan_plasma",
+    "ma1",
+    "suv",
+    "suvr",
+    "srtm",
+    "srtm_model",
+    "logan_reference",
+    "fit_models",
+]
+
+_SEC_PER_MIN = 60.0
+
+#: Default parameter bounds per model, (lower, upper); rates per minute, K1 in mL/cm3/min.
+DEFAULT_BOUNDS = {
+    "1tcm": {"K1": (1e-4, 3.0), "k2": (1e-4, 3.0), "vB": (0.0, 0.3)},
+    "2tcm": {"K1": (1e-4, 3.0), "k2": (1e-4, 3.0), "k3": (1e-4, 2.0), "k4": (1e-4, 2.0), "vB": (0.0, 0.3)},
+    "srtm": {"R1": (1e-3, 10.0), "k2": (1e-4, 3.0), "BPND": (-0.9, 30.0)},
+}
+#: Plausible range of VT (mL/cm3) for [11C]UCB-J; estimates outside are flagged.
+DEFAULT_VT_BOUNDS = (0.5, 100.0)
+#: Plausible range of BPND; estimates outside are flagged (DVR is checked as 1 + BPND).
+DEFAULT_BP_BOUNDS = (-0.5, 30.0)
+
+# parameters whose ending at a bound invalidates the fit (vB at 0 is common and accepted)
+_CRITICAL_AT_BOUND = {"K1", "k2", "k3", "k4", "R1"}
+
+
+# --------------------------------------------------------------------------------------------
+# result container
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    """Result of one model fit to one TAC.
+
+    Attributes
+    ----------
+    model : str
+        Model name ('1tcm', '2tcm', 'logan', 'ma1', 'srtm', 'logan_ref', 'suv', 'suvr').
+    estimates : dict of str to float
+        Parameter estimates (units in the module docstring). The main outcome (VT, BPND, DVR,
+        SUV, SUVR) is included.
+    se : dict of str to float
+        Standard errors, same keys as ``estimates`` (NaN where not available).
+    aic : float
+        ``n*log(RSS/n) + 2k`` (NaN for models without residuals).
+    n_params : int
+        Number of fitted parameters ``k``.
+    n_frames : int
+        Number of frames (or regression points) used.
+    rss : float
+        (Weighted) residual sum of squares.
+    fit_ok : bool
+        False when the fit failed or is implausible, see ``flag``.
+    flag : str
+        '; '-separated reasons the fit is flagged ('' when none).
+    fitted : ndarray or None
+        Model prediction at the frames (compartment models) or regression points.
+    """
+
+    model: str
+    estimates: dict
+    se: dict
+    aic: float = np.nan
+    n_params: int = 0
+    n_frames: int = 0
+    rss: float = np.nan
+    fit_ok: bool = True
+    flag: str = ""
+    fitted: np.ndarray | None = field(default=None, repr=False)
+
+    def rows(self, roi):
+        """Return tidy rows (list of dict): roi, model, parameter, estimate, se, aic, ..."""
+        return [
+            {
+                "roi": roi,
+                "model": self.model,
+                "parameter": p,
+                "estimate": float(v),
+                "se": float(self.se.get(p, np.nan)),
+                "aic": float(self.aic),
+                "n_params": int(self.n_params),
+                "fit_ok": bool(self.fit_ok),
+                "flag": self.flag,
+            }
+            for p, v in self.estimates.items()
+        ]
+
+
+def _failed(model, names, reason, n_params=0):
+    nan = {p: np.nan for p in names}
+    return FitResult(model, dict(nan), dict(nan), n_params=n_params, fit_ok=False, flag=reason)
+
+
+# --------------------------------------------------------------------------------------------
+# input validation
+# --------------------------------------------------------------------------------------------
+def _as_1d(x, name, source, n=None):
+    try:
+        a = np.asarray(x, dtype=float).ravel()
+    except (TypeError, ValueError) as exc:
+        raise InputError(file=source, field=name, expected="numeric values", found=str(exc)) from None
+    if n is not None and a.size != n:
+        raise InputError(file=source, field=name, expected=f"{n} values (one per frame)", found=f"{a.size}")
+    return a
+
+
+def _check_frames(frame_start, frame_duration, source):
+    fs = _as_1d(frame_start, "frame_start", source)
+    fd = _as_1d(frame_duration, "frame_duration", source, n=fs.size)
+    if fs.size == 0:
+        raise InputError(file=source, field="frame_start", expected="at least one frame", found="0")
+    if not (np.all(np.isfinite(fs)) and np.all(np.isfinite(fd))):
+        raise InputError(file=source, field="frame_start/frame_duration", expected="finite values (s)", found="NaN/inf")
+    if np.any(fd <= 0):
+        raise InputError(file=source, field="frame_duration", expected="positive durations (s)",
+                         found=f"{fd[fd <= 0][:3].tolist()}")
+    if np.any(fs < 0):
+        raise InputError(file=source, field="frame_start", expected="times >= 0 s", found=f"{fs.min()}")
+    fe = fs + fd
+    if np.any(fs[1:] < fe[:-1] - 1e-6):
+        i = int(np.argmax(fs[1:] < fe[:-1] - 1e-6))
+        raise InputError(file=source, field="frame_start",
+                         expected="increasing, non-overlapping frames",
+                         found=f"frame {i + 1} starts at {fs[i + 1]} s before frame {i} ends at {fe[i]} s")
+    return fs, fd
+
+
+def _check_tac(tac, n, source, name="tac"):
+    a = _as_1d(tac, name, source, n=n)
+    if not np.all(np.isfinite(a)):
+        raise InputError(file=source, field=name, expected="finite TAC values", found="NaN/inf")
+    return a
+
+
+# --------------------------------------------------------------------------------------------
+# piecewise-linear integrals and exact exponential convolution
+# --------------------------------------------------------------------------------------------
+def _cumint_at(t, y, tq):
+    """Integral from t[0] to tq of the piecewise-linear (t, y), exact; tq within [t0, t-1]."""
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(t))])
+    tq = np.asarray(tq, dtype=float)
+    j = np.clip(np.searchsorted(t, tq, side="right") - 1, 0, t.size - 2)
+    d = tq - t[j]
+    slope = (y[j + 1] - y[j]) / (t[j + 1] - t[j])
+    return cum[j] + y[j] * d + 0.5 * slope * d * d
+
+
+def _interp_at(t, y, tq):
+    return np.interp(tq, t, y)
+
+
+def frame_average(t_fine, c_fine, frame_start, frame_duration, source=None):
+    """Average a piecewise-linear curve over frames, exactly.
+
+    Parameters
+    ----------
+    t_fine : array-like, shape (m,)
+        Sample times of the curve (s), strictly increasing.
+    c_fine : array-like, shape (m,)
+        Curve values at ``t_fine`` (any unit); linear between samples.
+    frame_start, frame_duration : array-like, shape (n,)
+        Frame start times and durations (s). Frames must lie within ``[t_fine[0], t_fine[-1]]``.
+    source : str, optional
+        Name of the file the data come from, used in error messages.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Frame means (exact trapezoid integration, including partial intervals at frame edges).
+    """
+    t = _as_1d(t_fine, "t_fine", source)
+    c = _as_1d(c_fine, "c_fine", source, n=t.size)
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    if t.size < 2 or np.any(np.diff(t) <= 0):
+        raise InputError(file=source, field="t_fine", expected="at least 2 strictly increasing times (s)")
+    fe = fs + fd
+    if fs[0] < t[0] - 1e-9 or fe[-1] > t[-1] + 1e-9:
+        raise InputError(file=source, field="t_fine",
+                         expected=f"curve covering the frames {fs[0]}-{fe[-1]} s",
+                         found=f"{t[0]}-{t[-1]} s")
+    fe = np.minimum(fe, t[-1])
+    return (_cumint_at(t, c, fe) - _cumint_at(t, c, fs)) / fd
+
+
+def _e1e2(k, h):
+    """E1 = int_0^h exp(-k u) du and E2 = int_0^h u exp(-k u) du (k scalar, h array or scalar)."""
+    h = np.asarray(h, dtype=float)
+    x = k * h
+    if k == 0.0:
+        return h.copy(), 0.5 * h * h
+    small = np.abs(x) < 1e-3
+    xs = np.where(small, 1.0, x)
+    e1 = np.where(small, h * (1 - x / 2 + x * x / 6 - x ** 3 / 24), -np.expm1(-xs) / k)
+    e2_big = (1.0 - np.exp(-xs) * (1.0 + xs)) / (k * k)
+    e2 = np.where(small, h * h * (0.5 - x / 3 + x * x / 8 - x ** 3 / 30), e2_big)
+    return e1, e2
+
+
+class _Grid:
+    """A piecewise-linear curve on a uniform grid (minutes) plus exact frame operations."""
+
+    def __init__(self, t_min, y, frame_start_min, frame_end_min):
+        self.t = t_min
+        self.h = float(t_min[1] - t_min[0])
+        self.y = y
+        self.slope = np.diff(y) / self.h
+        self.fs = frame_start_min
+        self.fe = frame_end_min
+        self.dur = frame_end_min - frame_start_min
+        tb = np.concatenate([frame_start_min, frame_end_min])
+        self.tb = tb
+        self.jb = np.clip(np.floor((tb - t_min[0]) / self.h + 1e-9).astype(int), 0, t_min.size - 2)
+        self.db = tb - t_min[self.jb]
+        self.yb = y[self.jb] + self.slope[self.jb] * self.db
+        nfr = frame_start_min.size
+        ib = _cumint_at(t_min, y, tb)
+        self.int_frames = ib[nfr:] - ib[:nfr]  # exact integral of y over each frame
+        self.mean_frames = self.int_frames / self.dur
+        self._n = nfr
+
+    def conv_nodes(self, k):
+        """Nodes of int_0^t exp(-k (t-s)) y(s) ds."""
+        e1, e2 = _e1e2(k, self.h)
+        a = np.exp(-k * self.h)
+        incr = self.y[1:] * e1 - self.slope * e2
+        return np.concatenate([[0.0], lfilter([1.0], [1.0, -a], incr)])
+
+    def conv_frame_means(self, k):
+        """Frame means of exp(-k t) (*) y, exact for piecewise-linear y."""
+        nodes = self.conv_nodes(k)
+        e1, e2 = _e1e2(k, self.db)
+        cb = nodes[self.jb] * np.exp(-k * self.db) + self.yb * e1 - self.slope[self.jb] * e2
+        n = self._n
+        if k > 1e-9:
+            integ = (self.int_frames - (cb[n:] - cb[:n])) / k
+        else:
+            integ = _cumint_at(self.t, nodes, self.fe) - _cumint_at(self.t, nodes, self.fs)
+        return integ / self.dur
+
+
+def _uniform_grid(t_s, values, source, names, t_needed_s, step_s=None):
+    """Put curves sampled at t_s (s) on a uniform grid in minutes starting at 0."""
+    t = _as_1d(t_s, "time", source)
+    vals = [_as_1d(v, nm, source, n=t.size) for v, nm in zip(values, names)]
+    if t.size < 2:
+        raise InputError(file=source, field="time", expected="at least 2 input samples")
+    if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise InputError(file=source, field="time", expected="finite, strictly increasing times (s)")
+    for v, nm in zip(vals, names):
+        if not np.all(np.isfinite(v)):
+            raise InputError(file=source, field=nm, expected="finite input values", found="NaN/inf")
+    if t[0] < 0:
+        raise InputError(file=source, field="time", expected="input times >= 0 s (relative to TimeZero)",
+                         found=f"{t[0]}")
+    if t[-1] < t_needed_s - 1e-6:
+        raise InputError(file=source, field="time",
+                         expected=f"input covering the last frame end ({t_needed_s:g} s)",
+                         found=f"last input sample at {t[-1]:g} s")
+    if t[0] > 0:  # input is zero at injection
+        t = np.concatenate([[0.0], t])
+        vals = [np.concatenate([[0.0], v]) for v in vals]
+    dt = np.diff(t)
+    uniform = np.all(np.abs(dt - dt[0]) <= 1e-6 * dt[0])
+    if uniform and step_s is None:
+        return t / _SEC_PER_MIN, vals
+    step = float(step_s) if step_s is not None else max(float(dt.min()), 0.1)
+    n = int(np.ceil(t[-1] / step - 1e-9)) + 1
+    tg = np.linspace(0.0, (n - 1) * step, n)
+    tg = tg[tg <= t[-1] + 1e-9]
+    if tg[-1] < t[-1] - 1e-9:
+        tg = np.append(tg, tg[-1] + step)
+        t = np.append(t, tg[-1])
+        vals = [np.append(v, v[-1]) for v in vals]
+    return tg / _SEC_PER_MIN, [np.interp(tg, t, v) for v in vals]
+
+
+class _PlasmaInput:
+    def __init__(self, cp_t, cp, cb, fs_s, fd_s, source, grid_step_s=None):
+        fe_s = fs_s + fd_s
+        if cb is None:
+            tg, (cpg,) = _uniform_grid(cp_t, [cp], source, ["parent_plasma"], fe_s[-1], grid_step_s)
+            cbg = None
+        else:
+            tg, (cpg, cbg) = _uniform_grid(cp_t, [cp, cb], source, ["parent_plasma", "whole_blood"],
+                                           fe_s[-1], grid_step_s)
+        fs, fe = fs_s / _SEC_PER_MIN, fe_s / _SEC_PER_MIN
+        self.cp = _Grid(tg, cpg, fs, fe)
+        self.cb_mean = None if cbg is None else _Grid(tg, cbg, fs, fe).mean_frames
+        self.mid = 0.5 * (fs + fe)
+        self.int_cp_mid = _cumint_at(tg, cpg, self.mid)  # Bq/mL*min
+        self.fs, self.fe = fs, fe
+
+
+# --------------------------------------------------------------------------------------------
+# forward models
+# --------------------------------------------------------------------------------------------
+def _tcm1_pred(inp, K1, k2, vb):
+    ct = K1 * inp.cp.conv_frame_means(k2)
+    cb = inp.cb_mean if inp.cb_mean is not None else inp.cp.mean_frames
+    return (1.0 - vb) * ct + vb * cb
+
+
+def _tcm2_pred(inp, K1, k2, k3, k4, vb):
+    s = k2 + k3 + k4
+    disc = np.sqrt(max(s * s - 4.0 * k2 * k4, 0.0))
+    a1, a2 = 0.5 * (s + disc), 0.5 * (s - disc)
+    if a1 - a2 < 1e-12:
+        a1 = a2 + 1e-12
+    c1 = K1 * (k3 + k4 - a2) / (a1 - a2)  # amplitude of exp(-a2 t)
+    c2 = K1 * (a1 - k3 - k4) / (a1 - a2)  # amplitude of exp(-a1 t)
+    ct = c1 * inp.cp.conv_frame_means(a2) + c2 * inp.cp.conv_frame_means(a1)
+    cb = inp.cb_mean if inp.cb_mean is not None else inp.cp.mean_frames
+    return (1.0 - vb) * ct + vb * cb
+
+
+def one_tcm_model(cp_t, cp, cb, frame_start, frame_duration, K1, k2, vb=0.0, source=None):
+    """Frame-averaged one-tissue compartment model TAC.
+
+    ``C_PET(t) = (1 - vB) * K1 * exp(-k2 t) (*) Cp(t) + vB * Cb(t)``.
+
+    Parameters
+    ----------
+    cp_t : array-like
+        Input sample times (s), strictly increasing, covering the last frame end. A zero sample
+        at t = 0 is prepended when the first time is > 0.
+    cp : array-like
+        Metabolite-corrected parent plasma concentration at ``cp_t`` (e.g. Bq/mL).
+    cb : array-like or None
+        Whole-blood concentration at ``cp_t``; None uses ``cp`` in its place.
+    frame_start, frame_duration : array-like
+        Frames (s).
+    K1 : float
+        mL/cm3/min.
+    k2 : float
+        1/min.
+    vb : float
+        Blood volume fraction (unitless).
+    source : str, optional
+        File name used in error messages.
+
+    Returns
+    -------
+    ndarray
+        Frame-mean concentrations (unit of ``cp``).
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source)
+    return _tcm1_pred(inp, float(K1), float(k2), float(vb))
+
+
+def two_tcm_model(cp_t, cp, cb, frame_start, frame_duration, K1, k2, k3, k4, vb=0.0, source=None):
+    """Frame-averaged reversible two-tissue compartment model TAC.
+
+    Same conventions as :func:`one_tcm_model`; k3 and k4 in 1/min. The tissue impulse response
+    is ``K1/(a1-a2) * [(k3+k4-a2) exp(-a2 t) + (a1-k3-k4) exp(-a1 t)]`` with
+    ``a1,2 = (k2+k3+k4 +/- sqrt((k2+k3+k4)^2 - 4 k2 k4))/2``.
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source)
+    return _tcm2_pred(inp, float(K1), float(k2), float(k3), float(k4), float(vb))
+
+
+# --------------------------------------------------------------------------------------------
+# NLS machinery
+# --------------------------------------------------------------------------------------------
+def _weights(weights, n, source):
+    if weights is None:
+        return np.ones(n)
+    w = _as_1d(weights, "weights", source, n=n)
+    if np.any(~np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise InputError(file=source, field="weights", expected="finite non-negative weights, not all zero")
+    return w
+
+
+def _merge_bounds(model, bounds, names):
+    b = dict(DEFAULT_BOUNDS[model])
+    if bounds:
+        for k, v in bounds.items():
+            if k not in b:
+                raise InputError(field=f"bounds.{model}.{k}", expected=f"one of {sorted(b)}", found=k)
+            lo, hi = float(v[0]), float(v[1])
+            if not lo < hi:
+                raise InputError(field=f"bounds.{model}.{k}", expected="lower < upper", found=f"{v}")
+            b[k] = (lo, hi)
+    return np.array([b[p][0] for p in names]), np.array([b[p][1] for p in names])
+
+
+def _nls(fun_pred, y, w, names, lo, hi, starts):
+    """Weighted NLS from several starts; returns (best OptimizeResult, cov or None)."""
+    sw = np.sqrt(w)
+
+    def resid(x):
+        r = (fun_pred(x) - y) * sw
+        return np.where(np.isfinite(r), r, 1e10)
+
+    best = None
+    for x0 in starts:
+        x0 = np.clip(np.asarray(x0, float), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
+        try:
+            r = least_squares(resid, x0, bounds=(lo, hi), method="trf", x_scale="jac",
+                              xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+            continue
+        if best is None or r.cost < best.cost:
+            best = r
+    if best is None:
+        return None, None
+    n, p = y.size, len(names)
+    cov = None
+    if n > p:
+        J = best.jac
+        rss = 2.0 * best.cost
+        try:
+            jtj = J.T @ J
+            if np.linalg.cond(jtj) < 1e14:
+                cov = np.linalg.inv(jtj) * rss / (n - p)
+        except np.linalg.LinAlgError:
+            cov = None
+    return best, cov
+
+
+def _nls_report(model, names, res, cov, y, w, lo, hi, derived=None):
+    """Assemble a FitResult from NLS output; ``derived`` = (name, f(x), grad(x)) list."""
+    x = res.x
+    est = {p: float(v) for p, v in zip(names, x)}
+    se = {p: (float(np.sqrt(cov[i, i])) if cov is not None and cov[i, i] >= 0 else np.nan)
+          for i, p in enumerate(names)}
+    for dname, f, g in derived or []:
+        est[dname] = float(f(x))
+        if cov is not None:
+            gv = np.asarray(g(x), float)
+            var = float(gv @ cov @ gv)
+            se[dname] = np.sqrt(var) if var >= 0 else np.nan
+        else:
+            se[dname] = np.nan
+    n, k = y.size, len(names)
+    rss = 2.0 * res.cost
+    aic = n * np.log(rss / n) + 2 * k if rss > 0 else -np.inf
+    flags, ok = [], True
+    if res.status <= 0:
+        flags.append(f"non-convergence ({res.message})")
+        ok = False
+    tol = 1e-6 * (hi - lo)
+    for i, p in enumerate(names):
+        if x[i] <= lo[i] + tol[i] or x[i] >= hi[i] - tol[i]:
+            side = "lower" if x[i] <= lo[i] + tol[i] else "upper"
+            flags.append(f"{p} at {side} bound")
+            if p in _CRITICAL_AT_BOUND:
+                ok = False
+    if cov is None:
+        flags.append("singular Jacobian: SE not available")
+    if not all(np.isfinite(v) for v in est.values()):
+        flags.append("non-finite estimate")
+        ok = False
+    return FitResult(model, est, se, aic=float(aic), n_params=k, n_frames=n, rss=float(rss),
+                     fit_ok=ok, flag="; ".join(flags), fitted=None)
+
+
+def _add_flag(res, msg, fail=True):
+    res.flag = f"{res.flag}; {msg}" if res.flag else msg
+    if fail:
+        res.fit_ok = False
+
+
+def _check_range(res, key, bounds, label):
+    v = res.estimates.get(key, np.nan)
+    if np.isfinite(v) and not (bounds[0] <= v <= bounds[1]):
+        _add_flag(res, f"{label} {v:.4g} outside plausible range [{bounds[0]:g}, {bounds[1]:g}]")
+
+
+def _tac_precheck(tac, model, names):
+    if not np.any(tac > 0):
+        return _failed(model, names, "TAC has no positive values")
+    return None
+
+
+def _negative_note(res, tac):
+    nneg = int(np.sum(tac < 0))
+    if nneg:
+        _add_flag(res, f"{nneg} negative frame value(s)", fail=False)
+
+
+# --------------------------------------------------------------------------------------------
+# compartment models with plasma input
+# --------------------------------------------------------------------------------------------
+def _linear_1tcm_start(inp, tac):
+    """Linearised 1TCM (integrated form) for starting values.
+
+    ``C(t) = (1-vB) K1 int Cp - k2 int C + k2 vB int Cb + vB Cb``, solved by least squares on
+    frame mid-times; without a separate whole-blood curve ``Cb = Cp`` and the two ``int Cp``
+    terms merge.
+    """
+    intc = _cum_mid(tac, inp.fs, inp.fe)
+    if inp.cb_mean is not None:
+        cbm = inp.cb_mean
+        cbcum = _cum_mid(cbm, inp.fs, inp.fe)
+        X = np.column_stack([inp.int_cp_mid, -intc, cbcum, cbm])
+    else:
+        cbm = inp.cp.mean_frames
+        X = np.column_stack([inp.int_cp_mid, -intc, cbm])
+    try:
+        coef, *_ = np.linalg.lstsq(X, tac, rcond=None)
+    except np.linalg.LinAlgError:
+        return None
+    k2 = coef[1]
+    vb = float(np.clip(coef[-1], 0.0, 0.2))
+    p1 = coef[0] if inp.cb_mean is not None else coef[0] - k2 * vb
+    K1 = p1 / (1.0 - vb)
+    if not (np.isfinite(k2) and k2 > 0 and np.isfinite(K1) and K1 > 0):
+        return None
+    return [float(K1), float(k2), vb]
+
+
+def one_tcm(cp_t, cp, cb, frame_start, frame_duration, tac, vb=None, weights=None, bounds=None,
+            vt_bounds=DEFAULT_VT_BOUNDS, grid_step_s=None, source=None):
+    """Fit the one-tissue compartment model (1TCM) with blood volume.
+
+    ``C_PET(t) = (1 - vB) * K1 * exp(-k2 t) (*) Cp(t) + vB * Cb(t)``, frame averaged exactly;
+    ``VT = K1/k2`` with SE by the delta method.
+
+    Parameters
+    ----------
+    cp_t : array-like
+        Input sample times (s), e.g. the uniform grid of
+        :func:`prepost.pet.blood.metabolite_corrected_input`. Non-uniform samples are
+        interpolated linearly onto a uniform grid (step = smallest interval, >= 0.1 s).
+    cp : array-like
+        Metabolite-corrected parent plasma (same unit as ``tac``).
+    cb : array-like or None
+        Whole blood; None uses ``cp`` for the vB term.
+    frame_start, frame_duration : array-like
+        Frames (s).
+    tac : array-like
+        Frame-mean tissue concentrations.
+    vb : float or None
+        Fixed blood volume fraction; None fits vB.
+    weights : array-like or None
+        Per-frame weights proportional to inverse variance; None = equal weights.
+    bounds : dict, optional
+        Overrides of ``DEFAULT_BOUNDS['1tcm']``, e.g. ``{'k2': (1e-3, 1.0)}``.
+    vt_bounds : tuple of float
+        Plausible VT range (mL/cm3); VT outside sets ``fit_ok`` False.
+    grid_step_s : float, optional
+        Force resampling of the input to this uniform step (s).
+    source : str, optional
+        File name used in error messages.
+
+    Returns
+    -------
+    FitResult
+        Estimates K1 (mL/cm3/min), k2 (1/min), vB, VT (mL/cm3).
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    y = _check_tac(tac, fs.size, source)
+    w = _weights(weights, fs.size, source)
+    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source, grid_step_s)
+    fit_vb = vb is None
+    names = ["K1", "k2", "vB"] if fit_vb else ["K1", "k2"]
+    out_names = names + ["VT"] if fit_vb else names + ["vB", "VT"]
+    bad = _tac_precheck(y, "1tcm", out_names)
+    if bad is not None:
+        return bad
+    lo, hi = _merge_bounds("1tcm", bounds, names)
+    if fit_vb:
+        pred = lambda x: _tcm1_pred(inp, x[0], x[1], x[2])  # noqa: E731
+    else:
+        vbf = float(vb)
+        pred = lambda x: _tcm1_pred(inp, x[0], x[1], vbf)  # noqa: E731
+    starts = []
+    lin = _linear_1tcm_start(inp, y)
+    if lin is not None:
+        starts.append(lin if fit_vb else lin[:2])
+    for k2s in (0.02, 0.1):
+        vt0 = max(np.mean(y[-3:]) / max(np.mean(inp.cp.mean_frames[-3:]), 1e-12), 0.5)
+        s = [min(vt0 * k2s, 1.0), k2s, 0.05]
+        starts.append(s if fit_vb else s[:2])
+    res, cov = _nls(pred, y, w, names, lo, hi, starts)
+    if res is None:
+        return _failed("1tcm", out_names, "optimiser failed", len(names))
+    derived = [("VT", lambda x: x[0] / x[1], lambda x: [1.0 / x[1], -x[0] / x[1] ** 2] + [0.0] * (len(x) - 2))]
+    out = _nls_report("1tcm", names, res, cov, y, w, lo, hi, derived)
+    if not fit_vb:
+        out.estimates = {"K1": out.estimates["K1"], "k2": out.estimates["k2"], "vB": float(vb),
+                         "VT": out.estimates["VT"]}
+        out.se = {"K1": out.se["K1"], "k2": out.se["k2"], "vB": np.nan, "VT": out.se["VT"]}
+    out.fitted = pred(res.x)
+    _check_range(out, "VT", vt_bounds, "VT")
+    _negative_note(out, y)
+    return out
+
+
+def two_tcm(cp_t, cp, cb, frame_start, frame_duration, tac, vb=None, weights=None, bounds=None,
+            vt_bounds=DEFAULT_VT_BOUNDS, grid_step_s=None, source=None):
+    """Fit the reversible two-tissue compartment model (2TCM) with blood volume.
+
+    Parameters are as in :func:`one_tcm`. Estimates K1 (mL/cm3/min), k2, k3, k4 (1/min), vB,
+    ``VT = K1/k2 * (1 + k3/k4)`` and ``VND = K1/k2`` (mL/cm3); SEs of derived values by the
+    delta method. Several starting points are tried (the 1TCM solution and a small grid in
+    k3, k4) and the lowest-RSS solution is kept.
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    y = _check_tac(tac, fs.size, source)
+    w = _weights(weights, fs.size, source)
+    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source, grid_step_s)
+    fit_vb = vb is None
+    names = ["K1", "k2", "k3", "k4", "vB"] if fit_vb else ["K1", "k2", "k3", "k4"]
+    out_names = ["K1", "k2", "k3", "k4", "vB", "VT", "VND"]
+    bad = _tac_precheck(y, "2tcm", out_names)
+    if bad is not None:
+        return bad
+    lo, hi = _merge_bounds("2tcm", bounds, names)
+    vbf = None if fit_vb else float(vb)
+    pred = (lambda x: _tcm2_pred(inp, *x)) if fit_vb else (lambda x: _tcm2_pred(inp, *x, vbf))
+    lin = _linear_1tcm_start(inp, y) or [0.3, 0.05, 0.05]
+    K1s, k2s, vbs = lin
+    starts = []
+    for k3, k4 in ((0.05, 0.05), (0.02, 0.01), (0.1, 0.03), (0.01, 0.05)):
+        k2 = max(k2s * (1 + k3 / k4), 0.01)
+        s = [K1s, k2, k3, k4, vbs]
+        starts.append(s if fit_vb else s[:4])
+    res, cov = _nls(pred, y, w, names, lo, hi, starts)
+    if res is None:
+        return _failed("2tcm", out_names, "optimiser failed", len(names))
+
+    def vt(x):
+        return x[0] / x[1] * (1 + x[2] / x[3])
+
+    def vt_grad(x):
+        K1, k2, k3, k4 = x[:4]
+        g = [(1 + k3 / k4) / k2, -K1 / k2 ** 2 * (1 + k3 / k4), K1 / (k2 * k4), -K1 * k3 / (k2 * k4 ** 2)]
+        return g + [0.0] * (len(x) - 4)
+
+    derived = [("VT", vt, vt_grad),
+               ("VND", lambda x: x[0] / x[1], lambda x: [1 / x[1], -x[0] / x[1] ** 2] + [0.0] * (len(x) - 2))]
+    out = _nls_report("2tcm", names, res, cov, y, w, lo, hi, derived)
+    if not fit_vb:
+        out.estimates["vB"] = float(vb)
+        out.se["vB"] = np.nan
+        out.estimates = {k: out.estimates[k] for k in out_names}
+        out.se = {k: out.se[k] for k in out_names}
+    out.fitted = pred(res.x)
+    _check_range(out, "VT", vt_bounds, "VT")
+    _negative_note(out, y)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# graphical methods with plasma input
+# --------------------------------------------------------------------------------------------
+def _cum_mid(tac, fs_min, fe_min):
+    """Integral of the TAC from 0 to each frame mid-time (min*conc): exact sum of the preceding
+    frames (frame mean x duration) plus half of the current frame."""
+    dur = fe_min - fs_min
+    prev = np.concatenate([[0.0], np.cumsum(tac * dur)])[:-1]
+    return prev + 0.5 * tac * dur
+
+
+def _ols(x, y):
+    """y = b0 + b1 x; returns (coef, cov, rss)."""
+    X = np.column_stack([np.ones_like(x), x])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    r = y - X @ coef
+    rss = float(r @ r)
+    dof = max(y.size - 2, 1)
+    cov = np.linalg.pinv(X.T @ X) * rss / dof
+    return coef, cov, rss
+
+
+def _tissue_tac(y, vb, inp):
+    if vb is None or vb == 0:
+        return y
+    cb = inp.cb_mean if inp.cb_mean is not None else inp.cp.mean_frames
+    return (y - vb * cb) / (1.0 - vb)
+
+
+def logan_plasma(cp_t, cp, cb, frame_start, frame_duration, tac, tstar_s=30 * 60.0, vb=None,
+                 vt_bounds=DEFAULT_VT_BOUNDS, source=None):
+    """Logan graphical analysis with arterial input (Logan 1990).
+
+    For frames whose mid-time is ``>= tstar_s``, regress
+    ``int_0^t C_T / C_T(t)`` on ``int_0^t Cp / C_T(t)``; the slope is VT (mL/cm3).
+    ``C_T(t)`` is the frame mean at the frame mid-time ``t``; ``int_0^t C_T`` is the exact sum of
+    the preceding frames plus half the current frame; ``int_0^t Cp`` is exact on the input.
+
+    Parameters
+    ----------
+    cp_t, cp, cb, frame_start, frame_duration, tac, source
+        As in :func:`one_tcm` (``cb`` only used when ``vb`` is given).
+    tstar_s : float
+        Start of the linear phase t* (s); default 30 min.
+    vb : float or None
+        If given, the TAC is corrected for blood, ``C_T = (C_PET - vB*Cb)/(1 - vB)``; None
+        applies no correction (a vB of 5% then biases VT by a few %).
+    vt_bounds : tuple of float
+        Plausible VT range (mL/cm3).
+
+    Returns
+    -------
+    FitResult
+        Estimates VT (mL/cm3, SE from OLS) and intercept (min); ``n_params`` 2.
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    y = _check_tac(tac, fs.size, source)
+    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source)
+    names = ["VT", "intercept"]
+    bad = _tac_precheck(y, "logan", names)
+    if bad is not None:
+        return bad
+    ct = _tissue_tac(y, vb, inp)
+    sel = inp.mid >= tstar_s / _SEC_PER_MIN
+    return _linear_graphical("logan", ct, sel, inp.int_cp_mid, _cum_mid(ct, inp.fs, inp.fe), vt_bounds)
+
+
+def _linear_graphical(model, ct, sel, int_in, int_ct, vt_bounds, key="VT", plaus_label="VT"):
+    names = [key, "intercept"]
+    if sel.sum() < 3:
+        return _failed(model, names, f"fewer than 3 frames after t* ({int(sel.sum())})", 2)
+    c = ct[sel]
+    if np.any(c <= 0):
+        return _failed(model, names, "non-positive TAC value after t*", 2)
+    x = int_in[sel] / c
+    yy = int_ct[sel] / c
+    coef, cov, rss = _ols(x, yy)
+    est = {key: float(coef[1]), "intercept": float(coef[0])}
+    se = {key: float(np.sqrt(cov[1, 1])), "intercept": float(np.sqrt(cov[0, 0]))}
+    n = int(sel.sum())
+    res = FitResult(model, est, se, aic=float(n * np.log(rss / n) + 4) if rss > 0 else -np.inf,
+                    n_params=2, n_frames=n, rss=rss, fitted=coef[0] + coef[1] * x)
+    if not np.isfinite(est[key]) or est[key] <= 0:
+        _add_flag(res, f"non-positive {key}")
+    else:
+        _check_range(res, key, vt_bounds, plaus_label)
+    return res
+
+
+def ma1(cp_t, cp, cb, frame_start, frame_duration, tac, tstar_s=30 * 60.0, vb=None,
+        vt_bounds=DEFAULT_VT_BOUNDS, source=None):
+    """Ichise multilinear analysis MA1 (Ichise 2002).
+
+    For frames with mid-time ``>= tstar_s``, ordinary least squares (no intercept) of
+    ``C_T(t) = a * int_0^t Cp + b * int_0^t C_T``; ``VT = -a/b`` (mL/cm3) with SE by the delta
+    method from the OLS covariance of (a, b). Integrals and blood correction as in
+    :func:`logan_plasma`. Parameters are as in :func:`logan_plasma`.
+
+    Returns
+    -------
+    FitResult
+        Estimates VT (mL/cm3), a (mL/cm3/min), b (1/min); ``n_params`` 2.
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    y = _check_tac(tac, fs.size, source)
+    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source)
+    names = ["VT", "a", "b"]
+    bad = _tac_precheck(y, "ma1", names)
+    if bad is not None:
+        return bad
+    ct = _tissue_tac(y, vb, inp)
+    sel = inp.mid >= tstar_s / _SEC_PER_MIN
+    if sel.sum() < 3:
+        return _failed("ma1", names, f"fewer than 3 frames after t* ({int(sel.sum())})", 2)
+    X = np.column_stack([inp.int_cp_mid[sel], _cum_mid(ct, inp.fs, inp.fe)[sel]])
+    yy = ct[sel]
+    coef, *_ = np.linalg.lstsq(X, yy, rcond=None)
+    r = yy - X @ coef
+    rss = float(r @ r)
+    n = yy.size
+    cov = np.linalg.pinv(X.T @ X) * rss / max(n - 2, 1)
+    a, b = coef
+    vt = -a / b
+    g = np.array([-1.0 / b, a / b ** 2])
+    est = {"VT": float(vt), "a": float(a), "b": float(b)}
+    se = {"VT": float(np.sqrt(max(g @ cov @ g, 0))), "a": float(np.sqrt(cov[0, 0])), "b": float(np.sqrt(cov[1, 1]))}
+    res = FitResult("ma1", est, se, aic=float(n * np.log(rss / n) + 4) if rss > 0 else -np.inf,
+                    n_params=2, n_frames=n, rss=rss, fitted=X @ coef)
+    if not np.isfinite(vt) or vt <= 0 or b >= 0:
+        _add_flag(res, "non-positive VT or b >= 0 (no washout)")
+    else:
+        _check_range(res, "VT", vt_bounds, "VT")
+    _negative_note(res, y)
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# static measures
+# --------------------------------------------------------------------------------------------
+def _window_mean(values, fs, fd, window_s, source, name="tac"):
+    lo_w, hi_w = float(window_s[0]), float(window_s[1])
+    if not hi_w > lo_w:
+        raise InputError(file=source, field="window", expected="(start, end) in s with end > start",
+                         found=f"{window_s}")
+    fe = fs + fd
+    if lo_w < fs[0] - 1e-6 or hi_w > fe[-1] + 1e-6:
+        raise InputError(file=source, field="window",
+                         expected=f"window within the scan {fs[0]:g}-{fe[-1]:g} s", found=f"{window_s}")
+    ov = np.clip(np.minimum(fe, hi_w) - np.maximum(fs, lo_w), 0.0, None)
+    if ov.sum() <= 0:
+        raise InputError(file=source, field="window", expected="window overlapping frames", found=f"{window_s}")
+    return float(np.sum(values * ov) / ov.sum())
+
+
+def suv(tac, frame_start, frame_duration, injected_dose_bq, weight_kg, window=(60 * 60.0, 90 * 60.0),
+        source=None):
+    """Standardised uptake value over a time window.
+
+    ``SUV = mean C(window) [Bq/mL] / (injected dose [Bq] / body weight [g])`` (tissue density
+    1 g/mL assumed). The window mean weights each frame by its overlap with the window (s).
+
+    Returns
+    -------
+    FitResult
+        Estimate 'SUV' (g/mL, i.e. unitless); no SE.
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    y = _check_tac(tac, fs.size, source)
+    dose, wt = float(injected_dose_bq), float(weight_kg)
+    if not dose > 0:
+        raise InputError(file=source, field="InjectedRadioactivity", expected="positive dose (Bq)", found=f"{dose}")
+    if not 10 <= wt <= 400:
+        raise InputError(file=source, field="BodyWeight", expected="body weight in kg (10-400)", found=f"{wt}")
+    m = _window_mean(y, fs, fd, window, source)
+    if m <= 0:
+        return _failed("suv", ["SUV"], "non-positive mean concentration in window")
+    return FitResult("suv", {"SUV": m / (dose / (wt * 1000.0))}, {"SUV": np.nan})
+
+
+def suvr(target, reference, frame_start, frame_duration, window=(60 * 60.0, 90 * 60.0), source=None):
+    """SUV ratio: window-mean target over window-mean reference.
+
+    Parameters
+    ----------
+    target, reference : array-like
+        Frame-mean TACs.
+    frame_start, frame_duration : array-like
+        Frames (s).
+    window : tuple of float
+        Averaging window (s), default 60-90 min. Frames are weighted by their overlap.
+
+    Returns
+    -------
+    FitResult
+        Estimate 'SUVR' (unitless); no SE. SUVR equals DVR (``VT_target/VT_reference``) only at
+        true equilibrium. Once both regions reach transient equilibrium with a plasma curve
+        clearing at rate lambda, a one-tissue region has ``C/Cp = K1/(k2 - lambda)``, so SUVR
+        exceeds DVR; a slow region still loading (k2 close to lambda) gives SUVR below DVR.
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    t = _check_tac(target, fs.size, source, "target")
+    r = _check_tac(reference, fs.size, source, "reference")
+    mt = _window_mean(t, fs, fd, window, source)
+    mr = _window_mean(r, fs, fd, window, source)
+    if mr <= 0:
+        return _failed("suvr", ["SUVR"], "non-positive reference mean in window")
+    if mt <= 0:
+        return _failed("suvr", ["SUVR"], "non-positive target mean in window")
+    return FitResult("suvr", {"SUVR": mt / mr}, {"SUVR": np.nan})
+
+
+# --------------------------------------------------------------------------------------------
+# reference-tissue models
+# --------------------------------------------------------------------------------------------
+def _reference_grid(ref, fs_min, fe_min, step_min):
+    """Piecewise-linear reference curve through (0, 0), (frame mid, frame mean) and held to the
+    last frame end, resampled on a uniform grid."""
+    mid = 0.5 * (fs_min + fe_min)
+    tk = np.concatenate([[0.0], mid, [fe_min[-1]]])
+    yk = np.concatenate([[0.0], ref, [ref[-1]]])
+    if fs_min[0] > 0:  # no data before the first frame: still assume zero at injection
+        pass
+    n = int(np.ceil(fe_min[-1] / step_min - 1e-9)) + 1
+    tg = np.arange(n) * step_min
+    return _Grid(tg, np.interp(tg, tk, yk), fs_min, fe_min)
+
+
+def srtm_model(reference, frame_start, frame_duration, R1, k2, BPND, grid_step_s=1.0):
+    """Frame-mean SRTM prediction.
+
+    ``C_T = R1 C_R + (k2 - R1 k2/(1+BPND)) C_R (*) exp(-k2/(1+BPND) t)``, k2 in 1/min. The
+    ``R1 C_R`` term uses the measured frame means; the convolution uses a piecewise-linear
+    reference curve through the frame mid-points (zero at t = 0) on a ``grid_step_s`` grid.
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, None)
+    r = _check_tac(reference, fs.size, None, "reference")
+    g = _reference_grid(r, fs / _SEC_PER_MIN, (fs + fd) / _SEC_PER_MIN, grid_step_s / _SEC_PER_MIN)
+    k2a = k2 / (1 + BPND)
+    return R1 * r + (k2 - R1 * k2a) * g.conv_frame_means(k2a)
+
+
+def srtm(target, reference, frame_start, frame_duration, weights=None, bounds=None,
+         bp_bounds=DEFAULT_BP_BOUNDS, grid_step_s=1.0, source=None):
+    """Simplified reference tissue model (Lammertsma & Hume 1996).
+
+    Model as in :func:`srtm_model`. A basis-function search (Gunn 1997; 200 values of
+    ``k2a = k2/(1+BPND)`` log-spaced within the bounds) gives starting values, then bounded NLS
+    refines R1, k2 and BPND and gives their SEs.
+
+    Parameters
+    ----------
+    target, reference : array-like
+        Frame-mean TACs of the target and reference regions.
+    frame_start, frame_duration : array-like
+        Frames (s).
+    weights : array-like or None
+        Per-frame weights (inverse variance up to a scale).
+    bounds : dict, optional
+        Overrides of ``DEFAULT_BOUNDS['srtm']``.
+    bp_bounds : tuple of float
+        Plausible BPND range.
+    grid_step_s : float
+        Step of the reference interpolation grid (s).
+    source : str, optional
+        File name for error messages.
+
+    Returns
+    -------
+    FitResult
+        Estimates R1 (unitless), k2 (1/min), BPND, k2prime = k2/R1 (1/min, SE by delta method).
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    y = _check_tac(target, fs.size, source, "target")
+    r = _check_tac(reference, fs.size, source, "reference")
+    w = _weights(weights, fs.size, source)
+    names = ["R1", "k2", "BPND"]
+    out_names = names + ["k2prime"]
+    bad = _tac_precheck(y, "srtm", out_names)
+    if bad is not None:
+        return bad
+    if not np.any(r > 0):
+        return _failed("srtm", out_names, "reference TAC has no positive values")
+    lo, hi = _merge_bounds("srtm", bounds, names)
+    g = _reference_grid(r, fs / _SEC_PER_MIN, (fs + fd) / _SEC_PER_MIN, grid_step_s / _SEC_PER_MIN)
+
+    def pred(x):
+        R1, k2, bp = x
+        k2a = k2 / (1 + bp)
+        return R1 * r + (k2 - R1 * k2a) * g.conv_frame_means(k2a)
+
+    # basis functions
+    sw = np.sqrt(w)
+    best = None
+    k2a_lo = max(lo[1] / (1 + hi[2]), 1e-4)
+    k2a_hi = hi[1] / (1 + lo[2])
+    for th in np.geomspace(k2a_lo, min(k2a_hi, 5.0), 200):
+        B = np.column_stack([r, g.conv_frame_means(th)]) * sw[:, None]
+        coef, *_ = np.linalg.lstsq(B, y * sw, rcond=None)
+        rss = float(np.sum((B @ coef - y * sw) ** 2))
+        if best is None or rss < best[0]:
+            best = (rss, coef, th)
+    starts = []
+    if best is not None:
+        _, (R1, c2), th = best
+        k2 = c2 + R1 * th
+        if R1 > 0 and k2 > 0:
+            starts.append([R1, k2, k2 / th - 1])
+    starts.append([1.0, 0.1, 1.0])
+    res, cov = _nls(pred, y, w, names, lo, hi, starts)
+    if res is None:
+        return _failed("srtm", out_names, "optimiser failed", 3)
+    derived = [("k2prime", lambda x: x[1] / x[0], lambda x: [-x[1] / x[0] ** 2, 1 / x[0], 0.0])]
+    out = _nls_report("srtm", names, res, cov, y, w, lo, hi, derived)
+    out.fitted = pred(res.x)
+    _check_range(out, "BPND", bp_bounds, "BPND")
+    _negative_note(out, y)
+    return out
+
+
+def logan_reference(target, reference, frame_start, frame_duration, tstar_s=30 * 60.0, k2prime=None,
+                    bp_bounds=DEFAULT_BP_BOUNDS, source=None):
+    """Logan reference-tissue graphical analysis (Logan 1996).
+
+    For frames with mid-time ``>= tstar_s`` regress ``int_0^t C_T / C_T(t)`` on
+    ``(int_0^t C_R + C_R(t)/k2') / C_T(t)``; the slope is DVR and ``BPND = DVR - 1``.
+
+    Parameters
+    ----------
+    target, reference : array-like
+        Frame-mean TACs.
+    frame_start, frame_duration : array-like
+        Frames (s).
+    tstar_s : float
+        t* (s), default 30 min.
+    k2prime : float, 'srtm' or None
+        Reference efflux rate k2' (1/min). A float is used as given (e.g. a population value).
+        'srtm' estimates it as ``k2/R1`` from :func:`srtm` fitted to the same target and
+        reference. None omits the ``C_R/k2'`` term (the approximation of Logan 1996, valid only
+        when ``C_R/C_T`` is constant after t*); for a slowly equilibrating [11C]UCB-J target
+        (k2 = 0.015/min) this underestimates DVR by about 20%, so prefer 'srtm' or a value.
+    bp_bounds : tuple of float
+        Plausible BPND range (DVR checked as 1 + range).
+
+    Returns
+    -------
+    FitResult
+        Estimates DVR, BPND, intercept (min); SE of DVR and BPND from OLS.
+    """
+    fs, fd = _check_frames(frame_start, frame_duration, source)
+    y = _check_tac(target, fs.size, source, "target")
+    r = _check_tac(reference, fs.size, source, "reference")
+    names = ["DVR", "BPND", "intercept"]
+    bad = _tac_precheck(y, "logan_ref", names)
+    if bad is not None:
+        return bad
+    fs_m, fe_m = fs / _SEC_PER_MIN, (fs + fd) / _SEC_PER_MIN
+    mid = 0.5 * (fs_m + fe_m)
+    sel = mid >= tstar_s / _SEC_PER_MIN
+    int_r = _cum_mid(r, fs_m, fe_m)
+    k2p_note = None
+    if isinstance(k2prime, str):
+        if k2prime.lower() != "srtm":
+            raise InputError(file=source, field="k2prime", expected="a positive float (1/min), 'srtm' or None",
+                             found=k2prime)
+        fit = srtm(y, r, frame_start, frame_duration, source=source)
+        if not (fit.fit_ok and np.isfinite(fit.estimates["k2prime"]) and fit.estimates["k2prime"] > 0):
+            return _failed("logan_ref", names, f"k2' from SRTM not available ({fit.flag})", 2)
+        k2prime = fit.estimates["k2prime"]
+        k2p_note = f"k2' = {k2prime:.4g}/min from SRTM"
+    if k2prime is not None:
+        kp = float(k2prime)
+        if not kp > 0:
+            raise InputError(file=source, field="k2prime", expected="positive k2' (1/min)", found=f"{kp}")
+        int_r = int_r + r / kp
+    dvr_bounds = (1 + bp_bounds[0], 1 + bp_bounds[1])
+    res = _linear_graphical("logan_ref", y, sel, int_r, _cum_mid(y, fs_m, fe_m), dvr_bounds,
+                            key="DVR", plaus_label="DVR")
+    res.estimates = {"DVR": res.estimates["DVR"], "BPND": res.estimates["DVR"] - 1,
+                     "intercept": res.estimates["intercept"]}
+    res.se = {"DVR": res.se["DVR"], "BPND": res.se["DVR"], "intercept": res.se["intercept"]}
+    if k2prime is None:
+        _add_flag(res, "k2' not given: C_R/k2' term omitted", fail=False)
+    elif k2p_note:
+        _add_flag(res, k2p_note, fail=False)
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# batch helper
+# --------------------------------------------------------------------------------------------
+_PLASMA_MODELS = {"1tcm", "2tcm", "logan", "ma1"}
+_REF_MODELS = {"srtm", "logan_ref", "suvr"}
+_ALL_MODELS = _PLASMA_MODELS | _REF_MODELS | {"suv"}
+_EXPECTED = {
+    "1tcm": ["K1", "k2", "vB", "VT"],
+    "2tcm": ["K1", "k2", "k3", "k4", "vB", "VT", "VND"],
+    "logan": ["VT", "intercept"],
+    "ma1": ["VT", "a", "b"],
+    "srtm": ["R1", "k2", "BPND", "k2prime"],
+    "logan_ref": ["DVR", "BPND", "intercept"],
+    "suvr": ["SUVR"],
+    "suv": ["SUV"],
+}
+
+
+def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "ma1"), bounds=None,
+               vb=None, tstar_s=30 * 60.0, suvr_window=(60 * 60.0, 90 * 60.0), k2prime="srtm",
+               vt_bounds=DEFAULT_VT_BOUNDS, bp_bounds=DEFAULT_BP_BOUNDS, weights=None,
+               injected_dose_bq=None, weight_kg=None, source=None, input_source=None):
+    """Fit several models to every region of a TAC table.
+
+    Parameters
+    ----------
+    tacs : pandas.DataFrame
+        Columns ``frame_start`` and ``frame_end`` (s) and one column per region (frame means).
+    input : pandas.DataFrame or None
+        Arterial input with columns ``time`` (s), ``parent_plasma`` and optionally
+        ``whole_blood`` (as returned by :func:`prepost.pet.blood.metabolite_corrected_input`).
+        Required for '1tcm', '2tcm', 'logan', 'ma1'.
+    reference_roi : str or None
+        Reference region column; required for 'srtm', 'logan_ref', 'suvr'. The reference
+        region itself is not fitted with reference-tissue models.
+    models : sequence of str
+        Any of '1tcm', '2tcm', 'logan', 'ma1', 'srtm', 'logan_ref', 'suvr', 'suv'.
+    bounds : dict, optional
+        Per-model bound overrides, e.g. ``{'1tcm': {'k2': (1e-3, 1)}}``.
+    vb : float or None
+        Fixed blood volume for compartment models (None = fitted) and blood correction for
+        Logan/MA1 (None = none).
+    tstar_s : float
+        t* for graphical methods (s), default 30 min.
+    suvr_window : tuple of float
+        SUV/SUVR window (s).
+    k2prime : float, 'srtm' or None
+        k2' (1/min) for 'logan_ref' (see :func:`logan_reference`); default 'srtm'.
+    vt_bounds, bp_bounds : tuple of float
+        Plausible ranges for VT (mL/cm3) and BPND.
+    weights : array-like or None
+        Per-frame weights for NLS models.
+    injected_dose_bq, weight_kg : float, optional
+        Needed for 'suv'.
+    source, input_source : str, optional
+        File names of the TAC table and the input, used in messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Tidy table with columns roi, model, parameter, estimate, se, aic, n_params, fit_ok,
+        flag. A failed fit gives NaN estimates with ``fit_ok`` False and the reason in ``flag``;
+        it never raises. Malformed inputs (missing columns, unknown models) raise InputError
+        before any fitting.
+    """
+    if not isinstance(tacs, pd.DataFrame):
+        raise InputError(file=source, field="tacs", expected="a DataFrame with frame_start, frame_end and ROI columns")
+    for col in ("frame_start", "frame_end"):
+        if col not in tacs.columns:
+            raise InputError(file=source, field=col, expected="column present (s)", found=f"columns {list(tacs.columns)}")
+    models = [str(m).lower() for m in models]
+    unknown = [m for m in models if m not in _ALL_MODELS]
+    if unknown:
+        raise InputError(field="models", expected=f"any of {sorted(_ALL_MODELS)}", found=f"{unknown}")
+    fs = _as_1d(tacs["frame_start"], "frame_start", source)
+    fe = _as_1d(tacs["frame_end"], "frame_end", source)
+    fs, fd = _check_frames(fs, fe - fs, source)
+    rois = [c for c in tacs.columns if c not in ("frame_start", "frame_end")]
+    if not rois:
+        raise InputError(file=source, field="ROI columns", expected="at least one region column")
+    bounds = bounds or {}
+    for m in bounds:
+        if m not in DEFAULT_BOUNDS:
+            raise InputError(field=f"bounds.{m}", expected=f"one of {sorted(DEFAULT_BOUNDS)}", found=m)
+    cp_t = cp = cb = None
+    if any(m in _PLASMA_MODELS for m in models):
+        if input is None:
+            raise InputError(file=input_source, field="input",
+                             expected=f"an arterial input for models {sorted(set(models) & _PLASMA_MODELS)}")
+        for col in ("time", "parent_plasma"):
+            if col not in input.columns:
+                raise InputError(file=input_source, field=col, expected="column present in the input function",
+                                 found=f"columns {list(input.columns)}")
+        cp_t = input["time"].to_numpy(float)
+        cp = input["parent_plasma"].to_numpy(float)
+        cb = input["whole_blood"].to_numpy(float) if "whole_blood" in input.columns else None
+        _PlasmaInput(cp_t, cp, cb, fs, fd, input_source)  # validate once, raising InputError
+    ref = None
+    if any(m in _REF_MODELS for m in models):
+        if reference_roi is None or reference_roi not in tacs.columns:
+            raise InputError(file=source, field="reference_roi",
+                             expected=f"a region column for models {sorted(set(models) & _REF_MODELS)}",
+                             found=f"{reference_roi!r}")
+        ref = _check_tac(tacs[reference_roi], fs.size, source, reference_roi)
+    if "suv" in models and (injected_dose_bq is None or weight_kg is None):
+        raise InputError(field="injected_dose_bq/weight_kg", expected="dose (Bq) and weight (kg) for 'suv'")
+
+    rows = []
+    for roi in rois:
+        try:
+            y = _check_tac(tacs[roi], fs.size, source, roi)
+        except InputError as exc:
+            for m in models:
+                rows += _failed(m, _EXPECTED[m], f"bad TAC: {exc}").rows(roi)
+            continue
+        for m in models:
+            if m in _REF_MODELS and roi == reference_roi:
+                continue
+            try:
+                if m == "1tcm":
+                    res = one_tcm(cp_t, cp, cb, fs, fd, y, vb=vb, weights=weights, bounds=bounds.get("1tcm"),
+                                  vt_bounds=vt_bounds, source=source)
+                elif m == "2tcm":
+                    res = two_tcm(cp_t, cp, cb, fs, fd, y, vb=vb, weights=weights, bounds=bounds.get("2tcm"),
+                                  vt_bounds=vt_bounds, source=source)
+                elif m == "logan":
+                    res = logan_plasma(cp_t, cp, cb, fs, fd, y, tstar_s=tstar_s, vb=vb, vt_bounds=vt_bounds,
+                                       source=source)
+                elif m == "ma1":
+                    res = ma1(cp_t, cp, cb, fs, fd, y, tstar_s=tstar_s, vb=vb, vt_bounds=vt_bounds, source=source)
+                elif m == "srtm":
+                    res = srtm(y, ref, fs, fd, weights=weights, bounds=bounds.get("srtm"), bp_bounds=bp_bounds,
+                               source=source)
+                elif m == "logan_ref":
+                    res = logan_reference(y, ref, fs, fd, tstar_s=tstar_s, k2prime=k2prime, bp_bounds=bp_bounds,
+                                          source=source)
+                elif m == "suvr":
+                    res = suvr(y, ref, fs, fd, window=suvr_window, source=source)
+                else:
+                    res = suv(y, fs, fd, injected_dose_bq, weight_kg, window=suvr_window, source=source)
+            except Exception as exc:  # a failed fit is reported, never raised
+                res = _failed(m, _EXPECTED[m], f"error: {type(exc).__name__}: {exc}")
+            rows += res.rows(roi)
+    cols = ["roi", "model", "parameter", "estimate", "se", "aic", "n_params", "fit_ok", "flag"]
+    return pd.DataFrame(rows, columns=cols)

@@ -1,0 +1,240 @@
+"""Numerical tests of prepost.pet.kinetics on simulated [11C]UCB-J-like data."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.integrate import solve_ivp
+
+from prepost.errors import InputError
+from prepost.pet import kinetics as K
+
+# frames: 6x10 s, 3x20 s, 2x30 s, 2x60 s, 2x150 s, 16x300 s (90 min)
+DUR = np.array([10] * 6 + [20] * 3 + [30] * 2 + [60] * 2 + [150] * 2 + [300] * 16, float)
+FS = np.concatenate([[0.0], np.cumsum(DUR)[:-1]])
+TG = np.arange(0.0, 5400.0 + 1.0, 1.0)  # input grid (s)
+
+
+def feng(t_s, delay_s=15.0, scale=10.0):
+    """Feng et al. 1993 four-part input (t in min inside), delayed; Bq/mL."""
+    t = (np.asarray(t_s, float) - delay_s) / 60.0
+    a1, a2, a3 = 851.1, 21.88, 20.81
+    l1, l2, l3 = -4.134, -0.1191, -0.01043
+    c = (a1 * t - a2 - a3) * np.exp(l1 * t) + a2 * np.exp(l2 * t) + a3 * np.exp(l3 * t)
+    return np.where(t > 0, c, 0.0) * scale
+
+
+CP = feng(TG)
+CB = 0.9 * CP / (0.75 * np.exp(-0.1 * TG / 60.0) + 0.25)  # whole blood from total plasma
+
+
+def tac_1tcm(K1, k2, vb):
+    return K.one_tcm_model(TG, CP, CB, FS, DUR, K1, k2, vb)
+
+
+def test_frame_average_exact_for_piecewise_linear():
+    t = np.array([0.0, 10.0, 20.0, 40.0])
+    c = np.array([0.0, 10.0, 10.0, 30.0])
+    # frame 5-15: integral 5*... = int_5^10 t dt + 5*10 = 37.5 + 50
+    got = K.frame_average(t, c, [5.0, 15.0], [10.0, 20.0])
+    assert got[0] == pytest.approx(87.5 / 10)
+    # 15-35: 5*10 + int_20^35 (10 + (t-20)) dt = 50 + 150 + 112.5
+    assert got[1] == pytest.approx(312.5 / 20)
+    with pytest.raises(InputError, match="t_fine"):
+        K.frame_average(t, c, [30.0], [20.0], source="x.tsv")
+
+
+def test_forward_model_matches_ode():
+    K1, k2, vb = 0.3, 0.015, 0.05
+    y = tac_1tcm(K1, k2, vb)
+    tm = TG / 60.0
+
+    def rhs(t, s):
+        return [K1 * np.interp(t, tm, CP) - k2 * s[0], s[0], np.interp(t, tm, CB)]
+
+    tb = np.union1d(FS, FS + DUR) / 60.0
+    sol = solve_ivp(rhs, (0, 90), [0, 0, 0], t_eval=tb, rtol=1e-11, atol=1e-10, max_step=1 / 60,
+                    method="DOP853")
+    i0, i1 = np.searchsorted(tb, FS / 60), np.searchsorted(tb, (FS + DUR) / 60)
+    d = DUR / 60
+    ode = (1 - vb) * (sol.y[1][i1] - sol.y[1][i0]) / d + vb * (sol.y[2][i1] - sol.y[2][i0]) / d
+    pos = ode > 1e-3 * ode.max()
+    np.testing.assert_allclose(y[pos], ode[pos], rtol=1e-5)
+    np.testing.assert_allclose(y[~pos], ode[~pos], atol=1e-3 * ode.max())
+
+
+def test_two_tcm_forward_matches_ode():
+    K1, k2, k3, k4, vb = 0.3, 0.1, 0.05, 0.03, 0.05
+    y = K.two_tcm_model(TG, CP, CB, FS, DUR, K1, k2, k3, k4, vb)
+    tm = TG / 60.0
+
+    def rhs(t, s):
+        cp = np.interp(t, tm, CP)
+        return [K1 * cp - (k2 + k3) * s[0] + k4 * s[1], k3 * s[0] - k4 * s[1], s[0] + s[1],
+                np.interp(t, tm, CB)]
+
+    tb = np.union1d(FS, FS + DUR) / 60.0
+    sol = solve_ivp(rhs, (0, 90), [0, 0, 0, 0], t_eval=tb, rtol=1e-11, atol=1e-10, max_step=1 / 60,
+                    method="DOP853")
+    i0, i1 = np.searchsorted(tb, FS / 60), np.searchsorted(tb, (FS + DUR) / 60)
+    d = DUR / 60
+    ode = (1 - vb) * (sol.y[2][i1] - sol.y[2][i0]) / d + vb * (sol.y[3][i1] - sol.y[3][i0]) / d
+    pos = ode > 1e-3 * ode.max()
+    np.testing.assert_allclose(y[pos], ode[pos], rtol=1e-5)
+
+
+def test_one_tcm_noise_free_recovery():
+    y = tac_1tcm(0.3, 0.015, 0.05)
+    r = K.one_tcm(TG, CP, CB, FS, DUR, y)
+    assert r.fit_ok, r.flag
+    for p, v in {"K1": 0.3, "k2": 0.015, "vB": 0.05, "VT": 20.0}.items():
+        assert abs(r.estimates[p] / v - 1) < 1e-3, (p, r.estimates[p])
+    assert r.n_params == 3 and np.isfinite(r.aic)
+    # fixed vB
+    r2 = K.one_tcm(TG, CP, CB, FS, DUR, y, vb=0.05)
+    assert r2.n_params == 2 and abs(r2.estimates["VT"] / 20 - 1) < 1e-3
+
+
+def test_one_tcm_nonuniform_input_grid():
+    # sparse non-uniform samples: the model resamples linearly; VT still close
+    t = np.concatenate([np.arange(0, 180, 2.0), np.arange(180, 5401, 30.0)])
+    y = K.one_tcm_model(t, feng(t), None, FS, DUR, 0.3, 0.015, 0.05)
+    r = K.one_tcm(t, feng(t), None, FS, DUR, y)
+    assert abs(r.estimates["VT"] / 20 - 1) < 1e-3
+
+
+def test_two_tcm_noise_free_recovery():
+    y = K.two_tcm_model(TG, CP, CB, FS, DUR, 0.3, 0.1, 0.05, 0.03, 0.05)
+    r = K.two_tcm(TG, CP, CB, FS, DUR, y)
+    truth_vt = 0.3 / 0.1 * (1 + 0.05 / 0.03)
+    assert abs(r.estimates["VT"] / truth_vt - 1) < 1e-3
+    assert abs(r.estimates["k3"] / 0.05 - 1) < 1e-2
+
+
+def test_graphical_methods_noise_free():
+    y = tac_1tcm(0.3, 0.015, 0.05)
+    lg = K.logan_plasma(TG, CP, CB, FS, DUR, y, vb=0.05)
+    m1 = K.ma1(TG, CP, CB, FS, DUR, y, vb=0.05)
+    assert abs(lg.estimates["VT"] / 20 - 1) < 0.02
+    assert abs(m1.estimates["VT"] / 20 - 1) < 0.02
+    assert lg.fit_ok and m1.fit_ok and np.isfinite(lg.se["VT"])
+    # no vB in the data: no correction needed
+    y0 = tac_1tcm(0.3, 0.015, 0.0)
+    assert abs(K.logan_plasma(TG, CP, CB, FS, DUR, y0).estimates["VT"] / 20 - 1) < 0.02
+    assert abs(K.ma1(TG, CP, CB, FS, DUR, y0).estimates["VT"] / 20 - 1) < 0.02
+    # too late a t*: fewer than 3 frames, flagged not raised
+    late = K.logan_plasma(TG, CP, CB, FS, DUR, y, tstar_s=85 * 60)
+    assert not late.fit_ok and "fewer than 3" in late.flag
+
+
+def test_srtm_and_logan_reference_recover_bpnd():
+    target = tac_1tcm(0.3, 0.015, 0.0)  # VT 20
+    ref = tac_1tcm(0.3, 0.06, 0.0)  # VT 5 -> BPND 3
+    s = K.srtm(target, ref, FS, DUR)
+    assert s.fit_ok, s.flag
+    assert abs(s.estimates["BPND"] / 3 - 1) < 0.03
+    assert abs(s.estimates["R1"] - 1) < 0.03
+    assert abs(s.estimates["k2prime"] / 0.06 - 1) < 0.03
+    lr = K.logan_reference(target, ref, FS, DUR, k2prime=0.06)
+    assert abs(lr.estimates["DVR"] / 4 - 1) < 0.02
+    lr2 = K.logan_reference(target, ref, FS, DUR, k2prime="srtm")
+    assert abs(lr2.estimates["DVR"] / 4 - 1) < 0.02
+    lr3 = K.logan_reference(target, ref, FS, DUR)  # approximation without k2'
+    assert "omitted" in lr3.flag
+
+
+def test_srtm_with_blood_volume_small_bias():
+    s = K.srtm(tac_1tcm(0.3, 0.015, 0.05), tac_1tcm(0.3, 0.06, 0.05), FS, DUR)
+    assert abs(s.estimates["BPND"] / 3 - 1) < 0.1
+
+
+def test_suvr_vs_dvr():
+    # fast kinetics: transient equilibrium by 60 min, SUVR = ratio of K1/(k2 - lambda3)
+    lam = 0.01043
+    t = tac_1tcm(0.3, 0.1, 0.0)  # VT 3
+    r = tac_1tcm(0.3, 0.3, 0.0)  # VT 1 -> DVR 3
+    s = K.suvr(t, r, FS, DUR, window=(60 * 60, 90 * 60))
+    predicted = (0.3 / (0.1 - lam)) / (0.3 / (0.3 - lam))
+    assert s.estimates["SUVR"] > 3.0
+    assert abs(s.estimates["SUVR"] / predicted - 1) < 0.02
+    # slow target (UCB-J-like k2): SUVR below DVR = 4
+    s2 = K.suvr(tac_1tcm(0.3, 0.015, 0.0), tac_1tcm(0.3, 0.06, 0.0), FS, DUR)
+    assert 3.0 < s2.estimates["SUVR"] < 4.0
+    with pytest.raises(InputError, match="window"):
+        K.suvr(t, r, FS, DUR, window=(60 * 60, 100 * 60), source="tacs.tsv")
+
+
+def test_suv():
+    y = np.full(FS.size, 5000.0)
+    s = K.suv(y, FS, DUR, injected_dose_bq=500e6, weight_kg=70.0)
+    assert s.estimates["SUV"] == pytest.approx(5000.0 / (500e6 / 70000.0))
+    with pytest.raises(InputError, match="BodyWeight"):
+        K.suv(y, FS, DUR, injected_dose_bq=500e6, weight_kg=70000.0, source="sub-01_pet.json")
+
+
+def test_se_matches_empirical_sd():
+    rng = np.random.default_rng(42)
+    truth = tac_1tcm(0.3, 0.015, 0.05)
+    sd = 0.05 * np.sqrt(truth.max() * np.maximum(truth, 1.0) / (DUR / 60.0)) / 10.0
+    w = 1.0 / sd ** 2
+    est, ses = [], []
+    for _ in range(50):
+        y = truth + rng.normal(0, sd)
+        r = K.one_tcm(TG, CP, CB, FS, DUR, y, weights=w)
+        est.append([r.estimates[p] for p in ("K1", "k2", "vB", "VT")])
+        ses.append([r.se[p] for p in ("K1", "k2", "vB", "VT")])
+    est, ses = np.array(est), np.array(ses)
+    emp = est.std(axis=0, ddof=1)
+    mean_se = np.nanmean(ses, axis=0)
+    ratio = mean_se / emp
+    assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
+    assert abs(np.mean(est[:, 3]) / 20 - 1) < 0.05
+
+
+def test_impossible_tacs_flagged_not_raised():
+    zero = np.zeros(FS.size)
+    for fun in (K.one_tcm, K.two_tcm, K.logan_plasma, K.ma1):
+        r = fun(TG, CP, CB, FS, DUR, zero)
+        assert not r.fit_ok and r.flag
+        assert all(np.isnan(v) for v in r.estimates.values())
+    neg = -tac_1tcm(0.3, 0.015, 0.05)
+    r = K.one_tcm(TG, CP, CB, FS, DUR, neg)
+    assert not r.fit_ok and "no positive" in r.flag
+    # implausible VT bounds -> flagged
+    r = K.one_tcm(TG, CP, CB, FS, DUR, tac_1tcm(0.3, 0.015, 0.05), vt_bounds=(1.0, 10.0))
+    assert not r.fit_ok and "VT" in r.flag and "plausible" in r.flag
+    # parameter at bound -> flagged
+    r = K.one_tcm(TG, CP, CB, FS, DUR, tac_1tcm(0.3, 0.015, 0.05), bounds={"k2": (0.05, 1.0)})
+    assert not r.fit_ok and "k2 at lower bound" in r.flag
+
+
+def test_input_errors_name_file_and_field():
+    y = tac_1tcm(0.3, 0.015, 0.05)
+    with pytest.raises(InputError) as e:
+        K.one_tcm(TG[:1000], CP[:1000], CB[:1000], FS, DUR, y, source="blood.tsv")
+    assert "blood.tsv" in str(e.value) and "time" in str(e.value)
+    with pytest.raises(InputError, match="frame_duration"):
+        K.one_tcm(TG, CP, CB, FS, -DUR, y, source="tacs.tsv")
+    with pytest.raises(InputError, match="tac"):
+        K.one_tcm(TG, CP, CB, FS, DUR, y[:-1], source="tacs.tsv")
+
+
+def test_fit_models_tidy_table():
+    tacs = pd.DataFrame({"frame_start": FS, "frame_end": FS + DUR,
+                         "cortex": tac_1tcm(0.3, 0.015, 0.05),
+                         "centrum_semiovale": tac_1tcm(0.3, 0.06, 0.05),
+                         "broken": np.zeros(FS.size)})
+    inp = pd.DataFrame({"time": TG, "parent_plasma": CP, "whole_blood": CB})
+    out = K.fit_models(tacs, input=inp, reference_roi="centrum_semiovale",
+                       models=["1tcm", "logan", "ma1", "srtm", "logan_ref", "suvr"], vb=None)
+    assert list(out.columns) == ["roi", "model", "parameter", "estimate", "se", "aic", "n_params", "fit_ok", "flag"]
+    vt = out.query("roi == 'cortex' and model == '1tcm' and parameter == 'VT'")["estimate"].item()
+    assert abs(vt / 20 - 1) < 1e-3
+    broken = out.query("roi == 'broken'")
+    assert len(broken) and not broken["fit_ok"].any() and broken["estimate"].isna().all()
+    assert (broken["flag"] != "").all()
+    bp = out.query("roi == 'cortex' and model == 'srtm' and parameter == 'BPND'")["estimate"].item()
+    assert abs(bp / 3 - 1) < 0.1
+    with pytest.raises(InputError, match="reference_roi"):
+        K.fit_models(tacs, input=inp, reference_roi="nope", models=["srtm"], source="tacs.tsv")
+    with pytest.raises(InputError, match="frame_end"):
+        K.fit_models(tacs.drop(columns="frame_end"), input=inp, source="tacs.tsv")
