@@ -1,0 +1,1 @@
+"""Functional MRI (BOLD) preprocessing: head-motion estimation and correction."""
