@@ -174,7 +174,9 @@ def test_suv():
 def test_se_matches_empirical_sd():
     rng = np.random.default_rng(42)
     truth = tac_1tcm(0.3, 0.015, 0.05)
-    sd = 0.05 * np.sqrt(truth.max() * np.maximum(truth, 1.0) / (DUR / 60.0)) / 10.0
+    # Poisson-like: variance proportional to concentration / frame duration; 3% CV in the last frame
+    var_shape = np.maximum(truth, 0.05 * truth.max()) / (DUR / 60.0)
+    sd = 0.03 * truth[-1] * np.sqrt(var_shape / var_shape[-1])
     w = 1.0 / sd ** 2
     est, ses = [], []
     for _ in range(50):

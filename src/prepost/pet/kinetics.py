@@ -212,10 +212,6 @@ def _cumint_at(t, y, tq):
     return cum[j] + y[j] * d + 0.5 * slope * d * d
 
 
-def _interp_at(t, y, tq):
-    return np.interp(tq, t, y)
-
-
 def frame_average(t_fine, c_fine, frame_start, frame_duration, source=None):
     """Average a piecewise-linear curve over frames, exactly.
 
@@ -927,12 +923,10 @@ def suvr(target, reference, frame_start, frame_duration, window=(60 * 60.0, 90 *
 # --------------------------------------------------------------------------------------------
 def _reference_grid(ref, fs_min, fe_min, step_min):
     """Piecewise-linear reference curve through (0, 0), (frame mid, frame mean) and held to the
-    last frame end, resampled on a uniform grid."""
+    last frame end, resampled on a uniform grid (activity is assumed zero at injection, t = 0)."""
     mid = 0.5 * (fs_min + fe_min)
     tk = np.concatenate([[0.0], mid, [fe_min[-1]]])
     yk = np.concatenate([[0.0], ref, [ref[-1]]])
-    if fs_min[0] > 0:  # no data before the first frame: still assume zero at injection
-        pass
     n = int(np.ceil(fe_min[-1] / step_min - 1e-9)) + 1
     tg = np.arange(n) * step_min
     return _Grid(tg, np.interp(tg, tk, yk), fs_min, fe_min)
@@ -1167,7 +1161,8 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
         raise InputError(file=source, field="tacs", expected="a DataFrame with frame_start, frame_end and ROI columns")
     for col in ("frame_start", "frame_end"):
         if col not in tacs.columns:
-            raise InputError(file=source, field=col, expected="column present (s)", found=f"columns {list(tacs.columns)}")
+            raise InputError(file=source, field=col, expected="column present (s)",
+                             found=f"columns {list(tacs.columns)}")
     models = [str(m).lower() for m in models]
     unknown = [m for m in models if m not in _ALL_MODELS]
     if unknown:
