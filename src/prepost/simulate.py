@@ -1,0 +1,919 @@
+"""Simulated pre/post study: a complete BIDS dataset with known ground truth.
+
+The simulator is the workflow's embedded default and the ground truth of its tests. For every
+participant and session it writes a T1w, a resting BOLD run, a dynamic [11C]UCB-J PET with its
+arterial blood, and every sidecar field the BIDS layer checks. The post session carries the study's
+planted effects (lower within-Default FC, higher SomMot-Default FC, lower global synchrony, a PCC VT
+increase with no global VT change); their sizes are parameters, and ``null=True`` sets all to zero.
+
+Models
+------
+* Anatomy: nilearn's bundled MNI152 2009 template, GM/WM probability maps and brain mask, with a
+  synthetic skull/scalp shell, seen through a per-subject affine (scaling, rotation, translation)
+  and a per-session head pose; a smooth multiplicative bias field and Rician-like noise.
+* BOLD: each Schaefer parcel's signal is ``x_p = s_k + sqrt(1 - S_kk) e_p`` where ``s`` are the
+  7 network signals with covariance ``S`` (unit-variance parcels, so the expected correlation of two
+  parcels in networks k, l is ``S_kl``) and ``e_p`` parcel-specific noise. The network signals are
+  whitened before colouring, so their sample correlation equals ``S`` exactly. Voxels carry
+  ``B_v (1 + 0.01 pGM_v x_p)`` plus physiological noise loading mostly on WM/CSF, per-volume rigid
+  head motion, drift and thermal noise.
+* PET: a one-tissue compartment model per tissue class and parcel, ``C = (1 - vB) K1 e^{-k2 t} *
+  Cp + vB Cb``, computed in closed form for a four-exponential Feng (1993) parent input, averaged
+  exactly over frames; partial volume from tissue probabilities, 5 mm scanner blur, frame motion
+  and noise whose variance scales with activity x decay / frame duration.
+
+Motion convention (BOLD and PET truth): the 4x4 matrix ``M_t`` in world (scanner, mm) coordinates
+maps a point of volume t to the point of the head in the reference pose, i.e. ``image_t(x) =
+image_ref(M_t @ x)``. ``M_t = T(trans) @ Rz(rot_z) @ Ry(rot_y) @ Rx(rot_x)``, rotations about the
+world origin (which sits near the centre of the brain). Parameters are fMRIPrep's columns
+trans_x, trans_y, trans_z (mm) and rot_x, rot_y, rot_z (rad); volume 0 is the reference (all zero).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage, signal
+
+from . import __version__
+from .io import write_json, write_nifti, write_tsv
+
+NETWORKS = ["Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default"]
+ATLAS_DIR = Path(__file__).resolve().parents[2] / "resources" / "atlases" / "schaefer_2018"
+C11_HALF_LIFE_MIN = 20.364
+
+# Group-mean parcel-pair FC (Fisher z) between the 7 networks at baseline.
+_WITHIN_Z = {"Vis": 0.55, "SomMot": 0.55, "DorsAttn": 0.45, "SalVentAttn": 0.45,
+             "Limbic": 0.30, "Cont": 0.40, "Default": 0.50}
+_BETWEEN_Z = {("Vis", "DorsAttn"): 0.25, ("SomMot", "SalVentAttn"): 0.25,
+              ("DorsAttn", "Cont"): 0.20, ("Cont", "Default"): 0.20,
+              ("SalVentAttn", "Cont"): 0.20, ("Vis", "SomMot"): 0.20,
+              ("SomMot", "Default"): 0.03, ("Vis", "Default"): 0.02,
+              ("Limbic", "Default"): 0.15}
+_BETWEEN_DEFAULT_Z = 0.10
+
+# Relative regional VT (x cortical mean) per network; PCC parcels take the Default value.
+_NETWORK_VT = {"Vis": 1.08, "SomMot": 0.95, "DorsAttn": 1.0, "SalVentAttn": 1.04,
+               "Limbic": 0.90, "Cont": 1.0, "Default": 1.03}
+
+DEFAULTS = {
+    "seed": 20261126,
+    "null": False,
+    "effects": {
+        "within_default_dz": -0.10,
+        "sommot_default_dz": 0.10,
+        "global_dz": -0.05,
+        "pcc_vt_pct": 5.0,
+        "global_vt_pct": 0.0,
+    },
+    "variability": {
+        "fc_subject_sd_z": 0.10,
+        "fc_session_sd_z": 0.05,
+        "vt_subject_sd_pct": 12.0,
+        "vt_session_sd_pct": 5.0,
+        "vt_region_sd_pct": 2.0,
+    },
+    "anat": {"voxel_mm": 2.0, "noise_pct": 2.0, "bias_pct": 10.0},
+    "bold": {
+        "voxel_mm": 3.0,
+        "n_volumes": 150,
+        "tr": 2.0,
+        "dummy_volumes": 2,
+        "thermal_noise_pct": 0.8,
+        "signal_pct": 1.0,
+        "physio": True,
+        "drift_pct": 1.0,
+        "motion_scale": 1.0,
+        "n_spikes": 2,
+    },
+    "pet": {
+        "voxel_mm": 3.0,
+        "frames": [[6, 10], [3, 20], [2, 30], [2, 60], [2, 150], [16, 300]],
+        "fwhm_mm": 5.0,
+        "noise_scale": 2.5,
+        "motion_scale": 1.0,
+        "injected_mbq": 550.0,
+        "vt_gm": 20.0,
+        "k1_gm": 0.30,
+        "vt_wm": 5.0,
+        "k1_wm": 0.12,
+        "vb": 0.05,
+        "blood": True,
+        "autosampler": True,
+    },
+}
+
+
+def merge_params(overrides=None):
+    """Return DEFAULTS updated recursively with ``overrides`` (unknown keys are an error)."""
+    out = copy.deepcopy(DEFAULTS)
+
+    def _merge(dst, src, path):
+        for key, val in (src or {}).items():
+            if key not in dst:
+                raise KeyError(f"unknown simulation parameter '{path}{key}'")
+            if isinstance(dst[key], dict):
+                _merge(dst[key], val, f"{path}{key}.")
+            else:
+                dst[key] = val
+
+    _merge(out, overrides, "")
+    if out["null"]:
+        out["effects"] = {k: 0.0 for k in out["effects"]}
+    return out
+
+
+def frame_timing(frames):
+    """Frame starts and durations (s) from ``[[count, seconds], ...]``."""
+    durations = np.concatenate([np.full(int(n), float(d)) for n, d in frames])
+    starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
+    return starts, durations
+
+
+# ----------------------------------------------------------------------------------------------
+# Randomness: one stream per participant, independent of the order and number of participants.
+def _rng(seed, *keys):
+    ints = [int(seed)] + [zlib.crc32(str(k).encode()) for k in keys]
+    return np.random.default_rng(ints)
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+def rigid_matrix(params):
+    """4x4 world matrix from (trans_x, trans_y, trans_z, rot_x, rot_y, rot_z)."""
+    tx, ty, tz, rx, ry, rz = params
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    M = np.eye(4)
+    M[:3, :3] = Rz @ Ry @ Rx
+    M[:3, 3] = [tx, ty, tz]
+    return M
+
+
+def _grid_affine(voxel_mm, lo=(-84.0, -120.0, -78.0), hi=(84.0, 88.0, 96.0)):
+    """Affine and shape of a grid covering the head, origin near the brain centre."""
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    shape = tuple(int(np.ceil((h - l) / voxel_mm)) + 1 for l, h in zip(lo, hi))
+    aff = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    aff[:3, 3] = lo
+    return aff, shape
+
+
+def _world_coords(affine, shape):
+    ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    return affine[:3, :3] @ ijk + affine[:3, 3:4]
+
+
+def _sample(vol, vol_affine, world_xyz, order=1, cval=0.0):
+    """Sample ``vol`` (array on vol_affine) at world coordinates (3, N)."""
+    inv = np.linalg.inv(vol_affine)
+    ijk = inv[:3, :3] @ world_xyz + inv[:3, 3:4]
+    return ndimage.map_coordinates(vol, ijk, order=order, mode="constant", cval=cval, prefilter=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _mni_maps(voxel_mm):
+    """MNI-space source maps (1 mm), anti-aliased for sampling at ``voxel_mm``.
+
+    Returns dict of arrays on the template's 1 mm affine: t1 (with skull/scalp shell), gm, wm, csf,
+    brain, labels (Schaefer 400, nearest) and the affine.
+    """
+    from nilearn import datasets, image
+
+    t1_img = datasets.load_mni152_template(resolution=1)
+    aff = t1_img.affine
+    t1 = t1_img.get_fdata(dtype=np.float32)
+    gm = datasets.load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32)
+    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
+    brain = datasets.load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32)
+    csf = np.clip(brain - gm - wm, 0, 1) * brain
+    # A synthetic skull (dark) and scalp (bright) so brain extraction is not trivial.
+    dist = ndimage.distance_transform_edt(brain < 0.5)
+    scalp = ((dist > 6) & (dist <= 11)).astype(np.float32)
+    t1 = t1 * brain + 0.55 * scalp + 0.05 * ((dist > 0) & (dist <= 6))
+    atlas = nib.load(ATLAS_DIR / "Schaefer2018_400Parcels_7Networks_order_FSLMNI152_1mm.nii.gz")
+    atlas = image.resample_to_img(atlas, t1_img, interpolation="nearest",
+                                  force_resample=True, copy_header=True)
+    labels = np.asarray(atlas.dataobj).astype(np.int16)
+    sigma = max(voxel_mm / 2.355 - 0.4, 0.0)  # anti-alias: about one target voxel FWHM
+    maps = {"t1": t1, "gm": gm, "wm": wm, "csf": csf, "brain": brain}
+    if sigma > 0:
+        maps = {k: ndimage.gaussian_filter(v, sigma) for k, v in maps.items()}
+    maps["labels"] = labels
+    maps["affine"] = aff
+    return maps
+
+
+@functools.lru_cache(maxsize=1)
+def schaefer400_table():
+    """Parcel table of Schaefer 400 (7 networks): index, name, network, hemi, is_pcc."""
+    rows = []
+    lut = ATLAS_DIR / "Schaefer2018_400Parcels_7Networks_order.txt"
+    for line in lut.read_text().splitlines():
+        if not line.strip():
+            continue
+        idx, name = line.split("\t")[:2]
+        parts = name.split("_")
+        rows.append({"index": int(idx), "name": name, "hemi": parts[1], "network": parts[2],
+                     "is_pcc": "pCunPCC" in name})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground-truth FC
+def group_network_z():
+    """Baseline group-mean network x network Fisher z (parcel-pair FC)."""
+    k = len(NETWORKS)
+    Z = np.full((k, k), _BETWEEN_DEFAULT_Z)
+    for (a, b), z in _BETWEEN_Z.items():
+        i, j = NETWORKS.index(a), NETWORKS.index(b)
+        Z[i, j] = Z[j, i] = z
+    for n, z in _WITHIN_Z.items():
+        i = NETWORKS.index(n)
+        Z[i, i] = z
+    return Z
+
+
+def planted_effect_z(effects):
+    """Network x network Δz planted in the follow-up session."""
+    k = len(NETWORKS)
+    D = np.full((k, k), float(effects["global_dz"]))
+    d, s = NETWORKS.index("Default"), NETWORKS.index("SomMot")
+    D[d, d] = effects["within_default_dz"]
+    D[s, d] = D[d, s] = effects["sommot_default_dz"]
+    return D
+
+
+def _nearest_valid_cov(R, floor=0.02):
+    """Clip eigenvalues so R is a valid signal covariance (PSD, diagonal < 1)."""
+    w, V = np.linalg.eigh((R + R.T) / 2)
+    R = (V * np.maximum(w, floor)) @ V.T
+    np.fill_diagonal(R, np.clip(np.diag(R), 0.02, 0.95))
+    return R
+
+
+def subject_network_fc(params, participant):
+    """Per-session network covariance ``S`` (= expected parcel-pair r) for one participant."""
+    var = params["variability"]
+    rng = _rng(params["seed"], participant, "fc")
+    k = len(NETWORKS)
+    dev = rng.normal(0, var["fc_subject_sd_z"], (k, k))
+    dev = np.triu(dev) + np.triu(dev, 1).T
+    base = group_network_z() + dev
+    out = {}
+    for ses, eff in (("pre", None), ("post", params["effects"])):
+        noise = rng.normal(0, var["fc_session_sd_z"], (k, k))
+        noise = np.triu(noise) + np.triu(noise, 1).T
+        Z = base + noise + (planted_effect_z(eff) if eff else 0.0)
+        out[ses] = _nearest_valid_cov(np.tanh(Z))
+    return out
+
+
+def network_signals(S, n_volumes, tr, rng, band=(0.01, 0.08)):
+    """Band-limited network signals whose sample covariance equals ``S`` exactly."""
+    k = S.shape[0]
+    white = rng.standard_normal((n_volumes, k + 4))
+    filt = _bandpass(white, tr, band)[:, :k]
+    filt -= filt.mean(0)
+    q, _ = np.linalg.qr(filt)  # orthonormal columns, still within the band
+    q *= np.sqrt(n_volumes - 1)
+    L = np.linalg.cholesky(S)
+    return q @ L.T
+
+
+def _bandpass(x, tr, band):
+    nyq = 0.5 / tr
+    hi = min(band[1] / nyq, 0.99)
+    b, a = signal.butter(2, [band[0] / nyq, hi], btype="band")
+    return signal.filtfilt(b, a, x, axis=0)
+
+
+def parcel_fc_truth(S, parcel_networks):
+    """Expected parcel x parcel correlation from network covariance ``S``."""
+    idx = np.array([NETWORKS.index(n) for n in parcel_networks])
+    R = S[np.ix_(idx, idx)].copy()
+    np.fill_diagonal(R, 1.0)
+    return R
+
+
+# ----------------------------------------------------------------------------------------------
+# PET: closed-form 1TCM with a Feng input
+@dataclass
+class ExpSum:
+    """f(u) = sum_i c_i u^m_i exp(l_i u) for u >= 0 (0 before), with u = t - delay (minutes)."""
+
+    c: np.ndarray
+    m: np.ndarray
+    lam: np.ndarray
+    delay: float = 0.0
+
+    def __call__(self, t):
+        u = np.asarray(t, float)[..., None] - self.delay
+        val = self.c * np.where(self.m == 1, u, 1.0) * np.exp(self.lam * np.maximum(u, 0))
+        return np.where(u[..., 0] > 0, val.sum(-1), 0.0)
+
+    def integral(self, t0, t1):
+        """Exact integral from t0 to t1 (arrays, minutes)."""
+        return self._prim(np.asarray(t1, float)) - self._prim(np.asarray(t0, float))
+
+    def _prim(self, t):
+        u = np.maximum(t[..., None] - self.delay, 0.0)
+        lam, m, c = self.lam, self.m, self.c
+        e = np.exp(lam * u)
+        p0 = (e - 1.0) / lam
+        p1 = (e * (lam * u - 1.0) + 1.0) / lam**2
+        return (c * np.where(m == 1, p1, p0)).sum(-1)
+
+    def convolve_exp(self, K1, k2):
+        """K1 exp(-k2 u) convolved with this function (same delay), closed form."""
+        cs, ms, ls = [], [], []
+        tail = 0.0
+        for c, m, lam in zip(self.c, self.m, self.lam):
+            a = lam + k2
+            if m == 0:
+                cs.append(K1 * c / a); ms.append(0); ls.append(lam)
+                tail -= K1 * c / a
+            else:
+                cs += [K1 * c / a, -K1 * c / a**2]; ms += [1, 0]; ls += [lam, lam]
+                tail += K1 * c / a**2
+        cs.append(tail); ms.append(0); ls.append(-k2)
+        return ExpSum(np.array(cs), np.array(ms), np.array(ls, float), self.delay)
+
+
+def feng_input(A1, A2, A3, l1, l2, l3, delay):
+    """Four-part Feng (1993) input, kBq/mL, t in minutes."""
+    return ExpSum(np.array([A1, -(A2 + A3), A2, A3]), np.array([1, 0, 0, 0]),
+                  np.array([l1, l1, l2, l3], float), delay)
+
+
+def hill_parent_fraction(t_min, a, b, c):
+    """Parent fraction f(t) = a + (1 - a) / (1 + (t/c)^b)."""
+    t = np.maximum(np.asarray(t_min, float), 0.0)
+    return a + (1 - a) / (1 + (t / c) ** b)
+
+
+def input_functions(inp):
+    """Parent plasma (ExpSum) and whole-blood callable from an input dict (see _subject_input)."""
+    cp = feng_input(*inp["feng"], inp["delay_min"])
+
+    def whole_blood(t):
+        f = hill_parent_fraction(np.asarray(t) - inp["delay_min"], *inp["parent_fraction_hill"])
+        return inp["blood_plasma_ratio"] * cp(t) / f
+
+    return cp, whole_blood
+
+
+@functools.lru_cache(maxsize=4)
+def _gauss_legendre(n):
+    return np.polynomial.legendre.leggauss(n)
+
+
+def frame_mean(fun, starts_min, ends_min, n=64):
+    """Frame means of a smooth callable by Gauss-Legendre quadrature on each frame."""
+    x, w = _gauss_legendre(n)
+    mids, half = (starts_min + ends_min) / 2, (ends_min - starts_min) / 2
+    pts = mids[:, None] + half[:, None] * x[None, :]
+    return (fun(pts) * w).sum(1) / 2
+
+
+def blood_frame_means(inp, starts_s, durations_s):
+    """Frame means of whole blood; frames are split at the input delay, where it has a kink."""
+    _, cb = input_functions(inp)
+    t0, t1 = starts_s / 60.0, (starts_s + durations_s) / 60.0
+    kink = np.clip(inp["delay_min"], t0, t1)
+    lo = np.where(kink > t0, frame_mean(cb, t0, np.maximum(kink, t0 + 1e-12)), 0.0)
+    hi = np.where(kink < t1, frame_mean(cb, np.minimum(kink, t1 - 1e-12), t1), 0.0)
+    return (lo * (kink - t0) + hi * (t1 - kink)) / (t1 - t0)
+
+
+def one_tcm_frames(inp, K1, k2, vb, starts_s, durations_s, blood=None):
+    """Noise-free frame-mean 1TCM TAC (kBq/mL): (1 - vB) K1 e^{-k2 t} * Cp + vB Cb.
+
+    The tissue term is exact (closed-form convolution and integral); whole blood, which is not a
+    sum of exponentials, is integrated by Gauss-Legendre quadrature (``blood`` may pass it in).
+    """
+    cp, _ = input_functions(inp)
+    t0, t1 = starts_s / 60.0, (starts_s + durations_s) / 60.0
+    tissue = cp.convolve_exp(K1, k2).integral(t0, t1) / (t1 - t0) if K1 else 0.0 * t0
+    if vb == 0:
+        return (1 - vb) * tissue
+    if blood is None:
+        blood = blood_frame_means(inp, starts_s, durations_s)
+    return (1 - vb) * tissue + vb * blood
+
+
+def _subject_input(rng):
+    jitter = lambda s: float(np.exp(rng.normal(0, s)))  # noqa: E731
+    return {
+        "feng": [400.0 * jitter(0.1), 8.0 * jitter(0.1), 2.5 * jitter(0.1),
+                 -4.0 * jitter(0.05), -0.25 * jitter(0.05), -0.015 * jitter(0.05)],
+        "delay_min": float(rng.uniform(0.15, 0.35)),
+        "parent_fraction_hill": [0.15 * jitter(0.1), 1.8, 12.0 * jitter(0.1)],
+        "blood_plasma_ratio": 0.9,
+        "units": "kBq/mL; time in minutes from TimeZero; parent plasma is the 1TCM input",
+    }
+
+
+def pet_region_truth(params, participant):
+    """True K1, k2, VT per parcel and tissue class for both sessions of one participant."""
+    p, var, eff = params["pet"], params["variability"], params["effects"]
+    rng = _rng(params["seed"], participant, "pet")
+    table = schaefer400_table()
+    subj = float(np.exp(rng.normal(0, var["vt_subject_sd_pct"] / 100)))
+    net_dev = {n: float(np.exp(rng.normal(0, var["vt_region_sd_pct"] / 100))) for n in NETWORKS}
+    k1_subj = float(np.exp(rng.normal(0, 0.05)))
+    out = {}
+    for ses in ("pre", "post"):
+        sess = float(np.exp(rng.normal(0, var["vt_session_sd_pct"] / 100)))
+        reg = {n: float(np.exp(rng.normal(0, var["vt_region_sd_pct"] / 200))) for n in NETWORKS}
+        glob = 1 + (eff["global_vt_pct"] / 100 if ses == "post" else 0.0)
+        pcc = 1 + (eff["pcc_vt_pct"] / 100 if ses == "post" else 0.0)
+        vt = np.array([p["vt_gm"] * subj * sess * glob * _NETWORK_VT[n] * net_dev[n] * reg[n]
+                       for n in table.network])
+        vt = np.where(table.is_pcc, vt * pcc, vt)
+        k1 = np.full(len(vt), p["k1_gm"] * k1_subj)
+        out[ses] = {
+            "parcel_vt": vt, "parcel_k1": k1,
+            "subcortical": (0.9 * p["vt_gm"] * subj * sess * glob, p["k1_gm"] * k1_subj),
+            "wm": (p["vt_wm"] * subj * sess, p["k1_wm"] * k1_subj),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Nuisances
+def motion_trajectory(n, rng, scale=1.0, n_spikes=2, trans_sd=0.03, rot_sd=0.0005):
+    """Per-volume rigid parameters: AR(1) drift with a few spikes; row 0 is zero."""
+    sd = np.array([trans_sd] * 3 + [rot_sd] * 3) * scale
+    x = np.zeros((n, 6))
+    for t in range(1, n):
+        x[t] = 0.97 * x[t - 1] + rng.normal(0, sd)
+    if scale > 0:
+        for t in rng.choice(np.arange(5, n - 4), size=min(n_spikes, max(n - 9, 0)), replace=False):
+            length = int(rng.integers(1, 3))
+            jump = rng.normal(0, 1, 6) * np.array([0.5] * 3 + [0.006] * 3) * scale
+            x[t:t + length] += jump
+    x -= x[0]
+    return x
+
+
+def _move(vol, affine, params):
+    """Resample one volume so that out(x) = vol(M @ x) (trilinear)."""
+    M = rigid_matrix(params)
+    ijk2 = np.linalg.inv(affine) @ M @ affine
+    return ndimage.affine_transform(vol, ijk2[:3, :3], ijk2[:3, 3], order=1, mode="constant",
+                                    cval=float(vol.min()), prefilter=False)
+
+
+def _bias_field(shape, rng, pct):
+    """Smooth multiplicative field of amplitude ~pct %."""
+    coords = [np.linspace(-1, 1, s) for s in shape]
+    X, Y, Z = np.meshgrid(*coords, indexing="ij")
+    c = rng.normal(0, pct / 100 / 2, 6)
+    return 1 + c[0] * X + c[1] * Y + c[2] * Z + c[3] * X * Y + c[4] * (X**2 - 0.3) + c[5] * Z**2
+
+
+# ----------------------------------------------------------------------------------------------
+# The writer
+def bids_paths(bids_dir, participant, session, tracer="UCBJ", task="rest"):
+    """Paths the simulator writes for one participant and session (participant without 'sub-')."""
+    root = Path(bids_dir) / f"sub-{participant}" / f"ses-{session}"
+    stem = f"sub-{participant}_ses-{session}"
+    pet = root / "pet" / f"{stem}_trc-{tracer}"
+    return {
+        "t1w": root / "anat" / f"{stem}_T1w.nii.gz",
+        "t1w_json": root / "anat" / f"{stem}_T1w.json",
+        "bold": root / "func" / f"{stem}_task-{task}_bold.nii.gz",
+        "bold_json": root / "func" / f"{stem}_task-{task}_bold.json",
+        "pet": Path(f"{pet}_pet.nii.gz"),
+        "pet_json": Path(f"{pet}_pet.json"),
+        "blood_manual": Path(f"{pet}_recording-manual_blood.tsv"),
+        "blood_manual_json": Path(f"{pet}_recording-manual_blood.json"),
+        "blood_autosampler": Path(f"{pet}_recording-autosampler_blood.tsv"),
+        "blood_autosampler_json": Path(f"{pet}_recording-autosampler_blood.json"),
+    }
+
+
+def truth_paths(truth_dir, participant, session):
+    root = Path(truth_dir) / f"sub-{participant}"
+    stem = f"sub-{participant}_ses-{session}"
+    return {
+        "motion": root / f"{stem}_task-rest_motion.tsv",
+        "network_fc": root / f"{stem}_network-fc.tsv",
+        "parcel_fc": root / f"{stem}_atlas-Schaefer400_fc.tsv.gz",
+        "network_signals": root / f"{stem}_network-signals.tsv",
+        "pet_regions": root / f"{stem}_pet-regions.tsv",
+        "pet_tacs": root / f"{stem}_pet-tacs.tsv",
+        "pet_motion": root / f"{stem}_pet-motion.tsv",
+        "input": root / f"{stem}_input-function.json",
+    }
+
+
+def subject_outputs(bids_dir, truth_dir, participant, sessions=("pre", "post"), params=None):
+    """Every file :func:`simulate_subject` writes (for Snakemake outputs)."""
+    params = merge_params(params)
+    out = []
+    for ses in sessions:
+        paths = bids_paths(bids_dir, participant, ses)
+        if not params["pet"]["blood"]:
+            paths = {k: v for k, v in paths.items() if not k.startswith("blood")}
+        elif not params["pet"]["autosampler"]:
+            paths = {k: v for k, v in paths.items() if "autosampler" not in k}
+        out += list(paths.values()) + list(truth_paths(truth_dir, participant, ses).values())
+    return [str(p) for p in out]
+
+
+def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"), params=None):
+    """Write one participant's BIDS files and ground truth for the baseline and follow-up sessions.
+
+    Parameters
+    ----------
+    bids_dir, truth_dir : path-like
+        Dataset root and ground-truth folder.
+    participant : str
+        Label without the ``sub-`` prefix.
+    sessions : (str, str)
+        Baseline and follow-up labels; the second carries the planted effects.
+    params : dict or None
+        Overrides of :data:`DEFAULTS`.
+    """
+    params = merge_params(params)
+    fc = subject_network_fc(params, participant)
+    vt = pet_region_truth(params, participant)
+    rng_anat = _rng(params["seed"], participant, "anat")
+    subj_aff = _subject_affine(rng_anat)
+    for label, ses in zip(("pre", "post"), sessions):
+        rng = _rng(params["seed"], participant, ses)
+        pose = rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
+        to_mni = subj_aff @ pose
+        bp, tp = bids_paths(bids_dir, participant, ses), truth_paths(truth_dir, participant, ses)
+        _write_t1w(params, to_mni, rng, bp)
+        _write_bold(params, to_mni, fc[label], rng, bp, tp)
+        _write_pet(params, to_mni, vt[label], rng, bp, tp, ses)
+
+
+def _subject_affine(rng):
+    scale = np.exp(rng.normal(0, 0.04, 3))
+    rot = rigid_matrix(np.concatenate([rng.normal(0, 4, 3), rng.normal(0, 0.05, 3)]))
+    S = np.diag(np.append(scale, 1.0))
+    return S @ rot
+
+
+def _write_t1w(params, to_mni, rng, bp):
+    a = params["anat"]
+    maps = _mni_maps(a["voxel_mm"])
+    aff, shape = _grid_affine(a["voxel_mm"])
+    xyz = to_mni[:3, :3] @ _world_coords(aff, shape) + to_mni[:3, 3:4]
+    t1 = _sample(maps["t1"], maps["affine"], xyz).reshape(shape)
+    t1 = t1 * _bias_field(shape, rng, a["bias_pct"])
+    noise = a["noise_pct"] / 100
+    t1 = np.hypot(t1 + rng.normal(0, noise, shape), rng.normal(0, noise, shape))  # Rician
+    data = np.round(np.clip(t1, 0, None) * 1000).astype(np.int16)
+    img = nib.Nifti1Image(data, aff)
+    img.header.set_xyzt_units("mm", "sec")
+    write_nifti(img, bp["t1w"])
+    write_json({"Modality": "MR", "MagneticFieldStrength": 3, "Manufacturer": "Simulated",
+                "MRAcquisitionType": "3D", "RepetitionTime": 2.3, "EchoTime": 0.00298,
+                "InversionTime": 0.9, "FlipAngle": 9}, bp["t1w_json"])
+
+
+def _write_bold(params, to_mni, S, rng, bp, tp):
+    b = params["bold"]
+    T, tr, vox = int(b["n_volumes"]), float(b["tr"]), float(b["voxel_mm"])
+    maps = _mni_maps(vox)
+    aff, shape = _grid_affine(vox, lo=(-80.0, -116.0, -74.0), hi=(80.0, 84.0, 90.0))
+    xyz = to_mni[:3, :3] @ _world_coords(aff, shape) + to_mni[:3, 3:4]
+    gm, wm, csf, brain = (_sample(maps[k], maps["affine"], xyz) for k in ("gm", "wm", "csf", "brain"))
+    labels = _sample(maps["labels"].astype(np.float32), maps["affine"], xyz, order=0).astype(int)
+    table = schaefer400_table()
+
+    s = network_signals(S, T, tr, rng)
+    e = _bandpass(rng.standard_normal((T, len(table) + 1)), tr, (0.01, 0.08))
+    e = (e - e.mean(0)) / e.std(0, ddof=1)
+    net_idx = np.array([NETWORKS.index(n) for n in table.network])
+    within = np.diag(S)[net_idx]
+    parcels = s[:, net_idx] + np.sqrt(1 - within) * e[:, :-1]
+    parcels = np.concatenate([e[:, -1:], parcels], axis=1)  # column 0: unlabelled grey matter
+
+    inside = brain > 0.05
+    base = 1000 * gm + 700 * wm + 1400 * csf
+    base = np.where(inside, base, 40.0)
+    vi = np.flatnonzero(inside)
+    data = np.tile(base.astype(np.float32), (T, 1))
+    data[:, vi] *= 1 + (b["signal_pct"] / 100) * gm[vi] * parcels[:, labels[vi]]
+    if b["physio"]:
+        phys = rng.standard_normal((T, 3))
+        phys[:, 0] = _bandpass(phys[:, 0], tr, (0.05, 0.24))
+        phys = (phys - phys.mean(0)) / phys.std(0)
+        load = rng.normal(1, 0.3, (3, vi.size)) * (0.003 * gm[vi] + 0.01 * wm[vi] + 0.02 * csf[vi])
+        data[:, vi] += base[vi] * (phys @ load)
+    # non-steady-state volumes (T1 saturation)
+    for k in range(int(b["dummy_volumes"])):
+        data[k] *= 1 + 0.6 * np.exp(-1.5 * k)
+    motion = motion_trajectory(T, rng, b["motion_scale"], b["n_spikes"])
+    vols = data.reshape((T,) + shape)
+    moved = np.empty_like(vols)
+    for t in range(T):
+        moved[t] = _move(vols[t], aff, motion[t]) if np.any(motion[t]) else vols[t]
+    tt = np.linspace(-1, 1, T)[:, None, None, None]
+    drift = 1 + (b["drift_pct"] / 100) * (rng.normal(1, 0.2) * tt + rng.normal(0, 0.5) * (tt**2 - 1 / 3))
+    moved = moved * drift + rng.normal(0, 10 * b["thermal_noise_pct"], moved.shape)
+    out = np.clip(np.round(np.moveaxis(moved, 0, -1)), 0, 32767).astype(np.int16)
+    img = nib.Nifti1Image(out, aff)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = tr
+    write_nifti(img, bp["bold"])
+    write_json({"TaskName": "rest", "RepetitionTime": tr, "EchoTime": 0.03, "FlipAngle": 80,
+                "MagneticFieldStrength": 3, "Manufacturer": "Simulated",
+                "PhaseEncodingDirection": "j-", "SkullStripped": False,
+                "NumberOfVolumesDiscardedByScanner": 0}, bp["bold_json"])
+    cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+    mot = pd.DataFrame(motion, columns=cols)
+    mot.insert(0, "non_steady_state", (np.arange(T) < int(b["dummy_volumes"])).astype(int))
+    write_tsv(mot, tp["motion"], float_format="%.6f")
+    Sdf = pd.DataFrame(S, index=NETWORKS, columns=NETWORKS)
+    write_tsv(Sdf.reset_index(names="network"), tp["network_fc"], float_format="%.6f")
+    write_tsv(pd.DataFrame(s, columns=NETWORKS), tp["network_signals"], float_format="%.6f")
+    R = parcel_fc_truth(S, table.network)
+    write_tsv(pd.DataFrame(R, index=table.name, columns=table.name).reset_index(names="parcel"),
+              tp["parcel_fc"], float_format="%.4f")
+
+
+def _write_pet(params, to_mni, truth, rng, bp, tp, session):
+    p = params["pet"]
+    vox = float(p["voxel_mm"])
+    starts, durs = frame_timing(p["frames"])
+    maps = _mni_maps(vox)
+    aff, shape = _grid_affine(vox, lo=(-80.0, -116.0, -74.0), hi=(80.0, 84.0, 90.0))
+    pose = rigid_matrix(np.concatenate([rng.normal(0, 2, 3), rng.normal(0, 0.02, 3)]))
+    m2 = to_mni @ pose
+    xyz = m2[:3, :3] @ _world_coords(aff, shape) + m2[:3, 3:4]
+    gm, wm, csf = (_sample(maps[k], maps["affine"], xyz) for k in ("gm", "wm", "csf"))
+    labels = _sample(maps["labels"].astype(np.float32), maps["affine"], xyz, order=0).astype(int)
+
+    inp = _subject_input(rng)
+    vb = p["vb"]
+    table = schaefer400_table()
+    # one noise-free tissue curve per parcel (index 0: unlabelled GM = subcortical) + WM
+    vt_gm = np.concatenate([[truth["subcortical"][0]], truth["parcel_vt"]])
+    k1_gm = np.concatenate([[truth["subcortical"][1]], truth["parcel_k1"]])
+    curves = np.stack([one_tcm_frames(inp, k1, k1 / v, 0.0, starts, durs)
+                       for k1, v in zip(k1_gm, vt_gm)])
+    wm_curve = one_tcm_frames(inp, truth["wm"][1], truth["wm"][1] / truth["wm"][0], 0.0, starts, durs)
+    blood = blood_frame_means(inp, starts, durs)
+    act = (1 - vb) * (gm[:, None] * curves[labels] + wm[:, None] * wm_curve[None, :])
+    act += vb * (gm + wm + csf)[:, None] * blood[None, :]
+    vols = act.T.reshape((len(starts),) + shape)
+    sigma = p["fwhm_mm"] / 2.355 / vox
+    motion = motion_trajectory(len(starts), rng, p["motion_scale"], n_spikes=0,
+                               trans_sd=0.25, rot_sd=0.002)
+    motion[starts < 120] = 0.0  # the head settles after the injection
+    lam = np.log(2) / (C11_HALF_LIFE_MIN * 60)
+    out = np.empty(shape + (len(starts),), np.float32)
+    for f in range(len(starts)):
+        v = ndimage.gaussian_filter(vols[f], sigma)
+        if np.any(motion[f]):
+            v = _move(v, aff, motion[f])
+        sd = p["noise_scale"] * np.sqrt(np.clip(v, 0, None) * np.exp(lam * (starts[f] + durs[f] / 2))
+                                        / durs[f])
+        noise = ndimage.gaussian_filter(rng.standard_normal(shape), 0.5) * 2.0  # mildly correlated
+        out[..., f] = v + sd * noise
+    img = nib.Nifti1Image(out, aff)
+    img.header.set_xyzt_units("mm", "sec")
+    write_nifti(img, bp["pet"])
+    body_weight = float(np.round(rng.normal(75, 10), 1))
+    write_json(_pet_sidecar(p, starts, durs, body_weight), bp["pet_json"])
+    if p["blood"]:
+        _write_blood(inp, starts[-1] + durs[-1], rng, bp, p["autosampler"])
+    # truth
+    write_json(inp, tp["input"])
+    cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+    mot = pd.DataFrame(motion, columns=cols)
+    mot.insert(0, "frame_start", starts)
+    write_tsv(mot, tp["pet_motion"], float_format="%.6f")
+    pcc = table.is_pcc.to_numpy()
+    is_def = (table.network == "Default").to_numpy()
+    w = np.bincount(labels[gm > 0.5], minlength=len(table) + 1)[1:].astype(float)
+    reg = [
+        ("PCC", truth["parcel_k1"][pcc].mean(), _wmean(truth["parcel_vt"][pcc], w[pcc])),
+        ("Default", truth["parcel_k1"][is_def].mean(), _wmean(truth["parcel_vt"][is_def], w[is_def])),
+        ("cortical_gm", truth["parcel_k1"].mean(), _wmean(truth["parcel_vt"], w)),
+        ("centrum_semiovale", truth["wm"][1], truth["wm"][0]),
+    ]
+    for n in NETWORKS:
+        sel = (table.network == n).to_numpy()
+        reg.append((f"network-{n}", truth["parcel_k1"][sel].mean(), _wmean(truth["parcel_vt"][sel], w[sel])))
+    regions = pd.DataFrame(reg, columns=["region", "K1", "VT"])
+    regions["k2"] = regions.K1 / regions.VT
+    regions["vB"] = vb
+    write_tsv(regions[["region", "K1", "k2", "VT", "vB"]], tp["pet_regions"], float_format="%.6f")
+    pcc_par = np.flatnonzero(pcc)[0] + 1
+    tacs = pd.DataFrame({
+        "frame_start": starts, "frame_end": starts + durs,
+        "PCC": (1 - vb) * curves[pcc_par] + vb * blood,
+        "centrum_semiovale": (1 - vb) * wm_curve + vb * blood,
+        "whole_blood": blood,
+    })
+    write_tsv(tacs, tp["pet_tacs"], float_format="%.8g")
+
+
+def _wmean(x, w):
+    return float(np.sum(x * w) / np.sum(w)) if np.sum(w) > 0 else float(np.mean(x))
+
+
+def _pet_sidecar(p, starts, durs, body_weight):
+    return {
+        "Modality": "PT", "Manufacturer": "Simulated", "ManufacturersModelName": "Simulated PET",
+        "BodyPart": "Brain", "Units": "kBq/mL",
+        "TracerName": "UCB-J", "TracerRadionuclide": "C11", "TracerMolecularWeight": 376.4,
+        "TracerMolecularWeightUnits": "g/mol",
+        "InjectedRadioactivity": float(p["injected_mbq"]), "InjectedRadioactivityUnits": "MBq",
+        "InjectedMass": 1.5, "InjectedMassUnits": "ug",
+        "SpecificRadioactivity": float(p["injected_mbq"]) / 1.5, "SpecificRadioactivityUnits": "MBq/ug",
+        "ModeOfAdministration": "bolus", "BodyWeight": body_weight, "BodyWeightUnits": "kg",
+        "TimeZero": "10:00:00", "ScanStart": 0, "InjectionStart": 0,
+        "FrameTimesStart": [float(s) for s in starts], "FrameDuration": [float(d) for d in durs],
+        "AcquisitionMode": "list mode", "ImageDecayCorrected": True, "ImageDecayCorrectionTime": 0,
+        "ReconMethodName": "OSEM", "ReconMethodParameterLabels": ["subsets", "iterations"],
+        "ReconMethodParameterUnits": ["none", "none"], "ReconMethodParameterValues": [16, 3],
+        "ReconFilterType": "none", "ReconFilterSize": 0, "AttenuationCorrection": "CT-based",
+        "ScatterCorrectionMethod": "model-based", "RandomsCorrectionMethod": "delayed window",
+    }
+
+
+_BLOOD_MANUAL_S = np.array([10, 20, 30, 45, 60, 75, 90, 120, 150, 180, 240, 300, 420, 600, 900,
+                            1200, 1800, 2400, 3000, 3600, 4500, 5400], float)
+_METAB_S = {300.0, 900.0, 1800.0, 3600.0, 5400.0}
+
+
+def _write_blood(inp, scan_end_s, rng, bp, autosampler):
+    cp, cb = input_functions(inp)
+    t = _BLOOD_MANUAL_S[_BLOOD_MANUAL_S <= scan_end_s + 1]
+    if t[-1] < scan_end_s:
+        t = np.append(t, scan_end_s)
+    tm = t / 60
+    frac = hill_parent_fraction(tm - inp["delay_min"], *inp["parent_fraction_hill"])
+    plasma = cp(tm) / frac * np.exp(rng.normal(0, 0.03, t.size))
+    whole = inp["blood_plasma_ratio"] * cp(tm) / frac * np.exp(rng.normal(0, 0.03, t.size))
+    pf = np.where(np.isin(t, list(_METAB_S)), np.clip(frac + rng.normal(0, 0.02, t.size), 0, 1), np.nan)
+    df = pd.DataFrame({"time": t, "plasma_radioactivity": plasma,
+                       "whole_blood_radioactivity": whole, "metabolite_parent_fraction": pf})
+    write_tsv(df, bp["blood_manual"], float_format="%.6g")
+    write_json(_blood_sidecar(True, True, True), bp["blood_manual_json"])
+    if autosampler:
+        ta = np.arange(0, 600 + 1e-9, 2.0)
+        wa = cb(ta / 60) * np.exp(rng.normal(0, 0.05, ta.size))
+        write_tsv(pd.DataFrame({"time": ta, "whole_blood_radioactivity": wa}),
+                  bp["blood_autosampler"], float_format="%.6g")
+        write_json(_blood_sidecar(False, True, False), bp["blood_autosampler_json"])
+
+
+def _blood_sidecar(plasma, whole, metab):
+    d = {
+        "PlasmaAvail": plasma, "WholeBloodAvail": whole, "MetaboliteAvail": metab,
+        "DispersionCorrected": False, "TimeZero": "10:00:00",
+        "time": {"Description": "Time of sampling relative to TimeZero", "Units": "s"},
+    }
+    if plasma:
+        d["plasma_radioactivity"] = {"Description": "Total plasma radioactivity", "Units": "kBq/mL"}
+    if whole:
+        d["whole_blood_radioactivity"] = {"Description": "Whole-blood radioactivity",
+                                          "Units": "kBq/mL"}
+    if metab:
+        d.update({"MetaboliteMethod": "HPLC", "MetaboliteRecoveryCorrectionApplied": False,
+                  "metabolite_parent_fraction": {"Description": "Parent fraction of plasma",
+                                                 "Units": "unitless"}})
+    return d
+
+
+def simulate_dataset_files(bids_dir, truth_dir, participants, sessions=("pre", "post"), params=None):
+    """Dataset-level files: dataset_description, participants.tsv, README and effects.json."""
+    params = merge_params(params)
+    bids_dir, truth_dir = Path(bids_dir), Path(truth_dir)
+    write_json({"Name": "Simulated ketamine pre/post study (resting fMRI + [11C]UCB-J PET)",
+                "BIDSVersion": "1.9.0", "DatasetType": "raw", "License": "CC0",
+                "GeneratedBy": [{"Name": "prepost-simulate", "Version": __version__}]},
+               bids_dir / "dataset_description.json")
+    write_tsv(participants, bids_dir / "participants.tsv")
+    (bids_dir / "README").write_text(
+        "Simulated study written by prepost-simulate. Ground truth is in the sibling 'truth' folder.\n")
+    write_json({
+        "seed": params["seed"], "null": params["null"], "sessions": list(sessions),
+        "effects": params["effects"], "variability": params["variability"],
+        "networks": NETWORKS, "group_network_z_baseline": group_network_z().round(6).tolist(),
+        "planted_network_dz": planted_effect_z(params["effects"]).round(6).tolist(),
+        "parameters": params,
+        "motion_convention": (
+            "image_t(x) = image_ref(M_t @ x) in world mm; M_t = T(trans) Rz Ry Rx, rotations about "
+            "the world origin; columns trans_* in mm and rot_* in radians; volume 0 is the reference"),
+        "fc_convention": "network-fc.tsv holds the expected Pearson r between two parcels of the "
+                         "row and column networks (diagonal: within-network parcel pairs)",
+        "pet_convention": "pet-regions.tsv holds true tissue K1 (mL/cm3/min), k2 (1/min), VT "
+                          "(mL/cm3) and vB; parcel VT averaged over GM voxels",
+    }, truth_dir / "effects.json")
+    truth_summary(truth_dir, participants.participant_id.str.removeprefix("sub-"), sessions)
+
+
+def truth_summary(truth_dir, participants, sessions=("pre", "post")):
+    """One tidy table of the study-level truth: participant, session, modality, measure, region, value."""
+    rows = []
+    for sub in participants:
+        for ses in sessions:
+            tp = truth_paths(truth_dir, sub, ses)
+            if not tp["network_fc"].exists():
+                continue
+            S = pd.read_csv(tp["network_fc"], sep="\t", index_col=0)
+            Z = np.arctanh(S.to_numpy())
+            for i, n in enumerate(NETWORKS):
+                rows.append((sub, ses, "fmri", "fc_within_z", n, Z[i, i]))
+            d, s = NETWORKS.index("Default"), NETWORKS.index("SomMot")
+            rows.append((sub, ses, "fmri", "fc_between_z", "SomMot-Default", Z[s, d]))
+            reg = pd.read_csv(tp["pet_regions"], sep="\t")
+            for r in reg.itertuples():
+                rows.append((sub, ses, "pet", "VT", r.region, r.VT))
+                rows.append((sub, ses, "pet", "K1", r.region, r.K1))
+            mot = pd.read_csv(tp["motion"], sep="\t")
+            rows.append((sub, ses, "fmri", "mean_fd", "global", float(np.mean(fd_power(mot)))))
+    df = pd.DataFrame(rows, columns=["participant_id", "session", "modality", "measure", "region",
+                                     "value"])
+    df["participant_id"] = "sub-" + df.participant_id.astype(str)
+    write_tsv(df, Path(truth_dir) / "truth.tsv", float_format="%.6f")
+    return df
+
+
+def fd_power(motion, radius=50.0):
+    """Power framewise displacement (mm) from a motion table or (T, 6) array."""
+    x = np.asarray(motion[["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]]
+                   if isinstance(motion, pd.DataFrame) else motion, float)
+    d = np.abs(np.diff(x, axis=0))
+    d[:, 3:] *= radius
+    return np.concatenate([[0.0], d.sum(1)])
+
+
+def default_participants(n):
+    """participants.tsv rows for ``n`` simulated participants (IDs 01..n)."""
+    rng = np.random.default_rng(n)
+    ids = [f"sub-{i + 1:02d}" for i in range(n)]
+    return pd.DataFrame({"participant_id": ids,
+                         "age": rng.integers(21, 45, n),
+                         "sex": np.where(np.arange(n) % 2 == 0, "F", "M"),
+                         "followup_days": np.where(np.arange(n) % 3 == 2, 7, 1)})
+
+
+def simulate_study(out_dir, participants=11, sessions=("pre", "post"), params=None):
+    """Write a whole simulated study: ``out_dir/bids`` and ``out_dir/truth``.
+
+    ``participants`` is a count or a participants table (DataFrame with participant_id).
+    """
+    out_dir = Path(out_dir)
+    table = default_participants(participants) if isinstance(participants, int) else participants
+    for pid in table.participant_id:
+        simulate_subject(out_dir / "bids", out_dir / "truth", pid.removeprefix("sub-"), sessions,
+                         params)
+    simulate_dataset_files(out_dir / "bids", out_dir / "truth", table, sessions, params)
+    return out_dir
+
+
+def main(argv=None):
+    """Command-line entry point: ``prepost-simulate OUT_DIR [--participants N] ...``."""
+    ap = argparse.ArgumentParser(prog="prepost-simulate", description=main.__doc__ and
+                                 "Write the simulated pre/post ketamine study (BIDS + ground truth).")
+    ap.add_argument("out_dir")
+    ap.add_argument("--participants", type=int, default=11)
+    ap.add_argument("--sessions", nargs=2, default=["pre", "post"], metavar=("BASELINE", "FOLLOWUP"))
+    ap.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    ap.add_argument("--null", action="store_true", help="plant no effects")
+    ap.add_argument("--params", help="JSON or YAML file with overrides of the simulation parameters")
+    ap.add_argument("--volumes", type=int, help="BOLD volumes per run")
+    ap.add_argument("--bold-voxel", type=float, help="BOLD voxel size (mm)")
+    ap.add_argument("--pet-voxel", type=float, help="PET voxel size (mm)")
+    args = ap.parse_args(argv)
+    over = {}
+    if args.params:
+        import yaml
+
+        over = yaml.safe_load(Path(args.params).read_text()) or {}
+    over["seed"] = args.seed
+    if args.null:
+        over["null"] = True
+    for key, sub, name in (("volumes", "bold", "n_volumes"), ("bold_voxel", "bold", "voxel_mm"),
+                           ("pet_voxel", "pet", "voxel_mm")):
+        if getattr(args, key) is not None:
+            over.setdefault(sub, {})[name] = getattr(args, key)
+    out = simulate_study(args.out_dir, args.participants, tuple(args.sessions), over)
+    print(f"wrote {out / 'bids'} and {out / 'truth'}")
+
+
+if __name__ == "__main__":
+    main()
