@@ -1,0 +1,562 @@
+"""Dynamic PET preprocessing: frame motion correction, summed images, PET-to-T1w coregistration.
+
+Conventions
+-----------
+* Times are seconds (BIDS ``FrameTimesStart`` / ``FrameDuration``).
+* Every 4x4 matrix is in world (scanner, RAS+ mm) coordinates and is a *pull* transform: it maps
+  a point of the reference (fixed) space to the same anatomical point in the moving space, as in
+  :mod:`prepost.fmri.motion` and as ITK/ANTs fixed-to-moving transforms after LPS -> RAS
+  conversion. For frame ``f`` of a dynamic PET the matrix ``M_f`` satisfies
+  ``frame_f(M_f @ y) == reference(y)``; the corrected frame is ``frame_f(M_f @ y)``.
+* Motion parameters use fMRIPrep's columns ``trans_x, trans_y, trans_z`` (mm) and
+  ``rot_x, rot_y, rot_z`` (radians) with ``M = T(trans) @ Rz @ Ry @ Rx``, rotations about the
+  world origin (:func:`prepost.fmri.motion.params_to_affine`). The simulator in
+  :mod:`prepost.simulate` writes the *inverse* convention (``image_t(x) = image_ref(M_t @ x)``),
+  so its truth matrices are the inverses of the ones reported here.
+* ANTs transform file lists are ordered as for ``ants.apply_transforms``: a list ``[A, B]``
+  maps a point ``x`` of the fixed (output) space to ``B(A(x))`` in the moving space, as
+  fMRIPrep's ``[anat2std, bold2anat]`` takes a template point to the BOLD run. For example ``coregister_pet_to_t1w(...)['fwd_transforms']`` resamples
+  PET onto the T1w grid with ``ants.apply_transforms(fixed=t1w, moving=pet, transformlist=...)``.
+
+Methods
+-------
+Frame motion correction follows PETPrep's recipe (frames after ``min_start_s`` are registered to
+their duration-weighted sum; earlier, low-count frames take the first corrected frame's
+transform). The default estimator (``method='gn'``) is the intensity least-squares
+Gauss-Newton rigid registration of :func:`prepost.fmri.motion.estimate_motion`, run on frames
+scaled to the reference's mean inside a head mask and smoothed (PETPrep smooths with 10 mm FWHM
+before registering); ``method='ants'`` runs an ANTs rigid Mattes mutual-information registration
+per frame instead (slower, robust to contrast changes between frames). Coregistration to the
+T1w is ANTs rigid with Mattes mutual information on a summed image of the late frames.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from prepost.errors import InputError
+from prepost.fmri.motion import affine_to_params, estimate_motion, params_to_affine
+
+__all__ = [
+    "PARAM_NAMES",
+    "summed_image",
+    "frame_motion_correct",
+    "apply_frame_transforms",
+    "coregister_pet_to_t1w",
+    "resample_to_grid",
+    "apply_ants_transforms",
+    "ants_affine_to_ras",
+    "ras_to_ants_affine",
+    "write_ants_affine",
+    "to_ants",
+    "from_ants",
+]
+
+PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+def _load(img, name, ndim):
+    src = img if isinstance(img, (str, os.PathLike)) else None
+    if src is not None:
+        if not Path(src).exists():
+            raise InputError(file=src, field=name, expected="an existing NIfTI file", found="no file")
+        img = nib.load(src)
+    if not hasattr(img, "affine") or not hasattr(img, "shape"):
+        raise InputError(field=name, expected="a nibabel image or a path to one",
+                         found=type(img).__name__)
+    shape = img.shape
+    if ndim == 4 and len(shape) == 3:
+        raise InputError(file=src, field=name, expected="a 4D image (x, y, z, frame)",
+                         found=f"shape {shape}")
+    if ndim == 3 and len(shape) == 4 and shape[3] == 1:
+        img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine, img.header)
+    elif len(img.shape) != ndim:
+        raise InputError(file=src, field=name, expected=f"a {ndim}D image", found=f"shape {shape}")
+    return img
+
+
+def _frames(frame_start, frame_duration, n, source=None):
+    fs = np.asarray(frame_start, dtype=float).ravel()
+    fd = np.asarray(frame_duration, dtype=float).ravel()
+    if fs.size != n or fd.size != n:
+        raise InputError(file=source, field="FrameTimesStart/FrameDuration",
+                         expected=f"{n} frames (the 4th image dimension)",
+                         found=f"{fs.size} starts and {fd.size} durations")
+    if not (np.all(np.isfinite(fs)) and np.all(np.isfinite(fd))) or np.any(fd <= 0):
+        raise InputError(file=source, field="FrameDuration", expected="finite, positive durations")
+    if np.any(np.diff(fs) <= 0):
+        raise InputError(file=source, field="FrameTimesStart", expected="increasing frame starts")
+    return fs, fd
+
+
+def _data(img):
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if not np.all(np.isfinite(data)):
+        raise InputError(file=img.get_filename(), field="data", expected="finite voxel values",
+                         found="NaN or infinite values")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# summed image
+# --------------------------------------------------------------------------------------------
+def summed_image(pet_img, frame_start, frame_duration, window=(0.0, np.inf), *,
+                 min_overlap=0.5):
+    """Duration-weighted mean of the frames of a dynamic PET within a time window.
+
+    Parameters
+    ----------
+    pet_img : nibabel image or path
+        4D dynamic PET.
+    frame_start, frame_duration : array-like of float
+        Frame starts and durations (s).
+    window : (float, float), default=(0, inf)
+        Start and end of the window (s). A frame is used when at least ``min_overlap`` of its
+        duration lies inside the window; it is weighted by its full duration.
+    min_overlap : float, default=0.5
+        Fraction of a frame that must lie in the window.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        3D float32 image ``sum_f d_f x_f / sum_f d_f`` (same unit as the PET).
+    """
+    img = _load(pet_img, "pet_img", 4)
+    fs, fd = _frames(frame_start, frame_duration, img.shape[3])
+    w = _window_weights(fs, fd, window, min_overlap)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    out = np.tensordot(data, (w / w.sum()).astype(np.float32), axes=([3], [0]))
+    res = nib.Nifti1Image(out.astype(np.float32), img.affine)
+    res.header.set_xyzt_units("mm", "sec")
+    return res
+
+
+def _window_weights(fs, fd, window, min_overlap=0.5):
+    try:
+        t0, t1 = (float(v) for v in window)
+    except (TypeError, ValueError) as exc:
+        raise InputError(field="window", expected="(start_s, end_s)", found=repr(window)) from exc
+    if not t1 > t0:
+        raise InputError(field="window", expected="end > start", found=repr(window))
+    overlap = np.clip(np.minimum(fs + fd, t1) - np.maximum(fs, t0), 0, None) / fd
+    use = overlap >= min_overlap
+    if not use.any():
+        raise InputError(field="window", expected="a window covering at least one frame",
+                         found=f"{window} for frames {fs[0]:g}-{fs[-1] + fd[-1]:g} s")
+    return np.where(use, fd, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# frame motion correction
+# --------------------------------------------------------------------------------------------
+def _head_mask(ref, zooms, fwhm_mm=8.0, frac=0.15):
+    sm = ndimage.gaussian_filter(ref, fwhm_mm * _FWHM_TO_SIGMA / zooms)
+    mask = sm > frac * np.percentile(sm, 99.5)
+    lab, n = ndimage.label(mask)
+    if n > 1:
+        sizes = ndimage.sum(mask, lab, range(1, n + 1))
+        mask = lab == (1 + int(np.argmax(sizes)))
+    return ndimage.binary_dilation(mask, iterations=2)
+
+
+def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0, ref="sum", *,
+                         method="gn", fwhm_mm=10.0, levels=None, n_passes=2, mask=None,
+                         order=1, verbose=0):
+    """Rigid frame-by-frame motion correction of a dynamic PET.
+
+    Frames starting at or after ``min_start_s`` are registered to a reference built from those
+    same frames; frames starting earlier (low counts, fast-changing distribution) take the
+    transform of the first corrected frame.
+
+    Parameters
+    ----------
+    pet_img : nibabel image or path
+        4D dynamic PET.
+    frame_start, frame_duration : array-like of float
+        Frame starts and durations (s).
+    min_start_s : float, default=120
+        First frame start (s) that is registered.
+    ref : {'sum'} or int, default='sum'
+        'sum': duration-weighted mean of the registered frames; with ``n_passes=2`` it is rebuilt
+        from the corrected frames after the first pass. An int picks that frame as reference.
+    method : {'gn', 'ants'}, default='gn'
+        'gn': intensity least-squares Gauss-Newton rigid registration
+        (:func:`prepost.fmri.motion.estimate_motion`) of frames scaled to the reference mean
+        inside a head mask. 'ants': ANTs rigid, Mattes mutual information, per frame.
+    fwhm_mm : float, default=10
+        Smoothing of the coarse level ('gn'); the fine level uses ``0.6 * fwhm_mm``.
+        Smoothing of both images before an ANTs registration ('ants').
+    levels : sequence of (fwhm_mm, stride, max_iter) or None
+        Explicit Gauss-Newton pyramid ('gn'); overrides ``fwhm_mm``.
+    n_passes : int, default=2
+        Passes of registration with ``ref='sum'`` (the second uses the corrected sum).
+    mask : nibabel image or array or None
+        Voxels used for the cost ('gn'); None builds a head mask from the reference.
+    order : int, default=1
+        Interpolation order of the final resampling.
+    verbose : int, default=0
+
+    Returns
+    -------
+    corrected : nibabel.Nifti1Image
+        Motion-corrected 4D float32 PET on the input grid.
+    params : pandas.DataFrame
+        One row per frame: ``frame_start, frame_duration, trans_x, trans_y, trans_z, rot_x,
+        rot_y, rot_z, corrected`` (``corrected`` is 0 for frames that copied a transform).
+        Parameters describe ``M_f`` (reference -> frame, RAS mm; module docstring) and its
+        framewise displacement ``fd_mm`` (Power, 50 mm radius).
+    """
+    img = _load(pet_img, "pet_img", 4)
+    fs, fd = _frames(frame_start, frame_duration, img.shape[3])
+    data = _data(img)
+    affine = np.asarray(img.affine, float)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    sel = np.flatnonzero(fs >= float(min_start_s) - 1e-6)
+    if sel.size == 0:
+        raise InputError(field="min_start_s", expected="a start time before the last frame",
+                         found=f"{min_start_s} s (last frame starts at {fs[-1]:g} s)")
+    if method not in ("gn", "ants"):
+        raise InputError(field="method", expected="'gn' or 'ants'", found=repr(method))
+    if isinstance(ref, str):
+        if ref != "sum":
+            raise InputError(field="ref", expected="'sum' or a frame index", found=repr(ref))
+        reference = np.tensordot(data[..., sel], fd[sel] / fd[sel].sum(), axes=([3], [0]))
+        passes = max(int(n_passes), 1)
+    else:
+        if not -len(fs) <= int(ref) < len(fs):
+            raise InputError(field="ref", expected=f"a frame index in [0, {len(fs)})",
+                             found=repr(ref))
+        reference = data[..., int(ref)]
+        passes = 1
+    if mask is None:
+        m = _head_mask(reference, zooms)
+    else:
+        m = np.asarray(getattr(mask, "dataobj", mask)) > 0
+        if m.shape != reference.shape:
+            raise InputError(field="mask", expected=f"a 3D mask of shape {reference.shape}",
+                             found=str(m.shape))
+    if levels is None:
+        levels = ((float(fwhm_mm), 2, 30), (0.6 * float(fwhm_mm), 1, 15))
+
+    mats = np.tile(np.eye(4), (sel.size, 1, 1))
+    for p in range(passes):
+        if method == "gn":
+            mats = _register_gn(data, sel, reference, m, affine, levels)
+        else:
+            mats = _register_ants(data, sel, reference, affine, fwhm_mm)
+        if verbose:
+            print(f"pass {p + 1}: max |trans| {np.abs(affine_to_params(mats)[:, :3]).max():.3f} mm")
+        if p + 1 < passes:
+            corr = _resample_frames(data[..., sel], affine, mats, order=1)
+            reference = np.tensordot(corr, fd[sel] / fd[sel].sum(), axes=([3], [0]))
+
+    all_mats = np.tile(np.eye(4), (len(fs), 1, 1))
+    all_mats[sel] = mats
+    all_mats[: sel[0]] = mats[0]
+    out = _resample_frames(data, affine, all_mats, order=order)
+    corrected = nib.Nifti1Image(out, affine)
+    corrected.header.set_xyzt_units("mm", "sec")
+    params = affine_to_params(all_mats)
+    table = pd.DataFrame(params, columns=PARAM_NAMES)
+    table.insert(0, "frame_duration", fd)
+    table.insert(0, "frame_start", fs)
+    d = np.abs(np.diff(params, axis=0))
+    table["fd_mm"] = np.concatenate([[0.0], d[:, :3].sum(1) + 50.0 * d[:, 3:].sum(1)])
+    table["corrected"] = (fs >= float(min_start_s) - 1e-6).astype(int)
+    return corrected, table
+
+
+def _register_gn(data, sel, reference, mask, affine, levels):
+    refm = float(reference[mask].mean())
+    vols = [reference]
+    for i in sel:
+        v = data[..., i]
+        s = float(v[mask].mean())
+        vols.append(v * (refm / s) if s > 0 else v)
+    stack = nib.Nifti1Image(np.stack(vols, -1).astype(np.float32), affine)
+    _, mats = estimate_motion(stack, ref_index=0, mask=mask, levels=levels)
+    return mats[1:]
+
+
+def _register_ants(data, sel, reference, affine, fwhm_mm):
+    import ants
+
+    sig = fwhm_mm * _FWHM_TO_SIGMA
+    fixed = to_ants(nib.Nifti1Image(reference.astype(np.float32), affine))
+    fixed = ants.smooth_image(fixed, sig, sigma_in_physical_coordinates=True)
+    mats = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, i in enumerate(sel):
+            mov = to_ants(nib.Nifti1Image(data[..., i], affine))
+            mov = ants.smooth_image(mov, sig, sigma_in_physical_coordinates=True)
+            reg = ants.registration(fixed, mov, type_of_transform="Rigid", aff_metric="mattes",
+                                    initial_transform="Identity",
+                                    aff_iterations=(100, 50), aff_shrink_factors=(2, 1),
+                                    aff_smoothing_sigmas=(1, 0), outprefix=f"{tmp}/f{k}_")
+            mats.append(ants_affine_to_ras(reg["fwdtransforms"][0]))
+    return np.array(mats)
+
+
+def _resample_frames(data, affine, mats, order=1):
+    ainv = np.linalg.inv(affine)
+    out = np.empty(data.shape, np.float32)
+    for f in range(data.shape[3]):
+        if np.allclose(mats[f], np.eye(4)):
+            out[..., f] = data[..., f]
+            continue
+        q = ainv @ mats[f] @ affine
+        ndimage.affine_transform(data[..., f], q[:3, :3], offset=q[:3, 3], output=out[..., f],
+                                 order=order, mode="constant", cval=0.0)
+    return out
+
+
+def apply_frame_transforms(pet_img, params, order=1):
+    """Resample a dynamic PET with per-frame parameters from :func:`frame_motion_correct`.
+
+    Parameters
+    ----------
+    pet_img : nibabel image or path
+        4D dynamic PET.
+    params : pandas.DataFrame or array-like, shape (n_frames, 6)
+        Motion parameters (columns ``trans_x .. rot_z``).
+    order : int, default=1
+        Interpolation order.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+    """
+    img = _load(pet_img, "pet_img", 4)
+    p = np.asarray(params[list(PARAM_NAMES)] if isinstance(params, pd.DataFrame) else params, float)
+    if p.shape != (img.shape[3], 6):
+        raise InputError(field="params", expected=f"shape ({img.shape[3]}, 6)", found=str(p.shape))
+    out = _resample_frames(_data(img), np.asarray(img.affine, float), params_to_affine(p), order)
+    res = nib.Nifti1Image(out, img.affine)
+    res.header.set_xyzt_units("mm", "sec")
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# ANTs helpers
+# --------------------------------------------------------------------------------------------
+def to_ants(img):
+    """nibabel 3D image -> ANTsImage (float32), keeping the world geometry."""
+    import ants
+
+    img = _load(img, "img", 3)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    aff = _LPS @ np.asarray(img.affine, float)
+    spacing = np.sqrt((aff[:3, :3] ** 2).sum(0))
+    direction = aff[:3, :3] / spacing
+    return ants.from_numpy(data, origin=aff[:3, 3].tolist(), spacing=spacing.tolist(),
+                           direction=direction)
+
+
+def from_ants(aimg):
+    """ANTsImage (3D) -> nibabel Nifti1Image (float32)."""
+    spacing = np.asarray(aimg.spacing, float)
+    aff = np.eye(4)
+    aff[:3, :3] = np.asarray(aimg.direction, float) * spacing
+    aff[:3, 3] = aimg.origin
+    img = nib.Nifti1Image(aimg.numpy().astype(np.float32), _LPS @ aff)
+    img.header.set_xyzt_units("mm", "sec")
+    return img
+
+
+def ants_affine_to_ras(transform):
+    """4x4 RAS world matrix of an ANTs linear transform (file path or ANTsTransform).
+
+    ANTs maps fixed-space points to moving-space points in LPS; the returned matrix does the
+    same in RAS+ mm.
+    """
+    import ants
+
+    tx = ants.read_transform(str(transform)) if isinstance(transform, (str, os.PathLike)) else transform
+    par = np.asarray(tx.parameters, float)
+    c = np.asarray(tx.fixed_parameters, float)[:3]
+    A = par[:9].reshape(3, 3)
+    t = par[9:12]
+    m = np.eye(4)
+    m[:3, :3] = A
+    m[:3, 3] = t + c - A @ c
+    return _LPS @ m @ _LPS
+
+
+def ras_to_ants_affine(matrix):
+    """ANTsTransform (AffineTransform) doing what the 4x4 RAS matrix does (fixed -> moving)."""
+    import ants
+
+    m = _LPS @ np.asarray(matrix, float) @ _LPS
+    return ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                      matrix=m[:3, :3], offset=m[:3, 3])
+
+
+def write_ants_affine(matrix, path):
+    """Write a 4x4 RAS matrix (fixed -> moving points) as an ANTs ``.mat`` transform file."""
+    import ants
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ants.write_transform(ras_to_ants_affine(matrix), str(path))
+    return str(path)
+
+
+def apply_ants_transforms(moving_img, reference_img, transforms, interpolation="linear",
+                          whichtoinvert=None):
+    """Resample a 3D image onto ``reference_img``'s grid with an ANTs transform list.
+
+    ``transforms`` is a list of file paths as for ``ants.apply_transforms`` (``[A, B]`` maps a
+    reference-space point ``x`` to ``B(A(x))`` in the moving space). An empty list means identity
+    (plain world-space resampling).
+    """
+    import ants
+
+    moving = _load(moving_img, "moving_img", 3)
+    ref = _load(reference_img, "reference_img", 3)
+    transforms = [str(t) for t in (transforms or [])]
+    for t in transforms:
+        if not Path(t).exists():
+            raise InputError(file=t, field="transforms", expected="an existing transform file",
+                             found="no file")
+    if not transforms:
+        return resample_to_grid(moving, ref, np.eye(4), order=0 if interpolation == "nearestNeighbor" else 1)
+    out = ants.apply_transforms(fixed=to_ants(ref), moving=to_ants(moving), transformlist=transforms,
+                                interpolator=interpolation, whichtoinvert=whichtoinvert)
+    return from_ants(out)
+
+
+def resample_to_grid(img, reference_img, matrix=None, order=1, cval=0.0):
+    """Resample a 3D or 4D image onto a reference grid through a 4x4 RAS world matrix.
+
+    ``out(y) = img(matrix @ y)`` for every world point ``y`` of the reference grid, i.e.
+    ``matrix`` maps reference-space points to ``img``-space points (identity by default).
+    """
+    src = img if isinstance(img, (str, os.PathLike)) else None
+    img = nib.load(src) if src is not None else img
+    ref = _load(reference_img, "reference_img", 3) if not hasattr(reference_img, "affine") else reference_img
+    mat = np.eye(4) if matrix is None else np.asarray(matrix, float)
+    q = np.linalg.inv(np.asarray(img.affine, float)) @ mat @ np.asarray(ref.affine, float)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    shape = tuple(ref.shape[:3])
+    if data.ndim == 3:
+        out = ndimage.affine_transform(data, q[:3, :3], offset=q[:3, 3], output_shape=shape,
+                                       order=order, mode="constant", cval=cval)
+    else:
+        out = np.empty(shape + data.shape[3:], np.float32)
+        for f in range(data.shape[3]):
+            ndimage.affine_transform(data[..., f], q[:3, :3], offset=q[:3, 3], output_shape=shape,
+                                     output=out[..., f], order=order, mode="constant", cval=cval)
+    res = nib.Nifti1Image(out.astype(np.float32), ref.affine)
+    res.header.set_xyzt_units("mm", "sec")
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# coregistration
+# --------------------------------------------------------------------------------------------
+def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="center_of_mass",
+                          fwhm_mm=0.0, out_prefix=None, iterations=(200, 100, 50),
+                          shrink_factors=(4, 2, 1), smoothing_sigmas=(2, 1, 0), seed=1):
+    """Rigid PET-to-T1w coregistration by Mattes mutual information (ANTs).
+
+    Parameters
+    ----------
+    pet_sum_img : nibabel image or path
+        3D summed PET (e.g. :func:`summed_image` of the motion-corrected late frames).
+    t1w_img : nibabel image or path
+        T1w image (the fixed image).
+    t1w_mask_img : nibabel image or path or None, default=None
+        T1w-space brain mask. When given, the T1w is skull-stripped (mask dilated by 2 voxels)
+        before registration, as PETPrep registers to the brain-extracted T1w.
+    init : {'center_of_mass', 'identity'}, default='center_of_mass'
+        Initial alignment: centres of mass (ANTs default) or the scanner geometry as is.
+    fwhm_mm : float, default=0
+        Extra Gaussian smoothing of the PET before registration.
+    out_prefix : str or None
+        Where to keep the transform files (a temporary folder when None; the files then live as
+        long as the process).
+    iterations, shrink_factors, smoothing_sigmas : tuple of int
+        ANTs rigid multi-resolution schedule.
+    seed : int, default=1
+        Random seed of ANTs' metric sampling.
+
+    Returns
+    -------
+    dict
+        ``fwd_transforms`` (list of str; ``ants.apply_transforms(fixed=t1w, moving=pet,
+        transformlist=fwd_transforms)`` puts PET on the T1w grid), ``inv_transforms`` (list
+        of str; T1w -> PET grid), ``t1w_to_pet`` (4x4 RAS matrix mapping T1w points to PET
+        points), ``pet_to_t1w`` (its inverse), ``pet_in_t1w`` (nibabel image), ``qc`` (dict:
+        ``mutual_information`` after and ``mutual_information_init`` before registration, ANTs
+        Mattes MI, more negative is better; ``dice_brain`` overlap of the thresholded PET with
+        the T1w brain mask when a mask is given).
+    """
+    import ants
+
+    pet = _load(pet_sum_img, "pet_sum_img", 3)
+    t1 = _load(t1w_img, "t1w_img", 3)
+    if init not in ("center_of_mass", "identity"):
+        raise InputError(field="init", expected="'center_of_mass' or 'identity'", found=repr(init))
+    t1_data = np.asarray(t1.dataobj, dtype=np.float32)
+    mask = None
+    if t1w_mask_img is not None:
+        mimg = _load(t1w_mask_img, "t1w_mask_img", 3)
+        if mimg.shape != t1.shape:
+            mimg = resample_to_grid(mimg, t1, order=1)
+        mask = np.asarray(mimg.dataobj) > 0.5
+        if not mask.any():
+            raise InputError(field="t1w_mask_img", expected="a non-empty brain mask", found="empty")
+        t1_data = t1_data * ndimage.binary_dilation(mask, iterations=2)
+    fixed = to_ants(nib.Nifti1Image(t1_data, t1.affine))
+    moving = to_ants(pet)
+    if fwhm_mm > 0:
+        moving = ants.smooth_image(moving, fwhm_mm * _FWHM_TO_SIGMA, sigma_in_physical_coordinates=True)
+    if out_prefix is None:
+        out_prefix = tempfile.mkdtemp(prefix="pet2t1w_") + "/"
+    else:
+        Path(out_prefix).parent.mkdir(parents=True, exist_ok=True)
+    if init == "identity":
+        init_tx = "Identity"
+    else:
+        init_tx = None
+    reg = ants.registration(fixed, moving, type_of_transform="Rigid", aff_metric="mattes",
+                            initial_transform=init_tx, aff_iterations=tuple(iterations),
+                            aff_shrink_factors=tuple(shrink_factors),
+                            aff_smoothing_sigmas=tuple(smoothing_sigmas),
+                            outprefix=str(out_prefix), random_seed=seed)
+    fwd = [str(t) for t in reg["fwdtransforms"]]
+    inv = [str(t) for t in reg["invtransforms"]]
+    t1_to_pet = _compose_list(fwd)
+    warped = reg["warpedmovout"]
+    qc = {
+        "mutual_information": float(ants.image_mutual_information(fixed, warped)),
+        "mutual_information_init": float(ants.image_mutual_information(
+            fixed, ants.resample_image_to_target(moving, fixed))),
+    }
+    pet_in_t1 = from_ants(warped)
+    if mask is not None:
+        p = np.asarray(pet_in_t1.dataobj)
+        thr = p > 0.3 * np.percentile(p[mask], 95)
+        qc["dice_brain"] = float(2 * (thr & mask).sum() / (thr.sum() + mask.sum()))
+    return {"fwd_transforms": fwd, "inv_transforms": inv, "t1w_to_pet": t1_to_pet,
+            "pet_to_t1w": np.linalg.inv(t1_to_pet), "pet_in_t1w": pet_in_t1, "qc": qc}
+
+
+def _compose_list(transforms):
+    """RAS matrix of an ANTs list of linear transforms (fixed point -> moving point)."""
+    m = np.eye(4)
+    for t in transforms:  # [A, B]: x -> B(A(x))
+        m = ants_affine_to_ras(t) @ m
+    return m
