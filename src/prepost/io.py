@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -33,11 +34,21 @@ def write_json(obj, path):
 
 
 def write_tsv(df, path, **kwargs):
-    """Write a DataFrame as TSV (no index, 'n/a' for missing), atomically."""
+    """Write a DataFrame as TSV (no index, 'n/a' for missing), atomically.
+
+    A ``.gz`` path is compressed with a fixed header (no name, no time stamp) so that identical
+    tables give identical bytes.
+    """
     kwargs.setdefault("index", False)
     kwargs.setdefault("na_rep", "n/a")
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, sep="\t", **kwargs)
+        if str(path).endswith(".gz"):
+            text = df.to_csv(sep="\t", **kwargs).encode()
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                       mtime=0, compresslevel=6) as gz:
+                gz.write(text)
+        else:
+            df.to_csv(tmp, sep="\t", **kwargs)
 
 
 def write_nifti(img, path):

@@ -67,7 +67,7 @@ _NETWORK_VT = {"Vis": 1.08, "SomMot": 0.95, "DorsAttn": 1.0, "SalVentAttn": 1.04
 
 DEFAULTS = {
     "seed": 20261126,
-    "null": False,
+    "null_study": False,
     "effects": {
         "within_default_dz": -0.10,
         "sommot_default_dz": 0.10,
@@ -127,7 +127,7 @@ def merge_params(overrides=None):
                 dst[key] = val
 
     _merge(out, overrides, "")
-    if out["null"]:
+    if out["null_study"]:
         out["effects"] = {k: 0.0 for k in out["effects"]}
     return out
 
@@ -296,7 +296,7 @@ def _bandpass(x, tr, band):
     nyq = 0.5 / tr
     hi = min(band[1] / nyq, 0.99)
     b, a = signal.butter(2, [band[0] / nyq, hi], btype="band")
-    return signal.filtfilt(b, a, x, axis=0)
+    return signal.filtfilt(b, a, x, axis=0, padlen=min(15, x.shape[0] - 1))
 
 
 def parcel_fc_truth(S, parcel_networks):
@@ -336,7 +336,13 @@ class ExpSum:
         return (c * np.where(m == 1, p1, p0)).sum(-1)
 
     def convolve_exp(self, K1, k2):
-        """K1 exp(-k2 u) convolved with this function (same delay), closed form."""
+        """K1 exp(-k2 u) convolved with this function (same delay), closed form.
+
+        The form divides by (lambda_i + k2); a rate within 1e-6/min of -lambda_i is moved 1e-6
+        away (a relative change of about 1e-4 in k2) rather than handled as a separate limit.
+        """
+        if np.any(np.abs(self.lam + k2) < 1e-6):
+            k2 = k2 + 2e-6
         cs, ms, ls = [], [], []
         tail = 0.0
         for c, m, lam in zip(self.c, self.m, self.lam):
@@ -717,7 +723,7 @@ def _write_pet(params, to_mni, truth, rng, bp, tp, session):
     regions = pd.DataFrame(reg, columns=["region", "K1", "VT"])
     regions["k2"] = regions.K1 / regions.VT
     regions["vB"] = vb
-    write_tsv(regions[["region", "K1", "k2", "VT", "vB"]], tp["pet_regions"], float_format="%.6f")
+    write_tsv(regions[["region", "K1", "k2", "VT", "vB"]], tp["pet_regions"], float_format="%.10g")
     pcc_par = np.flatnonzero(pcc)[0] + 1
     tacs = pd.DataFrame({
         "frame_start": starts, "frame_end": starts + durs,
@@ -809,7 +815,7 @@ def simulate_dataset_files(bids_dir, truth_dir, participants, sessions=("pre", "
     (bids_dir / "README").write_text(
         "Simulated study written by prepost-simulate. Ground truth is in the sibling 'truth' folder.\n")
     write_json({
-        "seed": params["seed"], "null": params["null"], "sessions": list(sessions),
+        "seed": params["seed"], "null_study": params["null_study"], "sessions": list(sessions),
         "effects": params["effects"], "variability": params["variability"],
         "networks": NETWORKS, "group_network_z_baseline": group_network_z().round(6).tolist(),
         "planted_network_dz": planted_effect_z(params["effects"]).round(6).tolist(),
@@ -906,7 +912,7 @@ def main(argv=None):
         over = yaml.safe_load(Path(args.params).read_text()) or {}
     over["seed"] = args.seed
     if args.null:
-        over["null"] = True
+        over["null_study"] = True
     for key, sub, name in (("volumes", "bold", "n_volumes"), ("bold_voxel", "bold", "voxel_mm"),
                            ("pet_voxel", "pet", "voxel_mm")):
         if getattr(args, key) is not None:

@@ -1,0 +1,19 @@
+# Pre/post multimodal brain imaging workflow: resting fMRI + dynamic [11C]UCB-J PET.
+# The study protocol lives in config/config.yaml; the science lives in the prepost package (src/).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/bids.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_outputs(),

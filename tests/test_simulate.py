@@ -1,0 +1,167 @@
+"""The study simulator: determinism, planted effects and ground truth against closed forms."""
+
+import filecmp
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import integrate
+
+from prepost import bids, simulate
+
+from conftest import SMALL
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path, small_study):
+    again = simulate.simulate_study(tmp_path / "again", participants=2, params=SMALL)
+    files = sorted(p.relative_to(small_study) for p in small_study.rglob("*") if p.is_file())
+    assert len(files) > 40
+    for rel in files:
+        assert filecmp.cmp(small_study / rel, again / rel, shallow=False), rel
+
+
+def test_other_seed_changes_the_data(tmp_path, small_study):
+    other = simulate.simulate_study(tmp_path / "other", participants=1,
+                                    params={**SMALL, "seed": 7})
+    rel = "truth/sub-01/sub-01_ses-pre_network-fc.tsv"
+    assert not filecmp.cmp(small_study / rel, other / rel, shallow=False)
+
+
+def test_noise_free_network_signals_reproduce_truth_fc(small_study):
+    truth = small_study / "truth" / "sub-01"
+    for ses in ("pre", "post"):
+        S = pd.read_csv(truth / f"sub-01_ses-{ses}_network-fc.tsv", sep="\t", index_col=0)
+        sig = pd.read_csv(truth / f"sub-01_ses-{ses}_network-signals.tsv", sep="\t")
+        assert list(S.columns) == simulate.NETWORKS == list(sig.columns)
+        # sample covariance equals the planted network covariance (files keep 6 decimals)
+        np.testing.assert_allclose(np.cov(sig.to_numpy().T), S.to_numpy(), atol=2e-5)
+
+
+def test_parcel_model_gives_truth_parcel_fc():
+    """Parcel signals built as in the simulator correlate as parcel_fc_truth says (long run)."""
+    rng = np.random.default_rng(0)
+    S = simulate.subject_network_fc(simulate.merge_params(), "01")["pre"]
+    nets = np.repeat(simulate.NETWORKS, 6)
+    T = 6000
+    s = simulate.network_signals(S, T, 2.0, rng, band=(0.01, 0.24))
+    idx = np.array([simulate.NETWORKS.index(n) for n in nets])
+    e = rng.standard_normal((T, idx.size))
+    x = s[:, idx] + np.sqrt(1 - np.diag(S)[idx]) * e
+    R = np.corrcoef(x.T)
+    expected = simulate.parcel_fc_truth(S, nets)
+    off = ~np.eye(idx.size, dtype=bool)
+    assert np.max(np.abs(R[off] - expected[off])) < 0.06
+    assert abs(np.mean(R[off] - expected[off])) < 0.01
+
+
+def test_planted_effects_and_null_mode():
+    eff = simulate.merge_params()["effects"]
+    D = simulate.planted_effect_z(eff)
+    d, s = simulate.NETWORKS.index("Default"), simulate.NETWORKS.index("SomMot")
+    assert D[d, d] == pytest.approx(-0.10)
+    assert D[s, d] == D[d, s] == pytest.approx(0.10)
+    assert D[0, 0] == pytest.approx(-0.05)
+    null = simulate.merge_params({"null_study": True})
+    assert all(v == 0 for v in null["effects"].values())
+    # with no effect and no noise, follow-up equals baseline
+    quiet = {"null_study": True, "variability": {"fc_session_sd_z": 0.0, "vt_session_sd_pct": 0.0,
+                                                  "vt_region_sd_pct": 0.0}}
+    fc = simulate.subject_network_fc(simulate.merge_params(quiet), "03")
+    np.testing.assert_allclose(fc["pre"], fc["post"])
+    vt = simulate.pet_region_truth(simulate.merge_params(quiet), "03")
+    np.testing.assert_allclose(vt["pre"]["parcel_vt"], vt["post"]["parcel_vt"])
+
+
+def test_pcc_vt_change_is_planted_and_global_is_not():
+    quiet = {"variability": {"vt_session_sd_pct": 0.0, "vt_region_sd_pct": 0.0}}
+    vt = simulate.pet_region_truth(simulate.merge_params(quiet), "05")
+    pcc = simulate.schaefer400_table().is_pcc.to_numpy()
+    ratio = vt["post"]["parcel_vt"] / vt["pre"]["parcel_vt"]
+    np.testing.assert_allclose(ratio[pcc], 1.05)
+    np.testing.assert_allclose(ratio[~pcc], 1.0)
+    assert vt["post"]["wm"] == vt["pre"]["wm"]
+
+
+def _ode_tac(inp, K1, k2, vb, starts, durs):
+    """Independent 1TCM: integrate dC/dt = K1 Cp - k2 C numerically, then average per frame."""
+    cp, cb = simulate.input_functions(inp)
+    t_end = (starts[-1] + durs[-1]) / 60
+    sol = integrate.solve_ivp(lambda t, c: K1 * cp(np.array([t]))[0] - k2 * c, (0, t_end), [0.0],
+                              method="LSODA", rtol=1e-11, atol=1e-12, dense_output=True,
+                              max_step=0.05)
+    out = []
+    for s0, d in zip(starts / 60, durs / 60):
+        pts = [inp["delay_min"]] if s0 < inp["delay_min"] < s0 + d else None
+        ct = integrate.quad(lambda t: sol.sol(t)[0], s0, s0 + d, points=pts, limit=200)[0]
+        bl = integrate.quad(lambda t: cb(np.array([t]))[0], s0, s0 + d, points=pts, limit=200)[0]
+        out.append(((1 - vb) * ct + vb * bl) / d)
+    return np.array(out)
+
+
+def test_noise_free_pet_tac_equals_1tcm_convolution_of_stored_input(small_study):
+    truth = small_study / "truth" / "sub-02"
+    inp = json.loads((truth / "sub-02_ses-post_input-function.json").read_text())
+    reg = pd.read_csv(truth / "sub-02_ses-post_pet-regions.tsv", sep="\t").set_index("region")
+    tacs = pd.read_csv(truth / "sub-02_ses-post_pet-tacs.tsv", sep="\t")
+    starts = tacs.frame_start.to_numpy(float)
+    durs = (tacs.frame_end - tacs.frame_start).to_numpy(float)
+    for roi in ("PCC", "centrum_semiovale"):
+        r = reg.loc[roi]
+        expected = _ode_tac(inp, r.K1, r.k2, r.vB, starts, durs)
+        np.testing.assert_allclose(tacs[roi].to_numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_closed_form_convolution_matches_quadrature():
+    inp = {"feng": [400.0, 8.0, 2.5, -4.0, -0.25, -0.015], "delay_min": 0.3,
+           "parent_fraction_hill": [0.15, 1.8, 12.0], "blood_plasma_ratio": 0.9}
+    cp, _ = simulate.input_functions(inp)
+    conv = cp.convolve_exp(0.3, 0.0125)
+    for t in (0.5, 3.0, 45.0, 90.0):
+        direct = integrate.quad(lambda s: cp(np.array([s]))[0] * 0.3 * np.exp(-0.0125 * (t - s)),
+                                0, t, points=[0.3], limit=400)[0]
+        assert conv(np.array([t]))[0] == pytest.approx(direct, rel=1e-8)
+
+
+def test_simulated_sidecars_pass_the_bids_checks(small_study):
+    study = bids.collect_study(small_study / "bids", ["01", "02"], ["pre", "post"])
+    assert len(study) == 4
+    inv = bids.inventory(study)
+    assert set(inv.pet_frames) == {31} and set(inv.bold_volumes) == {30}
+    assert set(inv.blood_recordings) == {"autosampler,manual"}
+
+
+def test_realistic_motion_and_tsnr(small_study):
+    import nibabel as nib
+
+    mot = pd.read_csv(small_study / "truth/sub-01/sub-01_ses-pre_task-rest_motion.tsv", sep="\t")
+    assert mot.non_steady_state.sum() == 2
+    assert np.all(mot.iloc[0, 1:] == 0)
+    # the default-size trajectory has mean FD 0.1-0.2 mm with spikes over 0.5 mm
+    fds = [simulate.fd_power(simulate.motion_trajectory(150, np.random.default_rng(i)))
+           for i in range(20)]
+    assert 0.08 < np.mean([f.mean() for f in fds]) < 0.22
+    assert np.mean([(f > 0.5).sum() for f in fds]) >= 1
+    bold = nib.load(small_study / "bids/sub-01/ses-pre/func/sub-01_ses-pre_task-rest_bold.nii.gz")
+    assert bold.shape[-1] == 30 and bold.header.get_zooms()[3] == pytest.approx(2.0)
+
+
+def test_participants_and_truth_table(small_study):
+    part = pd.read_csv(small_study / "bids/participants.tsv", sep="\t")
+    assert list(part.participant_id) == ["sub-01", "sub-02"]
+    truth = pd.read_csv(small_study / "truth/truth.tsv", sep="\t")
+    assert set(truth.session) == {"pre", "post"}
+    vt = truth[(truth.measure == "VT") & (truth.region == "centrum_semiovale")]
+    assert len(vt) == 4 and vt.value.between(2, 10).all()
+
+
+def test_unknown_simulation_parameter_is_rejected():
+    with pytest.raises(KeyError, match="bold.n_volume"):
+        simulate.merge_params({"bold": {"n_volume": 10}})
+
+
+def test_command_line_entry_point(tmp_path):
+    simulate.main([str(tmp_path / "cli"), "--participants", "1", "--volumes", "12",
+                   "--bold-voxel", "8", "--pet-voxel", "8"])
+    assert (tmp_path / "cli/bids/sub-01/ses-post/pet/sub-01_ses-post_trc-UCBJ_pet.nii.gz").exists()
+    assert (tmp_path / "cli/truth/effects.json").exists()

@@ -1,0 +1,127 @@
+# Validation, input functions and wildcard constraints shared by every stage.
+# Everything here runs while Snakemake builds the DAG, so bad input fails before any job starts.
+import re
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+from prepost import bids as pbids
+from prepost import simulate as psim
+from prepost.errors import PrepostError
+
+validate(config, "../schemas/config.schema.yaml")
+
+PARTICIPANTS = pbids.read_participants(config["participants"])
+validate(PARTICIPANTS.drop(columns="label"), "../schemas/participants.schema.yaml")
+SUBJECTS = PARTICIPANTS.label.tolist()
+SESSIONS = [config["sessions"]["baseline"], config["sessions"]["followup"]]
+if SESSIONS[0] == SESSIONS[1]:
+    raise PrepostError(
+        f"config 'sessions': expected two different labels, found {SESSIONS[0]!r} twice"
+    )
+RESULTS = config["results_dir"].rstrip("/")
+SIMULATED = not config["bids_dir"]
+BIDS_DIR = f"{RESULTS}/simulated/bids" if SIMULATED else config["bids_dir"].rstrip("/")
+TRUTH_DIR = f"{RESULTS}/simulated/truth"
+TASK = config["bids"]["task"]
+TRACER = config["bids"]["tracer"]
+FMRI = config["modalities"]["fmri"]
+PET = config["modalities"]["pet"]
+LOGS = f"{RESULTS}/logs"
+
+if SIMULATED:
+    STUDY = None
+else:
+    # A user's dataset: find and check every file now, at DAG time.
+    STUDY = pbids.collect_study(
+        BIDS_DIR,
+        SUBJECTS,
+        SESSIONS,
+        task=TASK,
+        tracer=TRACER,
+        fmri=FMRI,
+        pet=PET,
+        check_images=config["bids"]["check_images"],
+    )
+
+
+wildcard_constraints:
+    subject="|".join(re.escape(s) for s in SUBJECTS),
+    session="|".join(re.escape(s) for s in SESSIONS),
+
+
+def _session_files(wildcards):
+    if SIMULATED:
+        return psim.bids_paths(
+            BIDS_DIR,
+            wildcards.subject,
+            wildcards.session,
+            tracer=TRACER or "UCBJ",
+            task=TASK,
+        )
+    sf = STUDY[(wildcards.subject, wildcards.session)]
+    out = {
+        "t1w": sf.t1w,
+        "bold": sf.bold,
+        "bold_json": sf.bold_json,
+        "pet": sf.pet,
+        "pet_json": sf.pet_json,
+    }
+    for rec, (tsv, js) in sf.blood.items():
+        out[f"blood_{rec}"], out[f"blood_{rec}_json"] = tsv, js
+    return out
+
+
+def get_t1w(wildcards):
+    return str(_session_files(wildcards)["t1w"])
+
+
+def get_bold(wildcards):
+    f = _session_files(wildcards)
+    return {"bold": str(f["bold"]), "bold_json": str(f["bold_json"])}
+
+
+def get_pet(wildcards):
+    f = _session_files(wildcards)
+    return {"pet": str(f["pet"]), "pet_json": str(f["pet_json"])}
+
+
+def get_blood(wildcards):
+    """Blood recordings of a session: {recording: tsv, recording_json: json}."""
+    f = _session_files(wildcards)
+    if SIMULATED and not config["simulate"]["pet"]["blood"]:
+        return {}
+    out = {
+        k.removeprefix("blood_"): str(v) for k, v in f.items() if k.startswith("blood_")
+    }
+    if SIMULATED and not config["simulate"]["pet"]["autosampler"]:
+        out = {k: v for k, v in out.items() if not k.startswith("autosampler")}
+    return out
+
+
+def get_session_inputs(wildcards):
+    """Every input file of one participant and session that the configured modalities use."""
+    files = [get_t1w(wildcards)]
+    if FMRI:
+        files += list(get_bold(wildcards).values())
+    if PET:
+        files += list(get_pet(wildcards).values()) + list(get_blood(wildcards).values())
+    return files
+
+
+def all_inputs():
+    return [
+        f
+        for s in SUBJECTS
+        for ses in SESSIONS
+        for f in get_session_inputs(type("W", (), {"subject": s, "session": ses}))
+    ]
+
+
+def all_outputs():
+    """Final targets: the outputs of every stage that exists."""
+    out = [f"{RESULTS}/qc/bids_inventory.tsv", f"{RESULTS}/dataset_description.json"]
+    if SIMULATED:
+        out.append(f"{TRUTH_DIR}/truth.tsv")
+    return out
