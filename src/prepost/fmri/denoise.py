@@ -1,0 +1,377 @@
+"""Confound regression, temporal filtering and censoring of preprocessed BOLD data.
+
+Strategies (columns of an fMRIPrep-style confounds table, :mod:`prepost.fmri.confounds`):
+
+``default``
+    24 motion parameters (6 + derivatives + squares), the first 5 aCompCor components of the WM
+    mask and the first 5 of the CSF mask (XCP-D's ``acompcor`` choice and Muschelli 2014; a fixed
+    count, rather than 50 % variance, keeps the model size the same across runs and sessions,
+    which matters for pre/post comparisons), the cosine high-pass basis, and censoring.
+``36P``
+    24 motion parameters + WM and CSF with derivatives and squares, and censoring. The
+    Satterthwaite (2013) 36-parameter model proper also has the global signal terms: that is
+    ``36P_gsr`` (36 columns); plain ``36P`` is its no-GSR variant (32 columns), so that every
+    strategy exists with and without global signal regression.
+``simple``
+    6 motion parameters + mean WM and CSF, no censoring.
+
+``<strategy>_gsr`` or ``gsr=True`` adds the global signal (with its derivative and their squares
+for ``default``/``36P``; only the signal for ``simple``). Non-steady-state volumes present in the
+table (``non_steady_state_outlierNN``) are always censored.
+
+Cleaning follows XCP-D's order: (1) ordinary least squares of the data on the confounds plus a
+mean and a linear trend, fitted on the retained volumes only and applied to all volumes (own
+code, a single ``lstsq``: :func:`nilearn.signal.clean` would filter signals and confounds first
+and regress afterwards, which on short runs spends the few band-limited degrees of freedom left
+on a 30-column model and removes most of the signal); (2) censored volumes replaced by a
+cubic-spline interpolation of the retained ones, and those before the first or after the last
+retained volume by that volume (own code with scipy, as XCP-D; nilearn 0.13's
+``signal.clean(sample_mask=...)`` would do this but overwrites the wrong volumes because it
+negates an index array), (3) zero-phase Butterworth band-pass
+(:func:`nilearn.signal.butterworth`, order 2 as XCP-D) so that high-motion frames do not spread
+through the filter, and (4) removal of the censored volumes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from prepost.errors import InputError
+
+__all__ = ["STRATEGIES", "DenoiseResult", "censor_mask", "denoise", "select_confounds"]
+
+_MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+
+
+def _expand(cols):
+    out = []
+    for c in cols:
+        out += [c, f"{c}_derivative1", f"{c}_power2", f"{c}_derivative1_power2"]
+    return out
+
+
+#: Strategy definitions: confound columns, number of aCompCor components per WM/CSF mask,
+#: whether the cosine basis is included and whether censoring applies by default.
+STRATEGIES = {
+    "default": {"columns": _expand(_MOTION), "acompcor": 5, "cosine": True, "censor": True,
+                "gsr": _expand(["global_signal"])},
+    "36P": {"columns": _expand(_MOTION + ["white_matter", "csf"]), "acompcor": 0,
+            "cosine": False, "censor": True, "gsr": _expand(["global_signal"])},
+    "simple": {"columns": _MOTION + ["white_matter", "csf"], "acompcor": 0, "cosine": False,
+               "censor": False, "gsr": ["global_signal"]},
+}
+
+
+def _parse_strategy(strategy, gsr):
+    name = str(strategy)
+    if name.endswith("_gsr"):
+        name, gsr = name[:-4], True
+    if name not in STRATEGIES:
+        raise InputError(field="strategy", expected="one of " + ", ".join(
+            sorted(STRATEGIES) + [f"{s}_gsr" for s in sorted(STRATEGIES)]), found=repr(strategy))
+    return name, bool(gsr)
+
+
+def select_confounds(confounds_df, strategy="default", gsr=False, metadata=None):
+    """Design matrix of a denoising strategy from a confounds table.
+
+    Parameters
+    ----------
+    confounds_df : pandas.DataFrame
+        fMRIPrep-style confounds (``n/a`` read as NaN).
+    strategy : str, default='default'
+        ``'default'``, ``'36P'``, ``'simple'``, optionally with a ``'_gsr'`` suffix.
+    gsr : bool, default=False
+        Add global signal regression.
+    metadata : dict or None
+        The JSON sidecar; needed by ``default`` to tell the WM and CSF aCompCor components apart
+        (their ``Mask``). Without it, ``default`` raises :class:`InputError`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Selected columns; NaN (first rows of derivatives) replaced by 0, as XCP-D.
+    """
+    name, gsr = _parse_strategy(strategy, gsr)
+    spec = STRATEGIES[name]
+    cols = list(spec["columns"])
+    if gsr:
+        cols += [c for c in spec["gsr"] if c not in cols]
+    if spec["acompcor"]:
+        if not metadata:
+            raise InputError(field="metadata", expected="the confounds JSON sidecar (it gives "
+                             "the mask of each a_comp_cor column)", found="none")
+        for mask in ("WM", "CSF"):
+            comps = [c for c, m in metadata.items()
+                     if c.startswith("a_comp_cor_") and isinstance(m, dict)
+                     and m.get("Mask") == mask and m.get("Retained", True)]
+            comps = sorted(comps)[: spec["acompcor"]]
+            if not comps:
+                raise InputError(field="a_comp_cor", expected=f"aCompCor components of the "
+                                 f"{mask} mask in the sidecar", found="none")
+            cols += comps
+    if spec["cosine"]:
+        cols += [c for c in confounds_df.columns if c.startswith("cosine")]
+    missing = [c for c in cols if c not in confounds_df.columns]
+    if missing:
+        raise InputError(field="confounds", expected=f"columns for strategy '{strategy}'",
+                         found=f"missing {missing}")
+    return confounds_df[cols].astype(float).fillna(0.0)
+
+
+def censor_mask(fd, std_dvars=None, fd_thresh=0.5, dvars_thresh=1.5, min_segment=5,
+                extra=None):
+    """Volumes to keep after motion censoring (scrubbing).
+
+    A volume is flagged when ``fd > fd_thresh`` or ``std_dvars > dvars_thresh`` (NaN never
+    flags; None disables a criterion). Runs of kept volumes shorter than ``min_segment``
+    between flagged volumes or the run edges are removed too (Power 2014; the same rule as
+    nilearn's ``scrub`` option).
+
+    Parameters
+    ----------
+    fd, std_dvars : array-like (T,) or None
+    fd_thresh : float or None, default=0.5 (fMRIPrep's motion-outlier threshold)
+    dvars_thresh : float or None, default=1.5
+    min_segment : int, default=5
+        0 or 1 keeps every unflagged volume.
+    extra : array-like of bool (T,) or None
+        Further volumes to censor (e.g. non-steady-state volumes).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (T,)
+        True = keep.
+    """
+    if fd is None and std_dvars is None:
+        raise InputError(field="fd", expected="framewise displacement or std DVARS", found="none")
+    n = len(fd) if fd is not None else len(std_dvars)
+    bad = np.zeros(n, bool)
+    for x, thr, name in ((fd, fd_thresh, "fd"), (std_dvars, dvars_thresh, "std_dvars")):
+        if x is None or thr is None:
+            continue
+        x = np.asarray(x, float).ravel()
+        if x.size != n:
+            raise InputError(field=name, expected=f"{n} values", found=f"{x.size}")
+        bad |= np.nan_to_num(x, nan=-np.inf) > thr
+    if extra is not None:
+        e = np.asarray(extra, bool).ravel()
+        if e.size != n:
+            raise InputError(field="extra", expected=f"{n} values", found=f"{e.size}")
+        bad |= e
+    keep = ~bad
+    if min_segment and min_segment > 1:
+        t = 0
+        while t < n:
+            if keep[t]:
+                s = t
+                while t < n and keep[t]:
+                    t += 1
+                if t - s < min_segment:
+                    keep[s:t] = False
+            else:
+                t += 1
+    return keep
+
+
+class DenoiseResult(NamedTuple):
+    """Output of :func:`denoise`."""
+
+    data: object  #: cleaned data: image or (T_kept, V) array; None if nothing can be cleaned
+    sample_mask: np.ndarray  #: bool (T,), True = volume kept
+    qc: dict  #: n_volumes, n_censored, retained_s, excluded, reason, mean_fd, tsnr...
+
+
+def _load_confounds(confounds, metadata):
+    if isinstance(confounds, (str, os.PathLike)):
+        from prepost.fmri.confounds import read_confounds
+
+        df, meta = read_confounds(confounds)
+        return df, metadata if metadata is not None else meta
+    if isinstance(confounds, tuple) and len(confounds) == 2:
+        return confounds[0], confounds[1] if metadata is None else metadata
+    if not isinstance(confounds, pd.DataFrame):
+        raise InputError(field="confounds", expected="a DataFrame, (DataFrame, metadata) or "
+                         "a path to a confounds TSV", found=type(confounds).__name__)
+    return confounds, metadata
+
+
+def denoise(img_or_array, confounds, mask=None, tr=None, strategy="default", gsr=False,
+            low_pass=0.08, high_pass=0.01, censor=None, fd_thresh=0.5, dvars_thresh=1.5,
+            min_segment=5, smoothing_fwhm=None, min_retained_s=240.0, metadata=None,
+            filter_order=2, standardize=False):
+    """Regress confounds, band-pass filter and censor a BOLD run.
+
+    Parameters
+    ----------
+    img_or_array : nibabel image, path or array (T, V)
+        Preprocessed 4D BOLD run (typically in MNI space) or a time x voxel/parcel array.
+    confounds : DataFrame, (DataFrame, metadata) or path
+        fMRIPrep-style confounds of the run (a path also reads its JSON sidecar).
+    mask : nibabel image, array or path or None
+        Brain mask for images (required for images, unused for arrays).
+    tr : float or None
+        Repetition time (s); None reads it from the image header.
+    strategy, gsr : see :func:`select_confounds`.
+    low_pass, high_pass : float or None, default=0.08 and 0.01 Hz
+        Butterworth band (None disables a side). With ``high_pass`` set, the cosine columns of
+        ``default`` are redundant but harmless.
+    censor : bool or None
+        Apply motion censoring; None follows the strategy (``default``/``36P`` censor).
+    fd_thresh, dvars_thresh, min_segment : see :func:`censor_mask`.
+    smoothing_fwhm : float or None
+        Gaussian smoothing (mm) before masking (images only).
+    min_retained_s : float, default=240
+        Runs with less retained time are flagged ``excluded`` (not an error).
+    metadata : dict or None
+        Confounds JSON sidecar (needed by ``default``).
+    filter_order : int, default=2
+        Butterworth order (applied forward and backward).
+    standardize : bool, default=False
+        z-score the cleaned series.
+
+    Returns
+    -------
+    DenoiseResult
+        ``(data, sample_mask, qc)``. ``data`` is a 4D image of the kept volumes for image input
+        and a (T_kept, V) array for array input; None when too few volumes remain to fit the
+        model. ``qc`` holds ``n_volumes, n_censored, n_retained, retained_s, excluded, reason,
+        mean_fd, tsnr_raw, tsnr_denoised, n_regressors, strategy``.
+    """
+    from nilearn import signal
+
+    name, gsr = _parse_strategy(strategy, gsr)
+    df, meta = _load_confounds(confounds, metadata)
+
+    # ---- data
+    img = None
+    if isinstance(img_or_array, (str, os.PathLike)) or hasattr(img_or_array, "affine"):
+        img = nib.load(img_or_array) if isinstance(img_or_array, (str, os.PathLike)) \
+            else img_or_array
+        if len(img.shape) != 4:
+            raise InputError(field="img", expected="a 4D image", found=str(img.shape))
+        if mask is None:
+            raise InputError(field="mask", expected="a brain mask for image input", found="None")
+        if tr is None:
+            z = img.header.get_zooms()
+            tr = float(z[3]) if len(z) > 3 else None
+        if smoothing_fwhm:
+            from nilearn import image as nimage
+
+            img = nimage.smooth_img(img, smoothing_fwhm)
+        m = nib.load(mask) if isinstance(mask, (str, os.PathLike)) else mask
+        marr = np.asarray(getattr(m, "dataobj", m)) > 0
+        if marr.shape != img.shape[:3]:
+            raise InputError(field="mask", expected=f"shape {img.shape[:3]}", found=str(marr.shape))
+        x = np.asarray(img.dataobj, dtype=np.float32)[marr].T.astype(np.float64)
+    else:
+        x = np.asarray(img_or_array, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.ndim != 2:
+            raise InputError(field="data", expected="an array of shape (T, V)", found=str(x.shape))
+    if not tr or tr <= 0:
+        raise InputError(field="tr", expected="a positive repetition time (s)", found=repr(tr))
+    n = x.shape[0]
+    if len(df) != n:
+        raise InputError(field="confounds", expected=f"{n} rows (one per volume)",
+                         found=f"{len(df)}")
+
+    # ---- censoring
+    nss = np.zeros(n, bool)
+    for c in df.columns:
+        if c.startswith("non_steady_state_outlier"):
+            nss |= df[c].to_numpy(float) > 0.5
+    do_censor = STRATEGIES[name]["censor"] if censor is None else bool(censor)
+    fd = df["framewise_displacement"].to_numpy(float) if "framewise_displacement" in df else None
+    sd = df["std_dvars"].to_numpy(float) if "std_dvars" in df else None
+    if do_censor:
+        if fd is None and sd is None:
+            raise InputError(field="confounds", expected="framewise_displacement or std_dvars "
+                             "columns for censoring", found="neither")
+        keep = censor_mask(fd, sd, fd_thresh, dvars_thresh, min_segment, extra=nss)
+    else:
+        keep = ~nss
+
+    design = select_confounds(df, name, gsr, meta)
+    n_keep = int(keep.sum())
+    qc = {
+        "strategy": name + ("_gsr" if gsr else ""),
+        "n_volumes": int(n),
+        "n_censored": int(n - n_keep),
+        "n_retained": n_keep,
+        "retained_s": float(n_keep * tr),
+        "n_regressors": int(design.shape[1]),
+        "mean_fd": float(np.nanmean(fd)) if fd is not None else float("nan"),
+        "excluded": False,
+        "reason": "",
+    }
+    reasons = []
+    if n_keep * tr < min_retained_s:
+        reasons.append(f"{n_keep * tr:.0f} s retained after censoring, below the minimum of "
+                       f"{min_retained_s:.0f} s ({n - n_keep} of {n} volumes censored)")
+    # degrees of freedom: the fit needs more kept volumes than regressors (+ mean and trend)
+    if n_keep <= design.shape[1] + 2:
+        reasons.append(f"{n_keep} retained volumes cannot fit {design.shape[1]} regressors")
+    mean_raw = x[keep].mean(axis=0) if n_keep else np.full(x.shape[1], np.nan)
+    sd_raw = x[keep].std(axis=0, ddof=1) if n_keep > 1 else np.full(x.shape[1], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        qc["tsnr_raw"] = float(np.nanmedian(mean_raw / sd_raw)) if n_keep > 1 else float("nan")
+    qc["tsnr_denoised"] = float("nan")
+    if reasons:
+        qc["excluded"] = True
+        qc["reason"] = "; ".join(reasons)
+    if n_keep <= design.shape[1] + 2:
+        return DenoiseResult(None, keep, qc)
+
+    # 1) regression on the kept volumes only (own least squares: nilearn.signal.clean filters
+    #    before it regresses, which on short band-limited runs over-fits large models); the
+    #    betas are applied to every volume so that censored volumes get residuals too
+    dmat = design.to_numpy(float)
+    dmat = dmat - dmat[keep].mean(axis=0)
+    tc = np.linspace(-1.0, 1.0, n)[:, None]
+    dmat = np.concatenate([np.ones((n, 1)), tc, dmat], axis=1)  # mean + linear trend
+    scale = np.abs(dmat[keep]).max(axis=0)
+    scale[scale == 0] = 1.0
+    beta, *_ = np.linalg.lstsq(dmat[keep] / scale, x[keep], rcond=None)
+    resid = x - (dmat / scale) @ beta
+    # 2) censored volumes replaced by a cubic spline through the retained ones (own code with
+    #    scipy: nilearn 0.13's signal.clean(sample_mask=...) indexes the censored volumes with
+    #    ``~sample_mask`` on an *index* array, so it overwrites the wrong volumes), then the
+    #    zero-phase Butterworth band-pass of nilearn.signal.butterworth, then censoring
+    if n_keep < n:
+        from scipy.interpolate import CubicSpline
+
+        t_all = np.arange(n) * float(tr)
+        idx = np.flatnonzero(keep)
+        inner = ~keep & (np.arange(n) > idx[0]) & (np.arange(n) < idx[-1])
+        if inner.any():
+            spline = CubicSpline(t_all[keep], resid[keep], axis=0)
+            resid[inner] = spline(t_all[inner])
+        # censored volumes at either end take the nearest retained volume (as XCP-D): a cubic
+        # extrapolated beyond the data diverges and the filter would spread it into the run
+        resid[: idx[0]] = resid[idx[0]]
+        resid[idx[-1] + 1:] = resid[idx[-1]]
+    if low_pass is not None or high_pass is not None:
+        resid = signal.butterworth(resid, sampling_rate=1.0 / float(tr), low_pass=low_pass,
+                                   high_pass=high_pass, order=int(filter_order), copy=True)
+    cleaned = resid[keep]
+    if standardize:
+        cleaned = (cleaned - cleaned.mean(0)) / np.where(cleaned.std(0, ddof=1) > 0,
+                                                         cleaned.std(0, ddof=1), 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res_sd = cleaned.std(axis=0, ddof=1)
+        qc["tsnr_denoised"] = float(np.nanmedian(mean_raw / res_sd))
+    if img is None:
+        return DenoiseResult(cleaned, keep, qc)
+    out = np.zeros(img.shape[:3] + (n_keep,), np.float32)
+    out[marr] = cleaned.T
+    hdr = img.header.copy() if isinstance(img, nib.Nifti1Image) else None
+    res = nib.Nifti1Image(out, img.affine, hdr)
+    res.set_data_dtype(np.float32)
+    return DenoiseResult(res, keep, qc)
