@@ -1,0 +1,304 @@
+"""Regional time-activity curves (TACs) and vectorised voxel-wise parametric maps.
+
+TAC tables follow the BIDS-PET derivatives layout (``*_tacs.tsv`` + JSON): columns
+``frame_start`` and ``frame_end`` (s) then one column per ROI, each the (weighted) mean activity
+concentration of the frame in the PET's unit. The sidecar lists the unit, the frame times and per
+ROI the volume (mL; sum of weights x voxel volume) and voxel counts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from prepost.errors import InputError
+from prepost.io import write_json, write_tsv
+from prepost.pet.preproc import _frames, _load, _window_weights
+
+__all__ = ["extract_tacs", "write_tacs", "read_tacs", "voxelwise_logan_vt", "voxelwise_suvr"]
+
+
+def _mask_data(mask, name, shape, affine):
+    if hasattr(mask, "affine"):
+        if tuple(mask.shape[:3]) != tuple(shape):
+            raise InputError(field=f"rois[{name}]", expected=f"a mask on the PET grid {tuple(shape)}",
+                             found=f"shape {mask.shape}")
+        if not np.allclose(mask.affine, affine, atol=1e-3):
+            raise InputError(field=f"rois[{name}]", expected="a mask with the PET image's affine",
+                             found="a different affine")
+        w = np.asarray(mask.dataobj, dtype=np.float64)
+    else:
+        w = np.asarray(mask, dtype=np.float64)
+        if w.shape != tuple(shape):
+            raise InputError(field=f"rois[{name}]", expected=f"a mask of shape {tuple(shape)}",
+                             found=f"shape {w.shape}")
+    if w.dtype == bool:
+        w = w.astype(np.float64)
+    if not np.all(np.isfinite(w)) or w.min() < 0 or w.max() > 1 + 1e-6:
+        raise InputError(field=f"rois[{name}]", expected="weights in [0, 1] (binary or probabilistic)",
+                         found=f"range [{np.nanmin(w):g}, {np.nanmax(w):g}]")
+    return w
+
+
+def extract_tacs(pet_img, rois, frame_start, frame_duration, units="kBq/mL", *, source=None):
+    """Regional TACs: weighted mean of each frame inside each ROI.
+
+    Parameters
+    ----------
+    pet_img : nibabel image or path
+        4D dynamic PET (decay corrected).
+    rois : dict of str to nibabel image or array
+        ROI masks on the PET grid, binary or probabilistic (weights in [0, 1]).
+    frame_start, frame_duration : array-like
+        Frames (s).
+    units : str, default='kBq/mL'
+        Unit of the PET values (BIDS ``Units``).
+    source : str, optional
+        Name of the PET file for messages and the sidecar.
+
+    Returns
+    -------
+    tacs : pandas.DataFrame
+        ``frame_start, frame_end`` (s) then one column per ROI: ``sum_v w_v x_v / sum_v w_v``.
+    meta : dict
+        JSON sidecar content: ``Units``, ``FrameTimesStart``, ``FrameDuration``, column
+        descriptions and ``ROIs``: per ROI ``volume_ml`` (sum of weights x voxel volume),
+        ``n_voxels`` (weight > 0) and ``n_voxels_half`` (weight >= 0.5).
+    """
+    img = _load(pet_img, "pet_img", 4)
+    if source is None:
+        source = img.get_filename() if hasattr(img, "get_filename") else None
+    fs, fd = _frames(frame_start, frame_duration, img.shape[3], source)
+    if not isinstance(rois, dict) or not rois:
+        raise InputError(field="rois", expected="a non-empty dict of name -> mask", found=repr(type(rois)))
+    shape = img.shape[:3]
+    affine = np.asarray(img.affine, float)
+    vox_ml = float(np.prod(np.sqrt((affine[:3, :3] ** 2).sum(0))) / 1000.0)
+    names, W = [], []
+    info = {}
+    for name, mask in rois.items():
+        if name in ("frame_start", "frame_end"):
+            raise InputError(field=f"rois[{name}]", expected="an ROI name other than a time column")
+        w = _mask_data(mask, name, shape, affine)
+        if w.sum() <= 0:
+            raise InputError(field=f"rois[{name}]", expected="a non-empty ROI mask", found="no voxel")
+        names.append(name)
+        W.append(w.ravel())
+        info[name] = {"volume_ml": float(w.sum() * vox_ml), "n_voxels": int((w > 0).sum()),
+                      "n_voxels_half": int((w >= 0.5).sum())}
+    W = np.stack(W, 1)  # (V, R)
+    nz = np.flatnonzero(W.sum(1) > 0)
+    data = np.asarray(img.dataobj, dtype=np.float32).reshape(-1, img.shape[3])[nz]
+    if not np.all(np.isfinite(data)):
+        raise InputError(file=source, field="data", expected="finite values inside the ROIs",
+                         found="NaN or infinite values")
+    Wn = W[nz]
+    means = (data.T.astype(np.float64) @ Wn) / Wn.sum(0)
+    df = pd.DataFrame(means, columns=names)
+    df.insert(0, "frame_end", fs + fd)
+    df.insert(0, "frame_start", fs)
+    meta = {
+        "Units": units,
+        "FrameTimesStart": fs.tolist(),
+        "FrameDuration": fd.tolist(),
+        "frame_start": {"Description": "Start of the frame", "Units": "s"},
+        "frame_end": {"Description": "End of the frame", "Units": "s"},
+        "ROIs": info,
+        "Description": "Weighted mean activity concentration per frame in each ROI "
+                       "(weights: fraction of the PET voxel inside the ROI)",
+    }
+    for n in names:
+        meta[n] = {"Description": f"Mean activity concentration in ROI {n}", "Units": units}
+    if source:
+        meta["Sources"] = [str(source)]
+    return df, meta
+
+
+def write_tacs(df, meta, path):
+    """Write a TAC table (``.tsv``) and its JSON sidecar atomically; returns both paths."""
+    path = Path(path)
+    if not path.name.endswith(".tsv"):
+        raise InputError(file=path, field="path", expected="a .tsv file name")
+    for col in ("frame_start", "frame_end"):
+        if col not in df.columns:
+            raise InputError(file=path, field=col, expected="a TAC table with frame_start/frame_end")
+    json_path = path.with_name(re.sub(r"\.tsv$", ".json", path.name))
+    write_tsv(df, path, float_format="%.8g")
+    write_json(meta, json_path)
+    return str(path), str(json_path)
+
+
+def read_tacs(path):
+    """Read a TAC table written by :func:`write_tacs` (returns DataFrame, sidecar dict)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(file=path, field="path", expected="an existing TAC table", found="no file")
+    df = pd.read_csv(path, sep="\t", na_values="n/a")
+    jp = path.with_name(re.sub(r"\.tsv$", ".json", path.name))
+    meta = json.loads(jp.read_text()) if jp.exists() else {}
+    return df, meta
+
+
+# --------------------------------------------------------------------------------------------
+# voxel-wise maps
+# --------------------------------------------------------------------------------------------
+def _voxels(pet_img, mask_img):
+    img = _load(pet_img, "pet_img", 4) if not isinstance(pet_img, (str, os.PathLike)) else _load(pet_img, "pet_img", 4)
+    shape = img.shape[:3]
+    if mask_img is None:
+        mask = np.ones(shape, bool)
+    else:
+        mask = np.asarray(getattr(mask_img, "dataobj", mask_img)) > 0.5
+        if mask.shape != tuple(shape):
+            raise InputError(field="mask_img", expected=f"a mask of shape {tuple(shape)}",
+                             found=str(mask.shape))
+    idx = np.flatnonzero(mask.ravel())
+    data = np.asarray(img.dataobj, dtype=np.float32).reshape(-1, img.shape[3])[idx]
+    return img, shape, idx, data
+
+
+def _to_img(values, idx, shape, affine, fill=np.nan):
+    out = np.full(int(np.prod(shape)), fill, np.float32)
+    out[idx] = values
+    img = nib.Nifti1Image(out.reshape(shape), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    return img
+
+
+def voxelwise_logan_vt(pet_img, frame_start, frame_duration, cp_t, cp, *, mask_img=None,
+                       tstar_s=30 * 60.0, cb=None, vb=None, chunk=200_000):
+    """Voxel-wise Logan (1990) VT with an arterial input, vectorised over voxels.
+
+    Same estimator as :func:`prepost.pet.kinetics.logan_plasma`: for frames whose mid-time is
+    ``>= tstar_s``, the ordinary least-squares slope of ``int_0^t C / C(t)`` on
+    ``int_0^t Cp / C(t)``, where ``C(t)`` is the frame mean at the mid-time, ``int C`` the sum
+    of the preceding frames plus half the current one and ``int Cp`` exact for the
+    piecewise-linear input. All voxels are solved at once with closed-form OLS.
+
+    Parameters
+    ----------
+    pet_img : nibabel image or path
+        4D dynamic PET (same unit as ``cp``).
+    frame_start, frame_duration : array-like
+        Frames (s).
+    cp_t, cp : array-like
+        Metabolite-corrected parent plasma input: times (s) and values. A zero at t=0 is
+        prepended when the first time is > 0.
+    mask_img : nibabel image or None
+        Voxels to fit (e.g. the brain mask on the PET grid); None fits every voxel.
+    tstar_s : float, default=1800
+        Start of the linear phase (s).
+    cb, vb : array-like, float or None
+        Whole blood at ``cp_t`` and a fixed blood fraction: if ``vb`` is given, the voxel TACs
+        are corrected ``(C - vb Cb) / (1 - vb)`` first (``cb`` defaults to ``cp``).
+    chunk : int, default=200000
+        Voxels processed at once (bounds memory).
+
+    Returns
+    -------
+    vt : nibabel.Nifti1Image
+        VT (mL/cm3); NaN outside the mask and where a TAC is not positive after t*.
+    intercept : nibabel.Nifti1Image
+        Logan intercept (min).
+    """
+    img, shape, idx, data = _voxels(pet_img, mask_img)
+    fs, fd = _frames(frame_start, frame_duration, img.shape[3])
+    t = np.asarray(cp_t, float).ravel()
+    c = np.asarray(cp, float).ravel()
+    if t.size != c.size or t.size < 2 or np.any(np.diff(t) <= 0):
+        raise InputError(field="cp_t", expected="increasing input times matching cp", found=f"{t.size} times, {c.size} values")
+    if t[0] > 0:
+        t, c = np.r_[0.0, t], np.r_[0.0, c]
+    fe = fs + fd
+    if t[-1] < fe[-1] - 1e-6:
+        raise InputError(field="cp_t", expected=f"an input covering the scan end ({fe[-1]:g} s)",
+                         found=f"last sample at {t[-1]:g} s")
+    tm, fsm, fem = t / 60.0, fs / 60.0, fe / 60.0
+    mid = 0.5 * (fsm + fem)
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (c[1:] + c[:-1]) * np.diff(tm))])
+    int_cp = np.interp(mid, tm, cum)
+    if vb is not None:
+        cbv = c if cb is None else np.asarray(cb, float).ravel()
+        if cbv.size == t.size - 1:  # a zero was prepended to the times
+            cbv = np.r_[0.0, cbv]
+        if cbv.size != t.size:
+            raise InputError(field="cb", expected="whole blood at the input times", found=f"{cbv.size} values")
+        cumb = np.concatenate([[0.0], np.cumsum(0.5 * (cbv[1:] + cbv[:-1]) * np.diff(tm))])
+        cb_mean = (np.interp(fem, tm, cumb) - np.interp(fsm, tm, cumb)) / (fem - fsm)
+    sel = mid >= tstar_s / 60.0
+    if sel.sum() < 3:
+        raise InputError(field="tstar_s", expected="at least 3 frames after t*", found=f"{int(sel.sum())}")
+    dur = fem - fsm
+    vt = np.full(idx.size, np.nan, np.float32)
+    icpt = np.full(idx.size, np.nan, np.float32)
+    for a in range(0, idx.size, int(chunk)):
+        y = data[a:a + int(chunk)].astype(np.float64)
+        if vb is not None:
+            y = (y - vb * cb_mean) / (1.0 - vb)
+        cum_ct = np.cumsum(y * dur, axis=1) - 0.5 * y * dur
+        ys = y[:, sel]
+        ok = np.all(ys > 0, axis=1)
+        ys = np.where(ok[:, None], ys, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            X = int_cp[sel][None, :] / ys
+            Y = cum_ct[:, sel] / ys
+        mx, my = X.mean(1), Y.mean(1)
+        sxx = ((X - mx[:, None]) ** 2).sum(1)
+        sxy = ((X - mx[:, None]) * (Y - my[:, None])).sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = sxy / sxx
+        b0 = my - slope * mx
+        slope[~ok] = np.nan
+        b0[~ok] = np.nan
+        vt[a:a + int(chunk)] = slope
+        icpt[a:a + int(chunk)] = b0
+    return _to_img(vt, idx, shape, img.affine), _to_img(icpt, idx, shape, img.affine)
+
+
+def voxelwise_suvr(pet_img, frame_start, frame_duration, reference_tac=None, *, reference_mask=None,
+                   window=(60 * 60.0, 90 * 60.0), mask_img=None):
+    """Voxel-wise SUVR: duration-weighted mean over ``window`` divided by the reference's.
+
+    Parameters
+    ----------
+    pet_img : nibabel image or path
+        4D dynamic PET.
+    frame_start, frame_duration : array-like
+        Frames (s).
+    reference_tac : array-like or None
+        Reference-region TAC (one value per frame); or give ``reference_mask``.
+    reference_mask : nibabel image or array or None
+        Reference region on the PET grid (binary or probabilistic).
+    window : (float, float), default=(3600, 5400)
+        Time window (s); frames with at least half their duration inside it are averaged.
+    mask_img : nibabel image or None
+        Voxels to compute (NaN elsewhere).
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        SUVR (unitless).
+    """
+    img, shape, idx, data = _voxels(pet_img, mask_img)
+    fs, fd = _frames(frame_start, frame_duration, img.shape[3])
+    w = _window_weights(fs, fd, window)
+    w = w / w.sum()
+    if reference_tac is None:
+        if reference_mask is None:
+            raise InputError(field="reference_tac", expected="a reference TAC or reference_mask")
+        tac, _ = extract_tacs(img, {"reference": reference_mask}, fs, fd)
+        reference_tac = tac["reference"].to_numpy()
+    ref = np.asarray(reference_tac, float).ravel()
+    if ref.size != fs.size:
+        raise InputError(field="reference_tac", expected=f"{fs.size} values", found=str(ref.size))
+    den = float(ref @ w)
+    if not den > 0:
+        raise InputError(field="reference_tac", expected="a positive mean in the window", found=f"{den:g}")
+    return _to_img((data @ w.astype(np.float32)) / den, idx, shape, img.affine)
