@@ -1,11 +1,14 @@
 # Pre/post multimodal brain imaging workflow: resting fMRI + dynamic [11C]UCB-J PET.
 # The study protocol lives in config/config.yaml; the science lives in the prepost package (src/).
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The shipped protocol is the base; --configfile/--config override it key by key.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

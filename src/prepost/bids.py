@@ -190,12 +190,12 @@ def _nearest_json(bids_dir, data_path):
 def _nifti_shape(path, problems):
     """Header shape and zooms of a NIfTI, or None with a problem recorded."""
     import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
 
     try:
         img = nib.load(str(path))
         return img.shape, img.header.get_zooms(), img.header.get_xyzt_units()
-    except (gzip.BadGzipFile, EOFError, OSError, ValueError) as exc:
-        # nibabel raises ImageFileError (a ValueError) on unknown formats
+    except (gzip.BadGzipFile, EOFError, OSError, ValueError, ImageFileError) as exc:
         problems.append(f"{path}: expected a readable NIfTI image, found a corrupt or unreadable "
                         f"file ({exc})")
         return None
@@ -307,7 +307,7 @@ def check_blood(tsv, json_path, problems):
         problems.append(str(exc))
         return
     try:
-        df = pd.read_csv(tsv, sep="\t", na_values=["n/a"], keep_default_na=False)
+        df = pd.read_csv(tsv, sep="\t", na_values=["n/a"])
     except Exception as exc:  # malformed text raises several pandas/csv error types
         problems.append(f"{tsv}: expected a tab-separated table, found an unreadable file ({exc})")
         return

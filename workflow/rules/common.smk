@@ -12,6 +12,15 @@ from prepost.errors import PrepostError
 
 validate(config, "../schemas/config.schema.yaml")
 
+def _from_workflow(path):
+    """A relative path that is not in the working directory is taken from the workflow folder."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    return str(Path(workflow.basedir) / p)
+
+
+config["participants"] = _from_workflow(config["participants"])
 PARTICIPANTS = pbids.read_participants(config["participants"])
 validate(PARTICIPANTS.drop(columns="label"), "../schemas/participants.schema.yaml")
 SUBJECTS = PARTICIPANTS.label.tolist()
