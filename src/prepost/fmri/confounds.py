@@ -1,0 +1,377 @@
+"""Nuisance time series of a BOLD run in fMRIPrep's ``desc-confounds_timeseries`` format.
+
+The table and its JSON sidecar follow fMRIPrep (>= 20.2) so that any tool that reads fMRIPrep
+confounds (``nilearn.interfaces.fmriprep.load_confounds``, XCP-D) reads ours:
+
+===================================  =========================================================
+column                               content
+===================================  =========================================================
+``trans_x`` .. ``rot_z``             rigid motion, mm and radians (``prepost.fmri.motion``)
+``*_derivative1``                    backward difference, first row ``n/a``
+``*_power2``, ``*_derivative1_power2``  squares (24-parameter model, Friston 1996)
+``framewise_displacement``           Power FD, 50 mm radius (nipype ``FramewiseDisplacement``,
+                                     parameter_source ``SPM``: mm then radians); first ``n/a``
+``dvars``, ``std_dvars``             DVARS and standardised DVARS (nipype ``ComputeDVARS``,
+                                     intensity normalised to a median of 1000); first ``n/a``
+``global_signal``                    mean over the brain mask
+``white_matter``, ``csf``            means over the (eroded) WM and CSF masks
+  + ``_derivative1``, ``_power2``,   as for motion (36-parameter model)
+  ``_derivative1_power2``
+``a_comp_cor_NN``                    anatomical CompCor (nipype ``ACompCor``) on the CSF, WM and
+                                     combined masks, numbered across masks in that order; the
+                                     JSON gives Method, Mask, SingularValue, VarianceExplained,
+                                     CumulativeVarianceExplained and Retained per component
+``t_comp_cor_NN``                    temporal CompCor (optional, nipype ``TCompCor``)
+``cosineNN``                         discrete cosine high-pass basis (128 s cutoff)
+``non_steady_state_outlierNN``       one-hot, one per kept non-steady-state volume
+``motion_outlierNN``                 one-hot, FD > 0.5 mm or std DVARS > 1.5
+===================================  =========================================================
+
+As in fMRIPrep, CompCor is computed after a cosine high-pass of the voxel series and excludes the
+non-steady-state volumes (their component values are 0); the cosine regressors are those basis
+functions (0 on the non-steady-state rows, which their one-hot columns model instead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from prepost.errors import InputError
+from prepost.io import write_json, write_tsv
+
+__all__ = [
+    "MOTION_COLUMNS",
+    "compute_confounds",
+    "confounds_paths",
+    "dvars",
+    "erode_mask",
+    "expand_24",
+    "read_confounds",
+    "write_confounds",
+]
+
+MOTION_COLUMNS = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+def _as_mask(mask, shape, field, affine=None):
+    src = mask if isinstance(mask, (str, os.PathLike)) else None
+    if src is not None:
+        mask = nib.load(src)
+    arr = np.asarray(getattr(mask, "dataobj", mask))
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    if arr.shape != tuple(shape):
+        raise InputError(file=src, field=field, expected=f"a 3D mask of shape {tuple(shape)} "
+                         "(the BOLD grid)", found=f"shape {arr.shape}")
+    if affine is not None and hasattr(mask, "affine") and not np.allclose(
+            mask.affine, affine, atol=1e-3):
+        raise InputError(file=src, field=field, expected="a mask with the BOLD affine",
+                         found="a different affine")
+    out = arr > 0.5 if arr.dtype.kind == "f" else arr > 0
+    if not out.any():
+        raise InputError(file=src, field=field, expected="a non-empty mask", found="0 voxels")
+    return out
+
+
+def erode_mask(mask, iterations=1, min_voxels=10):
+    """Binary erosion (6-connected) that keeps the last mask with at least ``min_voxels``."""
+    m = np.asarray(getattr(mask, "dataobj", mask)) > 0
+    for _ in range(int(iterations)):
+        e = ndimage.binary_erosion(m)
+        if e.sum() < min_voxels:
+            break
+        m = e
+    if hasattr(mask, "affine"):
+        return nib.Nifti1Image(m.astype(np.uint8), mask.affine)
+    return m
+
+
+def expand_24(df, columns):
+    """Add ``_derivative1``, ``_power2`` and ``_derivative1_power2`` columns (fMRIPrep order)."""
+    out = {}
+    for c in columns:
+        x = df[c].astype(float)
+        d = x.diff()  # first row NaN, written as 'n/a'
+        out[c] = x
+        out[f"{c}_derivative1"] = d
+        out[f"{c}_derivative1_power2"] = d ** 2
+        out[f"{c}_power2"] = x ** 2
+    return pd.DataFrame(out, index=df.index)
+
+
+def dvars(data, mask, intensity_normalization=1000.0):
+    """Non-standardised DVARS in closed form (for checks): RMS over mask voxels of the volume
+    differences after scaling the masked data to a median of ``intensity_normalization``."""
+    x = np.asarray(data, float)[np.asarray(mask, bool)]
+    x = x / np.median(x) * intensity_normalization
+    out = np.full(x.shape[1], np.nan)
+    out[1:] = np.sqrt((np.diff(x, axis=1) ** 2).mean(axis=0))
+    return out
+
+
+def confounds_paths(bold_preproc_path):
+    """fMRIPrep file names of the confounds table and sidecar for a ``*_desc-preproc_bold`` file.
+
+    ``sub-01_ses-pre_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz`` ->
+    ``sub-01_ses-pre_task-rest_desc-confounds_timeseries.tsv`` and ``.json`` (the space and
+    resolution entities are dropped, as in fMRIPrep).
+    """
+    p = Path(bold_preproc_path)
+    name = p.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    parts = [e for e in name.split("_")
+             if not e.startswith(("space-", "res-", "desc-", "den-")) and e != "bold"]
+    stem = "_".join(parts)
+    tsv = p.parent / f"{stem}_desc-confounds_timeseries.tsv"
+    return tsv, tsv.with_suffix(".json")
+
+
+# --------------------------------------------------------------------------------------------
+# Main entry point
+# --------------------------------------------------------------------------------------------
+def compute_confounds(bold_img, motion_params, brain_mask, wm_mask, csf_mask, tr=None,
+                      n_dummy=0, acompcor_variance=0.5, acompcor_n=None, tcompcor=False,
+                      high_pass_s=128.0, fd_thresh=0.5, dvars_thresh=1.5, fd_radius=50.0):
+    """Compute the fMRIPrep-style confounds of one motion-corrected BOLD run.
+
+    Parameters
+    ----------
+    bold_img : nibabel image or path
+        Motion-corrected 4D BOLD run (all volumes, non-steady-state ones included) on the grid
+        of the masks.
+    motion_params : array (T, 6) or DataFrame
+        ``trans_x, trans_y, trans_z`` (mm), ``rot_x, rot_y, rot_z`` (rad) per volume.
+    brain_mask, wm_mask, csf_mask : nibabel image, array or path
+        Brain mask and eroded white-matter / CSF masks on the BOLD grid (see
+        :func:`erode_mask`). aCompCor also uses their union ("combined").
+    tr : float or None
+        Repetition time (s); None reads it from the image header.
+    n_dummy : int, default=0
+        Initial non-steady-state volumes kept in the run: they get one-hot
+        ``non_steady_state_outlierNN`` columns and are left out of CompCor.
+    acompcor_variance : float or None, default=0.5
+        Keep, per mask, the components explaining this fraction of variance (fMRIPrep: 0.5).
+    acompcor_n : int or None, default=None
+        Keep this many components per mask instead (overrides ``acompcor_variance``).
+    tcompcor : bool, default=False
+        Also compute temporal CompCor (top 2 % variance voxels of the brain mask).
+    high_pass_s : float, default=128
+        Cutoff period (s) of the cosine basis (fMRIPrep 128 s).
+    fd_thresh, dvars_thresh : float or None, default=0.5 and 1.5
+        Thresholds of the ``motion_outlierNN`` columns (FD in mm, standardised DVARS); None
+        disables one criterion.
+    fd_radius : float, default=50
+        Head radius (mm) of the framewise displacement.
+
+    Returns
+    -------
+    confounds : pandas.DataFrame
+        One row per volume; NaN where fMRIPrep writes ``n/a``.
+    metadata : dict
+        JSON sidecar content keyed by column (CompCor components, dropped components, cosine
+        and outlier descriptions).
+    """
+    from nipype.algorithms.confounds import (
+        ACompCor,
+        ComputeDVARS,
+        FramewiseDisplacement,
+        TCompCor,
+    )
+
+    src = bold_img if isinstance(bold_img, (str, os.PathLike)) else None
+    img = nib.load(src) if src is not None else bold_img
+    if not hasattr(img, "shape") or len(img.shape) != 4:
+        raise InputError(file=src, field="bold_img", expected="a 4D image",
+                         found=str(getattr(img, "shape", type(img).__name__)))
+    n_vol = img.shape[3]
+    shape = img.shape[:3]
+    if tr is None:
+        zooms = img.header.get_zooms()
+        tr = float(zooms[3]) if len(zooms) > 3 else 0.0
+    if not tr or tr <= 0:
+        raise InputError(file=src, field="RepetitionTime", expected="a positive TR (s)",
+                         found=repr(tr))
+    if isinstance(motion_params, pd.DataFrame):
+        missing = [c for c in MOTION_COLUMNS if c not in motion_params]
+        if missing:
+            raise InputError(field="motion_params", expected=f"columns {MOTION_COLUMNS}",
+                             found=f"missing {missing}")
+        motion = motion_params[MOTION_COLUMNS].to_numpy(float)
+    else:
+        motion = np.asarray(motion_params, float)
+    if motion.shape != (n_vol, 6) or not np.all(np.isfinite(motion)):
+        raise InputError(field="motion_params", expected=f"finite values of shape ({n_vol}, 6)",
+                         found=f"shape {motion.shape}")
+    if not isinstance(n_dummy, (int, np.integer)) or not 0 <= n_dummy < n_vol - 2:
+        raise InputError(field="n_dummy", expected=f"an integer in [0, {n_vol - 2})",
+                         found=repr(n_dummy))
+    if acompcor_n is None and not (acompcor_variance and 0 < acompcor_variance <= 1):
+        raise InputError(field="acompcor_variance", expected="a fraction in (0, 1] or "
+                         "acompcor_n", found=repr(acompcor_variance))
+    brain = _as_mask(brain_mask, shape, "brain_mask", img.affine)
+    wm = _as_mask(wm_mask, shape, "wm_mask", img.affine)
+    csf = _as_mask(csf_mask, shape, "csf_mask", img.affine)
+
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    df = pd.DataFrame(motion, columns=MOTION_COLUMNS)
+    meta = {}
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="prepost_confounds_") as tmp:
+        os.chdir(tmp)  # nipype interfaces write their outputs to the working directory
+        try:
+            bold_path = os.path.join(tmp, "bold.nii")  # uncompressed: fast to write and read
+            nib.Nifti1Image(data, img.affine).to_filename(bold_path)
+            masks = {}
+            for name, m in (("brain", brain), ("WM", wm), ("CSF", csf), ("combined", wm | csf)):
+                masks[name] = os.path.join(tmp, f"mask_{name}.nii.gz")
+                nib.Nifti1Image(m.astype(np.uint8), img.affine).to_filename(masks[name])
+            np.savetxt("motion.txt", motion)
+
+            # --- framewise displacement (nipype; 'SPM' order = mm then radians)
+            fd_res = FramewiseDisplacement(in_file="motion.txt", parameter_source="SPM",
+                                           radius=fd_radius).run()
+            fd = np.loadtxt(fd_res.outputs.out_file, skiprows=1, ndmin=1)
+            # --- DVARS (nipype)
+            dv = ComputeDVARS(in_file=bold_path, in_mask=masks["brain"], save_std=True,
+                              save_nstd=True, remove_zerovariance=True).run()
+            dvars_nstd = np.loadtxt(dv.outputs.out_nstd, ndmin=1)
+            dvars_std = np.loadtxt(dv.outputs.out_std, ndmin=1)
+            # --- aCompCor (nipype), per mask as fMRIPrep
+            comp_kw = dict(pre_filter="cosine", high_pass_cutoff=float(high_pass_s),
+                           save_pre_filter=True, save_metadata=True, failure_mode="NaN",
+                           repetition_time=float(tr), ignore_initial_volumes=int(n_dummy))
+            if acompcor_n is not None:
+                comp_kw["num_components"] = int(acompcor_n)
+            else:
+                comp_kw["variance_threshold"] = float(acompcor_variance)
+            ac = ACompCor(realigned_file=bold_path,
+                          mask_files=[masks["CSF"], masks["WM"], masks["combined"]],
+                          mask_names=["CSF", "WM", "combined"], merge_method="none",
+                          components_file="acompcor.tsv", header_prefix="a_comp_cor_",
+                          **comp_kw).run()
+            acomp = pd.read_csv(ac.outputs.components_file, sep="\t")
+            ameta = pd.read_csv(ac.outputs.metadata_file, sep="\t")
+            prefilt = pd.read_csv(ac.outputs.pre_filter_file, sep="\t")
+            tcomp, tmeta = None, None
+            if tcompcor:
+                tc = TCompCor(realigned_file=bold_path, mask_files=[masks["brain"]],
+                              percentile_threshold=0.02, components_file="tcompcor.tsv",
+                              header_prefix="t_comp_cor_", **comp_kw).run()
+                tcomp = pd.read_csv(tc.outputs.components_file, sep="\t")
+                tmeta = pd.read_csv(tc.outputs.metadata_file, sep="\t")
+        finally:
+            os.chdir(cwd)
+
+    # 24 motion parameters
+    df = expand_24(df, MOTION_COLUMNS)
+    fd_col = np.concatenate([[np.nan], fd])
+    df["framewise_displacement"] = fd_col
+    df["dvars"] = np.concatenate([[np.nan], dvars_nstd])
+    df["std_dvars"] = np.concatenate([[np.nan], dvars_std])
+    # tissue means (own code: a masked mean needs no library)
+    tissue = pd.DataFrame({
+        "global_signal": data[brain].mean(axis=0),
+        "white_matter": data[wm].mean(axis=0),
+        "csf": data[csf].mean(axis=0),
+    })
+    df = pd.concat([df, expand_24(tissue, ["global_signal", "white_matter", "csf"])], axis=1)
+
+    df = pd.concat([df, acomp.reset_index(drop=True)], axis=1)
+    meta.update(_compcor_meta(ameta, "aCompCor"))
+    if tcomp is not None:
+        df = pd.concat([df, tcomp.reset_index(drop=True)], axis=1)
+        meta.update(_compcor_meta(tmeta, "tCompCor"))
+    # cosine basis (from the CompCor pre-filter) and non-steady-state one-hot columns
+    for c in prefilt.columns:
+        if c.startswith("Cosine"):
+            new = "cosine" + c[len("Cosine"):]
+            df[new] = prefilt[c].to_numpy()
+            meta[new] = {"Method": "discrete cosine basis", "CutoffPeriod": float(high_pass_s),
+                         "CutoffPeriodUnits": "s"}
+    for k in range(int(n_dummy)):
+        col = f"non_steady_state_outlier{k:02d}"
+        v = np.zeros(n_vol)
+        v[k] = 1.0
+        df[col] = v
+    # motion outliers (fMRIPrep: FD > 0.5 mm or std DVARS > 1.5)
+    bad = np.zeros(n_vol, bool)
+    if fd_thresh is not None:
+        bad |= np.nan_to_num(fd_col) > fd_thresh
+    if dvars_thresh is not None:
+        bad |= np.nan_to_num(df["std_dvars"].to_numpy()) > dvars_thresh
+    for k, t in enumerate(np.flatnonzero(bad)):
+        v = np.zeros(n_vol)
+        v[t] = 1.0
+        df[f"motion_outlier{k:02d}"] = v
+
+    meta.update({
+        "framewise_displacement": {"Description": "Power framewise displacement",
+                                   "Units": "mm", "Radius": float(fd_radius)},
+        "dvars": {"Description": "DVARS, intensity normalised to median 1000"},
+        "std_dvars": {"Description": "standardised DVARS (Nichols 2013)"},
+        "_settings": {"RepetitionTime": float(tr), "NonSteadyStateVolumes": int(n_dummy),
+                      "FDThreshold": fd_thresh, "StdDVARSThreshold": dvars_thresh,
+                      "HighPassCutoff": float(high_pass_s)},
+    })
+    return df, meta
+
+
+def _compcor_meta(table, method):
+    out = {}
+    for r in table.itertuples(index=False):
+        out[str(r.component)] = {
+            "Method": method,
+            "Mask": str(r.mask),
+            "SingularValue": float(r.singular_value),
+            "VarianceExplained": float(r.variance_explained),
+            "CumulativeVarianceExplained": float(r.cumulative_variance_explained),
+            "Retained": bool(r.retained),
+        }
+    return out
+
+
+def write_confounds(confounds, metadata, out_tsv):
+    """Write the table (``n/a`` for missing) and its JSON sidecar next to it, atomically.
+
+    Parameters
+    ----------
+    out_tsv : path-like
+        Usually ``<stem>_desc-confounds_timeseries.tsv`` (:func:`confounds_paths`).
+
+    Returns
+    -------
+    (Path, Path)
+        TSV and JSON paths.
+    """
+    out_tsv = Path(out_tsv)
+    if not out_tsv.name.endswith(".tsv"):
+        raise InputError(file=out_tsv, field="out_tsv", expected="a .tsv path", found=out_tsv.name)
+    out_json = out_tsv.with_suffix(".json")
+    write_tsv(confounds, out_tsv, float_format="%.8g")
+    write_json(metadata, out_json)
+    return out_tsv, out_json
+
+
+def read_confounds(path):
+    """Read a confounds TSV and its JSON sidecar (empty dict if absent)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(file=path, field="confounds", expected="an existing TSV file",
+                         found="no such file")
+    df = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    js = path.with_suffix(".json")
+    meta = json.loads(js.read_text()) if js.exists() else {}
+    return df, meta

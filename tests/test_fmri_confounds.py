@@ -1,0 +1,187 @@
+"""Tests for prepost.fmri.confounds: fMRIPrep-compatible confounds of a simulated run."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from prepost.errors import InputError
+from prepost.fmri.confounds import (
+    compute_confounds,
+    confounds_paths,
+    dvars,
+    erode_mask,
+    read_confounds,
+    write_confounds,
+)
+
+SIM = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 80, "voxel_mm": 4.0},
+       "pet": {"voxel_mm": 6.0, "frames": [[3, 60], [4, 300]]}}
+
+
+def _to_mni(params, participant, session):
+    from prepost import simulate as sim
+
+    subj = sim._subject_affine(sim._rng(params["seed"], participant, "anat"))
+    rng = sim._rng(params["seed"], participant, session)
+    return subj @ sim.rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from prepost import simulate as sim
+    from prepost.fmri.motion import apply_motion, estimate_motion
+
+    root = tmp_path_factory.mktemp("sim")
+    sim.simulate_subject(root / "bids", root / "truth", "01", params=SIM)
+    params = sim.merge_params(SIM)
+    img = nib.load(sim.bids_paths(root / "bids", "01", "pre")["bold"])
+    to_mni = _to_mni(params, "01", "pre")
+    shape = img.shape[:3]
+    maps = sim._mni_maps(SIM["bold"]["voxel_mm"])
+    xyz = to_mni[:3, :3] @ sim._world_coords(img.affine, shape) + to_mni[:3, 3:4]
+    tis = {k: sim._sample(maps[k], maps["affine"], xyz).reshape(shape)
+           for k in ("wm", "csf", "brain")}
+    motion_true = pd.read_csv(sim.truth_paths(root / "truth", "01", "pre")["motion"], sep="\t")
+    est, affines = estimate_motion(img)
+    mc = apply_motion(img, affines)
+    brain = tis["brain"] > 0.5
+    wm = erode_mask(tis["wm"] > 0.9)
+    csf = tis["csf"] > 0.7
+    df, meta = compute_confounds(mc, est, brain, wm, csf, tr=2.0, n_dummy=2)
+    return {"mc": mc, "df": df, "meta": meta, "brain": brain, "truth": motion_true}
+
+
+def test_columns_and_naming(run):
+    df, meta = run["df"], run["meta"]
+    n = run["mc"].shape[3]
+    assert len(df) == n
+    for c in ["trans_x", "rot_z"]:
+        for suf in ["", "_derivative1", "_power2", "_derivative1_power2"]:
+            assert c + suf in df
+    assert list(df.columns[:4]) == ["trans_x", "trans_x_derivative1",
+                                    "trans_x_derivative1_power2", "trans_x_power2"]
+    for c in ["framewise_displacement", "dvars", "std_dvars", "trans_x_derivative1",
+              "white_matter_derivative1"]:
+        assert np.isnan(df[c].iloc[0]) and not df[c].iloc[1:].isna().any()
+    for c in ["global_signal", "white_matter", "csf", "csf_power2", "cosine00",
+              "a_comp_cor_00", "non_steady_state_outlier00", "non_steady_state_outlier01"]:
+        assert c in df
+    # dummy volumes: one-hot columns, zero CompCor rows
+    assert df.non_steady_state_outlier00.tolist()[:3] == [1, 0, 0]
+    assert df.non_steady_state_outlier01.tolist()[:3] == [0, 1, 0]
+    assert (df.a_comp_cor_00.iloc[:2] == 0).all()
+    # cosine basis over the steady-state volumes, 128 s cutoff: floor(2 n TR / 128) - 1
+    # regressors (nipype/fMRIPrep drop the constant term)
+    n_cos = sum(c.startswith("cosine") for c in df)
+    assert n_cos == int(np.floor(2 * (n - 2) * 2.0 / 128.0)) - 1 >= 1
+    # CompCor sidecar entries in fMRIPrep's format, numbered across masks
+    comps = sorted(c for c in df if c.startswith("a_comp_cor_"))
+    assert comps == [f"a_comp_cor_{k:02d}" for k in range(len(comps))]
+    masks = [meta[c]["Mask"] for c in comps]
+    assert masks == sorted(masks, key=["CSF", "WM", "combined"].index)
+    assert set(masks) == {"CSF", "WM", "combined"}
+    for c in comps:
+        m = meta[c]
+        assert m["Method"] == "aCompCor" and m["Retained"] is True
+        assert set(m) == {"Method", "Mask", "SingularValue", "VarianceExplained",
+                          "CumulativeVarianceExplained", "Retained"}
+    # 50 % variance rule: the retained components of each mask reach 0.5 cumulative variance
+    for mk in ("CSF", "WM", "combined"):
+        kept = [meta[c] for c in comps if meta[c]["Mask"] == mk]
+        assert kept[-1]["CumulativeVarianceExplained"] >= 0.5
+        if len(kept) > 1:
+            assert kept[-2]["CumulativeVarianceExplained"] < 0.5
+    # motion outliers: FD > 0.5 or std DVARS > 1.5, one-hot
+    flagged = np.flatnonzero((df.framewise_displacement.fillna(0) > 0.5)
+                             | (df.std_dvars.fillna(0) > 1.5))
+    mo = [c for c in df if c.startswith("motion_outlier")]
+    assert len(mo) == len(flagged) > 0
+    assert [int(np.flatnonzero(df[c])[0]) for c in mo] == list(flagged)
+
+
+def test_fd_matches_truth(run):
+    from prepost.simulate import fd_power
+
+    fd_true = fd_power(run["truth"])
+    fd_est = run["df"].framewise_displacement.to_numpy()
+    # skip the first volumes: the non-steady-state intensity change biases their registration
+    d = np.abs(fd_est[3:] - fd_true[3:])
+    print(f"FD estimated vs true: max |diff| {d.max():.3f} mm, mean {d.mean():.3f} mm, "
+          f"r {np.corrcoef(fd_est[3:], fd_true[3:])[0, 1]:.4f}")
+    assert np.corrcoef(fd_est[3:], fd_true[3:])[0, 1] > 0.99
+    assert d.mean() < 0.05 and d.max() < 0.25
+    # nipype FD equals the closed form on the same parameters
+    from prepost.fmri.motion import framewise_displacement
+
+    p = run["df"][["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]].to_numpy()
+    np.testing.assert_allclose(fd_est[1:], framewise_displacement(p)[1:], rtol=1e-6, atol=1e-6)
+
+
+def test_dvars_closed_form(run):
+    data = run["mc"].get_fdata(dtype=np.float32)
+    expected = dvars(data, run["brain"])
+    np.testing.assert_allclose(run["df"].dvars.to_numpy()[1:], expected[1:], rtol=2e-3)
+    # the standardised DVARS is DVARS over its AR(1)-predicted value, so their ratio is constant
+    ratio = run["df"].std_dvars.to_numpy()[1:] / run["df"].dvars.to_numpy()[1:]
+    assert np.ptp(ratio) / ratio.mean() < 1e-3
+
+
+def test_tissue_means(run):
+    data = run["mc"].get_fdata(dtype=np.float32)
+    np.testing.assert_allclose(run["df"].global_signal, data[run["brain"]].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(run["df"].csf_power2, run["df"].csf ** 2, rtol=1e-9)
+
+
+def test_written_file_loads_with_nilearn(run, tmp_path):
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    from prepost.fmri.denoise import censor_mask
+
+    func = tmp_path / "sub-01" / "func"
+    bold = func / "sub-01_ses-pre_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+    func.mkdir(parents=True)
+    run["mc"].to_filename(bold)
+    tsv, js = confounds_paths(bold)
+    assert tsv.name == "sub-01_ses-pre_task-rest_desc-confounds_timeseries.tsv"
+    write_confounds(run["df"], run["meta"], tsv)
+    assert js.exists() and "n/a" in tsv.read_text().splitlines()[1]
+    df2, meta2 = read_confounds(tsv)
+    pd.testing.assert_frame_equal(df2, run["df"], check_dtype=False, rtol=1e-6)
+    assert meta2 == json.loads(json.dumps(run["meta"]))
+
+    df, meta = run["df"], run["meta"]
+    n_comb = sum(1 for c, m in meta.items() if c.startswith("a_comp_cor_")
+                 and m["Mask"] == "combined")
+    conf, sample_mask = load_confounds(
+        str(bold), strategy=("motion", "high_pass", "wm_csf", "compcor", "scrub"),
+        motion="full", wm_csf="basic", compcor="anat_combined", n_compcor="all", scrub=5,
+        fd_threshold=0.5, std_dvars_threshold=1.5)
+    n_cos = sum(c.startswith("cosine") for c in df)
+    assert conf.shape == (len(df), 24 + n_cos + 2 + n_comb)
+    assert {"trans_x_derivative1_power2", "white_matter", "csf", "cosine00"} <= set(conf)
+    assert [c for c in conf if "comp_cor" in c] == [
+        c for c in sorted(meta) if c.startswith("a_comp_cor_") and meta[c]["Mask"] == "combined"]
+    # nilearn's scrubbing agrees with ours (non-steady-state volumes are censored too)
+    ours = censor_mask(df.framewise_displacement, df.std_dvars, 0.5, 1.5, min_segment=5,
+                       extra=df.non_steady_state_outlier00 + df.non_steady_state_outlier01 > 0)
+    assert sample_mask is not None
+    lost = set(np.flatnonzero(ours)) - set(sample_mask)
+    assert not lost, f"volumes kept by us but censored by nilearn: {sorted(lost)}"
+    assert set(sample_mask) - set(np.flatnonzero(ours)) <= set(range(2, 7))
+
+
+def test_input_errors(run):
+    mc = run["mc"]
+    p = run["df"][["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]]
+    with pytest.raises(InputError):
+        compute_confounds(mc, p.iloc[:-1], run["brain"], run["brain"], run["brain"], tr=2.0)
+    with pytest.raises(InputError):
+        compute_confounds(mc, p, run["brain"][:-1], run["brain"], run["brain"], tr=2.0)
+    with pytest.raises(InputError):
+        compute_confounds(mc, p, run["brain"], np.zeros_like(run["brain"]), run["brain"],
+                          tr=2.0)
