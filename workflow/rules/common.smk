@@ -12,6 +12,7 @@ from prepost.errors import PrepostError
 
 validate(config, "../schemas/config.schema.yaml")
 
+
 def _from_workflow(path):
     """A relative path that is not in the working directory is taken from the workflow folder."""
     p = Path(path)
