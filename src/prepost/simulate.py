@@ -523,6 +523,7 @@ def truth_paths(truth_dir, participant, session):
         "pet_tacs": root / f"{stem}_pet-tacs.tsv",
         "pet_motion": root / f"{stem}_pet-motion.tsv",
         "input": root / f"{stem}_input-function.json",
+        "geometry": root / f"{stem}_geometry.json",
     }
 
 
@@ -566,7 +567,15 @@ def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"),
         bp, tp = bids_paths(bids_dir, participant, ses), truth_paths(truth_dir, participant, ses)
         _write_t1w(params, to_mni, rng, bp)
         _write_bold(params, to_mni, fc[label], rng, bp, tp)
-        _write_pet(params, to_mni, vt[label], rng, bp, tp, ses)
+        pet_to_mni = _write_pet(params, to_mni, vt[label], rng, bp, tp, ses)
+        write_json({
+            "convention": "world (scanner) mm of the image -> MNI mm of the template: "
+                          "mni = M @ [x, y, z, 1]; the BOLD reference (volume 0) shares the T1w "
+                          "scanner space; PET frames before motion",
+            "t1w_to_mni": to_mni.round(12).tolist(),
+            "bold_to_mni": to_mni.round(12).tolist(),
+            "pet_to_mni": pet_to_mni.round(12).tolist(),
+        }, tp["geometry"])
 
 
 def _subject_affine(rng):
@@ -732,6 +741,7 @@ def _write_pet(params, to_mni, truth, rng, bp, tp, session):
         "whole_blood": blood,
     })
     write_tsv(tacs, tp["pet_tacs"], float_format="%.8g")
+    return m2
 
 
 def _wmean(x, w):

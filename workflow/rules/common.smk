@@ -129,9 +129,15 @@ def all_inputs():
     ]
 
 
+# Each stage's rule file registers its final targets here: STAGE_TARGETS["<stage>"] = [...]
+STAGE_TARGETS = {}
+
+
 def all_outputs():
     """Final targets: the outputs of every stage that exists."""
     out = [f"{RESULTS}/qc/bids_inventory.tsv", f"{RESULTS}/dataset_description.json"]
     if SIMULATED:
         out.append(f"{TRUTH_DIR}/truth.tsv")
+    for targets in STAGE_TARGETS.values():
+        out += list(targets)
     return out
