@@ -14,6 +14,12 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/bids.smk"
+include: "workflow/rules/anat.smk"
+include: "workflow/rules/fmri.smk"
+include: "workflow/rules/connectivity.smk"
+include: "workflow/rules/pet.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -129,7 +129,7 @@ def all_inputs():
     ]
 
 
-# Each stage's rule file registers its final targets here: STAGE_TARGETS["<stage>"] = [...]
+# Each stage's .smk file registers its final targets here: STAGE_TARGETS["<stage>"] = [...]
 STAGE_TARGETS = {}
 
 
