@@ -131,6 +131,10 @@ def all_inputs():
 
 # Each stage's .smk file registers its final targets here: STAGE_TARGETS["<stage>"] = [...]
 STAGE_TARGETS = {}
+# Tidy long tables (participant_id, session, modality, measure, region, value[, flag]) that the
+# statistics stage joins; connectivity and PET append theirs.
+TIDY_TABLES = []
+SPACE = "MNI152NLin2009aSym"  # nilearn's bundled ICBM 2009a symmetric template
 
 
 def all_outputs():
