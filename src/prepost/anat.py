@@ -9,14 +9,15 @@ template with antspyx, and the template's priors are carried back to the T1w gri
    fixed image and the bias-corrected T1w (head and skull included) as the moving image; a
    rigid/affine stage followed by SyN (``transform='SyN'``, antspyx's setting: Mattes mutual
    information, 40x20x0 SyN iterations). The metric is restricted, in every stage, to the template
-   brain mask dilated by ``mask_dilation_mm`` because the template has no skull.
+   brain mask dilated by ``mask_dilation_mm`` because the template has no skull. The template is
+   N4-corrected the same way as the T1w (once per process).
 3. **Priors** (:func:`warp_priors`): the template brain mask, GM and WM probability maps and
    ``CSF = clip(mask - GM - WM, 0, 1)`` are resampled (linear) to the T1w grid through the
    inverse (MNI -> T1w) transform. The brain mask is the warped mask thresholded at 0.5.
 4. **Optional refinement** (:func:`refine_tissues`, ``refine=True``): ``ants.atropos`` three-class
    segmentation inside the brain mask initialised by, and weighted towards, the warped priors. It
-   costs about 5 s per session at 2 mm on one core. On the simulated data, whose true tissue maps
-   *are* the template priors, it lowers the Dice against the truth (GM 0.93 -> 0.91), so it is
+   costs about 2 s per session at 2 mm on one core. On the simulated data, whose true tissue maps
+   *are* the template priors, it lowers the Dice against the truth (GM 0.945 -> 0.92), so it is
    off by default; it helps on real data where intensities, not priors, carry the anatomy.
 
 Transforms on disk
@@ -256,6 +257,16 @@ def mni_reference(resolution_mm=2):
     return nib.Nifti1Image(out.get_fdata(dtype=np.float32), aff)
 
 
+@functools.lru_cache(maxsize=2)
+def _template_n4(resolution_mm):
+    """The template T1w after the same N4 correction as the T1w (inside its brain mask)."""
+    import ants
+
+    tpl = template_images(resolution_mm)
+    mask = to_ants(tpl["brain"]).threshold_image(0.5, 1e9)
+    return to_nibabel(ants.n4_bias_field_correction(to_ants(tpl["t1w"]), mask=mask))
+
+
 # ----------------------------------------------------------------------------------------------
 # Steps
 @contextmanager
@@ -310,7 +321,8 @@ def bias_correct(t1w_img, *, shrink_factor=4, n_iterations=(50, 50, 50, 50), tol
 
 
 def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dilation_mm=10.0,
-                    reg_iterations=(40, 20, 0), n_threads=1, seed=1, workdir=None):
+                    reg_iterations=(40, 20, 0), template_bias_correction=True, n_threads=1, seed=1,
+                    workdir=None):
     """Register a (bias-corrected) T1w image to the MNI152 2009 template with antspyx.
 
     Parameters
@@ -328,6 +340,11 @@ def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dil
     reg_iterations : tuple of int
         SyN iterations per level, coarse to fine (``antsRegistrationSyN*`` settings use their
         own schedules).
+    template_bias_correction : bool
+        Register to the template after N4 correction inside its brain mask (computed once per
+        process, ~2 s), so that both images lose the same low-frequency intensity profile. Use it
+        when ``t1w_img`` is N4-corrected; on the simulated data it raises the GM Dice from 0.93 to
+        0.945.
     n_threads : int
         ITK threads (see the module notes).
     seed : int or None
@@ -355,7 +372,7 @@ def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dil
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with _ants_run(n_threads, seed):
-        fixed = to_ants(tpl["t1w"])
+        fixed = to_ants(_template_n4(res) if template_bias_correction else tpl["t1w"])
         moving = to_ants(img)
         mask = None
         if mask_dilation_mm is not None:
@@ -379,6 +396,7 @@ def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dil
             "settings": {"transform": transform, "template_resolution": res,
                          "mask_dilation_mm": mask_dilation_mm,
                          "reg_iterations": list(reg_iterations), "seed": seed,
+                         "template_bias_correction": bool(template_bias_correction),
                          "n_threads": int(n_threads)}}
 
 
@@ -674,7 +692,7 @@ def refine_tissues(t1w_img, priors, brain_mask, *, prior_weight=0.5, mrf_weight=
 
 
 def dice(a, b, *, threshold=0.5):
-    """Dice coefficient of two maps (images or arrays) thresholded at ``threshold`` (> threshold)."""
+    """Dice coefficient of two maps (images or arrays), each thresholded at ``> threshold``."""
     x = np.asarray(a.dataobj if hasattr(a, "dataobj") else a) > threshold
     y = np.asarray(b.dataobj if hasattr(b, "dataobj") else b) > threshold
     if x.shape != y.shape:
@@ -703,7 +721,10 @@ def process_t1w(t1w_img, *, out_prefix=None, template_resolution=2, transform="S
     transform : str
         ``ants.registration`` type (:data:`TRANSFORM_TYPES`).
     bias_correction : bool
-        Run N4 (:func:`bias_correct`) before registration.
+        Run N4 (:func:`bias_correct`) before registration, and register to the N4-corrected
+        template. On the simulated study (10 % bias field) both settings give the same mean
+        accuracy (GM Dice 0.945 with N4, 0.941 without, see ``benchmarks/anat.py``), N4 with less
+        spread across sessions, at ~2.5 s more per session.
     mask_dilation_mm : float or None
         Dilation of the template brain mask used as the registration metric mask.
     refine : bool
@@ -746,6 +767,7 @@ def process_t1w(t1w_img, *, out_prefix=None, template_resolution=2, transform="S
         try:
             reg = register_to_mni(pre, template_resolution=template_resolution,
                                   transform=transform, mask_dilation_mm=mask_dilation_mm,
+                                  template_bias_correction=bias_correction,
                                   n_threads=n_threads, seed=seed, workdir=workdir)
             qc["seconds_registration"] = reg["seconds"]
             prefix = out_prefix if out_prefix is not None else \
