@@ -146,11 +146,14 @@ def compute_alff(timeseries, t_r, band=DEFAULT_BAND, sample_mask=None):
     return (alff[0], falff[0]) if one else (alff, falff)
 
 
-def alff_maps(img, mask_img, t_r=None, band=DEFAULT_BAND, sample_mask=None, chunk=20000):
+def alff_maps(img, mask_img, t_r=None, band=DEFAULT_BAND, sample_mask=None, chunk=20000,
+              n_volumes=None):
     """Voxel-wise ALFF and fALFF images from a 4D image inside ``mask_img``.
 
-    ``t_r`` defaults to the image header's fourth zoom. Returns ``(alff_img, falff_img)``; voxels
-    outside the mask are 0, constant voxels inside it NaN.
+    ``t_r`` defaults to the image header's fourth zoom. ``n_volumes``: the length of the full run
+    when ``img`` holds only the retained volumes (censored volumes removed); ``sample_mask`` then
+    gives the retained positions (indices or booleans of length ``n_volumes``). Returns
+    ``(alff_img, falff_img)``; voxels outside the mask are 0, constant voxels inside it NaN.
     """
     from nilearn import image, masking
 
@@ -163,6 +166,15 @@ def alff_maps(img, mask_img, t_r=None, band=DEFAULT_BAND, sample_mask=None, chun
     mask_img = image.resample_to_img(image.check_niimg_3d(mask_img), img, interpolation="nearest",
                                      force_resample=True, copy_header=True)
     data = masking.apply_mask(img, mask_img, dtype=np.float64)  # (T, n_voxels)
+    if n_volumes is not None and int(n_volumes) != data.shape[0]:
+        keep = _as_bool_mask(sample_mask, int(n_volumes))
+        if keep is None or int(keep.sum()) != data.shape[0]:
+            raise InputError(None, "sample_mask", f"{data.shape[0]} retained volumes of "
+                             f"{n_volumes} (one per volume of the image)",
+                             None if keep is None else int(keep.sum()))
+        full = np.zeros((int(n_volumes), data.shape[1]))
+        full[keep] = data
+        data = full
     alff = np.empty(data.shape[1])
     falff = np.empty(data.shape[1])
     for start in range(0, data.shape[1], chunk):

@@ -1,0 +1,423 @@
+"""The connectivity stage of the workflow as plain functions: configured atlases, one session's
+time series and measures, and the group-level tangent FC and gradients.
+
+Inputs are the fMRI stage's derivatives: a denoised BOLD image in MNI space whose censored volumes
+are removed, its brain mask and a QC record (``excluded``, ``reason``, ``tr``, ``sample_mask`` =
+indices of the retained volumes in the run after the dummy volumes, ``n_volumes``, ``retained_s``,
+``mean_fd``). A run the QC excludes still gets every output, with NaN values; its rows of the tidy
+table carry the exclusion reason in ``flag``.
+
+Conventions
+-----------
+* Parcel time series (``timeseries.tsv``) hold the retained volumes only, one column per atlas
+  parcel in atlas order (missing parcels all ``n/a``).
+* ``relmat`` files are square parcel x parcel tables of the estimator's own values (Pearson r,
+  partial r, tangent-space covariance), first column ``node``; missing parcels are ``n/a`` rows
+  and columns. Every network, graph and gradient summary uses the Fisher z (arctanh) of Pearson r.
+* Tidy tables: participant_id, session, modality (``fmri``, or ``qc`` for mean_fd, retained_s and
+  excluded), measure, region, value, flag, atlas. ``flag`` is the exclusion reason of an excluded
+  run, ``missing`` for a value that is NaN in an included run (uncovered parcels), and empty
+  otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError, InputError
+from . import alff as _alff
+from . import fc as _fc
+from . import gradients as _grad
+from .atlas import YEO7, Atlas, load_atlas, validate_hierarchy
+from .networks import network_fc, tidy_fmri_measures
+
+log = logging.getLogger(__name__)
+
+BUILTIN = ("Schaefer100", "Schaefer200", "Schaefer400", "Seitzman300")
+FC_KINDS = {"pearson": "correlation", "partial": "partial correlation"}
+TIDY = ["participant_id", "session", "modality", "measure", "region", "value", "flag", "atlas"]
+QC_MEASURES = ("mean_fd", "retained_s", "excluded")
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+def resolution_label(res_mm):
+    """BIDS ``res-`` label of a voxel size: 3 -> '3', 2.5 -> '2p5'."""
+    r = float(res_mm)
+    return str(int(r)) if r.is_integer() else f"{r:g}".replace(".", "p")
+
+
+def atlas_label(name):
+    """File label (letters and digits) of a configured atlas name.
+
+    ``Schaefer400`` -> ``Schaefer400``; ``nilearn:fetch_atlas_harvard_oxford`` ->
+    ``nilearnHarvardOxford``; a custom atlas key is used as it is (it must be alphanumeric).
+    """
+    name = str(name)
+    if name.startswith("nilearn:"):
+        fetcher = name.split(":", 1)[1].removeprefix("fetch_atlas_")
+        return "nilearn" + "".join(p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", fetcher))
+    return name
+
+
+def atlas_specs(cfg, base_dir=None):
+    """``{file label: spec}`` of the configured atlases, checked (config section ``connectivity``).
+
+    A spec is a plain dict (``name``, and ``labels``/``tsv`` for custom atlases, ``data_dir``/
+    ``fetch_kwargs`` for nilearn fetchers, ``radius`` for spheres) that :func:`load_atlas_spec`
+    turns into an :class:`Atlas`. Raises :class:`ConfigError` naming the config key.
+    """
+    custom = cfg.get("custom_atlases") or {}
+    fetch_kwargs = cfg.get("nilearn_fetch_kwargs") or {}
+    data_dir = cfg.get("nilearn_data_dir") or None
+    names = list(cfg.get("atlases") or [])
+    if not names:
+        raise ConfigError(None, "connectivity.atlases", "at least one atlas")
+    specs = {}
+    for i, name in enumerate(names):
+        key = f"connectivity.atlases[{i}]"
+        name = str(name)
+        if name in BUILTIN:
+            spec = {"name": name}
+            if name == "Seitzman300":
+                spec["radius"] = float(cfg.get("sphere_radius_mm", 5.0))
+        elif name.startswith("nilearn:"):
+            fetcher = name.split(":", 1)[1]
+            if not re.fullmatch(r"fetch_atlas_\w+", fetcher):
+                raise ConfigError(None, key, "nilearn:<a nilearn.datasets.fetch_atlas_* function>",
+                                  repr(name))
+            spec = {"name": name, "data_dir": _path(data_dir, base_dir),
+                    "fetch_kwargs": dict(fetch_kwargs.get(fetcher) or {})}
+        elif name in custom:
+            c = custom[name] or {}
+            if not re.fullmatch(r"[A-Za-z0-9]+", name):
+                raise ConfigError(None, f"connectivity.custom_atlases.{name}",
+                                  "a key of letters and digits (it becomes the atlas- label)")
+            labels, tsv = _path(c.get("labels"), base_dir), _path(c.get("tsv"), base_dir)
+            for field, p in (("labels", labels), ("tsv", tsv)):
+                if not p or not Path(p).exists():
+                    raise ConfigError(None, f"connectivity.custom_atlases.{name}.{field}",
+                                      "an existing file", repr(p))
+            spec = {"name": "custom", "labels": labels, "tsv": tsv}
+        else:
+            raise ConfigError(None, key, f"one of {', '.join(BUILTIN)}, nilearn:<fetch_atlas_*> or "
+                              f"a key of connectivity.custom_atlases {sorted(custom)}", repr(name))
+        label = atlas_label(name)
+        if label in specs:
+            raise ConfigError(None, key, "each atlas once", repr(name))
+        specs[label] = spec
+    return specs
+
+
+def _path(p, base_dir):
+    if not p:
+        return None
+    p = Path(p)
+    if not p.is_absolute() and not p.exists() and base_dir is not None:
+        p = Path(base_dir) / p
+    return str(p)
+
+
+def atlas_networks(spec):
+    """Network names of an atlas spec without loading images (None when only a download would
+    tell, i.e. ``nilearn:`` fetchers)."""
+    if spec["name"].startswith("Schaefer"):
+        return list(YEO7)
+    if spec["name"] == "custom":
+        return list(dict.fromkeys(pd.read_csv(spec["tsv"], sep="\t")["network"].astype(str)))
+    if spec["name"] == "Seitzman300":
+        return load_atlas_spec(spec).networks
+    return None
+
+
+def check_config(cfg, specs):
+    """DAG-time checks of the connectivity section beyond the schema: the hierarchy against the
+    networks of every atlas, FC kinds, graph densities and the ALFF band. Raises ConfigError."""
+    for label, spec in specs.items():
+        nets = atlas_networks(spec)
+        if nets is None:
+            continue
+        try:
+            h = validate_hierarchy(cfg.get("hierarchy"), nets)
+        except ConfigError as exc:
+            raise ConfigError(None, "connectivity.hierarchy", f"networks of atlas {label} "
+                              f"{nets}, each in one level", f"{exc.field}: {exc.found}") from None
+        if len(h) != 2:
+            raise ConfigError(None, "connectivity.hierarchy", "exactly two levels (lower, higher)",
+                              list(h))
+    for k in cfg.get("fc_kinds", []):
+        if k not in FC_KINDS:
+            raise ConfigError(None, "connectivity.fc_kinds", f"a subset of {list(FC_KINDS)} "
+                              "(tangent: connectivity.tangent)", repr(k))
+    lo, hi = cfg["alff"]["band"]
+    if not 0 <= lo < hi:
+        raise ConfigError(None, "connectivity.alff.band", "[low, high] Hz with 0 <= low < high",
+                          [lo, hi])
+
+
+def load_atlas_spec(spec):
+    """The :class:`Atlas` of a spec from :func:`atlas_specs`."""
+    spec = dict(spec)
+    if spec["name"] == "custom":
+        return load_atlas("custom", custom_labels=spec["labels"], custom_tsv=spec["tsv"])
+    if spec["name"].startswith("nilearn:"):
+        return load_atlas(spec["name"], data_dir=spec.get("data_dir"),
+                          fetch_kwargs=spec.get("fetch_kwargs"))
+    return load_atlas(spec["name"], radius=spec.get("radius", 5.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# one session
+def read_qc(path):
+    """The fMRI stage's QC record, checked for the keys this stage uses."""
+    try:
+        qc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, None, "a readable JSON QC record", str(exc)) from None
+    for k in ("excluded", "tr", "sample_mask", "n_volumes"):
+        if k not in qc:
+            raise InputError(path, k, "present (fMRI stage QC contract)")
+    qc.setdefault("reason", "")
+    return qc
+
+
+def parcel_timeseries(bold, mask, atlas, qc, min_coverage=0.5):
+    """Parcel time series (DataFrame, columns = parcel names) and coverage table of one run.
+
+    A run the QC excludes whose image cannot be read as a time series gives an empty table.
+    """
+    from .timeseries import extract_parcel_timeseries
+
+    names = atlas.table["name"].astype(str).tolist()
+    try:
+        res = extract_parcel_timeseries(bold, atlas, mask_img=mask, min_coverage=min_coverage)
+    except InputError:
+        if not qc["excluded"]:
+            raise
+        log.warning("excluded run (%s): no usable time series", qc["reason"])
+        cov = atlas.table[["index", "name", "network"]].copy()
+        cov[["n_voxels", "n_valid", "coverage"]] = 0
+        cov["kept"] = False
+        return pd.DataFrame(np.empty((0, len(names))), columns=names), cov
+    n_ret = len(qc["sample_mask"])
+    if res.timeseries.shape[0] != n_ret and not qc["excluded"]:
+        raise InputError(bold, "volumes", f"{n_ret} (the retained volumes of the QC sample_mask)",
+                         res.timeseries.shape[0])
+    return pd.DataFrame(res.timeseries, columns=names), res.coverage
+
+
+def covariance_estimator(name, n_volumes, n_parcels):
+    """sklearn estimator for partial/tangent FC: None (empirical) or LedoitWolf.
+
+    ``auto`` = Ledoit-Wolf when the run has no more volumes than parcels (the empirical covariance
+    is then singular).
+    """
+    from sklearn.covariance import LedoitWolf
+
+    if name == "empirical" or (name == "auto" and n_volumes > n_parcels):
+        return None
+    if name in ("ledoit_wolf", "auto"):
+        return LedoitWolf()
+    raise ConfigError(None, "connectivity.covariance_estimator",
+                      "'auto', 'empirical' or 'ledoit_wolf'", repr(name))
+
+
+def fc_relmat(timeseries, kind, estimator="auto", excluded=False):
+    """Parcel x parcel FC table (``pearson`` or ``partial``); all NaN for an excluded run."""
+    names = list(timeseries.columns)
+    ts = timeseries.to_numpy(float)
+    if excluded or ts.shape[0] < 3:
+        mat = np.full((len(names), len(names)), np.nan)
+    else:
+        n_ok = int(_fc.valid_parcels(ts).sum())
+        est = covariance_estimator(estimator, ts.shape[0], n_ok) if kind == "partial" else None
+        if est is not None:
+            log.info("%s FC with %s (%d volumes, %d parcels)", kind, type(est).__name__,
+                     ts.shape[0], n_ok)
+        mat = _fc.connectivity_matrix(ts, FC_KINDS[kind], cov_estimator=est)
+    return relmat_frame(mat, names)
+
+
+def relmat_frame(mat, names):
+    df = pd.DataFrame(mat, index=names, columns=names)
+    return df.rename_axis("node").reset_index()
+
+
+def read_relmat(path):
+    return pd.read_csv(path, sep="\t", index_col="node", na_values="n/a")
+
+
+def full_length(timeseries, qc):
+    """(n_volumes, n_parcels) array with the retained volumes at their QC positions, NaN else,
+    and the sample mask (indices) for :func:`tidy_fmri_measures`."""
+    sm = np.asarray(qc["sample_mask"], int)
+    full = np.full((int(qc["n_volumes"]), timeseries.shape[1]), np.nan)
+    full[sm] = timeseries.to_numpy(float)
+    return full, sm
+
+
+def session_measures(participant_id, session, timeseries, atlas, qc, hierarchy=None,
+                     densities=(0.1, 0.15, 0.2), regions=None, band=(0.01, 0.08)):
+    """Every per-session table of one run.
+
+    Returns a dict of DataFrames: ``network`` (network pairs: network_a, network_b, type, fc_z),
+    ``graph`` (per density and parcel: strength, eigenvector centrality, participation
+    coefficient), ``alff`` (per parcel: alff, falff) and ``long`` (tidy, see module docstring).
+    An excluded run gives the same rows with NaN values.
+    """
+    from . import graph as _graph
+
+    names = atlas.table["name"].astype(str).to_numpy()
+    nets = atlas.parcel_networks.astype(str)
+    regions = dict(regions) if regions else {}
+    regions = {r: p for r, p in regions.items() if pd.Series(names).str.contains(p).any()}
+    excluded = bool(qc["excluded"])
+    if excluded:
+        # the same tables from a surrogate run, then every value NaN
+        rng = np.random.default_rng(0)
+        n = max(atlas.n_parcels + 10, 64)
+        ts = pd.DataFrame(rng.standard_normal((n, atlas.n_parcels)), columns=timeseries.columns)
+        qc_use = {**qc, "sample_mask": list(range(n)), "n_volumes": n}
+    else:
+        ts, qc_use = timeseries, qc
+    full, sm = full_length(ts, qc_use)
+    kept = full[sm]
+    z = _fc.fisher_z(_fc.pearson(kept))
+    nf = network_fc(z, nets, atlas.networks)
+    rows = []
+    for i, a in enumerate(atlas.networks):
+        for b in atlas.networks[i:]:
+            rows.append((a, b, "within" if a == b else "between", nf.loc[a, b]))
+    network = pd.DataFrame(rows, columns=["network_a", "network_b", "type", "fc_z"])
+    W = z.copy()
+    np.fill_diagonal(W, 0.0)
+    graph, _ = _graph.graph_measures(W, nets, densities)
+    graph.insert(2, "name", names[graph["parcel"].to_numpy()])
+    a, f = _alff.compute_alff(full, float(qc_use["tr"]), tuple(band), sm)
+    alff = pd.DataFrame({"name": names, "network": nets, "alff": a, "falff": f})
+    long = tidy_fmri_measures(participant_id, session, full, atlas, t_r=float(qc_use["tr"]),
+                              fc_z=z, hierarchy=hierarchy, sample_mask=sm, alff_band=tuple(band),
+                              densities=tuple(densities), regions=regions,
+                              measures=("fc", "alff", "graph"))
+    if excluded:
+        network["fc_z"] = np.nan
+        graph.iloc[:, 4:] = np.nan
+        alff[["alff", "falff"]] = np.nan
+        long["value"] = np.nan
+    long = finish_tidy(long, qc, atlas.name)
+    return {"network": network, "graph": graph, "alff": alff, "long": long}
+
+
+def qc_rows(participant_id, session, qc):
+    return pd.DataFrame([(participant_id, session, "qc", m, "global",
+                          float(qc.get(m, np.nan)) if qc.get(m) is not None else np.nan)
+                         for m in QC_MEASURES],
+                        columns=TIDY[:6])
+
+
+def finish_tidy(long, qc, atlas_name, with_qc=True):
+    """Add the QC rows, the ``flag`` and ``atlas`` columns (see module docstring)."""
+    pid, ses = (long["participant_id"].iloc[0], long["session"].iloc[0]) if len(long) else (None,
+                                                                                          None)
+    if with_qc and pid is not None:
+        long = pd.concat([qc_rows(pid, ses, qc), long], ignore_index=True)
+    reason = qc.get("reason") or "excluded"
+    is_qc = long["modality"] == "qc"
+    flag = np.where(~is_qc & bool(qc["excluded"]), reason,
+                    np.where(~is_qc & long["value"].isna(), "missing", ""))
+    long = long.assign(flag=flag, atlas=atlas_name)
+    return long[TIDY]
+
+
+def alff_maps(bold, mask, qc, band=(0.01, 0.08)):
+    """Voxel ALFF and fALFF images of a run (Lomb-Scargle over the retained volumes when volumes
+    were censored); all NaN inside the mask for an excluded run."""
+    import nibabel as nib
+    from nilearn import image, masking
+
+    mask_img = image.resample_to_img(image.check_niimg_3d(mask), image.index_img(bold, 0),
+                                     interpolation="nearest", force_resample=True,
+                                     copy_header=True)
+    if qc["excluded"]:
+        nan = masking.unmask(np.full(int(np.asarray(mask_img.dataobj).astype(bool).sum()),
+                                     np.nan), mask_img)
+        return nan, nib.Nifti1Image(np.asarray(nan.dataobj), nan.affine)
+    return _alff.alff_maps(bold, mask_img, t_r=float(qc["tr"]), band=tuple(band),
+                           sample_mask=qc["sample_mask"], n_volumes=int(qc["n_volumes"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# group level
+def tangent_fc(timeseries_list, excluded, estimator="auto"):
+    """Tangent FC of every run (NaN matrices for excluded runs) and the group geometric mean,
+    fitted on the included runs."""
+    n = timeseries_list[0].shape[1]
+    use = [i for i, e in enumerate(excluded) if not e]
+    arrays = [timeseries_list[i].to_numpy(float) for i in use]
+    keep = np.logical_and.reduce([_fc.valid_parcels(t) for t in arrays])
+    est = covariance_estimator(estimator, min(t.shape[0] for t in arrays), int(keep.sum()))
+    log.info("tangent FC on %d of %d runs with %s", len(use), len(excluded),
+             "EmpiricalCovariance" if est is None else type(est).__name__)
+    mats, mean = _fc.fit_tangent(arrays, cov_estimator=est)
+    out = [np.full((n, n), np.nan) for _ in excluded]
+    for j, i in enumerate(use):
+        out[i] = mats[j]
+    return out, mean
+
+
+def group_gradients(timeseries_list, excluded, atlas, ids, n_components=5, sparsity=0.9,
+                    kernel="normalized_angle", regions=None):
+    """Group reference gradients and each run's gradients aligned to it.
+
+    The reference is the diffusion-map embedding of the mean Fisher-z FC of the included runs,
+    its first component oriented from unimodal (Vis, SomMot) to transmodal (Default). Each run's
+    own embedding is rotated onto it by orthogonal Procrustes.
+
+    Returns ``(reference DataFrame, aligned DataFrame, [tidy DataFrame per run])``; ``ids`` are
+    ``(participant_id, session)`` per run (add flags with :func:`finish_tidy`).
+    """
+    names = atlas.table["name"].astype(str).to_numpy()
+    nets = atlas.parcel_networks.astype(str)
+    cols = [f"gradient{k + 1}" for k in range(n_components)]
+    zs = [None if e else _fc.fisher_z(_fc.pearson(t.to_numpy(float)))
+          for t, e in zip(timeseries_list, excluded)]
+    mean_z = np.nanmean(np.stack([z for z in zs if z is not None]), axis=0)
+    ref, lam = _grad.fc_gradients(mean_z, n_components, sparsity, kernel)
+    ref[:, 0] = _grad.orient_gradient(ref[:, 0], nets)
+    reference = pd.DataFrame(ref, columns=cols)
+    reference.insert(0, "network", nets)
+    reference.insert(0, "name", names)
+    log.info("reference gradient lambdas: %s", np.round(lam, 4).tolist())
+    regions = dict(regions or {})
+    region_sel = {r: pd.Series(names).str.contains(p).to_numpy() for r, p in regions.items()}
+    region_sel = {r: s for r, s in region_sel.items() if s.any()}
+    aligned, rows = [], []
+    for (pid, ses), z, exc in zip(ids, zs, excluded):
+        if z is None:
+            g = np.full_like(ref, np.nan)
+        else:
+            g = _grad.procrustes_align(_grad.fc_gradients(z, n_components, sparsity, kernel)[0],
+                                       ref)
+        df = pd.DataFrame(g, columns=cols)
+        df.insert(0, "network", nets)
+        df.insert(0, "name", names)
+        df.insert(0, "session", ses)
+        df.insert(0, "participant_id", pid)
+        aligned.append(df)
+        g1 = g[:, 0]
+        s = _grad.gradient_summary(g1, nets)
+        r = [(pid, ses, "fmri", "gradient1_range", "global", s["range"]),
+             (pid, ses, "fmri", "gradient1_variance", "global", s["variance"])]
+        r += [(pid, ses, "fmri", "gradient1_position", n, s["position"][n]) for n in atlas.networks]
+        for reg, sel in region_sel.items():
+            v = g1[sel]
+            r.append((pid, ses, "fmri", "gradient1_position", reg,
+                      float(np.nanmean(v)) if np.isfinite(v).any() else np.nan))
+        rows.append(pd.DataFrame(r, columns=TIDY[:6]))
+    return reference, pd.concat(aligned, ignore_index=True), rows

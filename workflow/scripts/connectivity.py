@@ -1,0 +1,70 @@
+"""Connectivity stage: parcel time series (rule connectivity_timeseries), FC matrices
+(connectivity_fc), per-session tables (connectivity_measures), voxel ALFF maps
+(connectivity_alff_maps), group tangent FC (connectivity_tangent) and gradients
+(connectivity_gradients)."""
+
+import pandas as pd
+
+from prepost import io, logs
+from prepost.connectivity import stage
+
+log = logs.setup(snakemake.log[0])
+inp, out, p = snakemake.input, snakemake.output, snakemake.params
+rule = snakemake.rule
+
+
+def read_ts(path):
+    return pd.read_csv(path, sep="\t", na_values="n/a")
+
+
+if rule == "connectivity_timeseries":
+    qc = stage.read_qc(inp.qc)
+    atlas = stage.load_atlas_spec(p.atlas)
+    ts, cov = stage.parcel_timeseries(inp.bold, inp.mask, atlas, qc, p.min_coverage)
+    log.info("%s: %d volumes x %d parcels, %d below coverage %.2f%s", atlas.name, len(ts),
+             ts.shape[1], int((~cov["kept"]).sum()), p.min_coverage,
+             f" (excluded run: {qc['reason']})" if qc["excluded"] else "")
+    io.write_tsv(ts, out.timeseries, float_format="%.6g")
+    io.write_tsv(cov, out.coverage, float_format="%.4f")
+elif rule == "connectivity_fc":
+    qc = stage.read_qc(inp.qc)
+    mat = stage.fc_relmat(read_ts(inp.timeseries), snakemake.wildcards.meas, p.estimator,
+                          excluded=qc["excluded"])
+    io.write_tsv(mat, out.relmat, float_format="%.6f")
+elif rule == "connectivity_measures":
+    qc = stage.read_qc(inp.qc)
+    atlas = stage.load_atlas_spec(p.atlas)
+    tables = stage.session_measures(p.participant_id, snakemake.wildcards.session,
+                                    read_ts(inp.timeseries), atlas, qc, hierarchy=dict(p.hierarchy),
+                                    densities=list(p.densities), regions=dict(p.regions),
+                                    band=list(p.band))
+    for name, df in tables.items():
+        io.write_tsv(df, out[name], float_format="%.6g")
+    log.info("%d tidy rows%s", len(tables["long"]),
+             f", all NaN (excluded: {qc['reason']})" if qc["excluded"] else "")
+elif rule == "connectivity_alff_maps":
+    qc = stage.read_qc(inp.qc)
+    alff, falff = stage.alff_maps(inp.bold, inp.mask, qc, band=list(p.band))
+    io.write_nifti(alff, out.alff)
+    io.write_nifti(falff, out.falff)
+elif rule == "connectivity_tangent":
+    qcs = [stage.read_qc(f) for f in inp.qc]
+    series = [read_ts(f) for f in inp.timeseries]
+    mats, mean = stage.tangent_fc(series, [q["excluded"] for q in qcs], p.estimator)
+    names = list(series[0].columns)
+    for mat, path in zip(mats, out.relmats):
+        io.write_tsv(stage.relmat_frame(mat, names), path, float_format="%.6f")
+    io.write_tsv(stage.relmat_frame(mean, names), out.groupmean, float_format="%.6g")
+else:  # connectivity_gradients
+    qcs = [stage.read_qc(f) for f in inp.qc]
+    atlas = stage.load_atlas_spec(p.atlas)
+    ref, aligned, parts = stage.group_gradients(
+        [read_ts(f) for f in inp.timeseries], [q["excluded"] for q in qcs], atlas,
+        [tuple(i) for i in p.ids], n_components=p.n_components, sparsity=p.sparsity,
+        kernel=p.kernel, regions=dict(p.regions))
+    long = pd.concat([stage.finish_tidy(d, q, atlas.name, with_qc=False)
+                      for d, q in zip(parts, qcs)], ignore_index=True)
+    io.write_tsv(ref, out.reference, float_format="%.6g")
+    io.write_tsv(aligned, out.aligned, float_format="%.6g")
+    io.write_tsv(long, out.long, float_format="%.6g")
+    log.info("gradients of %d runs aligned to the group reference", len(parts))
