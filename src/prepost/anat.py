@@ -22,13 +22,14 @@ template with antspyx, and the template's priors are carried back to the T1w gri
 
 Transforms on disk
 ------------------
-:func:`save_transforms` writes, for an output prefix such as ``.../sub-01_ses-pre``::
+:func:`save_transforms` writes, for an output prefix such as ``.../sub-01_ses-pre`` and
+``space`` (default :data:`TEMPLATE`, ``MNI152NLin2009aAsym``)::
 
-    <prefix>_from-T1w_to-MNI152NLin2009cAsym_mode-image_desc-affine_xfm.mat     (ITK affine)
-    <prefix>_from-T1w_to-MNI152NLin2009cAsym_mode-image_desc-warp_xfm.nii.gz    (displacement)
-    <prefix>_from-MNI152NLin2009cAsym_to-T1w_mode-image_desc-affine_xfm.mat     (inverted affine)
-    <prefix>_from-MNI152NLin2009cAsym_to-T1w_mode-image_desc-warp_xfm.nii.gz    (inverse field)
-    <prefix>_from-T1w_to-MNI152NLin2009cAsym_mode-image_xfm.json                (sidecar)
+    <prefix>_from-T1w_to-<space>_mode-image_desc-affine_xfm.mat     (ITK affine)
+    <prefix>_from-T1w_to-<space>_mode-image_desc-warp_xfm.nii.gz    (displacement)
+    <prefix>_from-<space>_to-T1w_mode-image_desc-affine_xfm.mat     (inverted affine)
+    <prefix>_from-<space>_to-T1w_mode-image_desc-warp_xfm.nii.gz    (inverse field)
+    <prefix>_from-T1w_to-<space>_mode-image_xfm.json                (sidecar)
 
 The sidecar lists, per direction, the files in ``ants.apply_transforms`` order (file names
 relative to the sidecar's folder) together with the template, its resolution and the settings.
@@ -54,6 +55,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -66,7 +68,8 @@ import numpy as np
 from .errors import InputError
 from .io import atomic_path, write_json, write_nifti
 
-TEMPLATE = "MNI152NLin2009cAsym"
+# nilearn documents its bundled template as the asymmetric ICBM152 2009 release a
+TEMPLATE = "MNI152NLin2009aAsym"
 TRANSFORM_TYPES = ("SyN", "SyNRA", "SyNAggro", "SyNCC", "ElasticSyN",
                    "antsRegistrationSyNQuick[s]", "antsRegistrationSyN[s]")
 INTERPOLATIONS = ("linear", "nearestNeighbor", "genericLabel", "bSpline", "lanczosWindowedSinc",
@@ -226,7 +229,7 @@ def template_images(resolution_mm=2):
 
 
 def mni_reference(resolution_mm=2):
-    """Reference image (grid) for outputs in MNI152NLin2009cAsym space.
+    """Reference image (grid) for outputs in the template's MNI space.
 
     Parameters
     ----------
@@ -402,7 +405,7 @@ def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dil
 
 # ----------------------------------------------------------------------------------------------
 # Transforms on disk
-def transform_paths(out_prefix):
+def transform_paths(out_prefix, *, space=TEMPLATE):
     """File names :func:`save_transforms` writes for ``out_prefix`` (for workflow outputs).
 
     Returns
@@ -412,7 +415,7 @@ def transform_paths(out_prefix):
         ``sidecar``.
     """
     p = str(out_prefix)
-    fwd, inv = f"{p}_from-T1w_to-{TEMPLATE}_mode-image", f"{p}_from-{TEMPLATE}_to-T1w_mode-image"
+    fwd, inv = f"{p}_from-T1w_to-{space}_mode-image", f"{p}_from-{space}_to-T1w_mode-image"
     return {"affine": Path(f"{fwd}_desc-affine_xfm.mat"),
             "warp": Path(f"{fwd}_desc-warp_xfm.nii.gz"),
             "inverse_affine": Path(f"{inv}_desc-affine_xfm.mat"),
@@ -425,7 +428,7 @@ def _copy(src, dst):
         shutil.copyfile(src, tmp)
 
 
-def save_transforms(reg, out_prefix):
+def save_transforms(reg, out_prefix, *, space=TEMPLATE):
     """Write the T1w <-> MNI transforms of :func:`register_to_mni` under ``out_prefix``.
 
     Parameters
@@ -434,6 +437,8 @@ def save_transforms(reg, out_prefix):
         Output of :func:`register_to_mni`.
     out_prefix : str or path-like
         Path prefix, e.g. ``derivatives/prepost/sub-01/ses-pre/anat/sub-01_ses-pre``.
+    space : str
+        Template label used in the file names and the sidecar.
 
     Returns
     -------
@@ -444,7 +449,7 @@ def save_transforms(reg, out_prefix):
     """
     import ants
 
-    paths = transform_paths(out_prefix)
+    paths = transform_paths(out_prefix, space=space)
     warp, affine = reg["forward"]
     _, inverse_warp = reg["inverse"]
     _copy(affine, paths["affine"])
@@ -454,7 +459,7 @@ def save_transforms(reg, out_prefix):
     with atomic_path(paths["inverse_affine"]) as tmp:
         ants.write_transform(inv, str(tmp))
     sidecar = {
-        "Template": TEMPLATE,
+        "Template": space,
         "TemplateResolution": reg["template_resolution"],
         "TemplateSource": "nilearn.datasets.load_mni152_template (bundled MNI152 2009)",
         "Software": f"antspyx {ants.__version__}",
@@ -466,16 +471,18 @@ def save_transforms(reg, out_prefix):
                        "images onto the T1w grid"),
     }
     write_json(sidecar, paths["sidecar"])
-    return load_transforms(out_prefix)
+    return load_transforms(out_prefix, space=space)
 
 
-def load_transforms(out_prefix):
+def load_transforms(out_prefix, *, space=TEMPLATE):
     """Read the transforms written by :func:`save_transforms`.
 
     Parameters
     ----------
     out_prefix : str or path-like
         The prefix given to :func:`save_transforms`, or the path of the sidecar JSON.
+    space : str
+        Template label of the file names (ignored when the sidecar path is given).
 
     Returns
     -------
@@ -491,9 +498,14 @@ def load_transforms(out_prefix):
     p = str(out_prefix)
     if p.endswith("_xfm.json"):
         sidecar = Path(p)
-        p = p[: -len(f"_from-T1w_to-{TEMPLATE}_mode-image_xfm.json")]
+        m = re.fullmatch(r"(.*)_from-T1w_to-([A-Za-z0-9]+)_mode-image_xfm\.json", p)
+        if m is None:
+            raise InputError(file=sidecar, field="file name",
+                             expected="<prefix>_from-T1w_to-<space>_mode-image_xfm.json",
+                             found=sidecar.name)
+        p, space = m.group(1), m.group(2)
     else:
-        sidecar = transform_paths(p)["sidecar"]
+        sidecar = transform_paths(p, space=space)["sidecar"]
     if not sidecar.is_file():
         raise InputError(file=sidecar, expected="the transform sidecar written by save_transforms",
                          found="no such file")
@@ -509,9 +521,9 @@ def load_transforms(out_prefix):
         if not Path(f).is_file():
             raise InputError(file=f, expected=f"a transform file listed in {sidecar.name}",
                              found="no such file")
-    out = {k: str(v) for k, v in transform_paths(p).items()}
+    out = {k: str(v) for k, v in transform_paths(p, space=space).items()}
     out.update({"forward": forward, "inverse": inverse, "sidecar": str(sidecar),
-                "template": meta.get("Template", TEMPLATE),
+                "template": meta.get("Template", space),
                 "template_resolution": meta.get("TemplateResolution"),
                 "settings": meta.get("Settings", {})})
     return out
@@ -584,7 +596,7 @@ def apply_to_t1w(img, transforms, reference, *, interpolation="linear", default_
     Parameters
     ----------
     img : nibabel.Nifti1Image or path-like
-        Image in MNI152NLin2009cAsym world coordinates (any grid).
+        Image in the template's MNI world coordinates (any grid).
     transforms : dict or path-like
         Output of :func:`save_transforms`/:func:`load_transforms`, or the output prefix.
     reference : nibabel.Nifti1Image or path-like
@@ -704,9 +716,9 @@ def dice(a, b, *, threshold=0.5):
 
 # ----------------------------------------------------------------------------------------------
 # One session
-def process_t1w(t1w_img, *, out_prefix=None, template_resolution=2, transform="SyN",
-                bias_correction=True, mask_dilation_mm=10.0, refine=False, prior_weight=0.5,
-                n_threads=1, seed=1, truth_mask=None):
+def process_t1w(t1w_img, *, out_prefix=None, space=TEMPLATE, template_resolution=2,
+                transform="SyN", bias_correction=True, mask_dilation_mm=10.0, refine=False,
+                prior_weight=0.5, n_threads=1, seed=1, truth_mask=None):
     """Bias correction, MNI normalisation, brain mask and tissue probabilities of one T1w.
 
     Parameters
@@ -716,6 +728,8 @@ def process_t1w(t1w_img, *, out_prefix=None, template_resolution=2, transform="S
     out_prefix : str, path-like or None
         Prefix of the transform files (see :func:`save_transforms`), e.g.
         ``.../anat/sub-01_ses-pre``; None writes them to a new temporary folder.
+    space : str
+        Template label of the transform file names.
     template_resolution : {1, 2}
         Template grid (mm) used as the registration target and prior source.
     transform : str
@@ -772,7 +786,7 @@ def process_t1w(t1w_img, *, out_prefix=None, template_resolution=2, transform="S
             qc["seconds_registration"] = reg["seconds"]
             prefix = out_prefix if out_prefix is not None else \
                 Path(tempfile.mkdtemp(prefix="prepost-anat-xfm-")) / "anat"
-            xfm = save_transforms(reg, prefix)
+            xfm = save_transforms(reg, prefix, space=space)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -798,7 +812,7 @@ def process_t1w(t1w_img, *, out_prefix=None, template_resolution=2, transform="S
     if truth is not None:
         qc["dice_brain_mask"] = dice(mask, truth.get_fdata())
     qc["seconds_total"] = time.perf_counter() - t_start
-    qc.update({"transform": transform, "template": TEMPLATE,
+    qc.update({"transform": transform, "template": space,
                "template_resolution": reg["template_resolution"], "refine": bool(refine),
                "n_threads": int(n_threads), "seed": seed, "input": _name(img)})
     probseg = {k.upper(): nib.Nifti1Image(v.get_fdata(dtype=np.float32), img.affine)
@@ -807,7 +821,7 @@ def process_t1w(t1w_img, *, out_prefix=None, template_resolution=2, transform="S
             "mni_t1w": reg["warped"], "transforms": xfm, "qc": qc}
 
 
-def output_paths(out_prefix, *, template_resolution=2):
+def output_paths(out_prefix, *, space=TEMPLATE, template_resolution=2):
     """Derivative file names written by :func:`write_outputs` (transforms excluded).
 
     Returns
@@ -821,14 +835,15 @@ def output_paths(out_prefix, *, template_resolution=2):
             "GM": Path(f"{p}_label-GM_probseg.nii.gz"),
             "WM": Path(f"{p}_label-WM_probseg.nii.gz"),
             "CSF": Path(f"{p}_label-CSF_probseg.nii.gz"),
-            "mni_t1w": Path(f"{p}_space-{TEMPLATE}_res-{int(template_resolution)}"
+            "mni_t1w": Path(f"{p}_space-{space}_res-{int(template_resolution)}"
                             "_desc-preproc_T1w.nii.gz"),
             "qc": Path(f"{p}_desc-anat_qc.json")}
 
 
 def write_outputs(result, out_prefix):
     """Write the images and QC of :func:`process_t1w` (atomically) and return their paths."""
-    paths = output_paths(out_prefix, template_resolution=result["qc"]["template_resolution"])
+    paths = output_paths(out_prefix, space=result["qc"]["template"],
+                         template_resolution=result["qc"]["template_resolution"])
     write_nifti(result["preproc"], paths["preproc"])
     write_nifti(result["brain_mask"], paths["brain_mask"])
     for k in ("GM", "WM", "CSF"):
