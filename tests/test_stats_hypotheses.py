@@ -149,3 +149,19 @@ def test_correlation_hypothesis_on_planted_association():
     res, _ = _evaluate(t, h)
     assert list(res.verdict) == ["supported", "opposite"]
     assert (res.ci_low > 0).all() and (res.estimate > 0.8).all()
+
+
+def test_two_atlases_need_an_atlas_key():
+    t = study_table(n=6)
+    fm = t[t.modality == "fmri"]
+    t = pd.concat([t.assign(atlas=np.where(t.modality == "fmri", "Schaefer100", "")),
+                   fm.assign(atlas="Schaefer400")], ignore_index=True)
+    table = group.read_tidy([t])
+    hyps = [KETAMINE[0], dict(KETAMINE[0], name="s400", atlas="Schaefer400"),
+            dict(KETAMINE[5], name="corr", y={"measure": "alff", "region": "Default",
+                                              "atlas": "Schaefer100"})]
+    res, paired = _evaluate(table, hyps)
+    assert set(paired[paired.measure == "fc_within"].atlas) == {"Schaefer100", "Schaefer400"}
+    assert list(res.verdict[:1]) == ["not tested"] and "give 'modality' or 'atlas'" in \
+        res.reason.iloc[0]
+    assert res.verdict.iloc[1] != "not tested" and res.verdict.iloc[2] != "not tested"

@@ -50,6 +50,9 @@ __all__ = [
 log = logging.getLogger("prepost.stats.group")
 
 TIDY_COLUMNS = ["participant_id", "session", "modality", "measure", "region", "value"]
+#: Identifying columns of a group-table row: the tidy columns plus ``atlas`` (the parcellation
+#: of an fMRI measure; '' for measures without one).
+KEY_COLUMNS = ["participant_id", "session", "modality", "atlas", "measure", "region"]
 EXCLUSION_COLUMNS = ["participant_id", "session", "modality", "measure", "region", "rule",
                      "value", "reason", "n_rows"]
 
@@ -78,13 +81,15 @@ def read_tidy(paths):
     Parameters
     ----------
     paths : sequence of path-like or pandas.DataFrame
-        TSV files (or tables) with the columns of :data:`TIDY_COLUMNS` and optionally ``flag``.
+        TSV files (or tables) with the columns of :data:`TIDY_COLUMNS` and optionally ``flag``
+        and ``atlas``; other columns are ignored.
 
     Returns
     -------
     table : pandas.DataFrame
-        The :data:`TIDY_COLUMNS`, ``flag`` ('' when the value is fine) and ``source`` (the file
-        name, or ``table<i>`` for an in-memory table), in input order.
+        The :data:`TIDY_COLUMNS`, ``atlas`` ('' when absent), ``flag`` ('' when the value is
+        fine) and ``source`` (the file name, or ``table<i>`` for an in-memory table), in input
+        order. Rows are unique by :data:`KEY_COLUMNS`.
     """
     frames = []
     for i, p in enumerate(paths):
@@ -101,8 +106,10 @@ def read_tidy(paths):
         if missing:
             raise InputError(file, ", ".join(missing), "the columns " + ", ".join(TIDY_COLUMNS),
                              list(df.columns))
-        if "flag" not in df.columns:
-            df["flag"] = ""
+        for c in ("flag", "atlas"):
+            if c not in df.columns:
+                df[c] = ""
+            df[c] = df[c].fillna("").astype(str).str.strip()
         df["flag"] = df["flag"].fillna("").astype(str).str.strip()
         df.loc[df["flag"].str.lower().isin(_MISSING_FLAGS), "flag"] = ""
         for c in ("participant_id", "session", "modality", "measure", "region"):
@@ -111,16 +118,17 @@ def read_tidy(paths):
             df[c] = df[c].astype(str)
         df["value"] = pd.to_numeric(df["value"], errors="coerce")
         df["source"] = source
-        frames.append(df[[*TIDY_COLUMNS, "flag", "source"]])
+        df.loc[df["atlas"].str.lower().isin(_MISSING_FLAGS), "atlas"] = ""
+        frames.append(df[[*TIDY_COLUMNS, "atlas", "flag", "source"]])
     if not frames:
-        return pd.DataFrame(columns=[*TIDY_COLUMNS, "flag", "source"])
+        return pd.DataFrame(columns=[*TIDY_COLUMNS, "atlas", "flag", "source"])
     table = pd.concat(frames, ignore_index=True)
-    key = ["participant_id", "session", "modality", "measure", "region"]
+    key = KEY_COLUMNS
     dup = table.duplicated(key, keep=False)
     if dup.any():
         ex = table.loc[dup, key + ["source"]].head(4).to_dict("records")
         raise InputError(None, ", ".join(key), "one row per participant, session, modality, "
-                         "measure and region across all tables", f"{int(dup.sum())} duplicates, "
+                         "atlas, measure and region across all tables", f"{int(dup.sum())} duplicates, "
                          f"e.g. {ex}")
     return table
 
@@ -152,8 +160,8 @@ def join_covariates(table, participants):
         participants = pd.read_csv(participants, sep="\t", dtype={"participant_id": str},
                                    na_values=["n/a"])
     cov = participants.drop(columns=[c for c in ("label",) if c in participants.columns])
-    clash = [c for c in cov.columns if c != "participant_id" and c in (*TIDY_COLUMNS, "flag",
-                                                                      "source")]
+    clash = [c for c in cov.columns if c != "participant_id" and c in (*KEY_COLUMNS, "value",
+                                                                      "flag", "source")]
     if clash:
         raise InputError(file, ", ".join(clash), "covariate names other than the tidy columns")
     unknown = sorted(set(table["participant_id"]) - set(cov["participant_id"]))
@@ -278,19 +286,22 @@ def paired_statistics(table, baseline="pre", followup="post", family=("modality"
     Returns
     -------
     pandas.DataFrame
-        One row per modality, measure and region: every column of
+        One row per modality, atlas, measure and region: every column of
         :func:`prepost.stats.paired.paired_table` (``n``, ``n_dropped`` incomplete pairs,
         effect sizes, intervals, p-values) plus the corrected p-values of each method.
     """
-    by = ["modality", "measure", "region"]
-    data = table if modalities is None else table[table["modality"].isin(modalities)]
+    by = ["modality", "atlas", "measure", "region"]
+    data = _with_atlas(table)
+    data = data if modalities is None else data[data["modality"].isin(modalities)]
+    # families never mix parcellations
+    family = list(dict.fromkeys(["atlas", *family])) if family else ["atlas"]
     corrections = list(corrections)
     if not corrections:
         raise ConfigError(None, "stats.paired.corrections", "at least one method")
     out = None
     for method in corrections:
         t = _paired.paired_table(data, by=by, baseline=baseline, followup=followup,
-                                 family=list(family) if family else None, method=method,
+                                 family=family, method=method,
                                  p_columns=p_columns, **test_kwargs)
         if out is None:
             out = t.drop(columns=["correction"])
@@ -360,19 +371,22 @@ def mixed_models(table, measures, formula="value ~ session", baseline="pre", ci=
         :func:`prepost.stats.paired.mixed_model`, one row per fixed effect.
     """
     frames = []
+    table = _with_atlas(table)
     for measure in measures:
         sub = table[table["measure"] == measure]
         if sub.empty:
             log.info("mixed model: measure %r not in the group table, skipped", measure)
             continue
-        for (modality, region), g in sub.groupby(["modality", "region"], sort=True):
+        for (modality, atlas, region), g in sub.groupby(["modality", "atlas", "region"],
+                                                        sort=True):
             res = _paired.mixed_model(g, formula=formula, baseline=baseline, ci=ci, reml=reml)
             res.insert(0, "formula", formula)
             res.insert(0, "region", region)
             res.insert(0, "measure", measure)
+            res.insert(0, "atlas", atlas)
             res.insert(0, "modality", modality)
             frames.append(res)
-    cols = ["modality", "measure", "region", "formula", "term", "estimate", "se", "z", "p",
+    cols = ["modality", "atlas", "measure", "region", "formula", "term", "estimate", "se", "z", "p",
             "ci_low", "ci_high", "converged", "n_obs", "n_groups", "group_var", "note"]
     if not frames:
         return pd.DataFrame(columns=cols)
@@ -382,16 +396,24 @@ def mixed_models(table, measures, formula="value ~ session", baseline="pre", ci=
 # --------------------------------------------------------------------------------------------
 # Multimodal
 # --------------------------------------------------------------------------------------------
+def _with_atlas(table):
+    if "atlas" in table.columns:
+        return table.assign(atlas=table["atlas"].fillna("").astype(str))
+    return table.assign(atlas="")
+
+
 def change_scores(table, baseline="pre", followup="post", kind="difference"):
     """Per-participant change of every measure and region.
 
-    Returns a wide table indexed by participant with columns ``(measure, region)`` holding
-    ``followup - baseline`` (``kind='difference'``) or ``100 * (followup - baseline) / baseline``
-    (``kind='percent'``). A participant with one session missing gets NaN.
+    Returns a wide table indexed by participant with columns ``(measure, region, atlas)``
+    holding ``followup - baseline`` (``kind='difference'``) or
+    ``100 * (followup - baseline) / baseline`` (``kind='percent'``). A participant with one
+    session missing gets NaN. Look a column up with :func:`change_column`.
     """
-    sub = table[table["session"].isin([baseline, followup])]
-    wide = sub.pivot_table(index="participant_id", columns=["measure", "region", "session"],
-                           values="value", aggfunc="first", dropna=False)
+    sub = _with_atlas(table[table["session"].isin([baseline, followup])])
+    wide = sub.pivot_table(index="participant_id",
+                           columns=["measure", "region", "atlas", "session"],
+                           values="value", aggfunc="first", dropna=True)
     pre = wide.xs(baseline, axis=1, level="session") if baseline in \
         wide.columns.get_level_values("session") else None
     post = wide.xs(followup, axis=1, level="session") if followup in \
@@ -407,7 +429,26 @@ def change_scores(table, baseline="pre", followup="post", kind="difference"):
 
 
 def _pair_label(spec):
-    return f"{spec['measure']}({spec['region']})"
+    atlas = f", {spec['atlas']}" if spec.get("atlas") else ""
+    return f"{spec['measure']}({spec['region']}{atlas})"
+
+
+def change_column(delta, spec):
+    """Column of :func:`change_scores` for ``{'measure', 'region'[, 'atlas']}``.
+
+    Returns ``(column, None)``, or ``(None, reason)`` when no column or several (one per
+    atlas: give ``atlas``) match.
+    """
+    if delta.columns.nlevels < 3:
+        return None, f"not in the group table: {_pair_label(spec)}"
+    cols = [c for c in delta.columns if c[0] == spec["measure"] and str(c[1]) == str(
+        spec["region"]) and (not spec.get("atlas") or c[2] == spec["atlas"])]
+    if not cols:
+        return None, f"not in the group table: {_pair_label(spec)}"
+    if len(cols) > 1:
+        return None, (f"{_pair_label(spec)} exists for atlases {[c[2] for c in cols]}; "
+                      "give 'atlas'")
+    return cols[0], None
 
 
 def multimodal_correlations(table, pairs, methods=("spearman", "pearson"), baseline="pre",
@@ -444,16 +485,16 @@ def multimodal_correlations(table, pairs, methods=("spearman", "pearson"), basel
     for i, pair in enumerate(pairs):
         x, y = pair["x"], pair["y"]
         name = pair.get("name") or f"{_pair_label(x)} ~ {_pair_label(y)}"
-        cols = {k: (s["measure"], s["region"]) for k, s in (("x", x), ("y", y))}
-        missing = [f"{_pair_label(s)}" for k, s in (("x", x), ("y", y))
-                   if cols[k] not in delta.columns]
+        found = {k: change_column(delta, s) for k, s in (("x", x), ("y", y))}
+        cols = {k: c for k, (c, _) in found.items()}
+        missing = [why for _, why in found.values() if why]
         for method in methods:
             base = {"name": name, "x": _pair_label(x), "y": _pair_label(y), "method": method,
                     "change": change}
             if missing:
                 rows.append({**base, "n": 0, "n_dropped": 0, "r": np.nan, "p_analytic": np.nan,
                              "p_perm": np.nan, "perm_exact": False,
-                             "note": "not in the group table: " + ", ".join(missing)})
+                             "note": "; ".join(missing)})
                 continue
             res = change_correlation(delta[cols["x"]].to_numpy(float),
                                      delta[cols["y"]].to_numpy(float), method=method,

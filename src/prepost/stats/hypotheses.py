@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from prepost.errors import ConfigError
-from prepost.stats.group import change_scores
+from prepost.stats.group import change_column, change_scores
 from prepost.stats.multimodal import change_correlation
 from prepost.stats.paired import correct
 
@@ -125,7 +125,8 @@ def validate_hypotheses(hypotheses, extra=()):
             raise _spec_error(i, name, "name", "a unique name", "a duplicate")
         names.add(name)
         test = h.get("test", "paired")
-        h = {"modality": None, "method": "spearman", "margin": None, **h, "test": test}
+        h = {"modality": None, "atlas": None, "method": "spearman", "margin": None, **h,
+             "test": test}
         if test == "paired":
             for k in ("measure", "region"):
                 if not h.get(k):
@@ -282,12 +283,16 @@ def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", f
                         p_source=p_column)
             sel = (paired_table["measure"] == h["measure"]) & \
                 (paired_table["region"].astype(str) == str(h["region"]))
-            if h.get("modality"):
-                sel &= paired_table["modality"] == h["modality"]
+            for k in ("modality", "atlas"):
+                if h.get(k) and k in paired_table.columns:
+                    sel &= paired_table[k].fillna("").astype(str) == h[k]
             hit = paired_table[sel]
             if len(hit) != 1:
+                where = {k: sorted(hit[k].fillna("").astype(str).unique())
+                         for k in ("modality", "atlas") if k in hit.columns}
                 base["reason"] = ("not in the paired statistics" if hit.empty else
-                                  f"{len(hit)} rows match; give 'modality'")
+                                  f"{len(hit)} rows match ({where}); give 'modality' or "
+                                  "'atlas'")
             else:
                 r = hit.iloc[0]
                 lo, hi = (r["ci_t_low"], r["ci_t_high"]) if ci == "t" else \
@@ -303,10 +308,10 @@ def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", f
             base.update(measure=f"{x['measure']} ~ {y['measure']}",
                         region=f"{x['region']} ~ {y['region']}",
                         estimate_label=f"{h['method']} r", p_source="p_perm")
-            cx, cy = (x["measure"], x["region"]), (y["measure"], y["region"])
-            missing = [f"{c[0]}({c[1]})" for c in (cx, cy) if c not in delta.columns]
+            (cx, wx), (cy, wy) = change_column(delta, x), change_column(delta, y)
+            missing = [w for w in (wx, wy) if w]
             if missing:
-                base["reason"] = "not in the group table: " + ", ".join(missing)
+                base["reason"] = "; ".join(missing)
             else:
                 alt = "two-sided"
                 res = change_correlation(delta[cx].to_numpy(float), delta[cy].to_numpy(float),
