@@ -21,7 +21,12 @@ CONN_TIDY = expand(
     f"{CONN_ATLAS}_desc-connectivity_long.tsv", **CONN_RUNS, atlas=CONN_ATLASES
 ) + expand(f"{CONN_GROUP}_desc-gradients_long.tsv", atlas=CONN_ATLASES)
 
-if FMRI:
+# the stage's targets join the workflow's when a rule of it produces the denoised BOLD
+CONN_HAS_INPUT = any(
+    "desc-denoised_bold" in str(f) for r in workflow.rules for f in r.output
+)
+
+if FMRI and CONN_HAS_INPUT:
     TIDY_TABLES += CONN_TIDY
     STAGE_TARGETS["connectivity"] = (
         CONN_TIDY
