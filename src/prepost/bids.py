@@ -45,14 +45,20 @@ class SessionFiles:
     pet_json: Path | None = None
     blood: dict = field(default_factory=dict)  # recording label -> (tsv, json)
 
-    def as_dict(self):
+    def as_dict(self, root=None):
+        """Row of the inventory; paths relative to ``root`` when given."""
         d = {"participant_id": f"sub-{self.participant}", "session": self.session,
              "t1w": self.t1w, "bold": self.bold, "bold_json": self.bold_json,
              "pet": self.pet, "pet_json": self.pet_json}
         for rec, (tsv, js) in sorted(self.blood.items()):
             d[f"blood_{rec}"] = tsv
             d[f"blood_{rec}_json"] = js
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+        def _fmt(v):
+            if not isinstance(v, Path):
+                return v
+            return str(v.relative_to(root)) if root is not None and v.is_relative_to(root) else str(v)
+
+        return {k: _fmt(v) for k, v in d.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,11 +420,12 @@ def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None,
     return out
 
 
-def inventory(study):
-    """One row per participant and session: files found and the key sidecar values."""
+def inventory(study, bids_dir=None):
+    """One row per participant and session: files found (relative to ``bids_dir`` when given) and
+    the key sidecar values."""
     rows = []
     for (sub, ses), sf in sorted(study.items()):
-        row = sf.as_dict()
+        row = sf.as_dict(Path(bids_dir) if bids_dir is not None else None)
         if sf.bold is not None:
             import nibabel as nib
 

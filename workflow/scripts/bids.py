@@ -11,7 +11,7 @@ if snakemake.rule == "bids_inventory":
     bids_dir = Path(snakemake.input.description).parent
     study = bids.collect_study(bids_dir, p.subjects, p.sessions, task=p.task, tracer=p.tracer,
                                fmri=p.fmri, pet=p.pet)
-    table = bids.inventory(study)
+    table = bids.inventory(study, bids_dir)
     bids.write_inventory(table, snakemake.output.inventory)
     log.info("%d sessions found and checked", len(table))
 else:
