@@ -127,11 +127,8 @@ def find_one(folder, pattern, source_desc):
     return hits[0] if hits else None
 
 
-def sidecar(bids_dir, data_path):
-    """Merged JSON sidecar of ``data_path`` following the BIDS inheritance principle.
-
-    Returns (dict, list of JSON paths used, nearest first).
-    """
+def sidecar_paths(bids_dir, data_path):
+    """JSON sidecars that apply to ``data_path`` (BIDS inheritance principle), nearest first."""
     data_path = Path(data_path)
     bids_dir = Path(bids_dir)
     ents, suffix = _entities(data_path.name)
@@ -145,8 +142,16 @@ def sidecar(bids_dir, data_path):
         if folder == bids_dir or folder.parent == folder or bids_dir not in folder.parents:
             break
         folder = folder.parent
-    # nearest-first list, merged from the root down so nearer files override
     found.sort(key=lambda p: (-len(p.parts), -len(_entities(p.name)[0])))
+    return found
+
+
+def sidecar(bids_dir, data_path):
+    """Merged JSON sidecar of ``data_path``: (dict, the JSON paths used, nearest first).
+
+    Files are merged from the dataset root down, so nearer files override.
+    """
+    found = sidecar_paths(bids_dir, data_path)
     merged = {}
     for js in reversed(found):
         merged.update(read_json(js))
@@ -187,7 +192,7 @@ def find_session_files(bids_dir, participant, session, task="rest", tracer=None)
 
 
 def _nearest_json(bids_dir, data_path):
-    _, used = sidecar(bids_dir, data_path)
+    used = sidecar_paths(bids_dir, data_path)
     return used[0] if used else None
 
 
@@ -209,7 +214,11 @@ def _nifti_shape(path, problems):
 
 def check_bold(bids_dir, bold, problems):
     """RepetitionTime in the sidecar, a 4D image, and the header TR agreeing with it."""
-    meta, used = sidecar(bids_dir, bold)
+    try:
+        meta, used = sidecar(bids_dir, bold)
+    except InputError as exc:
+        problems.append(str(exc))
+        return {}
     where = used[0] if used else Path(str(bold).split(".nii")[0] + ".json")
     tr = meta.get("RepetitionTime")
     if tr is None:
@@ -245,7 +254,11 @@ def check_bold(bids_dir, bold, problems):
 
 def check_pet(bids_dir, pet, problems):
     """Required PET fields, frame timing consistent with the 4D frame count, concentration units."""
-    meta, used = sidecar(bids_dir, pet)
+    try:
+        meta, used = sidecar(bids_dir, pet)
+    except InputError as exc:
+        problems.append(str(exc))
+        return {}
     where = used[0] if used else Path(str(pet).split(".nii")[0] + ".json")
     for key in PET_REQUIRED:
         if key not in meta:

@@ -1,54 +1,54 @@
 # The simulated study: the embedded default when config 'bids_dir' is empty.
+# Defined only when simulating: a user's raw data must never look like this rule's output.
+if SIMULATED:
 
+    rule simulate_subject:
+        output:
+            psim.subject_outputs(
+                BIDS_DIR, TRUTH_DIR, "{subject}", SESSIONS, config["simulate"]
+            ),
+        log:
+            f"{LOGS}/simulate/sub-{{subject}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/simulate/sub-{{subject}}.tsv"
+        conda:
+            "../../envs/simulate.yaml"
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=10,
+        params:
+            sim=config["simulate"],
+            sessions=SESSIONS,
+            # the dataset roots, derived from the outputs (first: a BIDS file, last: a truth file)
+            bids_dir=lambda wildcards, output: str(Path(output[0]).parents[3]),
+            truth_dir=lambda wildcards, output: str(Path(output[-1]).parents[1]),
+        script:
+            "../scripts/simulate.py"
 
-rule simulate_subject:
-    output:
-        psim.subject_outputs(
-            BIDS_DIR, TRUTH_DIR, "{subject}", SESSIONS, config["simulate"]
-        ),
-    log:
-        f"{LOGS}/simulate/sub-{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/simulate/sub-{{subject}}.tsv"
-    conda:
-        "../../envs/simulate.yaml"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=10,
-    params:
-        sim=config["simulate"],
-        sessions=SESSIONS,
-        # the dataset roots, derived from the outputs (first: a BIDS file, last: a truth file)
-        bids_dir=lambda wildcards, output: str(Path(output[0]).parents[3]),
-        truth_dir=lambda wildcards, output: str(Path(output[-1]).parents[1]),
-    script:
-        "../scripts/simulate.py"
-
-
-rule simulate_dataset:
-    input:
-        expand(
-            f"{TRUTH_DIR}/sub-{{subject}}/sub-{{subject}}_ses-{{session}}_pet-regions.tsv",
-            subject=SUBJECTS,
-            session=SESSIONS,
-        ),
-    output:
-        description=f"{BIDS_DIR}/dataset_description.json",
-        participants=f"{BIDS_DIR}/participants.tsv",
-        effects=f"{TRUTH_DIR}/effects.json",
-        truth=f"{TRUTH_DIR}/truth.tsv",
-    log:
-        f"{LOGS}/simulate/dataset.log",
-    conda:
-        "../../envs/simulate.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        sim=config["simulate"],
-        sessions=SESSIONS,
-        participants=config["participants"],
-    script:
-        "../scripts/simulate.py"
+    rule simulate_dataset:
+        input:
+            expand(
+                f"{TRUTH_DIR}/sub-{{subject}}/sub-{{subject}}_ses-{{session}}_pet-regions.tsv",
+                subject=SUBJECTS,
+                session=SESSIONS,
+            ),
+        output:
+            description=f"{BIDS_DIR}/dataset_description.json",
+            participants=f"{BIDS_DIR}/participants.tsv",
+            effects=f"{TRUTH_DIR}/effects.json",
+            truth=f"{TRUTH_DIR}/truth.tsv",
+        log:
+            f"{LOGS}/simulate/dataset.log",
+        conda:
+            "../../envs/simulate.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        params:
+            sim=config["simulate"],
+            sessions=SESSIONS,
+            participants=config["participants"],
+        script:
+            "../scripts/simulate.py"
