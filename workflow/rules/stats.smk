@@ -33,8 +33,8 @@ pgroup.check_formula(
     STATS_CFG["mixed"]["formula"], ["value", "session", *PARTICIPANTS.columns]
 )
 
-# NBS: the Pearson matrices of the configured atlases (default: the connectivity stage's), tested
-# only when a rule of the workflow makes them (or they exist).
+# NBS: the Pearson matrices of the configured atlases (default: the connectivity stage's when fMRI
+# is on), tested only when a rule of the workflow makes them (or they exist).
 RELMAT = (
     f"{RESULTS}/sub-{{subject}}/ses-{{session}}/func/"
     f"sub-{{subject}}_ses-{{session}}_task-{TASK}_atlas-{{atlas}}_meas-pearson_relmat.tsv"
@@ -53,7 +53,7 @@ NBS_ATLASES = [
     a
     for a in dict.fromkeys(NBS_CANDIDATES)
     if STATS_ON
-    and FMRI
+    and (FMRI or STATS_CFG["nbs"]["atlases"])
     and all(
         _producible(f)
         for f in expand(RELMAT, subject=SUBJECTS[:1], session=SESSIONS, atlas=a)

@@ -1,0 +1,22 @@
+"""The study report: one self-contained HTML page (figures embedded as base64 PNG).
+
+Modules
+-------
+figures
+    Matplotlib/nilearn figures (Agg backend): QC, FC matrices, paired plots, gradients, TACs,
+    change scatter plots and a glass brain of parcel-level changes.
+methods
+    A methods paragraph generated from the configuration, software versions and citations.
+provenance
+    Configuration hash (sha256 of canonical JSON) and input checksums.
+html
+    :func:`build_report` assembles the page from the statistics stage's tables.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from prepost.report.html import build_report  # noqa: E402
+
+__all__ = ["build_report"]

@@ -1,0 +1,365 @@
+"""Assemble the self-contained HTML report."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prepost.io import atomic_path
+from prepost.provenance import package_versions
+from prepost.report import figures as fg
+from prepost.report.methods import CITATIONS, methods_paragraphs
+from prepost.report.provenance import config_hash, file_checksums
+
+__all__ = ["build_report", "img_tag", "table_html"]
+
+log = logging.getLogger("prepost.report")
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222;
+background:#fafafa}
+main{max-width:1180px;margin:0 auto;padding:16px 28px 60px;background:#fff}
+h1{font-size:1.6em;margin:.4em 0}h2{border-bottom:2px solid #ddd;padding-bottom:4px;
+margin-top:1.8em}h3{margin-top:1.2em}
+nav ul{columns:3;font-size:.9em}img{max-width:100%;height:auto;display:block;margin:8px 0}
+table{border-collapse:collapse;font-size:.78em;margin:8px 0}th,td{border:1px solid #ddd;
+padding:2px 6px;text-align:right}th{background:#f0f0f0}td.l,th.l{text-align:left}
+.scroll{overflow-x:auto;max-height:520px;overflow-y:auto}
+.supported{background:#d9f2d9}.opposite{background:#f8d0d0}.not-supported{background:#f3f3f3}
+.not-tested{background:#fff6d5}.note{color:#666;font-size:.85em}
+code{font-size:.85em;word-break:break-all}.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:120px}
+.card b{display:block;font-size:1.5em}
+"""
+
+
+def img_tag(png, alt):
+    """``<img>`` with the PNG embedded as base64."""
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _figure(make, alt, problems):
+    try:
+        return img_tag(fg.to_png(make()), alt)
+    except Exception as exc:  # noqa: BLE001 - one failed figure must not lose the report
+        log.warning("figure %r failed: %s: %s", alt, type(exc).__name__, exc)
+        problems.append(f"{alt}: {type(exc).__name__}: {exc}")
+        return f'<p class="note">Figure "{html.escape(alt)}" could not be drawn: ' \
+               f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>"
+
+
+def table_html(df, columns=None, digits=4, max_rows=None, left=()):
+    """An HTML table (values escaped; floats to ``digits`` significant digits)."""
+    if df is None or len(df) == 0:
+        return '<p class="note">(none)</p>'
+    d = df if columns is None else df[[c for c in columns if c in df.columns]]
+    if max_rows is not None and len(d) > max_rows:
+        d = d.head(max_rows)
+    left = set(left) | {c for c in d.columns if d[c].dtype == object}
+
+    def fmt(v):
+        if isinstance(v, (float, np.floating)):
+            return "n/a" if not np.isfinite(v) else f"{v:.{digits}g}"
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "n/a"
+        return html.escape(str(v))
+
+    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>'
+                   for c in d.columns)
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if c in left else ""}">{fmt(v)}</td>'
+                                    for c, v in zip(d.columns, row)) + "</tr>"
+                   for row in d.itertuples(index=False))
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>' \
+           f"</table></div>"
+
+
+def _read(x, **kw):
+    if x is None:
+        return None
+    if isinstance(x, pd.DataFrame):
+        return x
+    return pd.read_csv(x, sep="\t", keep_default_na=False, na_values=["n/a", ""], **kw)
+
+
+def _hypothesis_table(h):
+    if h is None or h.empty:
+        return '<p class="note">No hypotheses configured.</p>'
+    rows = []
+    for r in h.itertuples():
+        cls = str(r.verdict).replace(" ", "-")
+        est = "n/a" if not np.isfinite(r.estimate) else f"{r.estimate:.3g}"
+        ci = "n/a" if not np.isfinite(r.ci_low) else f"[{r.ci_low:.3g}, {r.ci_high:.3g}]"
+        p = "n/a" if not np.isfinite(r.p) else f"{r.p:.3g}"
+        pa = "n/a" if not np.isfinite(r.p_adjusted) else f"{r.p_adjusted:.3g}"
+        rows.append(
+            f'<tr class="{cls}"><td class="l">{html.escape(str(r.name))}</td>'
+            f'<td class="l">{html.escape(str(r.measure))}</td>'
+            f'<td class="l">{html.escape(str(r.region))}</td>'
+            f'<td class="l">{html.escape(str(r.direction))}</td>'
+            f'<td class="l">{html.escape(str(r.estimate_label))}</td><td>{est}</td><td>{ci}</td>'
+            f"<td>{int(r.n)}</td><td>{p}</td><td>{pa}</td>"
+            f'<td class="l"><b>{html.escape(str(r.verdict))}</b></td>'
+            f'<td class="l">{html.escape(str(r.reason))}</td></tr>')
+    head = "".join(f'<th class="l">{c}</th>' for c in (
+        "hypothesis", "measure", "region", "predicted", "estimate of", "estimate", "interval",
+        "n", "p", "p adjusted", "verdict", "why"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def build_report(out_path, *, group_table, exclusions, paired, hypotheses, config,
+                 sessions=("pre", "post"), mixed=None, multimodal=None, participants=None,
+                 nbs=None, tacs=None, tac_fits=None, input_files=(), title="Pre/post study",
+                 fmri_measures=(), pet_measures=(), max_panels=12, tac_regions=(),
+                 alpha=0.05, versions=None):
+    """Write the report to ``out_path`` and return its problems (figures that failed).
+
+    Parameters
+    ----------
+    out_path : path-like
+        The HTML file.
+    group_table, exclusions, paired, hypotheses, mixed, multimodal : path-like or DataFrame
+        Outputs of the statistics stage (mixed and multimodal optional).
+    config : dict
+        The workflow configuration: methods text and its hash.
+    sessions : (str, str)
+        Baseline and follow-up labels.
+    participants : path-like or DataFrame or None
+        participants.tsv (cohort summary).
+    nbs : dict or None
+        ``{atlas: {'summary': json, 'edges': tsv, 't': tsv, 'mean_baseline': tsv,
+        'mean_followup': tsv}}``: FC matrices, NBS and the glass brain.
+    tacs, tac_fits : dict or None
+        ``{(participant, session): tsv}`` of TACs (and model curves) to plot.
+    input_files : sequence of path-like
+        Files whose sha256 goes into the provenance section.
+    title : str
+    fmri_measures, pet_measures : sequence of str
+        Measures shown as paired plots.
+    max_panels : int
+        Most regions per paired plot.
+    tac_regions : sequence of str
+        TAC columns to plot.
+    alpha : float
+        Significance level (highlighting).
+    versions : dict or None
+        Software versions; None reads the installed ones.
+
+    Returns
+    -------
+    problems : list of str
+    """
+    baseline, followup = sessions
+    problems = []
+    gt = _read(group_table, dtype={"region": str, "atlas": str, "flag": str})
+    exc = _read(exclusions, dtype={"region": str})
+    pt = _read(paired, dtype={"region": str, "atlas": str})
+    hy = _read(hypotheses, dtype={"region": str})
+    mx = _read(mixed, dtype={"region": str})
+    mm = _read(multimodal)
+    parts = _read(participants, dtype={"participant_id": str}) if participants is not None \
+        else None
+    versions = versions or package_versions()
+    sections = []  # (anchor, title, html)
+
+    # --- cohort and QC --------------------------------------------------------------------
+    n_sub = gt["participant_id"].nunique() if len(gt) else 0
+    cards = [("participants", n_sub), ("measures", gt["measure"].nunique() if len(gt) else 0),
+             ("values", len(gt)), ("exclusions", len(exc) if exc is not None else 0)]
+    cohort = '<div class="cards">' + "".join(
+        f'<div class="card"><b>{v}</b>{k}</div>' for k, v in cards) + "</div>"
+    if parts is not None and len(parts):
+        p = parts[parts["participant_id"].isin(gt["participant_id"])] if len(gt) else parts
+        summ = []
+        for c in p.columns:
+            if c in ("participant_id", "label"):
+                continue
+            if pd.api.types.is_numeric_dtype(p[c]):
+                summ.append({"covariate": c, "summary": f"mean {p[c].mean():.3g}, SD "
+                             f"{p[c].std():.3g}, range {p[c].min():g}-{p[c].max():g}"})
+            else:
+                summ.append({"covariate": c, "summary": ", ".join(
+                    f"{k}: {v}" for k, v in p[c].value_counts().sort_index().items())})
+        cohort += "<h3>Covariates</h3>" + table_html(pd.DataFrame(summ))
+    if len(gt):
+        counts = gt.groupby(["modality", "session"])["participant_id"].nunique().unstack(
+            fill_value=0).reset_index()
+        cohort += "<h3>Participants with data, per modality and session (after QC)</h3>" + \
+            table_html(counts)
+    cohort += "<h3>Exclusions</h3>" + table_html(exc, left=("reason",))
+    qc_rules = ((config.get("stats") or {}).get("qc") or {}).get("rules") or []
+    fd_thr = next((r["value"] for r in qc_rules if r["measure"] == "mean_fd"
+                   and r["op"] in (">", ">=")), None)
+    if len(gt) and (gt["measure"] == "mean_fd").any():
+        cohort += _figure(lambda: fg.qc_motion(gt, baseline, followup, "mean_fd", fd_thr),
+                          "mean framewise displacement per participant", problems)
+    sections.append(("cohort", "Cohort and quality control", cohort))
+
+    # --- hypotheses ---------------------------------------------------------------------
+    sections.append(("hypotheses", "Hypotheses", _hypothesis_table(hy)))
+
+    # --- connectivity ---------------------------------------------------------------------
+    for atlas, files in (nbs or {}).items():
+        body = ""
+        try:
+            mean_pre = pd.read_csv(files["mean_baseline"], sep="\t", index_col=0,
+                                   na_values=["n/a"])
+            mean_post = pd.read_csv(files["mean_followup"], sep="\t", index_col=0,
+                                    na_values=["n/a"])
+            tmat = pd.read_csv(files["t"], sep="\t", index_col=0, na_values=["n/a"])
+            summary = json.loads(Path(files["summary"]).read_text())
+            edges = _read(files["edges"])
+        except (OSError, ValueError, KeyError) as exc_:
+            problems.append(f"NBS {atlas}: {exc_}")
+            continue
+        body += _figure(lambda: fg.fc_matrices(mean_pre, mean_post, tmat, baseline, followup,
+                                               title=f"atlas {atlas}"),
+                        f"FC matrices {atlas}", problems)
+        comps = pd.DataFrame(summary.get("components", []))
+        body += (f"<h3>Network-Based Statistic</h3><p>{summary['n_subjects']} participants, "
+                 f"primary threshold {summary['thresh']:g} ({summary['tail']}), size "
+                 f"{summary['size']}, {'exact over' if summary['exact'] else 'Monte Carlo with'} "
+                 f"{summary['n_perm']} sign flips; parcels left out (missing): "
+                 f"{len(summary.get('dropped_parcels', []))}; participants left out: "
+                 f"{html.escape(', '.join(summary.get('left_out', [])) or 'none')}.</p>")
+        body += table_html(comps)
+        labels = [str(x) for x in mean_pre.index]
+
+        def _glass(atlas=atlas, labels=labels, mean_pre=mean_pre, mean_post=mean_post,
+                   edges=edges, summary=summary):
+            coords = fg.parcel_centroids(atlas, labels)
+            if coords is None:
+                raise ValueError(f"parcel labels of {atlas} not found in the atlas table")
+            zp = np.arctanh(np.clip(mean_pre.to_numpy(float), -0.999999, 0.999999))
+            zq = np.arctanh(np.clip(mean_post.to_numpy(float), -0.999999, 0.999999))
+            D = zq - zp
+            np.fill_diagonal(D, np.nan)
+            node = np.nanmean(D, axis=1)
+            E = None
+            sig = edges[edges["p"] < alpha] if edges is not None and len(edges) else None
+            if sig is not None and len(sig):
+                pos = {lab: i for i, lab in enumerate(labels)}
+                E = np.zeros((len(labels),) * 2)
+                for e in sig.itertuples():
+                    i, j = pos[str(e.parcel_i)], pos[str(e.parcel_j)]
+                    E[i, j] = E[j, i] = e.t
+            return fg.glass_brain(coords, node, E, title="parcel mean FC change (Δz)")
+
+        body += ("<h3>Glass brain</h3><p class=\"note\">Parcels: mean change of their Fisher-z "
+                 f"FC with every other parcel; edges: NBS components with p &lt; {alpha}."
+                 "</p>" + _figure(_glass, f"glass brain {atlas}", problems))
+        sections.append((f"fc-{atlas}", f"Functional connectivity: {atlas}", body))
+
+    # --- paired plots ---------------------------------------------------------------------
+    def paired_section(measures, anchor, name):
+        body = ""
+        for m in measures:
+            if len(gt) and (gt["measure"] == m).any():
+                body += _figure(lambda m=m: fg.paired_panels(gt, m, baseline, followup,
+                                                             max_panels, pt),
+                                f"paired plot {m}", problems)
+        if body:
+            sections.append((anchor, name, body))
+
+    paired_section(fmri_measures, "fmri", "fMRI measures, paired")
+    if len(gt) and (gt["measure"] == "gradient1_position").any():
+        sections.append(("gradients", "Principal gradient", _figure(
+            lambda: fg.gradient_positions(gt, baseline, followup), "gradient positions",
+            problems)))
+
+    # --- PET ------------------------------------------------------------------------------
+    if tacs:
+        def _tacs():
+            t = {k: _read(v) for k, v in tacs.items()}
+            f = {k: _read(v) for k, v in (tac_fits or {}).items()} or None
+            return fg.tac_curves(t, list(tac_regions), baseline, followup, fits=f)
+
+        sections.append(("tacs", "PET time-activity curves", _figure(_tacs, "TACs", problems)))
+    paired_section(pet_measures, "pet", "PET measures, paired")
+
+    # --- statistics -----------------------------------------------------------------------
+    cols = ["modality", "atlas", "measure", "region", "n", "n_dropped", "mean_pre", "mean_post",
+            "mean_diff", "pct_change", "cohens_dz", "ci_t_low", "ci_t_high", "p_t", "p_wilcoxon",
+            "p_perm", "p_perm_fdr_bh", "p_perm_holm", "family", "note"]
+    stat_body = ""
+    if pt is not None and len(pt):
+        pcol = next((c for c in ("p_perm_fdr_bh", "p_perm_holm") if c in pt.columns), "p_perm")
+        sig = pt[pt[pcol] < alpha]
+        stat_body += (f"<h3>Paired tests surviving correction ({pcol} &lt; {alpha})</h3>"
+                      + table_html(sig, cols))
+        stat_body += "<h3>All paired tests</h3>" + table_html(
+            pt.sort_values(["modality", "measure", "region"]), cols)
+    if mx is not None and len(mx):
+        stat_body += "<h3>Mixed models (session term)</h3>" + table_html(
+            mx[mx["term"].astype(str).str.startswith("session")])
+        stat_body += "<details><summary>All fixed effects</summary>" + table_html(mx) + \
+            "</details>"
+    sections.append(("statistics", "Statistics", stat_body or '<p class="note">none</p>'))
+
+    # --- multimodal -----------------------------------------------------------------------
+    if mm is not None and len(mm):
+        body = table_html(mm)
+        from prepost.stats.group import change_column, change_scores
+
+        delta = change_scores(gt, baseline, followup,
+                              kind=str(mm["change"].iloc[0]) if "change" in mm else "difference")
+        spear = mm[mm["method"] == mm["method"].iloc[0]]
+        for r in spear.itertuples():
+            def _spec(label):
+                m, rest = str(label).split("(", 1)
+                reg = rest.rstrip(")").split(", ")
+                return {"measure": m, "region": reg[0], "atlas": reg[1] if len(reg) > 1 else None}
+
+            (cx, _), (cy, _) = change_column(delta, _spec(r.x)), change_column(delta, _spec(r.y))
+            if cx is None or cy is None:
+                continue
+            body += _figure(lambda cx=cx, cy=cy, r=r: fg.change_scatter(
+                delta[cx], delta[cy], r.x, r.y, r.r, r.p_perm, r.method),
+                f"scatter {r.name}", problems)
+        sections.append(("multimodal", "Multimodal: correlations of changes", body))
+
+    # --- methods and provenance -----------------------------------------------------------
+    paras, cites = methods_paragraphs(config, versions, n_participants=n_sub,
+                                      nbs_atlases=list((nbs or {}).keys()))
+    methods = "".join(f"<p>{html.escape(p)}</p>" for p in paras)
+    methods += "<h3>References</h3><ol>" + "".join(
+        f"<li>{html.escape(CITATIONS[k])}</li>" for k in cites) + "</ol>"
+    methods += "<h3>Software versions</h3>" + table_html(
+        pd.DataFrame({"package": list(versions), "version": list(versions.values())}))
+    sections.append(("methods", "Methods", methods))
+    chash = config_hash(config)
+    sums = file_checksums(input_files)
+    prov = (f"<p>Configuration sha256 (canonical JSON): <code>{chash}</code></p>"
+            f"<details><summary>Configuration</summary><pre>"
+            f"{html.escape(json.dumps(config, indent=1, sort_keys=True, default=str))}</pre>"
+            f"</details><h3>Input checksums (sha256)</h3>" + table_html(sums, left=("file",
+                                                                              "sha256")))
+    if problems:
+        prov += "<h3>Problems while drawing</h3><ul>" + "".join(
+            f"<li>{html.escape(p)}</li>" for p in problems) + "</ul>"
+    sections.append(("provenance", "Provenance", prov))
+
+    nav = "<nav><ul>" + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>'
+                                for a, t, _ in sections) + "</ul></nav>"
+    body = "".join(f'<section id="{a}"><h2>{html.escape(t)}</h2>{b}</section>'
+                   for a, t, b in sections)
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>"
+            f"<h1>{html.escape(title)}</h1><p class=\"note\">Baseline '{html.escape(baseline)}'"
+            f", follow-up '{html.escape(followup)}'; every change is follow-up minus baseline. "
+            f"Configuration sha256 {chash[:12]}.</p>{nav}{body}</main></body></html>")
+    with atomic_path(out_path) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+        # a web page is for reading: the usual file mode (umask applied), not a private one
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+    return problems
