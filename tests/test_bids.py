@@ -195,3 +195,21 @@ def test_malformed_json_is_an_input_error(tmp_path):
     js.write_text("{not json")
     with pytest.raises(InputError, match="valid JSON"):
         bids.read_json(js)
+
+
+def test_blood_ending_before_the_scan(study):
+    tsv = study / "sub-01/ses-post/pet/sub-01_ses-post_trc-UCBJ_recording-manual_blood.tsv"
+    df = pd.read_csv(tsv, sep="\t")
+    df[df.time <= 1800].to_csv(tsv, sep="\t", index=False, na_rep="n/a")
+    (msg,) = _problems(study)
+    assert str(tsv) in msg and "'time'" in msg and "5400 s" in msg and "1800 s" in msg
+
+
+def test_blood_times_in_minutes_labelled_seconds(study):
+    for rec in ("manual", "autosampler"):
+        tsv = study / f"sub-02/ses-pre/pet/sub-02_ses-pre_trc-UCBJ_recording-{rec}_blood.tsv"
+        df = pd.read_csv(tsv, sep="\t")
+        df["time"] = df.time / 60
+        df.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
+    (msg,) = _problems(study)
+    assert "minutes" in msg and "'time'" in msg

@@ -315,7 +315,10 @@ def check_pet(bids_dir, pet, problems):
 
 
 def check_blood(tsv, json_path, problems):
-    """A time column plus the columns the blood JSON declares as available."""
+    """A time column plus the columns the blood JSON declares as available.
+
+    Returns the last sample time in seconds (None when unreadable), for the coverage check.
+    """
     tsv, json_path = Path(tsv), Path(json_path)
     if not json_path.exists():
         problems.append(f"{json_path}: expected the JSON sidecar of {tsv.name}, found no file")
@@ -350,6 +353,34 @@ def check_blood(tsv, json_path, problems):
             elif (vals < 0).any():
                 problems.append(f"{tsv}: column '{col}': expected non-negative values, found "
                                 f"{vals[vals < 0].iloc[0]} on row {int(np.argmax(vals < 0)) + 1}")
+    if "time" not in df.columns:
+        return None
+    times = pd.to_numeric(df["time"], errors="coerce")
+    if times.isna().all():
+        return None
+    unit = (meta.get("time") or {}).get("Units", "s") if isinstance(meta.get("time"), dict) else "s"
+    factor = 60.0 if str(unit).strip().lower() in ("min", "minutes", "m") else 1.0
+    return float(times.max()) * factor
+
+
+def check_blood_coverage(recordings, scan_end_s, pet_json, problems, tolerance_s=300.0):
+    """Blood that ends before the scan, or whose times look like minutes labelled as seconds.
+
+    ``recordings`` maps each blood TSV to its last sample time in seconds.
+    """
+    last = {k: v for k, v in recordings.items() if v is not None}
+    if not last or scan_end_s is None:
+        return
+    end = max(last.values())
+    tsv = max(last, key=last.get)
+    if scan_end_s > 1800 and end < 200:
+        problems.append(f"{tsv}: column 'time': expected seconds from TimeZero up to the scan end "
+                        f"({scan_end_s:.0f} s, {pet_json}), found a last sample at {end:g}: the "
+                        "times look like minutes; convert them or set the JSON time Units to 'min'")
+    elif end < scan_end_s - tolerance_s:
+        problems.append(f"{tsv}: column 'time': expected blood samples up to the end of the PET scan "
+                        f"({scan_end_s:.0f} s, from {pet_json}), found the last sample at "
+                        f"{end:g} s")
 
 
 def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None, fmri=True, pet=True,
@@ -424,13 +455,20 @@ def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None,
                     problems.append(f"{sesdir / 'pet'}: expected a PET image "
                                     f"(sub-{sub}_ses-{ses}_trc-<tracer>_pet.nii.gz), found none")
                 elif check_images:
-                    check_pet(bids_dir, sf.pet, problems)
-                for tsv, js in sf.blood.values():
-                    check_blood(tsv, js, problems)
+                    meta = check_pet(bids_dir, sf.pet, problems)
+                    last = {tsv: check_blood(tsv, js, problems) for tsv, js in sf.blood.values()}
+                    check_blood_coverage(last, _scan_end(meta), sf.pet_json, problems)
             out[(sub, ses)] = sf
     if problems:
         raise ValidationReport(problems)
     return out
+
+
+def _scan_end(meta):
+    try:
+        return float(meta["FrameTimesStart"][-1]) + float(meta["FrameDuration"][-1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 def inventory(study, bids_dir=None):
