@@ -35,10 +35,13 @@ pgroup.check_formula(
 
 # NBS: the Pearson matrices of the configured atlases (default: the connectivity stage's when fMRI
 # is on), tested only when a rule of the workflow makes them (or they exist).
-RELMAT = (
+# The connectivity stage's file name when it is part of the workflow, else the plain BIDS name.
+RELMAT_PATTERNS = (
+    [f"{CONN_ATLAS}_meas-pearson_relmat.tsv"] if "CONN_ATLAS" in globals() else []
+) + [
     f"{RESULTS}/sub-{{subject}}/ses-{{session}}/func/"
     f"sub-{{subject}}_ses-{{session}}_task-{TASK}_atlas-{{atlas}}_meas-pearson_relmat.tsv"
-)
+]
 _conn_atlas = config.get("connectivity", {}).get("atlas")
 _conn_atlas = _conn_atlas.get("name") if isinstance(_conn_atlas, dict) else _conn_atlas
 NBS_CANDIDATES = STATS_CFG["nbs"]["atlases"] or [
@@ -49,15 +52,25 @@ NBS_CANDIDATES = STATS_CFG["nbs"]["atlases"] or [
 _producible = lambda f: Path(f).exists() or any(
     r.is_producer(f) for r in workflow.rules
 )
+# {atlas: relmat pattern}: the first pattern whose files some rule makes (or that exist)
+NBS_RELMAT = {
+    a: next(
+        (
+            p
+            for p in RELMAT_PATTERNS
+            if all(
+                _producible(f)
+                for f in expand(p, subject=SUBJECTS[:1], session=SESSIONS, atlas=a)
+            )
+        ),
+        None,
+    )
+    for a in dict.fromkeys(NBS_CANDIDATES)
+}
 NBS_ATLASES = [
     a
-    for a in dict.fromkeys(NBS_CANDIDATES)
-    if STATS_ON
-    and (FMRI or STATS_CFG["nbs"]["atlases"])
-    and all(
-        _producible(f)
-        for f in expand(RELMAT, subject=SUBJECTS[:1], session=SESSIONS, atlas=a)
-    )
+    for a, p in NBS_RELMAT.items()
+    if p and STATS_ON and (FMRI or STATS_CFG["nbs"]["atlases"])
 ]
 NBS_OUT = f"{STATS}/nbs/atlas-{{atlas}}_meas-pearson"
 
@@ -74,10 +87,6 @@ STAGE_TARGETS["stats"] = (
     if STATS_ON
     else []
 )
-
-
-wildcard_constraints:
-    atlas="[A-Za-z0-9]+",
 
 
 rule stats_group_table:
@@ -214,11 +223,17 @@ rule stats_hypotheses:
 
 rule stats_nbs:
     input:
-        baseline=expand(
-            RELMAT, subject=SUBJECTS, session=SESSIONS[0], allow_missing=True
+        baseline=lambda wildcards: expand(
+            NBS_RELMAT[wildcards.atlas],
+            subject=SUBJECTS,
+            session=SESSIONS[0],
+            atlas=wildcards.atlas,
         ),
-        followup=expand(
-            RELMAT, subject=SUBJECTS, session=SESSIONS[1], allow_missing=True
+        followup=lambda wildcards: expand(
+            NBS_RELMAT[wildcards.atlas],
+            subject=SUBJECTS,
+            session=SESSIONS[1],
+            atlas=wildcards.atlas,
         ),
         exclusions=f"{STATS}/exclusions.tsv",
     output:
@@ -235,6 +250,8 @@ rule stats_nbs:
         f"{LOGS}/stats/nbs_atlas-{{atlas}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/stats/nbs_atlas-{{atlas}}.tsv"
+    wildcard_constraints:
+        atlas="|".join(NBS_ATLASES) or "[A-Za-z0-9]+",
     conda:
         "../../envs/stats.yaml"
     threads: 1

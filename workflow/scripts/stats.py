@@ -93,6 +93,16 @@ elif rule == "stats_nbs":
                                  f"{getattr(inp, 'baseline')[keep[0]]}")
     pre = np.stack([m.to_numpy() for m in mats["baseline"]])
     post = np.stack([m.to_numpy() for m in mats["followup"]])
+    # a run excluded upstream has an all-missing matrix: leave its participant out
+    off = ~np.eye(pre.shape[1], dtype=bool)
+    empty = [k for k in range(len(keep))
+             if not np.isfinite(pre[k][off]).any() or not np.isfinite(post[k][off]).any()]
+    if empty:
+        gone = [p.subjects[keep[k]] for k in empty]
+        log.info("NBS: leaving out %s (a matrix with no values)", gone)
+        dropped = sorted(set(dropped) | set(gone))
+        sel = [k for k in range(len(keep)) if k not in empty]
+        pre, post, keep = pre[sel], post[sel], [keep[k] for k in sel]
     summary, edges, t = group.nbs_matrices(
         pre, post, labels, thresh=cfg["thresh"], tail=cfg["tail"], size=cfg["size"],
         n_perm=cfg["n_perm"], max_exact=cfg["max_exact"], seed=cfg["seed"])

@@ -170,6 +170,9 @@ def tac_curves(tacs, regions, baseline, followup, fits=None):
         Same layout: model-predicted curves.
     """
     regions = [r for r in regions if any(r in t.columns for t in tacs.values())]
+    if not regions:  # none of the configured regions: the first few of the tables
+        first = next(iter(tacs.values()))
+        regions = [c for c in first.columns if c not in ("frame_start", "frame_end")][:6]
     fig, axes = _grid(max(1, len(regions)), ncols=3, size=(3.6, 2.8))
     for ax, region in zip(axes, regions):
         for ses, c in ((baseline, PRE_COLOR), (followup, POST_COLOR)):
