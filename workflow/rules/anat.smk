@@ -1,1 +1,56 @@
-# Stage: anat
+# Stage: anat. Per participant and session: N4 bias correction, antspyx SyN normalisation to the
+# bundled MNI152 2009 template, brain mask and GM/WM/CSF probabilities carried back from the
+# template, the T1w on the template grid, the transforms and a QC record.
+from prepost import anat as panat
+
+ANAT = config["anat"]
+ANAT_PREFIX = (
+    f"{RESULTS}/sub-{{subject}}/ses-{{session}}/anat/sub-{{subject}}_ses-{{session}}"
+)
+ANAT_OUT = {
+    k: str(v)
+    for k, v in panat.output_paths(
+        ANAT_PREFIX, space=SPACE, template_resolution=ANAT["template_resolution"]
+    ).items()
+}
+ANAT_XFM = {
+    k: str(v) for k, v in panat.transform_paths(ANAT_PREFIX, space=SPACE).items()
+}
+
+if FMRI or PET:
+    STAGE_TARGETS["anat"] = expand(
+        list(ANAT_OUT.values()) + list(ANAT_XFM.values()),
+        subject=SUBJECTS,
+        session=SESSIONS,
+    )
+
+
+rule anat:
+    input:
+        t1w=get_t1w,
+    output:
+        **ANAT_OUT,
+        **ANAT_XFM,
+    log:
+        f"{LOGS}/anat/sub-{{subject}}_ses-{{session}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/anat/sub-{{subject}}_ses-{{session}}.tsv"
+    group:
+        "preproc"
+    conda:
+        "../../envs/anat.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: attempt
+        * (3000 if ANAT["template_resolution"] == 2 else 8000),
+        runtime=lambda wildcards, attempt: attempt * 30,
+    params:
+        prefix=lambda wildcards, output: output.qc.removesuffix("_desc-anat_qc.json"),
+        space=SPACE,
+        template_resolution=ANAT["template_resolution"],
+        transform=ANAT["transform"],
+        bias_correction=ANAT["bias_correction"],
+        refine=ANAT["refine"],
+        seed=ANAT["seed"],
+    script:
+        "../scripts/anat.py"

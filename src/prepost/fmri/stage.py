@@ -1,0 +1,494 @@
+"""The fMRI stage of the workflow, one BOLD run at a time: built-in preprocessing
+(:func:`preprocess_bold`), import of fMRIPrep derivatives (:func:`import_fmriprep`) and denoising
+with the QC record the connectivity stage reads (:func:`denoise_run`).
+
+Built-in chain (every step is a function of :mod:`prepost.fmri.preproc`,
+:mod:`prepost.fmri.motion` and :mod:`prepost.fmri.confounds`):
+
+1. non-steady-state volumes: a configured count or nipype's ``NonSteadyStateDetector``; they stay
+   in the preprocessed series (as in fMRIPrep) and are flagged by ``non_steady_state_outlierNN``
+   confound columns;
+2. slice-timing correction of the steady-state volumes when the sidecar gives ``SliceTiming``;
+3. head-motion estimation (:func:`prepost.fmri.motion.estimate_motion`) of every volume to the
+   steady-state volume closest to the temporal median, on volumes scaled to a common mean
+   intensity (the non-steady-state volumes are brighter);
+4. BOLD reference (median of the first 20 realigned steady-state volumes) and its rigid
+   mutual-information registration to the skull-stripped T1w;
+5. one cubic-spline resampling per volume into the MNI grid of the configured resolution,
+   composing motion, coregistration and the anatomical normalisation;
+6. brain mask (the T1w brain mask carried to MNI, within the BOLD field of view) and the
+   fMRIPrep-style confounds, with aCompCor masks from the warped WM and CSF probabilities
+   (thresholded and eroded).
+
+The denoised output holds the retained (uncensored) steady-state volumes; its QC record gives
+``sample_mask``, the positions of those volumes in the steady-state series of ``n_volumes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from prepost.errors import InputError
+
+log = logging.getLogger("prepost.fmri")
+
+__all__ = [
+    "denoise_run",
+    "fmriprep_paths",
+    "import_fmriprep",
+    "n_leading_dummies",
+    "plot_fd",
+    "preprocess_bold",
+    "resolution_label",
+]
+
+
+def resolution_label(resolution_mm):
+    """``res-`` label of an isotropic voxel size: 3 -> '3', 2.5 -> '2p5'."""
+    r = float(resolution_mm)
+    return str(int(r)) if r.is_integer() else f"{r:g}".replace(".", "p")
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN/inf become None, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Built-in preprocessing
+# --------------------------------------------------------------------------------------------
+def _scaled_copy(img, n_dummy):
+    """The run with every volume scaled to the mean steady-state intensity of the head."""
+    data = np.asarray(img.dataobj, np.float32)
+    mean = data[..., n_dummy:].mean(axis=3)
+    head = mean > mean.mean()
+    m = data[head].mean(axis=0)
+    target = np.median(m[n_dummy:])
+    scale = np.where(m > 0, target / np.where(m > 0, m, 1.0), 1.0).astype(np.float32)
+    return nib.Nifti1Image(data * scale, img.affine, img.header)
+
+
+def _tissue_mask(prob, brain, threshold, erosions, min_voxels=10):
+    from prepost.fmri.confounds import erode_mask
+
+    m = (prob > threshold) & brain
+    if m.sum() < min_voxels:  # coarse grids: too few voxels above a strict threshold
+        m = (prob > 0.5) & brain
+    if m.sum() < min_voxels:
+        m = (prob > 0.5 * prob.max()) & brain
+    return erode_mask(m, erosions, min_voxels=min_voxels)
+
+
+def _coregistration_metrics(boldref, t1w_brain, mask, coreg):
+    """BOLD reference pulled onto the T1w grid: Mattes MI (ANTs, lower is better) and the
+    absolute Pearson correlation with the T1w inside the brain mask."""
+    import ants
+    from scipy import ndimage
+
+    from prepost import anat
+
+    q = np.linalg.inv(boldref.affine) @ coreg @ t1w_brain.affine
+    on_t1 = ndimage.affine_transform(boldref.get_fdata(dtype=np.float32), q[:3, :3],
+                                     offset=q[:3, 3], output_shape=t1w_brain.shape, order=1)
+    t1 = t1w_brain.get_fdata(dtype=np.float32)
+    m = np.asarray(mask.dataobj) > 0
+    r = float(np.corrcoef(on_t1[m], t1[m])[0, 1])
+    mi = float(ants.image_mutual_information(
+        anat.to_ants(nib.Nifti1Image(t1 * m, t1w_brain.affine)),
+        anat.to_ants(nib.Nifti1Image((on_t1 * m).astype(np.float32), t1w_brain.affine))))
+    return {"coregistration_mattes_mi": mi, "coregistration_abs_corr": abs(r)}
+
+
+def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_timing=None,
+                    dummy_scans="auto", slice_timing_correction=True, resolution_mm=3.0,
+                    acompcor_variance=0.5, fd_threshold=0.5, dvars_threshold=1.5,
+                    high_pass_s=128.0, wm_threshold=0.9, csf_threshold=0.9, seed=1):
+    """Preprocess one BOLD run into MNI space and compute its confounds.
+
+    Parameters
+    ----------
+    bold : nibabel image or path
+        4D BOLD run as acquired.
+    t1w, t1w_mask : nibabel image or path
+        Bias-corrected T1w and its brain mask (:func:`prepost.anat.process_t1w`).
+    probseg : dict
+        ``GM``, ``WM``, ``CSF`` probability images (or paths) on the T1w grid.
+    transforms : dict or path-like
+        T1w <-> MNI transforms (:func:`prepost.anat.load_transforms` output or the sidecar).
+    tr : float or None
+        Repetition time (s); None reads the header.
+    slice_timing : sequence of float or None
+        BIDS ``SliceTiming`` (s); None or empty skips slice-timing correction.
+    dummy_scans : int or 'auto'
+        Non-steady-state volume count, or 'auto' for nipype's detector.
+    slice_timing_correction : bool
+        Apply slice-timing correction when ``slice_timing`` is given.
+    resolution_mm : float
+        Isotropic MNI output voxel size (:func:`prepost.anat.mni_reference`).
+    acompcor_variance : float
+        Variance fraction of the retained aCompCor components per mask (fMRIPrep 0.5).
+    fd_threshold, dvars_threshold : float or None
+        ``motion_outlierNN`` thresholds.
+    high_pass_s : float
+        Cosine basis cutoff (s).
+    wm_threshold, csf_threshold : float
+        Probability thresholds of the aCompCor WM and CSF masks (eroded 2 and 1 voxels).
+    seed : int
+        ANTs random seed of the coregistration.
+
+    Returns
+    -------
+    dict
+        ``bold`` (4D MNI image, all volumes), ``mask`` (uint8 MNI image), ``boldref`` (3D MNI
+        image), ``confounds`` (DataFrame), ``metadata`` (confounds sidecar dict), ``qc`` (dict).
+    """
+    from prepost import anat
+    from prepost.fmri import confounds as fconf
+    from prepost.fmri import motion, preproc
+
+    t_all = time.perf_counter()
+    qc, secs = {}, {}
+    img = anat.load_image(bold, ndim=4, field="bold")
+    n_total = img.shape[3]
+    if tr is None:
+        z = img.header.get_zooms()
+        tr = float(z[3]) if len(z) > 3 else 0.0
+    if not tr or tr <= 0:
+        raise InputError(file=anat._name(img), field="RepetitionTime",
+                         expected="a positive TR (s)", found=repr(tr))
+    tr = float(tr)
+
+    t0 = time.perf_counter()
+    auto = dummy_scans == "auto"
+    n_dummy = preproc.detect_non_steady_state(img, None if auto else int(dummy_scans))
+    if n_dummy >= n_total - 10:
+        raise InputError(file=anat._name(img), field="dummy_scans",
+                         expected=f"fewer than {n_total - 10} non-steady-state volumes",
+                         found=str(n_dummy))
+    secs["dummy_detection"] = time.perf_counter() - t0
+    qc.update(n_dummy=int(n_dummy), dummy_source="NonSteadyStateDetector" if auto else "config")
+    log.info("%d volumes, TR %.3f s, %d non-steady-state (%s)", n_total, tr, n_dummy,
+             qc["dummy_source"])
+
+    # slice timing on the steady-state volumes only (the transient would leak through the FFT)
+    st = [] if slice_timing is None else list(slice_timing)
+    qc["slice_timing_corrected"] = bool(st) and bool(slice_timing_correction)
+    if qc["slice_timing_corrected"]:
+        t0 = time.perf_counter()
+        post = preproc.slice_timing_correct(img.slicer[..., n_dummy:], st, tr)
+        data = np.concatenate([np.asarray(img.dataobj[..., :n_dummy], np.float32),
+                               post.get_fdata(dtype=np.float32)], axis=3)
+        img = nib.Nifti1Image(data, img.affine, img.header)
+        secs["slice_timing"] = time.perf_counter() - t0
+    elif st:
+        log.info("SliceTiming present, slice-timing correction disabled by config")
+    else:
+        log.info("no SliceTiming in the sidecar: slice-timing correction skipped")
+
+    t0 = time.perf_counter()
+    ref_index = n_dummy + motion.select_reference(img.slicer[..., n_dummy:])
+    params, affines = motion.estimate_motion(_scaled_copy(img, n_dummy), ref_index)
+    secs["motion"] = time.perf_counter() - t0
+    fd = motion.framewise_displacement(params)
+    qc.update(motion_reference_volume=int(ref_index), mean_fd=float(fd[n_dummy + 1:].mean()),
+              max_fd=float(fd[n_dummy + 1:].max()))
+    log.info("motion: reference volume %d, mean FD %.3f mm, max %.3f mm (%.1f s)", ref_index,
+             qc["mean_fd"], qc["max_fd"], secs["motion"])
+
+    t0 = time.perf_counter()
+    boldref = preproc.bold_reference(img, n_volumes=20, skip=n_dummy, motion_affines=affines)
+    t1 = anat.load_t1w(t1w)
+    mask_t1 = anat.load_image(t1w_mask, field="T1w brain mask")
+    brain_t1 = nib.Nifti1Image(t1.get_fdata(dtype=np.float32)
+                               * (np.asarray(mask_t1.dataobj) > 0), t1.affine)
+    coreg = preproc.coregister_bold_to_t1w(boldref, brain_t1, seed=seed)
+    secs["coregistration"] = time.perf_counter() - t0
+    qc.update(_coregistration_metrics(boldref, brain_t1, mask_t1, coreg))
+    qc["bold_to_t1w"] = np.round(coreg, 6).tolist()
+    log.info("coregistration: |r| BOLD ref vs T1w %.3f, Mattes MI %.3f (%.1f s)",
+             qc["coregistration_abs_corr"], qc["coregistration_mattes_mi"], secs["coregistration"])
+
+    t0 = time.perf_counter()
+    xfm = anat.load_transforms(transforms) if isinstance(transforms, (str, Path)) else transforms
+    ref = anat.mni_reference(resolution_mm)
+    coords = preproc.mni_to_t1w_coords_from_ants(ref, xfm["forward"], t1)
+    out = preproc.resample_bold_to_mni(img, affines, coreg, reference_img=ref,
+                                       mni_to_t1w_coords=coords, order=3)
+    out.header["pixdim"][4] = tr
+    ref_mni = preproc.resample_bold_to_mni(boldref.slicer[..., None], None, coreg,
+                                           reference_img=ref, mni_to_t1w_coords=coords, order=3)
+    boldref_mni = nib.Nifti1Image(ref_mni.get_fdata(dtype=np.float32)[..., 0], ref.affine)
+    secs["resampling"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    warp = {k: anat.apply_to_mni(v, xfm, ref).get_fdata(dtype=np.float32)
+            for k, v in [("brain", mask_t1)] + [(k, probseg[k]) for k in ("GM", "WM", "CSF")]}
+    data = np.asarray(out.dataobj)
+    fov = np.all(np.isfinite(coords), axis=3) & (data.min(axis=3) > 0)
+    brain = (warp["brain"] > 0.5) & fov
+    wm = _tissue_mask(warp["WM"], brain, wm_threshold, 2)
+    csf = _tissue_mask(warp["CSF"], brain, csf_threshold, 1)
+    mask_img = nib.Nifti1Image(brain.astype(np.uint8), ref.affine)
+    df, meta = fconf.compute_confounds(out, params, brain, wm, csf, tr=tr, n_dummy=n_dummy,
+                                       acompcor_variance=acompcor_variance,
+                                       high_pass_s=high_pass_s, fd_thresh=fd_threshold,
+                                       dvars_thresh=dvars_threshold)
+    secs["confounds"] = time.perf_counter() - t0
+    qc.update(n_volumes_total=int(n_total), tr=tr, resolution_mm=float(resolution_mm),
+              brain_voxels=int(brain.sum()), acompcor_wm_voxels=int(np.sum(wm)),
+              acompcor_csf_voxels=int(np.sum(csf)),
+              n_acompcor=int(sum(1 for c in df.columns if c.startswith("a_comp_cor_"))),
+              n_motion_outliers=int(sum(1 for c in df.columns if c.startswith("motion_outlier"))))
+    secs["total"] = time.perf_counter() - t_all
+    qc["seconds"] = {k: round(v, 2) for k, v in secs.items()}
+    return {"bold": out, "mask": mask_img, "boldref": boldref_mni, "confounds": df,
+            "metadata": meta, "qc": _clean(qc)}
+
+
+def plot_fd(confounds, out_png, *, fd_threshold=0.5, title=""):
+    """Framewise displacement over the run, with the censoring threshold and the
+    non-steady-state volumes shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prepost.io import atomic_path
+
+    fd = confounds["framewise_displacement"].to_numpy(float)
+    n_dummy = n_leading_dummies(confounds)
+    fig, ax = plt.subplots(figsize=(8, 2.4), dpi=100)
+    ax.plot(np.arange(len(fd)), fd, lw=1, color="k")
+    if fd_threshold is not None:
+        ax.axhline(fd_threshold, color="tab:red", ls="--", lw=1, label=f"{fd_threshold} mm")
+        ax.legend(loc="upper right", frameon=False)
+    if n_dummy:
+        ax.axvspan(-0.5, n_dummy - 0.5, color="0.85", lw=0)
+    ax.set_xlabel("volume")
+    ax.set_ylabel("FD (mm)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# fMRIPrep derivatives
+# --------------------------------------------------------------------------------------------
+def fmriprep_paths(fmriprep_dir, subject, session, task, space, res=None):
+    """fMRIPrep output names of one run: ``bold``, ``confounds`` (TSV; its JSON beside it),
+    ``confounds_json`` and ``mask`` (``space-<space>[_res-<res>]_desc-brain_mask``)."""
+    func = Path(fmriprep_dir) / f"sub-{subject}" / f"ses-{session}" / "func"
+    stem = f"sub-{subject}_ses-{session}_task-{task}"
+    sp = f"space-{space}" + ("" if res in (None, "") else f"_res-{res}")
+    return {"bold": func / f"{stem}_{sp}_desc-preproc_bold.nii.gz",
+            "confounds": func / f"{stem}_desc-confounds_timeseries.tsv",
+            "confounds_json": func / f"{stem}_desc-confounds_timeseries.json",
+            "mask": func / f"{stem}_{sp}_desc-brain_mask.nii.gz"}
+
+
+def check_fmriprep(fmriprep_dir, subjects, sessions, task, space, res=None):
+    """Every required fMRIPrep file of the study, or an :class:`InputError` naming each missing
+    one. Returns ``{(subject, session): paths}`` (the mask is optional and dropped if absent)."""
+    if not fmriprep_dir:
+        raise InputError(field="fmri.fmriprep_dir",
+                         expected="the fMRIPrep derivatives folder when fmri.source is fmriprep",
+                         found="empty")
+    out, missing = {}, []
+    for s in subjects:
+        for ses in sessions:
+            p = fmriprep_paths(fmriprep_dir, s, ses, task, space, res)
+            missing += [str(p[k]) for k in ("bold", "confounds", "confounds_json")
+                        if not p[k].is_file()]
+            if not p["mask"].is_file():
+                p.pop("mask")
+            out[(s, ses)] = {k: str(v) for k, v in p.items()}
+    if missing:
+        raise InputError(file=fmriprep_dir, field="fmri.source: fmriprep",
+                         expected="fMRIPrep outputs for every participant and session",
+                         found=f"{len(missing)} missing file(s):\n  - " + "\n  - ".join(missing))
+    return out
+
+
+def _same_grid(img, ref):
+    return tuple(img.shape[:3]) == tuple(ref.shape[:3]) and np.allclose(img.affine, ref.affine,
+                                                                        atol=1e-4)
+
+
+def import_fmriprep(bold, confounds, out_bold, out_mask, out_confounds, *, mask=None,
+                    resolution_mm=3.0, tr=None):
+    """Bring one fMRIPrep run into this workflow's names and MNI grid.
+
+    The preprocessed BOLD is copied byte for byte when it is on the grid of
+    :func:`prepost.anat.mni_reference` at ``resolution_mm`` and resampled (linear) otherwise;
+    the brain mask likewise (nearest neighbour), or computed from the BOLD
+    (:func:`nilearn.masking.compute_epi_mask`) when fMRIPrep's is not given. The confounds TSV
+    and JSON are copied unchanged.
+
+    Returns
+    -------
+    dict
+        QC: ``source``, ``resampled``, ``mask_source``, ``tr``, ``n_dummy``, ``mean_fd``.
+    """
+    from nilearn import image, masking
+
+    from prepost import anat
+    from prepost.fmri.confounds import read_confounds
+    from prepost.io import atomic_path, write_nifti
+
+    img = anat.load_image(bold, ndim=4, field="fMRIPrep preproc bold")
+    ref = anat.mni_reference(resolution_mm)
+    z = img.header.get_zooms()
+    header_tr = float(z[3]) if len(z) > 3 else 0.0
+    tr = float(tr) if tr else header_tr
+    if not tr or tr <= 0:
+        raise InputError(file=bold, field="RepetitionTime",
+                         expected="a positive TR in the header or the sidecar", found=repr(tr))
+    df, _ = read_confounds(confounds)
+    if len(df) != img.shape[3]:
+        raise InputError(file=confounds, field="rows", expected=f"{img.shape[3]} (one per "
+                         "volume of the preprocessed BOLD)", found=str(len(df)))
+    qc = {"source": str(bold), "tr": tr}
+    if _same_grid(img, ref) and abs(header_tr - tr) < 1e-6:
+        with atomic_path(out_bold) as tmp:
+            shutil.copyfile(bold, tmp)
+        qc["resampled"] = False
+    else:
+        if _same_grid(img, ref):
+            out = nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine, img.header)
+        else:
+            log.warning("fMRIPrep BOLD grid %s differs from the %g mm MNI grid: resampled "
+                        "(linear)", img.shape[:3], resolution_mm)
+            out = image.resample_to_img(img, ref, interpolation="continuous",
+                                        force_resample=True, copy_header=True)
+            out = nib.Nifti1Image(out.get_fdata(dtype=np.float32), ref.affine)
+        out.header.set_xyzt_units("mm", "sec")
+        out.header["pixdim"][4] = tr
+        write_nifti(out, out_bold)
+        qc["resampled"] = not _same_grid(img, ref)
+    if mask is not None:
+        m = anat.load_image(mask, ndim=3, field="fMRIPrep brain mask")
+        if not _same_grid(m, ref):
+            m = image.resample_to_img(m, ref, interpolation="nearest", force_resample=True,
+                                      copy_header=True)
+        m = nib.Nifti1Image((np.asarray(m.dataobj) > 0.5).astype(np.uint8), ref.affine)
+        qc["mask_source"] = str(mask)
+    else:
+        m = masking.compute_epi_mask(nib.load(out_bold))
+        m = nib.Nifti1Image(np.asarray(m.dataobj).astype(np.uint8), ref.affine)
+        qc["mask_source"] = "nilearn.masking.compute_epi_mask"
+    write_nifti(m, out_mask)
+    out_confounds = Path(out_confounds)
+    for src, dst in ((Path(confounds), out_confounds),
+                     (Path(confounds).with_suffix(".json"), out_confounds.with_suffix(".json"))):
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+    qc["n_dummy"] = n_leading_dummies(df)
+    fd = df["framewise_displacement"].to_numpy(float)[qc["n_dummy"] + 1:] \
+        if "framewise_displacement" in df else np.array([np.nan])
+    qc["mean_fd"] = float(np.nanmean(fd)) if np.isfinite(fd).any() else float("nan")
+    return _clean(qc)
+
+
+# --------------------------------------------------------------------------------------------
+# Denoising
+# --------------------------------------------------------------------------------------------
+def n_leading_dummies(confounds):
+    """Number of leading volumes flagged by ``non_steady_state_outlierNN`` columns."""
+    cols = [c for c in confounds.columns if c.startswith("non_steady_state_outlier")]
+    if not cols:
+        return 0
+    flag = (confounds[cols].to_numpy(float) > 0.5).any(axis=1)
+    n = 0
+    while n < len(flag) and flag[n]:
+        n += 1
+    return n
+
+
+def denoise_run(bold, mask, confounds, *, strategy="default", gsr=False, fd_threshold=0.5,
+                dvars_threshold=1.5, min_segment=5, low_pass=0.08, high_pass=0.01,
+                smoothing_fwhm=None, min_retained_s=240.0, extra_qc=None):
+    """Denoise one preprocessed run (:func:`prepost.fmri.denoise.denoise`) after removing its
+    leading non-steady-state volumes, never failing on a run with too little data.
+
+    A run whose retained time falls below ``min_retained_s`` is flagged ``excluded``: the
+    denoised retained volumes are returned when the model can be fitted on them, otherwise the
+    uncensored denoised series, otherwise the uncensored (masked, mean-removed) series; the QC
+    ``reason`` says which. ``sample_mask`` always lists the positions, within the steady-state
+    series of ``n_volumes`` volumes, of the volumes of the returned image.
+
+    Returns
+    -------
+    (nibabel.Nifti1Image, dict)
+        Denoised image on the input grid and the QC record.
+    """
+    from prepost.fmri.confounds import read_confounds
+    from prepost.fmri.denoise import denoise
+
+    img = nib.load(bold) if isinstance(bold, (str, Path)) else bold
+    m = nib.load(mask) if isinstance(mask, (str, Path)) else mask
+    df, meta = read_confounds(confounds) if isinstance(confounds, (str, Path)) else confounds
+    z = img.header.get_zooms()
+    tr = float(z[3]) if len(z) > 3 else 0.0
+    if len(df) != img.shape[3]:
+        raise InputError(file=confounds, field="rows", expected=f"{img.shape[3]} (one per volume)",
+                         found=str(len(df)))
+    n_dummy = n_leading_dummies(df)
+    if n_dummy:
+        img = img.slicer[..., n_dummy:]
+        df = df.iloc[n_dummy:].reset_index(drop=True)
+        df = df.drop(columns=[c for c in df.columns if c.startswith("non_steady_state_outlier")])
+    n = img.shape[3]
+    kw = dict(mask=m, tr=tr, strategy=strategy, gsr=gsr, low_pass=low_pass, high_pass=high_pass,
+              fd_thresh=fd_threshold, dvars_thresh=dvars_threshold, min_segment=min_segment,
+              smoothing_fwhm=smoothing_fwhm, metadata=meta)
+    res = denoise(img, df, min_retained_s=min_retained_s, **kw)
+    qc = dict(res.qc)
+    keep = np.asarray(res.sample_mask, bool)
+    out, output = res.data, "denoised retained volumes"
+    sample_mask = np.flatnonzero(keep)
+    if out is None:
+        fallback = denoise(img, df, censor=False, min_retained_s=0.0, **kw)
+        if fallback.data is not None:
+            out, output = fallback.data, "uncensored denoised series"
+        else:
+            marr = np.asarray(m.dataobj) > 0
+            x = np.asarray(img.dataobj, np.float32)
+            x = np.where(marr[..., None], x - x.mean(axis=3, keepdims=True), 0.0)
+            out = nib.Nifti1Image(x.astype(np.float32), img.affine, img.header)
+            output = "uncensored series, mean removed (too few volumes for the model)"
+        sample_mask = np.arange(n)
+    if qc["excluded"]:
+        qc["reason"] += f"; file holds the {output}"
+        log.warning("EXCLUDED run %s: %s", bold, qc["reason"])
+    out.header.set_xyzt_units("mm", "sec")
+    out.header["pixdim"][4] = tr
+    qc.update(tr=tr, n_volumes=int(n), n_dummy=int(n_dummy), sample_mask=sample_mask.tolist(),
+              censored_volumes=np.flatnonzero(~keep).tolist(), output_volumes=int(out.shape[3]),
+              output=output, gsr=bool(gsr) or str(strategy).endswith("_gsr"),
+              low_pass=low_pass, high_pass=high_pass, fd_threshold=fd_threshold,
+              dvars_threshold=dvars_threshold, min_segment=int(min_segment),
+              smoothing_fwhm=smoothing_fwhm, min_retained_s=float(min_retained_s))
+    for k, v in (extra_qc or {}).items():
+        qc.setdefault(k, v)
+    log.info("%s: %d of %d volumes retained (%.0f s), tSNR %.1f -> %.1f%s", qc["strategy"],
+             qc["n_retained"], n, qc["retained_s"], qc["tsnr_raw"], qc["tsnr_denoised"],
+             " [EXCLUDED]" if qc["excluded"] else "")
+    return out, _clean(qc)

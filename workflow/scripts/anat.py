@@ -1,0 +1,23 @@
+"""Anatomy of one participant and session (rule anat): bias correction, SyN normalisation to
+MNI, brain mask, tissue probabilities, transforms and QC."""
+
+import os
+
+# ITK fixes its thread count at the first filter it runs: set it before ants is imported
+os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(snakemake.threads)
+
+from prepost import anat, logs  # noqa: E402
+
+log = logs.setup(snakemake.log[0])
+p = snakemake.params
+log.info("T1w %s -> %s (%s, template %s mm, N4 %s, refine %s, %d thread(s))",
+         snakemake.input.t1w, p.space, p.transform, p.template_resolution, p.bias_correction,
+         p.refine, snakemake.threads)
+res = anat.process_t1w(snakemake.input.t1w, out_prefix=p.prefix, space=p.space,
+                       template_resolution=p.template_resolution, transform=p.transform,
+                       bias_correction=p.bias_correction, refine=p.refine,
+                       n_threads=snakemake.threads, seed=p.seed)
+anat.write_outputs(res, p.prefix)
+qc = res["qc"]
+log.info("template correlation %.3f, brain %.0f mL, %.1f s", qc["template_correlation"],
+         qc["brain_volume_ml"], qc["seconds_total"])

@@ -1,0 +1,58 @@
+"""fMRI stage, one run: built-in preprocessing (rule fmri_preproc), import of fMRIPrep
+derivatives (fmri_import_fmriprep) and denoising (fmri_denoise)."""
+
+import os
+
+# ITK fixes its thread count at the first filter it runs: set it before ants is imported
+os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(snakemake.threads)
+
+import json  # noqa: E402
+
+from prepost import bids, io, logs  # noqa: E402
+from prepost.fmri import confounds as fconf  # noqa: E402
+from prepost.fmri import stage  # noqa: E402
+
+log = logs.setup(snakemake.log[0])
+inp, out, p = snakemake.input, snakemake.output, snakemake.params
+run = f"sub-{snakemake.wildcards.subject}_ses-{snakemake.wildcards.session}"
+
+if snakemake.rule == "fmri_preproc":
+    meta = bids.sidecar(p.bids_dir, inp.bold)
+    meta = meta[0] if isinstance(meta, tuple) else meta  # (merged dict, files used)
+    res = stage.preprocess_bold(
+        inp.bold, inp.t1w, inp.t1w_mask, {"GM": inp.gm, "WM": inp.wm, "CSF": inp.csf}, inp.xfm,
+        tr=meta.get("RepetitionTime"), slice_timing=meta.get("SliceTiming"),
+        dummy_scans=p.dummy_scans, slice_timing_correction=p.slice_timing,
+        resolution_mm=p.resolution_mm, acompcor_variance=p.acompcor_variance, seed=p.seed)
+    io.write_nifti(res["bold"], out.bold)
+    io.write_nifti(res["mask"], out.mask)
+    io.write_nifti(res["boldref"], out.boldref)
+    fconf.write_confounds(res["confounds"], res["metadata"], out.confounds)
+    io.write_json(res["qc"], out.qc)
+    stage.plot_fd(res["confounds"], out.fd_plot, title=run)
+    log.info("preprocessed in %.1f s", res["qc"]["seconds"]["total"])
+elif snakemake.rule == "fmri_import_fmriprep":
+    tr = None
+    side = inp.bold.replace(".nii.gz", ".json")
+    if os.path.exists(side):
+        tr = json.loads(open(side).read()).get("RepetitionTime")
+    qc = stage.import_fmriprep(inp.bold, inp.confounds, out.bold, out.mask, out.confounds,
+                               mask=inp.get("mask"), resolution_mm=p.resolution_mm, tr=tr)
+    if p.fmriprep_space != p.space:
+        log.warning("fMRIPrep space %s written under the label %s", p.fmriprep_space, p.space)
+    qc.update(fmriprep_space=p.fmriprep_space, space=p.space)
+    io.write_json(qc, out.qc)
+    df, _ = fconf.read_confounds(out.confounds)
+    stage.plot_fd(df, out.fd_plot, title=f"{run} (fMRIPrep)")
+else:  # fmri_denoise
+    pre = json.loads(open(inp.preproc_qc).read())
+    extra = {k: pre[k] for k in ("coregistration_abs_corr", "coregistration_mattes_mi",
+                                 "motion_reference_volume", "max_fd", "dummy_source",
+                                 "slice_timing_corrected", "source") if k in pre}
+    img, qc = stage.denoise_run(
+        inp.bold, inp.mask, inp.confounds, strategy=p.strategy, gsr=p.gsr,
+        fd_threshold=p.fd_threshold, dvars_threshold=p.dvars_threshold,
+        min_segment=p.min_segment, low_pass=p.low_pass, high_pass=p.high_pass,
+        smoothing_fwhm=p.smoothing_fwhm, min_retained_s=p.min_retained_s, extra_qc=extra)
+    io.write_nifti(img, out.bold)
+    io.write_json(qc, out.qc)
