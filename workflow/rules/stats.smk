@@ -52,18 +52,29 @@ NBS_CANDIDATES = STATS_CFG["nbs"]["atlases"] or [
 _producible = lambda f: Path(f).exists() or any(
     r.is_producer(f) for r in workflow.rules
 )
-# {atlas: relmat pattern}: the first pattern whose files some rule makes (or that exist)
+# {atlas: relmat pattern}: the first pattern whose files all exist, else the first that a rule
+# of the workflow makes
 NBS_RELMAT = {
     a: next(
         (
             p
             for p in RELMAT_PATTERNS
             if all(
-                _producible(f)
-                for f in expand(p, subject=SUBJECTS[:1], session=SESSIONS, atlas=a)
+                Path(f).exists()
+                for f in expand(p, subject=SUBJECTS, session=SESSIONS, atlas=a)
             )
         ),
-        None,
+        next(
+            (
+                p
+                for p in RELMAT_PATTERNS
+                if all(
+                    _producible(f)
+                    for f in expand(p, subject=SUBJECTS[:1], session=SESSIONS, atlas=a)
+                )
+            ),
+            None,
+        ),
     )
     for a in dict.fromkeys(NBS_CANDIDATES)
 }
