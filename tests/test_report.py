@@ -154,8 +154,9 @@ def test_report_content(report, stage_outputs):
     text = report[0].read_text()
     for section in ("Cohort and quality control", "Exclusions", "Hypotheses",
                     "Functional connectivity: Schaefer100", "Network-Based Statistic",
-                    "Glass brain", "PET time-activity curves", "Statistics", "Mixed models (session term)",
-                    "Multimodal: correlations of changes", "Methods", "Provenance"):
+                    "Glass brain", "PET time-activity curves", "Statistics",
+                    "Mixed models (session term)", "Multimodal: correlations of changes",
+                    "Methods", "Provenance"):
         assert f">{section}<" in text
     # the QC exclusion and its reason
     assert "QC mean_fd (global) = 0.8, rule mean_fd &gt; 0.5" in text

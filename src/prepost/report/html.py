@@ -166,6 +166,9 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
     mm = _read(multimodal)
     parts = _read(participants, dtype={"participant_id": str}) if participants is not None \
         else None
+    for t in (gt, pt, mx):
+        if t is not None and "atlas" in t.columns:
+            t["atlas"] = t["atlas"].fillna("")
     versions = versions or package_versions()
     sections = []  # (anchor, title, html)
 
@@ -297,8 +300,11 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
         stat_body += "<h3>All paired tests</h3>" + table_html(
             pt.sort_values(["modality", "measure", "region"]), cols)
     if mx is not None and len(mx):
-        stat_body += "<h3>Mixed models (session term)</h3>" + table_html(
-            mx[mx["term"].astype(str).str.startswith("session")])
+        formulas = ", ".join(dict.fromkeys(mx["formula"].astype(str)))
+        stat_body += ("<h3>Mixed models (session term)</h3>"
+                      f"<p>Random intercept per participant; {html.escape(formulas)}.</p>"
+                      + table_html(mx[mx["term"].astype(str).str.startswith("session")].drop(
+                          columns=["formula"])))
         stat_body += "<details><summary>All fixed effects</summary>" + table_html(mx) + \
             "</details>"
     sections.append(("statistics", "Statistics", stat_body or '<p class="note">none</p>'))

@@ -95,10 +95,12 @@ def methods_paragraphs(config, versions, n_participants=None, nbs_atlases=()):
             if mods.get(m, True)]
     data = "simulated data (the workflow's study simulator with planted effects)" if not \
         config.get("bids_dir") else f"the BIDS dataset {config.get('bids_dir')}"
+    scans = " and ".join(n for m, n in (("fmri", "resting-state fMRI"), ("pet", "dynamic PET"))
+                         if m in used)
     paras.append(
-        f"Data. {who.capitalize()} were scanned at baseline (session '{base}') and follow-up "
-        f"('{fu}') with {' and '.join(n for m, n in (('fmri', 'resting-state fMRI'), ('pet', 'dynamic PET')) if m in used)} "
-        f"({data}). Every difference is follow-up minus baseline.")
+        f"Data. {who[0].upper() + who[1:]} were scanned at baseline (session '{base}') and "
+        f"follow-up ('{fu}'){' with ' + scans if scans else ''} ({data}). Every difference is "
+        "follow-up minus baseline.")
     conn = _g(config, "connectivity", default={}) or {}
     atlases = conn.get("atlases") or list(nbs_atlases)
     if "fmri" in used:
@@ -119,8 +121,9 @@ def methods_paragraphs(config, versions, n_participants=None, nbs_atlases=()):
     qc = _g(st, "qc", default={}) or {}
     rules = qc.get("rules") or []
     if rules:
-        txt = "; ".join(f"{r['exclude']} data of a session were excluded when {r['measure']} "
-                        f"{r['op']} {r['value']}" for r in rules)
+        names = {"fmri": "fMRI", "pet": "PET", "all": "All"}
+        txt = "; ".join(f"{names.get(r['exclude'], r['exclude'])} data of a session were "
+                        f"excluded when {r['measure']} {r['op']} {r['value']}" for r in rules)
         paras.append(f"Quality control. {txt[0].upper() + txt[1:]}"
                      f"{' (framewise displacement after ' + cite('power') + ')' if any(r['measure'] == 'mean_fd' for r in rules) else ''}. "
                      + ("Values flagged by a stage (e.g. failed kinetic fits) were excluded. "
