@@ -22,7 +22,9 @@ used as the TAC column) and ``type``:
     ``height_mm`` (20.0), ``lateral_mm`` (35.0), ``y_range_mni`` ((-55, 35)), ``z_min_mni``
     ('auto'); see :func:`centrum_semiovale_mask`.
 
-Every entry may set ``min_volume_ml`` (float; default the ``min_volume_ml`` argument of
+Every entry may set ``pvc_tissue`` (``gm``, ``wm``, ``csf`` or ``brain``: the tissue whose
+concentration the partial-volume corrected TAC reports, see :mod:`prepost.pet.pvc`) and
+``min_volume_ml`` (float; default the ``min_volume_ml`` argument of
 :func:`build_rois`, 1.0 mL): an ROI whose volume in the analysis space is below it (or empty)
 raises :class:`~prepost.errors.InputError` naming the ROI.
 
@@ -93,6 +95,7 @@ __all__ = [
     "mni_exclusion_masks",
     "centrum_semiovale_mask",
     "build_rois",
+    "masks_to_pet",
     "roi_volume_ml",
 ]
 
@@ -117,7 +120,8 @@ EXAMPLE_CONFIG = [
 _SEMIOVALE_DEFAULTS = {"wm_threshold": 0.9, "erode_mm": 4.0, "exclude_dilate_mm": 3.0,
                        "height_mm": 20.0, "lateral_mm": 35.0, "y_range_mni": (-55.0, 35.0),
                        "z_min_mni": "auto"}
-_COMMON = {"name", "type", "min_volume_ml"}
+_COMMON = {"name", "type", "min_volume_ml", "pvc_tissue"}
+PVC_TISSUES = ("gm", "wm", "csf", "brain")
 _KEYS = {
     "atlas": {"required": {"atlas"}, "optional": {"pattern", "labels", "intersect_gm", "gm_threshold"}},
     "sphere": {"required": {"center_mni", "radius_mm"}, "optional": {"intersect_gm", "gm_threshold"}},
@@ -193,6 +197,8 @@ def validate_roi_config(config):
             e["min_volume_ml"] = _num(e, "min_volume_ml", name, lo=0.0)
         else:
             e["min_volume_ml"] = None
+        if e.get("pvc_tissue") is not None and e["pvc_tissue"] not in PVC_TISSUES:
+            raise _err(name, "pvc_tissue", f"one of {', '.join(PVC_TISSUES)}", repr(e["pvc_tissue"]))
         if typ == "atlas":
             if e["atlas"] not in ATLASES:
                 raise _err(name, "atlas", f"one of {', '.join(ATLASES)}", repr(e["atlas"]))
@@ -590,6 +596,49 @@ def build_rois(config, *, t1w_img, brain_mask_img, gm_img, wm_img, csf_img=None,
         rows.append({"name": name, "type": typ, "space": space, "volume_ml": vol,
                      "n_voxels": int((data > 0).sum()), "volume_t1w_ml": float(w1.sum() * t1_vox_ml)})
         log.info("ROI %s (%s): %.2f mL in %s space", name, typ, vol, space)
+    return rois, pd.DataFrame(rows)
+
+
+def masks_to_pet(t1w_rois, pet_ref_img, pet_to_t1w=None, *, config=None, binary=False,
+                 min_volume_ml=DEFAULT_MIN_VOLUME_ML):
+    """Bring T1w-grid ROI masks (``build_rois(..., space='t1w')``) onto the PET grid.
+
+    Linear interpolation of each binary mask gives the fraction of every PET voxel inside the ROI
+    (as ``build_rois(..., space='pet')`` does); the same volume checks apply, with per-ROI
+    ``min_volume_ml`` taken from ``config`` when given.
+
+    Returns
+    -------
+    rois : dict of str to nibabel.Nifti1Image
+    report : pandas.DataFrame
+        name, space, volume_ml, n_voxels, volume_t1w_ml.
+    """
+    pet_ref = _load(pet_ref_img, "pet_ref_img", 3) if not hasattr(pet_ref_img, "affine") else pet_ref_img
+    if len(pet_ref.shape) == 4:
+        pet_ref = _img(np.asarray(pet_ref.dataobj)[..., 0], pet_ref.affine)
+    p2t = _as_matrix(pet_to_t1w)
+    vmins = {}
+    if config is not None:
+        vmins = {s["name"]: s["min_volume_ml"] for s in validate_roi_config(config)}
+    rois, rows = {}, []
+    for name, mask in t1w_rois.items():
+        w1 = np.asarray(mask.dataobj) > 0.5
+        t1_ml = float(w1.sum() * np.prod(_zooms(mask)) / 1000.0)
+        out = resample_to_grid(_img(w1, mask.affine), pet_ref, p2t, order=1)
+        data = np.clip(np.asarray(out.dataobj, dtype=np.float32), 0, 1)
+        if binary:
+            data = (data >= 0.5).astype(np.float32)
+        out = _img(data, out.affine)
+        vol = roi_volume_ml(out)
+        vmin = vmins.get(name)
+        vmin = float(min_volume_ml) if vmin is None else vmin
+        if not np.any(data > 0) or vol < vmin:
+            raise _err(name, "volume", f"an ROI of at least {vmin:g} mL in pet space "
+                       f"(check its definition and the transforms)",
+                       f"{vol:.3f} mL ({int((data > 0).sum())} voxels; {t1_ml:.3f} mL in T1w space)")
+        rois[name] = out
+        rows.append({"name": name, "space": "pet", "volume_ml": vol,
+                     "n_voxels": int((data > 0).sum()), "volume_t1w_ml": t1_ml})
     return rois, pd.DataFrame(rows)
 
 

@@ -1,0 +1,431 @@
+"""The PET stage's steps as plain functions (the workflow's scripts call these).
+
+Each step takes file paths or images and explicit keyword parameters, and returns images,
+DataFrames and dicts; writing is left to the caller. Times are seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from prepost import bids as pbids
+from prepost.errors import InputError
+from prepost.pet import blood as pblood
+from prepost.pet import kinetics, preproc, pvc, roi, tacs
+
+__all__ = [
+    "MEASURES",
+    "pet_sidecar",
+    "motion_step",
+    "coreg_step",
+    "rois_step",
+    "stack_masks",
+    "unstack_masks",
+    "tacs_step",
+    "blood_step",
+    "kinetics_step",
+    "model_curves",
+    "long_table",
+    "pet_to_mni",
+    "maps_step",
+]
+
+log = logging.getLogger(__name__)
+
+#: (model, parameter) -> measure name of the tidy long table.
+MEASURES = {
+    ("1tcm", "VT"): "VT_1tcm", ("1tcm", "K1"): "K1_1tcm",
+    ("2tcm", "VT"): "VT_2tcm", ("2tcm", "K1"): "K1_2tcm", ("2tcm", "VND"): "VND_2tcm",
+    ("logan", "VT"): "VT_logan", ("ma1", "VT"): "VT_ma1",
+    ("srtm", "BPND"): "BPND_srtm", ("srtm", "R1"): "R1_srtm",
+    ("logan_ref", "DVR"): "DVR_logan", ("logan_ref", "BPND"): "BPND_logan",
+    ("suvr", "SUVR"): "SUVR", ("suv", "SUV"): "SUV",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# frames
+# --------------------------------------------------------------------------------------------
+def pet_sidecar(pet_json, bids_dir=None, pet_path=None):
+    """PET sidecar (merged by BIDS inheritance when ``bids_dir`` and ``pet_path`` are given).
+
+    Returns (meta dict, frame starts, frame durations, units).
+    """
+    if bids_dir and pet_path:
+        meta, _ = pbids.sidecar(bids_dir, pet_path)
+    else:
+        meta = pbids.read_json(pet_json)
+    for key in ("FrameTimesStart", "FrameDuration"):
+        if key not in meta:
+            raise InputError(file=pet_json, field=key, expected="a list of frame times (s)", found="missing")
+    fs = np.asarray(meta["FrameTimesStart"], float)
+    fd = np.asarray(meta["FrameDuration"], float)
+    return meta, fs, fd, str(meta.get("Units", "kBq/mL"))
+
+
+def _window(window):
+    lo, hi = window
+    return float(lo), (np.inf if hi is None else float(hi))
+
+
+# --------------------------------------------------------------------------------------------
+# motion and coregistration
+# --------------------------------------------------------------------------------------------
+def motion_step(pet, fs, fd, *, min_start_s=120.0, method="gn", fwhm_mm=10.0):
+    """Frame motion correction (:func:`prepost.pet.preproc.frame_motion_correct`).
+
+    Returns (corrected 4D image, per-frame parameter table, summary dict).
+    """
+    t0 = time.perf_counter()
+    corrected, table = preproc.frame_motion_correct(pet, fs, fd, min_start_s=min_start_s,
+                                                    method=method, fwhm_mm=fwhm_mm)
+    summary = {"seconds": time.perf_counter() - t0, "method": method, "min_start_s": min_start_s,
+               "max_fd_mm": float(table["fd_mm"].max()),
+               "max_translation_mm": float(np.abs(table[["trans_x", "trans_y", "trans_z"]]).max().max()),
+               "frames_corrected": int(table["corrected"].sum())}
+    log.info("motion: %d of %d frames registered, max FD %.2f mm, max translation %.2f mm (%.1f s)",
+             summary["frames_corrected"], len(table), summary["max_fd_mm"],
+             summary["max_translation_mm"], summary["seconds"])
+    return corrected, table, summary
+
+
+def coreg_step(pet, fs, fd, t1w, brain_mask, xfm_out, *, window=(1200.0, None),
+               init="center_of_mass", seed=1):
+    """PET -> T1w rigid coregistration (Mattes MI) of the summed late frames.
+
+    The ANTs transform that resamples PET onto the T1w grid is copied to ``xfm_out``.
+
+    Returns (summed image, PET resampled on the T1w grid, QC dict).
+    """
+    summed = preproc.summed_image(pet, fs, fd, window=_window(window))
+    tmp = Path(tempfile.mkdtemp(prefix="pet2t1w_"))
+    try:
+        reg = preproc.coregister_pet_to_t1w(summed, t1w, t1w_mask_img=brain_mask, init=init,
+                                            out_prefix=f"{tmp}/", seed=seed)
+        if len(reg["fwd_transforms"]) != 1:
+            raise InputError(field="coregistration", expected="one rigid transform file",
+                             found=str(reg["fwd_transforms"]))
+        Path(xfm_out).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(reg["fwd_transforms"][0], xfm_out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    params = preproc.affine_to_params(reg["pet_to_t1w"][None])[0]
+    qc = dict(reg["qc"])
+    qc.update({"window_s": [float(window[0]), None if window[1] is None else float(window[1])],
+               "init": init, "pet_to_t1w": reg["pet_to_t1w"].tolist(),
+               "pet_to_t1w_params": dict(zip(preproc.PARAM_NAMES, map(float, params)))})
+    log.info("coregistration: MI %.3f (initial %.3f), brain Dice %s", qc["mutual_information"],
+             qc["mutual_information_init"], f"{qc.get('dice_brain', float('nan')):.3f}")
+    return summed, reg["pet_in_t1w"], qc
+
+
+# --------------------------------------------------------------------------------------------
+# ROIs
+# --------------------------------------------------------------------------------------------
+def rois_step(config, *, t1w, brain_mask, gm, wm, csf, mni_to_t1w, xfm, pet_ref,
+              min_volume_ml=roi.DEFAULT_MIN_VOLUME_ML):
+    """Configured ROIs on the T1w grid and on the PET grid (fractions).
+
+    Returns (pet_rois dict, t1w_rois dict, report DataFrame).
+    """
+    t1w_rois, rep_t1 = roi.build_rois(config, t1w_img=t1w, brain_mask_img=brain_mask, gm_img=gm,
+                                      wm_img=wm, csf_img=csf, mni_to_t1w=list(mni_to_t1w),
+                                      space="t1w", min_volume_ml=min_volume_ml)
+    pet_rois, rep = roi.masks_to_pet(t1w_rois, pet_ref, [str(xfm)], config=config,
+                                     min_volume_ml=min_volume_ml)
+    rep.insert(1, "type", rep_t1["type"].to_numpy())
+    for _, r in rep.iterrows():
+        log.info("ROI %s (%s): %.2f mL in PET space (%d voxels), %.2f mL in T1w space", r["name"],
+                 r["type"], r["volume_ml"], r["n_voxels"], r["volume_t1w_ml"])
+        if r["type"] == "reference":
+            log.info("reference region %s volume: %.2f mL", r["name"], r["volume_t1w_ml"])
+    return pet_rois, t1w_rois, rep
+
+
+def stack_masks(masks, dtype=np.float32):
+    """dict of 3D images on one grid -> one 4D image (volume order = dict order)."""
+    first = next(iter(masks.values()))
+    data = np.stack([np.asarray(m.dataobj, dtype=np.float32) for m in masks.values()], -1)
+    img = nib.Nifti1Image(data.astype(dtype), first.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    return img
+
+
+def unstack_masks(img, names):
+    """One 4D image + names -> dict of 3D images."""
+    img = nib.load(img) if isinstance(img, (str, Path)) else img
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.shape[3] != len(names):
+        raise InputError(file=img.get_filename(), field="volumes", expected=f"{len(names)} ROI volumes",
+                         found=str(data.shape[3]))
+    return {n: nib.Nifti1Image(data[..., i], img.affine) for i, n in enumerate(names)}
+
+
+# --------------------------------------------------------------------------------------------
+# TACs
+# --------------------------------------------------------------------------------------------
+def tacs_step(pet, fs, fd, pet_rois, *, units="kBq/mL", source=None, pvc_method="none",
+              t1w_rois=None, tissue_maps=None, xfm=None, roi_config=None, psf_fwhm_mm=5.0,
+              min_compartment_ml=0.5):
+    """Regional TACs, and GTM partial-volume corrected TACs when ``pvc_method == 'gtm'``.
+
+    Returns (tacs, meta, pvc_tacs or None, pvc_meta or None).
+    """
+    img = nib.load(pet) if isinstance(pet, (str, Path)) else pet
+    df, meta = tacs.extract_tacs(img, pet_rois, fs, fd, units=units, source=source)
+    if pvc_method == "none":
+        return df, meta, None, None
+    if pvc_method != "gtm":
+        raise InputError(field="pet.pvc", expected="'none' or 'gtm'", found=repr(pvc_method))
+    specs = roi.validate_roi_config(roi_config)
+    t0 = time.perf_counter()
+    fr, table, overlap = pvc.gtm_compartments(t1w_rois, tissue_maps,
+                                              min_compartment_ml=min_compartment_ml)
+    t1_aff = next(iter(t1w_rois.values())).affine
+    p2t = roi._as_matrix([str(xfm)]) if xfm is not None else None
+    corr, comp, info = pvc.gtm_correct(df, specs, fr, table, overlap, t1_aff, img, p2t, psf_fwhm_mm)
+    log.info("GTM: %d compartments, condition number %.1f (%.1f s)", len(table),
+             info["condition_number"], time.perf_counter() - t0)
+    pmeta = dict(meta)
+    pmeta["Description"] = ("Partial-volume corrected mean activity concentration of each ROI's "
+                            "tissue class (geometric transfer matrix, Rousset 1998)")
+    pmeta["PartialVolumeCorrection"] = info
+    pmeta["PVCTissue"] = {s["name"]: list(pvc.roi_tissue(s)) for s in specs}
+    return df, meta, corr, pmeta
+
+
+# --------------------------------------------------------------------------------------------
+# blood
+# --------------------------------------------------------------------------------------------
+def blood_step(recordings, *, scan_end_s, units="Bq/mL", parent_fraction_model="hill",
+               grid_step_s=1.0, fit_delay=False, delay_tac=None, fs=None, fd=None,
+               coverage_tolerance_s=pblood.DEFAULT_COVERAGE_TOLERANCE_S):
+    """Metabolite-corrected arterial input on a uniform grid from BIDS blood recordings.
+
+    Parameters
+    ----------
+    recordings : dict
+        ``{label: tsv, label_json: json}`` (the workflow's ``get_blood``). One recording is
+        used as is; with two, the one with parent fractions is the manual recording and the
+        other the continuous (autosampler) recording, merged by
+        :func:`prepost.pet.blood.merge_recordings`.
+    scan_end_s : float
+        End of the last frame.
+    units : str
+        The PET's ``Units``: the input is written in the same unit (blood recordings are read in
+        Bq/mL when their sidecar gives units).
+    parent_fraction_model : {'hill', 'exponential', 'biexponential'}
+    grid_step_s : float
+    fit_delay : bool
+        Estimate the delay from the early ``delay_tac`` (needs ``fs``, ``fd``).
+
+    Returns
+    -------
+    input_df : pandas.DataFrame
+        ``time, plasma, parent_fraction, parent_plasma[, whole_blood]``.
+    meta : dict
+        Sidecar: sources, model and its parameters, delay.
+    """
+    labels = [k for k in recordings if not k.endswith("_json")]
+    if not labels:
+        raise InputError(field="blood", expected="at least one blood recording")
+    data = {}
+    for lab in labels:
+        data[lab] = pblood.read_blood(recordings[lab], recordings[f"{lab}_json"], scan_end_s=None)
+    if len(labels) == 1:
+        blood = data[labels[0]]
+        pblood.check_blood_covers_scan(blood["time"].to_numpy(float), scan_end_s,
+                                       recordings[labels[0]], coverage_tolerance_s)
+    else:
+        has_pf = [lab for lab in labels if "metabolite_parent_fraction" in data[lab].columns]
+        if len(labels) != 2 or len(has_pf) != 1:
+            raise InputError(field="blood", expected="one recording, or two with parent fractions in "
+                             "exactly one (manual + autosampler)", found=", ".join(labels))
+        manual = has_pf[0]
+        auto = [lab for lab in labels if lab != manual][0]
+        pblood.check_blood_covers_scan(data[manual]["time"].to_numpy(float), scan_end_s,
+                                       recordings[manual], coverage_tolerance_s)
+        blood = pblood.merge_recordings(data[manual], data[auto])
+    inp = pblood.metabolite_corrected_input(blood, model=parent_fraction_model, grid_step=grid_step_s,
+                                            scan_end_s=scan_end_s,
+                                            coverage_tolerance_s=coverage_tolerance_s)
+    factor = pblood._CONC_FACTORS.get(pblood._norm_unit(units))
+    if factor is None:
+        raise InputError(field="Units", expected=f"a radioactivity concentration unit "
+                         f"({', '.join(sorted(pblood._CONC_FACTORS))})", found=repr(units))
+    fit = inp.attrs.get("parent_fraction_fit") or {}
+    meta = {"Sources": [str(recordings[lab]) for lab in labels],
+            "ParentFractionModel": parent_fraction_model,
+            "ParentFractionParameters": {k: (v.tolist() if hasattr(v, "tolist") else v)
+                                         for k, v in fit.items()
+                                         if k != "function" and not callable(v)},
+            "DelaySeconds": 0.0, "GridStepSeconds": float(grid_step_s),
+            "time": {"Units": "s"}, "plasma": {"Units": units, "Description": "total plasma"},
+            "parent_plasma": {"Units": units, "Description": "metabolite-corrected parent plasma"},
+            "parent_fraction": {"Units": "fraction"},
+            "whole_blood": {"Units": units}}
+    if fit_delay:
+        scaled = inp.copy()
+        for col in ("plasma", "parent_plasma", "whole_blood"):
+            if col in scaled:
+                scaled[col] = scaled[col] / factor
+        res = pblood.fit_delay(scaled, delay_tac, fs, fd)
+        d = res["delay_s"]
+        inp = pblood.metabolite_corrected_input(blood, model=parent_fraction_model, delay=d,
+                                                grid_step=grid_step_s, scan_end_s=scan_end_s,
+                                                coverage_tolerance_s=coverage_tolerance_s)
+        meta["DelaySeconds"] = float(d)
+        log.info("input delay: %.0f s", d)
+    for col in ("plasma", "parent_plasma", "whole_blood"):
+        if col in inp:
+            inp[col] = inp[col] / factor
+    log.info("input: %d samples over %.0f s, parent-fraction model %s %s", len(inp),
+             inp["time"].iloc[-1], parent_fraction_model, meta["ParentFractionParameters"])
+    return inp, meta
+
+
+# --------------------------------------------------------------------------------------------
+# kinetics
+# --------------------------------------------------------------------------------------------
+def kinetics_step(tac_tables, *, input_df=None, models=("1tcm", "logan", "ma1"), reference_roi=None,
+                  tstar_s=1800.0, suvr_window=(3600.0, 5400.0), vb=None,
+                  vt_bounds=kinetics.DEFAULT_VT_BOUNDS, bp_bounds=kinetics.DEFAULT_BP_BOUNDS,
+                  bounds=None, injected_dose_bq=None, weight_kg=None):
+    """Fit every model to every TAC table.
+
+    Parameters
+    ----------
+    tac_tables : dict
+        ``{pvc label ('none', 'gtm'): (DataFrame, source path)}``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`prepost.pet.kinetics.fit_models` rows with a ``pvc`` column.
+    """
+    out = []
+    for label, (df, src) in tac_tables.items():
+        t0 = time.perf_counter()
+        res = kinetics.fit_models(df, input=input_df, reference_roi=reference_roi, models=models,
+                                  bounds=bounds, vb=vb, tstar_s=tstar_s,
+                                  suvr_window=tuple(_window(suvr_window)), vt_bounds=tuple(vt_bounds),
+                                  bp_bounds=tuple(bp_bounds), injected_dose_bq=injected_dose_bq,
+                                  weight_kg=weight_kg, source=src)
+        res.insert(0, "pvc", label)
+        n_bad = int((~res.drop_duplicates(["roi", "model"]).fit_ok).sum())
+        log.info("kinetics (pvc %s): %d fits, %d flagged (%.1f s)", label,
+                 res.drop_duplicates(["roi", "model"]).shape[0], n_bad, time.perf_counter() - t0)
+        out.append(res)
+    return pd.concat(out, ignore_index=True)
+
+
+def model_curves(tacs_df, kin, input_df=None, reference_roi=None):
+    """Model TACs at the frames from fitted estimates: dict model -> DataFrame like ``tacs_df``.
+
+    1TCM (plasma input) and SRTM (reference) curves are computed when fitted.
+    """
+    fs = tacs_df["frame_start"].to_numpy(float)
+    fd = tacs_df["frame_end"].to_numpy(float) - fs
+    out = {}
+    est = kin.pivot_table(index=["roi", "model"], columns="parameter", values="estimate",
+                          aggfunc="first")
+    for model in ("1tcm", "srtm"):
+        if model not in est.index.get_level_values("model"):
+            continue
+        df = tacs_df[["frame_start", "frame_end"]].copy()
+        for roi_name in [c for c in tacs_df.columns if c not in ("frame_start", "frame_end")]:
+            if (roi_name, model) not in est.index:
+                continue
+            e = est.loc[(roi_name, model)]
+            try:
+                if model == "1tcm":
+                    cb = input_df["whole_blood"] if "whole_blood" in input_df else None
+                    y = kinetics.one_tcm_model(input_df["time"], input_df["parent_plasma"], cb, fs, fd,
+                                               e["K1"], e["k2"], e["vB"])
+                else:
+                    y = kinetics.srtm_model(tacs_df[reference_roi].to_numpy(float), fs, fd, e["R1"],
+                                            e["k2"], e["BPND"])
+            except Exception:  # a failed fit has NaN estimates: no curve
+                y = np.full(fs.size, np.nan)
+            df[roi_name] = y
+        out[model] = df
+    return out
+
+
+def long_table(kin, participant_id, session, pvc_label):
+    """Tidy rows (participant_id, session, modality, measure, region, value, flag).
+
+    Only the fits of ``pvc_label`` are used. ``flag`` is the fit's flag when the fit failed or
+    its outcome is out of bounds (``fit_ok`` False), else empty; flagged rows are kept.
+    """
+    sub = kin[kin["pvc"] == pvc_label]
+    rows = []
+    for r in sub.itertuples(index=False):
+        m = MEASURES.get((r.model, r.parameter))
+        if m is None:
+            continue
+        rows.append({"participant_id": participant_id, "session": session, "modality": "pet",
+                     "measure": m, "region": r.roi, "value": r.estimate,
+                     "flag": "" if r.fit_ok else (r.flag or "fit failed")})
+    return pd.DataFrame(rows, columns=["participant_id", "session", "modality", "measure", "region",
+                                       "value", "flag"])
+
+
+# --------------------------------------------------------------------------------------------
+# voxel-wise maps in MNI space
+# --------------------------------------------------------------------------------------------
+def pet_to_mni(pet, xfm, t1w_to_mni, mni_ref, interpolation="linear"):
+    """Resample a (4D) PET onto an MNI grid through the coregistration and T1w -> MNI transforms.
+
+    ``t1w_to_mni`` is the ``forward`` list of :func:`prepost.anat.load_transforms`; the PET -> T1w
+    transform file comes last (``ants.apply_transforms`` order).
+    """
+    import ants
+
+    from prepost import anat
+
+    img = nib.load(pet) if isinstance(pet, (str, Path)) else pet
+    ref = nib.load(mni_ref) if isinstance(mni_ref, (str, Path)) else mni_ref
+    tlist = [str(t) for t in t1w_to_mni] + [str(xfm)]
+    out = ants.apply_transforms(anat.to_ants(ref), anat.to_ants(img), tlist, interpolator=interpolation,
+                                imagetype=3 if len(img.shape) == 4 else 0,
+                                whichtoinvert=[False] * len(tlist))
+    res = anat.to_nibabel(out)
+    return nib.Nifti1Image(np.asarray(res.dataobj, dtype=np.float32), ref.affine)
+
+
+def maps_step(pet_mni, fs, fd, mask, *, reference_tac, input_df=None, suvr_window=(3600.0, 5400.0),
+              tstar_s=1800.0, vb=None, k2a_range=(0.003, 1.0), n_basis=100):
+    """Voxel-wise SUVR, plasma Logan VT (when an input is given) and basis-function SRTM BPND.
+
+    Returns (dict name -> image, dict name -> seconds).
+    """
+    maps, secs = {}, {}
+    t0 = time.perf_counter()
+    maps["SUVR"] = tacs.voxelwise_suvr(pet_mni, fs, fd, reference_tac=reference_tac,
+                                       window=_window(suvr_window), mask_img=mask)
+    secs["SUVR"] = time.perf_counter() - t0
+    if input_df is not None:
+        t0 = time.perf_counter()
+        cb = input_df["whole_blood"].to_numpy(float) if "whole_blood" in input_df else None
+        maps["VTlogan"], _ = tacs.voxelwise_logan_vt(
+            pet_mni, fs, fd, input_df["time"].to_numpy(float), input_df["parent_plasma"].to_numpy(float),
+            mask_img=mask, tstar_s=tstar_s, cb=cb, vb=vb)
+        secs["VTlogan"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    maps["BPNDsrtm"], _, _ = tacs.voxelwise_srtm_bpnd(pet_mni, fs, fd, reference_tac, mask_img=mask,
+                                                      k2a_range=tuple(k2a_range), n_basis=int(n_basis))
+    secs["BPNDsrtm"] = time.perf_counter() - t0
+    for k, v in secs.items():
+        log.info("map %s: %.2f s", k, v)
+    return maps, secs
