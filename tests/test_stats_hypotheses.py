@@ -165,3 +165,11 @@ def test_two_atlases_need_an_atlas_key():
     assert list(res.verdict[:1]) == ["not tested"] and "give 'modality' or 'atlas'" in \
         res.reason.iloc[0]
     assert res.verdict.iloc[1] != "not tested" and res.verdict.iloc[2] != "not tested"
+
+
+def test_registry_covers_the_measure_names_of_the_stage_modules():
+    pet = pytest.importorskip("prepost.pet.stage")
+    conn = pytest.importorskip("prepost.connectivity.stage")
+    missing = set(pet.MEASURES.values()) - set(hyp.KNOWN_MEASURES)
+    missing |= set(conn.QC_MEASURES) - set(hyp.KNOWN_MEASURES)
+    assert not missing
