@@ -109,6 +109,7 @@ def detect_non_steady_state(img, n=None):
         if path is None or not str(path).endswith((".nii", ".nii.gz")):
             path = os.path.join(tmp, "bold.nii.gz")
             img.to_filename(path)
+        path = os.path.abspath(path)  # before the chdir below
         cwd = os.getcwd()
         os.chdir(tmp)  # the interface writes nothing, but keep any side files out of the cwd
         try:

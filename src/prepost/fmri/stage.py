@@ -15,7 +15,8 @@ Built-in chain (every step is a function of :mod:`prepost.fmri.preproc`,
 4. BOLD reference (median of the first 20 realigned steady-state volumes) and its rigid
    mutual-information registration to the skull-stripped T1w;
 5. one cubic-spline resampling per volume into the MNI grid of the configured resolution,
-   composing motion, coregistration and the anatomical normalisation;
+   composing motion, coregistration and the anatomical normalisation (voxels farther than 15 mm
+   from the template brain are left at 0);
 6. brain mask (the T1w brain mask carried to MNI, within the BOLD field of view) and the
    fMRIPrep-style confounds, with aCompCor masks from the warped WM and CSF probabilities
    (thresholded and eroded).
@@ -93,6 +94,20 @@ def _tissue_mask(prob, brain, threshold, erosions, min_voxels=10):
     if m.sum() < min_voxels:
         m = (prob > 0.5 * prob.max()) & brain
     return erode_mask(m, erosions, min_voxels=min_voxels)
+
+
+def _head_roi(ref, margin_mm=15.0):
+    """Template brain mask on the grid of ``ref``, dilated by ``margin_mm``."""
+    from nilearn import image
+    from scipy import ndimage
+
+    from prepost import anat
+
+    brain = image.resample_to_img(anat.template_images(2)["brain"], ref,
+                                  interpolation="nearest", force_resample=True, copy_header=True)
+    vox = float(np.abs(ref.affine[0, 0]))
+    it = max(1, int(round(margin_mm / vox)))
+    return ndimage.binary_dilation(np.asarray(brain.dataobj) > 0.5, iterations=it)
 
 
 def _coregistration_metrics(boldref, t1w_brain, mask, coreg):
@@ -228,6 +243,8 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
     xfm = anat.load_transforms(transforms) if isinstance(transforms, (str, Path)) else transforms
     ref = anat.mni_reference(resolution_mm)
     coords = preproc.mni_to_t1w_coords_from_ants(ref, xfm["forward"], t1)
+    # only the head is resampled: voxels beyond the template brain dilated by ~15 mm stay 0
+    coords[~_head_roi(ref)] = np.nan
     out = preproc.resample_bold_to_mni(img, affines, coreg, reference_img=ref,
                                        mni_to_t1w_coords=coords, order=3)
     out.header["pixdim"][4] = tr
