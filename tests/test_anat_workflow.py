@@ -1,0 +1,97 @@
+"""The anat rule runs for real on a small simulated study (one participant, two sessions, 3 mm
+T1w): every contract file, transforms that carry the template onto the T1w, and the QC."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = "MNI152NLin2009aSym"
+SESSIONS = ("pre", "post")
+
+
+def snakemake(*args, cwd, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONHASHSEED": "0"})
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+    return res
+
+
+def config(root, modalities=None, **anat):
+    (root / "participants.tsv").write_text("participant_id\tage\tfollowup_days\nsub-01\t30\t1\n")
+    cfg = {"participants": str(root / "participants.tsv"), "results_dir": str(root / "results"),
+           "simulate": {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 20, "voxel_mm": 6.0},
+                        "pet": {"voxel_mm": 6.0}},
+           "anat": anat, "modalities": modalities or {}}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def anat_targets(results):
+    from prepost import anat
+
+    out = []
+    for ses in SESSIONS:
+        prefix = Path(results) / f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}"
+        out += [str(p) for p in anat.output_paths(prefix, space=SPACE).values()]
+        out += [str(p) for p in anat.transform_paths(prefix, space=SPACE).values()]
+    return out
+
+
+def test_anat_targets_are_registered_when_fmri_or_pet(tmp_path):
+    cfg = config(tmp_path)
+    out = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path).stdout
+    assert "rule anat:" in out or "\nanat " in out
+    cfg = config(tmp_path, modalities={"fmri": False, "pet": False})
+    out = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path).stdout
+    assert "rule anat:" not in out and "\nanat " not in out
+
+
+def test_schema_rejects_an_unknown_transform(tmp_path):
+    cfg = config(tmp_path, transform="BSpline")
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path, check=False)
+    assert res.returncode != 0 and "BSpline" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_anat_rule_writes_the_contract(tmp_path):
+    from prepost import anat
+
+    cfg = config(tmp_path)
+    results = tmp_path / "results"
+    targets = anat_targets(results)
+    snakemake(*targets, "--cores", "2", "--configfile", str(cfg), cwd=tmp_path)
+    for t in targets:
+        assert Path(t).is_file(), t
+    tpl = anat.template_images(2)
+    for ses in SESSIONS:
+        prefix = results / f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}"
+        qc = json.loads(Path(f"{prefix}_desc-anat_qc.json").read_text())
+        assert qc["template"] == SPACE and qc["template_correlation"] > 0.8
+        assert 1000 < qc["brain_volume_ml"] < 2200
+        # the T1w on the template grid matches the template
+        mni = nib.load(f"{prefix}_space-{SPACE}_res-2_desc-preproc_T1w.nii.gz")
+        assert mni.shape == tpl["t1w"].shape and np.allclose(mni.affine, tpl["t1w"].affine)
+        inside = tpl["brain"].get_fdata() > 0.5
+        r = np.corrcoef(mni.get_fdata()[inside], tpl["t1w"].get_fdata()[inside])[0, 1]
+        assert r > 0.8
+        # tissue maps on the T1w grid: probabilities, GM mostly inside the brain mask
+        t1 = nib.load(f"{prefix}_desc-preproc_T1w.nii.gz")
+        mask = nib.load(f"{prefix}_desc-brain_mask.nii.gz").get_fdata() > 0
+        gm = nib.load(f"{prefix}_label-GM_probseg.nii.gz").get_fdata()
+        assert gm.shape == t1.shape and 0 <= gm.min() and gm.max() <= 1
+        assert gm[mask].sum() > 0.95 * gm.sum()
+        # the transforms carry the template brain mask onto the T1w brain mask
+        back = anat.apply_to_t1w(tpl["brain"], f"{prefix}_from-T1w_to-{SPACE}_mode-image_xfm.json",
+                                 t1).get_fdata() > 0.5
+        assert anat.dice(back, mask) > 0.95
