@@ -1,4 +1,8 @@
-"""Time the voxel-wise parametric maps on a 2 mm MNI brain (goal: <= 30 s for Logan VT).
+"""Time the voxel-wise parametric maps on a 2 mm MNI brain (goal: <= 30 s per map).
+
+Plasma Logan VT, SUVR and basis-function SRTM BPND (vectorised over voxels) on a noisy 1TCM
+brain; SRTM is compared with the regional NLS fit of :func:`prepost.pet.kinetics.srtm` looped
+over a sample of voxels (extrapolated to the brain).
 
 Usage: python benchmarks/pet_maps.py
 """
@@ -34,12 +38,30 @@ def main():
     t0 = time.perf_counter()
     out, _ = tacs.voxelwise_logan_vt(img, fs, fd, t, cpf(t / 60), mask_img=mask)
     t1 = time.perf_counter()
-    s = tacs.voxelwise_suvr(img, fs, fd, reference_tac=curves[0], mask_img=mask)
+    ref = sim.one_tcm_frames(inp, 0.12, 0.12 / 5.0, 0.05, fs, fd)
+    s = tacs.voxelwise_suvr(img, fs, fd, reference_tac=ref, mask_img=mask)
     t2 = time.perf_counter()
+    bp, _, _ = tacs.voxelwise_srtm_bpnd(img, fs, fd, ref, mask_img=mask)
+    t3 = time.perf_counter()
+    from prepost.pet import kinetics
+
+    sample = np.flatnonzero(m.ravel())[:: max(int(m.sum()) // 100, 1)][:100]
+    flat = data.reshape(-1, len(fs))
+    t4 = time.perf_counter()
+    for i in sample:
+        kinetics.srtm(flat[i], ref, fs, fd)
+    per_voxel = (time.perf_counter() - t4) / len(sample)
     v = out.get_fdata()[m]
     print(f"grid {m.shape}, {int(m.sum())} brain voxels, {len(fs)} frames")
     print(f"voxelwise_logan_vt: {t1 - t0:.2f} s (finite {np.isfinite(v).mean():.3f}, median VT {np.nanmedian(v):.2f})")
     print(f"voxelwise_suvr:     {t2 - t1:.2f} s (median {np.nanmedian(s.get_fdata()[m]):.2f})")
+    b = bp.get_fdata()[m]
+    true_bp = grid[idx][m] / 5.0 - 1  # reference VT 5 (1TCM target and reference)
+    err = np.nanmedian(np.abs(b - true_bp))
+    print(f"voxelwise_srtm_bpnd: {t3 - t2:.2f} s (median |BPND error| {err:.3f}, true BPND "
+          f"{true_bp.min():.2f}-{true_bp.max():.2f}, 5 % frame noise)")
+    print(f"kinetics.srtm per voxel: {per_voxel * 1e3:.1f} ms -> {per_voxel * m.sum():.0f} s for the "
+          f"brain ({per_voxel * m.sum() / (t3 - t2):.0f}x slower)")
 
 
 if __name__ == "__main__":

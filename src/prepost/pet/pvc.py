@@ -4,8 +4,9 @@ Model
 -----
 The brain is split into disjoint *compartments* ``j``: each ROI's own voxels (ROIs taken from the
 smallest to the largest, so a voxel belongs to the smallest ROI containing it; voxels in no ROI
-form ``rest``) crossed with the tissue classes GM, WM and CSF through the T1w-space tissue
-probabilities, ``f_j(x) = 1[x in region] * p_class(x)``. Every compartment is assumed to have one
+form ``rest``) crossed with the tissue classes GM and WM through the T1w-space tissue
+probabilities, ``f_j(x) = 1[x in region] * p_class(x)``, plus one CSF compartment over the whole
+image (by default; see ``pooled``). Every compartment is assumed to have one
 activity concentration ``T_j`` per frame, so the noise-free PET is
 ``PSF (*) sum_j T_j f_j``. With ``s_j = PSF (*) f_j`` (the regional spread function, computed on
 the T1w grid with an isotropic Gaussian PSF and sampled on the PET grid) and ``w_i`` the fraction
@@ -62,7 +63,7 @@ def _zooms(img):
     return np.sqrt((np.asarray(img.affine, float)[:3, :3] ** 2).sum(0))
 
 
-def gtm_compartments(roi_masks, tissue_maps, *, min_compartment_ml=0.5):
+def gtm_compartments(roi_masks, tissue_maps, *, min_compartment_ml=0.5, pooled=("csf",)):
     """Disjoint tissue compartments on the T1w grid (module docstring).
 
     Parameters
@@ -72,6 +73,11 @@ def gtm_compartments(roi_masks, tissue_maps, *, min_compartment_ml=0.5):
     tissue_maps : dict
         ``gm``, ``wm``, ``csf`` T1w-grid probability images.
     min_compartment_ml : float, default=0.5
+    pooled : sequence of str, default=('csf',)
+        Tissue classes modelled as one compartment over the whole brain (``all_<class>``)
+        instead of one per region. CSF carries no specific signal, and a CSF compartment per
+        region is nearly collinear with the GM of the same region, which makes the GM estimate
+        unstable.
 
     Returns
     -------
@@ -113,10 +119,19 @@ def gtm_compartments(roi_masks, tissue_maps, *, min_compartment_ml=0.5):
     fr, rows = [], []
     for reg, own in regions:
         for c in TISSUE_CLASSES:
+            if c in pooled:
+                continue
             f = np.where(own, tissues[c], 0.0).astype(np.float32)
             fr.append(f)
             rows.append({"compartment": f"{reg}_{c}", "region": reg, "tissue": c,
                          "volume_ml": float(f.sum() * vox_ml)})
+    for c in pooled:
+        if c not in TISSUE_CLASSES:
+            raise InputError(field="pooled", expected=f"tissue classes among {TISSUE_CLASSES}",
+                             found=repr(c))
+        fr.append(tissues[c].astype(np.float32))
+        rows.append({"compartment": f"all_{c}", "region": "all", "tissue": c,
+                     "volume_ml": float(tissues[c].sum() * vox_ml)})
     table = pd.DataFrame(rows)
     fr = np.stack(fr)
     keep = np.ones(len(table), bool)
