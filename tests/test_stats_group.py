@@ -225,3 +225,10 @@ def test_read_relmat(tmp_path):
     m.iloc[:, :2].to_csv(tmp_path / "bad.tsv", sep="\t")
     with pytest.raises(InputError, match="square"):
         group.read_relmat(tmp_path / "bad.tsv")
+
+
+def test_nbs_matrices_with_one_participant_say_why():
+    m = np.eye(4)[None] * 0.5 + 0.2
+    summary, edges, t = group.nbs_matrices(m, m, list("abcd"))
+    assert summary["components"] == [] and "fewer than 2" in summary["note"]
+    assert edges.empty and t.isna().all().all()

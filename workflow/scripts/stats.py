@@ -1,5 +1,7 @@
 """Statistics stage: one branch per rule of workflow/rules/stats.smk."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -85,14 +87,14 @@ elif rule == "stats_nbs":
         log.info("NBS: leaving out %s (an fMRI session excluded by QC)", dropped)
     mats = {k: [group.read_relmat(getattr(inp, k)[i]) for i in keep]
             for k in ("baseline", "followup")}
-    labels = list(mats["baseline"][0].index.astype(str))
+    labels = list(group.read_relmat(inp.baseline[0]).index.astype(str))
     for k, ms in mats.items():
         for i, m in zip(keep, ms):
             if list(m.index.astype(str)) != labels:
-                raise ValueError(f"{getattr(inp, k)[i]}: parcels differ from "
-                                 f"{getattr(inp, 'baseline')[keep[0]]}")
-    pre = np.stack([m.to_numpy() for m in mats["baseline"]])
-    post = np.stack([m.to_numpy() for m in mats["followup"]])
+                raise ValueError(f"{getattr(inp, k)[i]}: parcels differ from {inp.baseline[0]}")
+    shape = (0, len(labels), len(labels))
+    pre = np.stack([m.to_numpy() for m in mats["baseline"]]) if keep else np.empty(shape)
+    post = np.stack([m.to_numpy() for m in mats["followup"]]) if keep else np.empty(shape)
     # a run excluded upstream has an all-missing matrix: leave its participant out
     off = ~np.eye(pre.shape[1], dtype=bool)
     empty = [k for k in range(len(keep))
@@ -109,14 +111,19 @@ elif rule == "stats_nbs":
     summary.update(atlas=snakemake.wildcards.atlas, participants=[p.subjects[i] for i in keep],
                    left_out=dropped, baseline=baseline, followup=followup,
                    statistic="paired t of Fisher z (arctanh) of Pearson r, followup - baseline")
+    if summary.get("note"):
+        log.warning("NBS %s: %s", summary["atlas"], summary["note"])
     log.info("NBS %s: %d participants, %s, %d components, p = %s", summary["atlas"],
              len(keep), "exact" if summary["exact"] else f"{summary['n_perm']} flips",
              len(summary["components"]), [c["p"] for c in summary["components"]])
     write_json(summary, out.summary)
     write_tsv(edges, out.edges)
     for key, Z in (("mean_baseline", pre), ("mean_followup", post)):
-        mean = pd.DataFrame(np.tanh(np.nanmean(group.fisher_z(Z), axis=0)), index=labels,
-                            columns=labels)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # mean of no participant: NaN
+            mz = np.nanmean(group.fisher_z(Z), axis=0) if len(Z) else \
+                np.full((len(labels),) * 2, np.nan)
+        mean = pd.DataFrame(np.tanh(mz), index=labels, columns=labels)
         mean.index.name = "parcel"
         write_tsv(mean, getattr(out, key), index=True)
     t.index.name = "parcel"

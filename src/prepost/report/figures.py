@@ -122,8 +122,10 @@ def paired_panels(table, measure, baseline, followup, max_panels=12, stats=None)
             continue
         for _, r in wide.iterrows():
             ax.plot([0, 1], [r[baseline], r[followup]], color="0.6", lw=0.8, marker="o", ms=3)
-        ax.plot([0, 1], [wide[baseline].mean(), wide[followup].mean()], color="k", lw=2.2,
-                marker="s", ms=5)
+        pairs = wide[[baseline, followup]].dropna()
+        if len(pairs):  # the mean of complete pairs, as tested
+            ax.plot([0, 1], [pairs[baseline].mean(), pairs[followup].mean()], color="k",
+                    lw=2.2, marker="s", ms=5)
         ax.set_xticks([0, 1], [baseline, followup])
         ax.set_xlim(-0.3, 1.3)
         title = region
@@ -131,7 +133,8 @@ def paired_panels(table, measure, baseline, followup, max_panels=12, stats=None)
             s = stats[(stats["measure"] == measure) & (stats["region"].astype(str) == region)]
             if len(s):
                 s = s.iloc[0]
-                title += f"\nΔ = {s['mean_diff']:.3g}, p_perm = {s['p_perm']:.3g}"
+                title += (f"\nΔ = {s['mean_diff']:.3g}, p_perm = {s['p_perm']:.3g}"
+                          if np.isfinite(s["p_perm"]) else f"\n{int(s['n'])} complete pair(s)")
         ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=7)
     fig.suptitle(measure, fontsize=10)

@@ -548,7 +548,8 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     -------
     summary : dict
         Settings, ``n_subjects``, ``exact``, ``n_perm``, ``dropped_parcels``, and per component
-        its ``size``, ``p``, ``n_edges``, ``n_nodes``.
+        its ``size``, ``p``, ``n_edges``, ``n_nodes``; with fewer than 2 participants nothing is
+        tested and ``note`` says so.
     edges : pandas.DataFrame
         ``component``, ``parcel_i``, ``parcel_j``, ``t``, ``p`` per supra-threshold edge.
     t : pandas.DataFrame
@@ -557,6 +558,14 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     zp, zq = fisher_z(pre), fisher_z(post)
     n_nodes = zp.shape[1]
     labels = [str(i) for i in range(n_nodes)] if labels is None else [str(x) for x in labels]
+    if zp.shape[0] < 2:
+        # nothing to test; the outputs still exist and say why
+        summary = {"n_subjects": int(zp.shape[0]), "n_parcels": int(n_nodes),
+                   "dropped_parcels": [], "thresh": float(thresh), "tail": tail, "size": size,
+                   "exact": False, "n_perm": 0, "components": [], "null_quantile_95": None,
+                   "note": f"fewer than 2 participants with both sessions (n={zp.shape[0]})"}
+        return (summary, pd.DataFrame(columns=["component", "parcel_i", "parcel_j", "t", "p"]),
+                pd.DataFrame(np.full((n_nodes, n_nodes), np.nan), index=labels, columns=labels))
     off = ~np.eye(n_nodes, dtype=bool)
     # missing edges per parcel pair over subjects and sessions; drop the parcel with the most
     # missing edges until none is left (a parcel missing in one matrix does not take the
