@@ -67,3 +67,64 @@ def _default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_tsv(path, *, what="a tab-separated table", required=(), numeric=None, index_col=None):
+    """Read a TSV written by a stage or a user, turning every failure into an InputError.
+
+    Parameters
+    ----------
+    path : path-like
+    what : str
+        What the file should be, for the message.
+    required : sequence of str
+        Columns that must be present.
+    numeric : sequence of str, 'all' or None
+        Columns whose values must be numbers (or missing); 'all' for every column.
+    index_col : str or None
+        A required column used as the index.
+    """
+    import pandas as pd
+
+    from .errors import InputError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, what, "no such file")
+    try:
+        df = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    except Exception as exc:  # pandas raises several parser/decoding error types
+        raise InputError(path, None, what, f"an unreadable table ({type(exc).__name__}: {exc})") \
+            from None
+    need = list(required) + ([index_col] if index_col else [])
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise InputError(path, missing[0], f"{what} with column(s) {need}",
+                         f"columns {list(df.columns)}")
+    cols = [c for c in df.columns if c != index_col] if numeric == "all" else list(numeric or [])
+    for col in cols:
+        vals = pd.to_numeric(df[col], errors="coerce")
+        bad = vals.isna() & df[col].notna()
+        if bad.any():
+            raise InputError(path, str(col), "numbers (or n/a)",
+                             f"{df[col][bad].iloc[0]!r} on row {int(bad.to_numpy().argmax()) + 1}")
+        df[col] = vals
+    if index_col:
+        df = df.set_index(index_col)
+    return df
+
+
+def read_json_object(path, what="a JSON object"):
+    """Read a JSON file that must hold an object; every failure is an InputError."""
+    from .errors import InputError
+
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, None, what, "no such file") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(path, None, what, f"unreadable JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise InputError(path, None, what, type(obj).__name__)
+    return obj

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputError
+from ..io import read_json_object, read_tsv
 from . import alff as _alff
 from . import fc as _fc
 from . import gradients as _grad
@@ -176,10 +177,7 @@ def load_atlas_spec(spec):
 # one session
 def read_qc(path):
     """The fMRI stage's QC record, checked for the keys this stage uses."""
-    try:
-        qc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(path, None, "a readable JSON QC record", str(exc)) from None
+    qc = read_json_object(path, "a readable JSON QC record")
     for k in ("excluded", "tr", "sample_mask", "n_volumes"):
         if k not in qc:
             raise InputError(path, k, "present (fMRI stage QC contract)")
@@ -250,7 +248,13 @@ def relmat_frame(mat, names):
 
 
 def read_relmat(path):
-    return pd.read_csv(path, sep="\t", index_col="node", na_values="n/a")
+    """A square relationship matrix written by :func:`relmat_frame` (nodes in column 'node')."""
+    df = read_tsv(path, what="a square relationship matrix with a 'node' column",
+                  index_col="node", numeric="all")
+    if list(df.index.astype(str)) != [str(c) for c in df.columns]:
+        raise InputError(path, "node", "the same node names in rows and columns",
+                         f"{len(df)} rows and {df.shape[1]} columns")
+    return df
 
 
 def full_length(timeseries, qc):

@@ -45,7 +45,7 @@ import pandas as pd
 from scipy import ndimage
 
 from prepost.errors import InputError
-from prepost.io import write_json, write_tsv
+from prepost.io import read_json_object, read_tsv, write_json, write_tsv
 
 __all__ = [
     "MOTION_COLUMNS",
@@ -371,7 +371,7 @@ def read_confounds(path):
     if not path.exists():
         raise InputError(file=path, field="confounds", expected="an existing TSV file",
                          found="no such file")
-    df = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    df = read_tsv(path, what="a confounds table (one numeric column per regressor)", numeric="all")
     js = path.with_suffix(".json")
-    meta = json.loads(js.read_text()) if js.exists() else {}
+    meta = read_json_object(js, "the confounds JSON sidecar") if js.exists() else {}
     return df, meta

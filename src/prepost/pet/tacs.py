@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from prepost.errors import InputError
-from prepost.io import write_json, write_tsv
+from prepost.io import read_json_object, read_tsv, write_json, write_tsv
 from prepost.pet.preproc import _frames, _load, _window_weights
 
 __all__ = [
@@ -147,9 +147,10 @@ def read_tacs(path):
     path = Path(path)
     if not path.exists():
         raise InputError(file=path, field="path", expected="an existing TAC table", found="no file")
-    df = pd.read_csv(path, sep="\t", na_values="n/a")
+    df = read_tsv(path, what="a TAC table (frame_start, frame_end, one column per ROI)",
+                  required=("frame_start", "frame_end"), numeric="all")
     jp = path.with_name(re.sub(r"\.tsv$", ".json", path.name))
-    meta = json.loads(jp.read_text()) if jp.exists() else {}
+    meta = read_json_object(jp, "the TAC JSON sidecar") if jp.exists() else {}
     return df, meta
 
 
