@@ -1,0 +1,130 @@
+"""Exact re-runs after a parameter change, byte-identical repeated runs, and resuming after SIGKILL.
+
+One small simulated study (2 participants, fMRI + PET + statistics) is run once for the module;
+the re-run checks are dry runs against it.
+"""
+
+import filecmp
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from test_workflow import ROOT, snakemake
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "simulate": {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 60, "voxel_mm": 6.0},
+                 "pet": {"voxel_mm": 6.0}},
+    "fmri": {"resolution_mm": 6, "denoise": {"min_retained_s": 60}},
+    "connectivity": {"atlases": ["Schaefer100"]},
+    "pet": {"parametric_maps": False},
+}
+
+
+def _config(tmp_path, name, **over):
+    part = tmp_path / "participants.tsv"
+    part.write_text("participant_id\tage\tfollowup_days\nsub-01\t30\t1\nsub-02\t41\t7\n")
+    cfg = {**TINY, "participants": str(part), "results_dir": str(tmp_path / name), **over}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("repro")
+    cfg = _config(tmp, "results")
+    snakemake("--cores", "2", "--configfile", str(cfg), cwd=tmp)
+    return tmp, cfg
+
+
+def _scheduled(tmp, cfg, overlay):
+    over = tmp / "overlay.yaml"
+    over.write_text(yaml.safe_dump(overlay))
+    res = snakemake("-n", "--cores", "2", "--configfile", str(cfg), str(over), cwd=tmp)
+    out = res.stdout + res.stderr
+    table = out.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in out else ""
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+\s*$", table, re.M)} - {"all", "total"}
+
+
+UPSTREAM_FMRI = {"anat", "fmri_preproc", "simulate_subject", "simulate_dataset", "bids_inventory"}
+PET = {"pet_motion", "pet_coreg", "pet_rois", "pet_tacs", "pet_blood", "pet_kinetics", "pet_maps"}
+CONN = {"connectivity_timeseries", "connectivity_fc", "connectivity_measures",
+        "connectivity_alff_maps", "connectivity_tangent", "connectivity_gradients"}
+
+# parameter: (overlay, rules that must run, rules that must not)
+CHANGES = {
+    "band-pass": ({"fmri": {"denoise": {"low_pass": 0.1}}}, {"fmri_denoise", "stats_paired"},
+                  UPSTREAM_FMRI | PET),
+    "atlas": ({"connectivity": {"atlases": ["Schaefer200"]}},
+              {"connectivity_timeseries", "connectivity_fc", "stats_paired"},
+              UPSTREAM_FMRI | {"fmri_denoise"} | PET),
+    "FC kind": ({"connectivity": {"fc_kinds": ["pearson"]}}, {"connectivity_fc"},
+                UPSTREAM_FMRI | {"fmri_denoise", "connectivity_timeseries"} | PET),
+    "SUVR window": ({"pet": {"suvr_window_s": [3000, 5400]}}, {"pet_kinetics", "stats_paired"},
+                    UPSTREAM_FMRI | CONN | {"fmri_denoise", "pet_tacs", "pet_rois", "pet_coreg"}),
+    "permutation count": ({"stats": {"paired": {"n_perm": 500}}}, {"stats_paired"},
+                          UPSTREAM_FMRI | CONN | PET | {"fmri_denoise"}),
+}
+
+
+def test_completed_run_has_nothing_to_do(study):
+    tmp, cfg = study
+    res = snakemake("-n", "--cores", "2", "--configfile", str(cfg), cwd=tmp)
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("change", list(CHANGES), ids=list(CHANGES))
+def test_a_parameter_change_reruns_its_rule_and_downstream_only(study, change):
+    tmp, cfg = study
+    overlay, must, must_not = CHANGES[change]
+    jobs = _scheduled(tmp, cfg, overlay)
+    assert must <= jobs, f"missing {must - jobs} in {sorted(jobs)}"
+    assert not (jobs & must_not), f"upstream re-run: {sorted(jobs & must_not)}"
+
+
+def _tables(root):
+    return sorted(p.relative_to(root) for p in root.rglob("*.tsv")
+                  if not {"logs", "benchmarks"} & set(p.relative_to(root).parts))
+
+
+def test_two_clean_runs_give_byte_identical_tsv(study):
+    tmp, _ = study
+    cfg2 = _config(tmp, "again")
+    snakemake("--cores", "2", "--configfile", str(cfg2), cwd=tmp)
+    first, second = _tables(tmp / "results"), _tables(tmp / "again")
+    assert first == second and len(first) > 30
+    differ = [str(r) for r in first if not filecmp.cmp(tmp / "results" / r, tmp / "again" / r,
+                                                       shallow=False)]
+    assert not differ
+
+
+def test_sigkill_mid_run_resumes_to_the_same_outputs(study):
+    tmp, _ = study
+    cfg3 = _config(tmp, "killed")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2",
+           "--configfile", str(cfg3)]
+    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    marker = tmp / "killed" / "sub-01" / "ses-pre" / "anat"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not any(marker.glob("*_desc-preproc_T1w.nii.gz")):
+        time.sleep(1)
+    time.sleep(3)  # let the next jobs start, so some outputs are half-written
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp / "killed" / "report").exists()
+    # a killed Snakemake leaves its lock behind: release it, then resume
+    snakemake("--unlock", "--cores", "1", "--configfile", str(cfg3), cwd=tmp)
+    snakemake("--cores", "2", "--rerun-incomplete", "--configfile", str(cfg3), cwd=tmp)
+    first, resumed = _tables(tmp / "results"), _tables(tmp / "killed")
+    assert first == resumed
+    differ = [str(r) for r in first if not filecmp.cmp(tmp / "results" / r, tmp / "killed" / r,
+                                                       shallow=False)]
+    assert not differ
