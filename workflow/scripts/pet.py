@@ -14,6 +14,8 @@ import pandas as pd  # noqa: E402
 
 from prepost import anat, io, logs  # noqa: E402
 from prepost.pet import qc, stage  # noqa: E402
+from prepost.pet import tacs as ptacs  # noqa: E402
+from prepost.pet.preproc import resample_to_grid  # noqa: E402
 
 log = logs.setup(snakemake.log[0])
 inp, out, p = snakemake.input, snakemake.output, snakemake.params
@@ -69,8 +71,6 @@ elif rule == "pet_tacs":
               "roi_config": p.rois, "psf_fwhm_mm": p.psf_fwhm_mm}
     df, tmeta, corr, cmeta = stage.tacs_step(inp.pet, fs, fd, pet_rois, units=meta["Units"],
                                              source=str(inp.pet), pvc_method=p.pvc, **kw)
-    from prepost.pet import tacs as ptacs
-
     ptacs.write_tacs(df, tmeta, out.tacs)
     if corr is not None:
         ptacs.write_tacs(corr, cmeta, out.pvc)
@@ -108,8 +108,6 @@ else:  # pet_maps
     ref = nib.load(inp.mni_ref)
     pet_mni = stage.pet_to_mni(inp.pet, inp.xfm, xfm["forward"], ref)
     brain = anat.template_images(2)["brain"]
-    from prepost.pet.preproc import resample_to_grid
-
     mask = resample_to_grid(brain, ref, order=0) if brain.shape != ref.shape else brain
     input_df = read_tsv(inp.input) if "input" in inp.keys() else None
     ref_tac = read_tsv(inp.tacs)[p.reference_roi].to_numpy(float)
