@@ -178,3 +178,42 @@ def test_malformed_participants_fail_at_dag_time(case, user_bids, tmp_path):
 
 def test_the_catalogue_has_at_least_twenty_cases():
     assert len(CASES) + len(PARTICIPANT_CASES) >= 20
+
+
+@pytest.mark.slow
+def test_bad_voxels_fail_their_first_rule_and_the_others_complete(user_bids, tmp_path):
+    """NaN voxels and a zero-filled volume only show in the data: the first rule reading it stops
+    with the file named, leaves no output, and --keep-going lets the other sessions finish."""
+    def with_nan(d, img):
+        d = d.astype(np.float32)
+        d[3, 3, 3, 5] = np.nan
+        return d, img.affine
+
+    def with_zero_volume(d, img):
+        d = d.copy()
+        d[..., 7] = 0
+        return d, img.affine
+
+    nan_bold = _nifti(user_bids, "sub-02/ses-pre/func/sub-02_ses-pre_task-rest_bold", with_nan)
+    zero_bold = _nifti(user_bids, "sub-01/ses-post/func/sub-01_ses-post_task-rest_bold",
+                       with_zero_volume)
+    cfg = small_config(tmp_path, bids_dir=str(user_bids), modalities={"pet": False},
+                       fmri={"resolution_mm": 6})
+    res_dir = tmp_path / "results"
+    target = ("{r}/sub-{s}/ses-{e}/func/sub-{s}_ses-{e}_task-rest_space-MNI152NLin2009aSym"
+              "_res-6_desc-preproc_bold.nii.gz")
+    targets = {(s, e): target.format(r=res_dir, s=s, e=e) for s in ("01", "02")
+               for e in ("pre", "post")}
+    res = snakemake(*targets.values(), "--cores", "2", "--keep-going", "--configfile", str(cfg),
+                    cwd=tmp_path, check=False)
+    assert res.returncode != 0
+    logs = "".join(p.read_text() for p in (res_dir / "logs").rglob("*.log"))
+    assert str(nan_bold) in logs and "NaN/inf voxels" in logs
+    assert str(zero_bold) in logs and "zero-filled volume" in logs and "index 7" in logs
+    from pathlib import Path
+
+    for key, path in targets.items():
+        broken = key in {("02", "pre"), ("01", "post")}
+        assert Path(path).exists() != broken, key
+        if broken:  # no half-written file of the failed job
+            assert not list(Path(path).parent.glob(f"sub-{key[0]}_ses-{key[1]}_*desc-preproc*"))

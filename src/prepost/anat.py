@@ -84,7 +84,7 @@ def _name(img):
     return fn or "<in-memory image>"
 
 
-def load_image(img, *, ndim=3, field="image"):
+def load_image(img, *, ndim=3, field="image", check_empty_volumes=False):
     """Load and check an image.
 
     Parameters
@@ -96,6 +96,8 @@ def load_image(img, *, ndim=3, field="image"):
         None accepts 3D and 4D.
     field : str
         Name used in error messages.
+    check_empty_volumes : bool
+        For 4D images, reject volumes that are entirely zero (a converter's placeholder).
 
     Returns
     -------
@@ -134,6 +136,12 @@ def load_image(img, *, ndim=3, field="image"):
     if not np.all(np.isfinite(data)):
         raise InputError(file=_name(img), field=field, expected="finite voxel values",
                          found=f"{int(np.size(data) - np.isfinite(data).sum())} NaN/inf voxels")
+    if check_empty_volumes and data.ndim == 4:
+        empty = np.flatnonzero(~np.any(data.reshape(-1, data.shape[3]) != 0, axis=0))
+        if empty.size:
+            raise InputError(file=_name(img), field=field,
+                             expected="no volume filled with zeros",
+                             found=f"{empty.size} zero-filled volume(s), first at index {empty[0]}")
     return img
 
 

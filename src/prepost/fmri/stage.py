@@ -179,7 +179,7 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
 
     t_all = time.perf_counter()
     qc, secs = {}, {}
-    img = anat.load_image(bold, ndim=4, field="bold")
+    img = anat.load_image(bold, ndim=4, field="bold", check_empty_volumes=True)
     n_total = img.shape[3]
     if tr is None:
         z = img.header.get_zooms()
