@@ -22,4 +22,10 @@ def setup(log_path=None, level=logging.INFO):
         logger.addHandler(h)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").handlers = handlers
+
+    def _log_uncaught(exc_type, exc, tb):
+        # the rule's log then says why the job failed, not only Snakemake's own output
+        logger.error("%s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = _log_uncaught
     return logger
