@@ -36,7 +36,7 @@ rule anat:
     benchmark:
         f"{RESULTS}/benchmarks/anat/sub-{{subject}}_ses-{{session}}.tsv"
     group:
-        "preproc"
+        "session"
     conda:
         "../../envs/anat.yaml"
     threads: 1

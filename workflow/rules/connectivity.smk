@@ -70,6 +70,8 @@ rule connectivity_timeseries:
         f"{RESULTS}/benchmarks/connectivity/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_timeseries.tsv"
     wildcard_constraints:
         **CONN_WILDCARDS,
+    group:
+        "session"
     conda:
         "../../envs/connectivity.yaml"
     threads: 1
@@ -93,6 +95,8 @@ rule connectivity_fc:
         f"{CONN_LOGS}/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_meas-{{meas}}_fc.log",
     wildcard_constraints:
         **CONN_WILDCARDS,
+    group:
+        "session"
     conda:
         "../../envs/connectivity.yaml"
     threads: 1
@@ -120,6 +124,8 @@ rule connectivity_measures:
         f"{RESULTS}/benchmarks/connectivity/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_measures.tsv"
     wildcard_constraints:
         **CONN_WILDCARDS,
+    group:
+        "session"
     conda:
         "../../envs/connectivity.yaml"
     threads: 1
@@ -149,6 +155,8 @@ rule connectivity_alff_maps:
         f"{CONN_LOGS}/sub-{{subject}}_ses-{{session}}_alff_maps.log",
     benchmark:
         f"{RESULTS}/benchmarks/connectivity/sub-{{subject}}_ses-{{session}}_alff_maps.tsv"
+    group:
+        "session"
     conda:
         "../../envs/connectivity.yaml"
     threads: 1

@@ -68,7 +68,7 @@ if not FMRIPREP:
         benchmark:
             f"{FUNC_BENCH}_preproc.tsv"
         group:
-            "preproc"
+            "session"
         conda:
             "../../envs/fmri.yaml"
         threads: 1
@@ -100,7 +100,7 @@ else:
         log:
             f"{FUNC_LOGS}_import.log",
         group:
-            "preproc"
+            "session"
         conda:
             "../../envs/fmri.yaml"
         threads: 1
@@ -129,7 +129,7 @@ rule fmri_denoise:
     benchmark:
         f"{FUNC_BENCH}_denoise.tsv"
     group:
-        "preproc"
+        "session"
     conda:
         "../../envs/fmri.yaml"
     threads: 1

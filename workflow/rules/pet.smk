@@ -67,6 +67,8 @@ rule pet_motion:
         f"{PET_LOGS}_motion.log",
     benchmark:
         f"{PET_BENCH}_motion.tsv"
+    group:
+        "session"
     conda:
         "../../envs/pet.yaml"
     threads: 1
@@ -97,6 +99,8 @@ rule pet_coreg:
         f"{PET_LOGS}_coreg.log",
     benchmark:
         f"{PET_BENCH}_coreg.tsv"
+    group:
+        "session"
     conda:
         "../../envs/pet.yaml"
     threads: 2
@@ -128,6 +132,8 @@ rule pet_rois:
         f"{PET_LOGS}_rois.log",
     benchmark:
         f"{PET_BENCH}_rois.tsv"
+    group:
+        "session"
     conda:
         "../../envs/pet.yaml"
     threads: 2
@@ -171,6 +177,8 @@ rule pet_tacs:
         tacs_json=f"{PET_T}_seg-study_tacs.json",
     log:
         f"{PET_LOGS}_tacs.log",
+    group:
+        "session"
     conda:
         "../../envs/pet.yaml"
     threads: 1
@@ -199,6 +207,8 @@ rule pet_blood:
         input_json=f"{PET_T}_desc-input_blood.json",
     log:
         f"{PET_LOGS}_blood.log",
+    group:
+        "session"
     conda:
         "../../envs/pet.yaml"
     threads: 1
@@ -229,6 +239,8 @@ rule pet_kinetics:
         f"{PET_LOGS}_kinetics.log",
     benchmark:
         f"{PET_BENCH}_kinetics.tsv"
+    group:
+        "session"
     conda:
         "../../envs/pet.yaml"
     threads: 1
@@ -265,6 +277,8 @@ rule pet_maps:
         f"{PET_LOGS}_maps.log",
     benchmark:
         f"{PET_BENCH}_maps.tsv"
+    group:
+        "session"
     conda:
         "../../envs/pet.yaml"
     threads: 2
