@@ -119,7 +119,7 @@ def test_save_load_round_trip_is_identical(run, tmp_path):
     loaded = anat.load_transforms(run["dir"] / "sub-01_ses-pre")
     assert loaded["forward"] == xfm["forward"] and loaded["inverse"] == xfm["inverse"]
     assert anat.load_transforms(xfm["sidecar"])["forward"] == xfm["forward"]
-    name = "sub-01_ses-pre_from-T1w_to-MNI152NLin2009aAsym_mode-image_xfm.json"
+    name = "sub-01_ses-pre_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.json"
     assert xfm["sidecar"].endswith(name)
     other = anat.save_transforms(
         {"forward": loaded["forward"], "inverse": [loaded["affine"], loaded["inverse_warp"]],

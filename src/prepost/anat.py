@@ -23,7 +23,7 @@ template with antspyx, and the template's priors are carried back to the T1w gri
 Transforms on disk
 ------------------
 :func:`save_transforms` writes, for an output prefix such as ``.../sub-01_ses-pre`` and
-``space`` (default :data:`TEMPLATE`, ``MNI152NLin2009aAsym``)::
+``space`` (default :data:`TEMPLATE`, ``MNI152NLin2009aSym``)::
 
     <prefix>_from-T1w_to-<space>_mode-image_desc-affine_xfm.mat     (ITK affine)
     <prefix>_from-T1w_to-<space>_mode-image_desc-warp_xfm.nii.gz    (displacement)
@@ -68,8 +68,8 @@ import numpy as np
 from .errors import InputError
 from .io import atomic_path, write_json, write_nifti
 
-# nilearn documents its bundled template as the asymmetric ICBM152 2009 release a
-TEMPLATE = "MNI152NLin2009aAsym"
+# nilearn's bundled template file is mni_icbm152_t1_tal_nlin_sym_09a: ICBM152 2009a, symmetric
+TEMPLATE = "MNI152NLin2009aSym"
 TRANSFORM_TYPES = ("SyN", "SyNRA", "SyNAggro", "SyNCC", "ElasticSyN",
                    "antsRegistrationSyNQuick[s]", "antsRegistrationSyN[s]")
 INTERPOLATIONS = ("linear", "nearestNeighbor", "genericLabel", "bSpline", "lanczosWindowedSinc",
