@@ -400,7 +400,8 @@ def _dilate_mm(mask, mm, zooms):
 
 def centrum_semiovale_mask(wm_img, mni_to_t1w, *, wm_threshold=0.9, erode_mm=4.0,
                            exclude_dilate_mm=3.0, height_mm=20.0, lateral_mm=35.0,
-                           y_range_mni=(-55.0, 35.0), z_min_mni="auto", name="centrum_semiovale"):
+                           y_range_mni=(-55.0, 35.0), z_min_mni="auto", name="centrum_semiovale",
+                           min_volume_ml=None):
     """Centrum semiovale reference region in T1w space (PETPrep's recipe, module docstring).
 
     Parameters
@@ -422,6 +423,9 @@ def centrum_semiovale_mask(wm_img, mni_to_t1w, *, wm_threshold=0.9, erode_mm=4.0
         Bottom of the slab (MNI mm); 'auto' is the top of the template's lateral ventricles.
     name : str
         ROI name for messages.
+    min_volume_ml : float or None
+        When the nominal recipe gives less, the WM threshold and then the erosion are relaxed in
+        small steps until it does (each step logged, the final values in ``info['relaxed']``).
 
     Returns
     -------
@@ -436,24 +440,43 @@ def centrum_semiovale_mask(wm_img, mni_to_t1w, *, wm_threshold=0.9, erode_mm=4.0
             "z_min_mni": z_min_mni}
     zooms = _zooms(wm_img)
     wm = np.asarray(wm_img.dataobj, dtype=np.float32)
-    step = {}
-    m = wm > wm_threshold
-    step["wm_thresholded"] = int(m.sum())
-    m = _erode_mm(m, erode_mm, zooms)
-    step["eroded"] = int(m.sum())
     ex = mni_exclusion_masks()
-    excl = np.zeros(m.shape, bool)
+    excl = np.zeros(wm.shape, bool)
     for key in ("deep_gm", "ventricles"):
         w = apply_ants_transforms(ex[key], wm_img, mni_to_t1w, interpolation="linear")
         excl |= np.asarray(w.dataobj) > 0.5
     excl = _dilate_mm(excl, exclude_dilate_mm, zooms)
-    m &= ~excl
-    step["after_exclusion"] = int(m.sum())
     box, z0 = _semiovale_box(spec)
     boxw = np.asarray(apply_ants_transforms(box, wm_img, mni_to_t1w, interpolation="linear").dataobj) > 0.5
-    m &= boxw
+
+    def build(threshold, erosion):
+        step = {}
+        m = wm > threshold
+        step["wm_thresholded"] = int(m.sum())
+        m = _erode_mm(m, erosion, zooms)
+        step["eroded"] = int(m.sum())
+        m &= ~excl
+        step["after_exclusion"] = int(m.sum())
+        m &= boxw
+        return m, step
+
+    m, step = build(wm_threshold, erode_mm)
     vol = float(m.sum() * np.prod(zooms) / 1000.0)
-    info = {"volume_ml": vol, "n_voxels": int(m.sum()), "z_min_mni": z0, "steps": step}
+    relaxed = None
+    if min_volume_ml is not None and vol < min_volume_ml:
+        # A thin or imperfectly normalised white matter leaves too few voxels at the nominal
+        # recipe: relax the probability threshold, then the erosion, step by step (logged).
+        for thr, ero in ((wm_threshold - 0.05, erode_mm), (wm_threshold - 0.1, erode_mm),
+                         (wm_threshold - 0.1, erode_mm / 2), (wm_threshold - 0.2, erode_mm / 2)):
+            m, step = build(thr, ero)
+            vol = float(m.sum() * np.prod(zooms) / 1000.0)
+            relaxed = {"wm_threshold": thr, "erode_mm": ero}
+            log.warning("%s: under %.1f mL at the nominal recipe; relaxed to WM > %.2f, erosion "
+                        "%.1f mm: %.2f mL", name, min_volume_ml, thr, ero, vol)
+            if vol >= min_volume_ml:
+                break
+    info = {"volume_ml": vol, "n_voxels": int(m.sum()), "z_min_mni": z0, "steps": step,
+            "relaxed": relaxed}
     log.info("%s: %.2f mL (%d voxels), slab from z=%.1f mm MNI", name, vol, int(m.sum()), z0)
     return _img(m, wm_img.affine), info
 
@@ -571,6 +594,8 @@ def build_rois(config, *, t1w_img, brain_mask_img, gm_img, wm_img, csf_img=None,
         else:
             m, info = centrum_semiovale_mask(
                 maps["wm"], mni_to_t1w, name=name,
+                min_volume_ml=(s["min_volume_ml"] if s["min_volume_ml"] is not None
+                               else float(min_volume_ml)),
                 **{k: s[k] for k in _SEMIOVALE_DEFAULTS})
             w1 = np.asarray(m.dataobj) > 0.5
         t1_mask = _img(w1, t1.affine)
