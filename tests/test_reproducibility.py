@@ -23,7 +23,8 @@ TINY = {
                  "pet": {"voxel_mm": 6.0}},
     "fmri": {"resolution_mm": 6, "denoise": {"min_retained_s": 60}},
     "connectivity": {"atlases": ["Schaefer100"]},
-    "pet": {"parametric_maps": False},
+    # coarse 4 mm anatomy: the default 1 mL ROI minimum would reject the GM-masked ACC sphere
+    "pet": {"parametric_maps": False, "min_volume_ml": 0.2},
 }
 
 
