@@ -22,7 +22,7 @@ TINY = {
     "simulate": {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 60, "voxel_mm": 6.0},
                  "pet": {"voxel_mm": 6.0}},
     "fmri": {"resolution_mm": 6, "denoise": {"min_retained_s": 60}},
-    "connectivity": {"atlases": ["Schaefer100"]},
+    "connectivity": {"atlases": ["Schaefer100"], "fc_kinds": ["pearson"]},
     # coarse 4 mm anatomy: the default 1 mL ROI minimum would reject the GM-masked ACC sphere
     "pet": {"parametric_maps": False, "min_volume_ml": 0.2},
 }
@@ -66,7 +66,7 @@ CHANGES = {
     "atlas": ({"connectivity": {"atlases": ["Schaefer200"]}},
               {"connectivity_timeseries", "connectivity_fc", "stats_paired"},
               UPSTREAM_FMRI | {"fmri_denoise"} | PET),
-    "FC kind": ({"connectivity": {"fc_kinds": ["pearson"]}}, {"connectivity_fc"},
+    "FC kind": ({"connectivity": {"fc_kinds": ["pearson", "partial"]}}, {"connectivity_fc"},
                 UPSTREAM_FMRI | {"fmri_denoise", "connectivity_timeseries"} | PET),
     "SUVR window": ({"pet": {"suvr_window_s": [3000, 5400]}}, {"pet_kinetics", "stats_paired"},
                     UPSTREAM_FMRI | CONN | {"fmri_denoise", "pet_tacs", "pet_rois", "pet_coreg"}),
