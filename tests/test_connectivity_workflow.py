@@ -314,14 +314,18 @@ def test_outputs_are_complete_and_consistent(conn_study):
 def test_params_change_reruns_only_connectivity(conn_study, tmp_path):
     root, cfg, results = conn_study
     targets = conn_targets(results)
-    base = jobs_of(snakemake("-n", "--configfile", str(cfg), "--", *targets, cwd=root).stdout)
+    # the fMRI stage's outputs are fabricated here: only connectivity rules may be scheduled
+    allowed = ("--allowed-rules", *sorted(CONN_RULES))
+    base = jobs_of(snakemake("-n", "--configfile", str(cfg), *allowed, "--", *targets,
+                             cwd=root).stdout)
     assert not set(base) & CONN_RULES
     res = snakemake("-n", "--configfile", str(cfg),
-                    _overlay(tmp_path, "a.yaml", {"graph_densities": [0.1]}), "--", *targets,
-                    cwd=root)
+                    _overlay(tmp_path, "a.yaml", {"graph_densities": [0.1]}), *allowed, "--",
+                    *targets, cwd=root)
     assert jobs_of(res.stdout) == {**base, "connectivity_measures": 2 * N_SUBJECTS}
     res = snakemake("-n", "--configfile", str(cfg),
-                    _overlay(tmp_path, "b.yaml", {"min_coverage": 0.6}), "--", *targets, cwd=root)
+                    _overlay(tmp_path, "b.yaml", {"min_coverage": 0.6}), *allowed, "--", *targets,
+                    cwd=root)
     new = {k: v for k, v in jobs_of(res.stdout).items() if base.get(k) != v}
     assert set(new) == {"connectivity_timeseries", "connectivity_fc", "connectivity_measures",
                         "connectivity_tangent", "connectivity_gradients"}
