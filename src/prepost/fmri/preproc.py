@@ -318,8 +318,12 @@ def coregister_bold_to_t1w(bold_ref_img, t1w_brain_img, type_of_transform="Rigid
                          found=repr(type_of_transform))
     moving = _to_ants(_load(bold_ref_img, 3, "bold_ref_img"))
     fixed = _to_ants(_load(t1w_brain_img, 3, "t1w_brain_img"))
-    reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
-                            aff_metric=aff_metric, random_seed=seed, **kwargs)
+    from prepost.anat import _ants_run
+
+    # antspyx 0.6.3 ignores a random_seed argument: its sampling seed is set through ants.config
+    with _ants_run(os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", 1), seed):
+        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
+                                aff_metric=aff_metric, **kwargs)
     mats = [f for f in reg["fwdtransforms"] if f.endswith(".mat")]
     if len(mats) != 1:
         raise InputError(field="fwdtransforms", expected="one affine transform file",

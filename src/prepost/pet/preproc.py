@@ -531,11 +531,15 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
         init_tx = "Identity"
     else:
         init_tx = None
-    reg = ants.registration(fixed, moving, type_of_transform="Rigid", aff_metric="mattes",
-                            initial_transform=init_tx, aff_iterations=tuple(iterations),
-                            aff_shrink_factors=tuple(shrink_factors),
-                            aff_smoothing_sigmas=tuple(smoothing_sigmas),
-                            outprefix=str(out_prefix), random_seed=seed)
+    from prepost.anat import _ants_run
+
+    # antspyx 0.6.3 ignores a random_seed argument: its sampling seed is set through ants.config
+    with _ants_run(os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", 1), seed):
+        reg = ants.registration(fixed, moving, type_of_transform="Rigid", aff_metric="mattes",
+                                initial_transform=init_tx, aff_iterations=tuple(iterations),
+                                aff_shrink_factors=tuple(shrink_factors),
+                                aff_smoothing_sigmas=tuple(smoothing_sigmas),
+                                outprefix=str(out_prefix))
     fwd = [str(t) for t in reg["fwdtransforms"]]
     inv = [str(t) for t in reg["invtransforms"]]
     t1_to_pet = _compose_list(fwd)
