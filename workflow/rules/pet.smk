@@ -103,7 +103,8 @@ rule pet_coreg:
         "session"
     conda:
         "../../envs/pet.yaml"
-    threads: 2
+    # one ITK thread: multi-threaded ANTs registration differs between runs
+    threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=15,
