@@ -2,28 +2,17 @@
 T1w): every contract file, transforms that carry the template onto the T1w, and the QC."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+from runner import snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = "MNI152NLin2009aSym"
 SESSIONS = ("pre", "post")
 
-
-def snakemake(*args, cwd, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONHASHSEED": "0"})
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
-    return res
 
 
 def config(root, modalities=None, **anat):

@@ -7,10 +7,7 @@ and normalisation, nilearn cleaning), so the connectivity rules are scored on th
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+import runner
+from runner import ROOT, snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = "MNI152NLin2009aSym"
 SIM = {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 150, "voxel_mm": 6.0},
        "pet": {"voxel_mm": 8.0, "frames": [[2, 60], [4, 300]], "autosampler": False}}
@@ -27,14 +25,6 @@ N_SUBJECTS = 4
 CONN_RULES = {"connectivity_timeseries", "connectivity_fc", "connectivity_measures",
               "connectivity_tangent", "connectivity_gradients", "connectivity_alff_maps"}
 
-
-def snakemake(*args, cwd, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONHASHSEED": "0"})
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
-    return res
 
 
 def contract_paths(results, sub, ses, res="3", task="rest"):
@@ -120,14 +110,7 @@ def fabricate_fmri_outputs(study, results, res_mm=3.0, fd_threshold=0.5, exclude
 
 
 def small_config(tmp_path, n=N_SUBJECTS, **extra):
-    part = tmp_path / "participants.tsv"
-    rows = "".join(f"sub-{i + 1:02d}\t{30 + i}\t{1 + 6 * (i % 2)}\n" for i in range(n))
-    part.write_text("participant_id\tage\tfollowup_days\n" + rows)
-    cfg = {"participants": str(part), "results_dir": str(tmp_path / "results"),
-           "simulate": SIM, **extra}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return runner.small_config(tmp_path, n=n, **{"simulate": SIM, **extra})
 
 
 def conn_targets(results, atlas="Schaefer400", n=N_SUBJECTS):

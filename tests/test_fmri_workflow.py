@@ -3,10 +3,7 @@ BOLD of 60 volumes): motion against the simulator's truth, confounds readable by
 alignment, the excluded-run path, fMRIPrep derivatives as input and params-driven reruns."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -14,22 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from runner import snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = "MNI152NLin2009aSym"
 SESSIONS = ("pre", "post")
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 
 pytestmark = pytest.mark.slow
 
-
-def snakemake(*args, cwd, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONHASHSEED": "0"})
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
-    return res
 
 
 def func(results, ses, suffix, mni=True):

@@ -7,7 +7,6 @@ KeyError, IndexError, ValueError or TypeError traceback is a bug.
 import json
 import string
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -6,9 +6,6 @@ truth, then check the flagging of failed fits and which rules a parameter change
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -20,8 +17,8 @@ from scipy import stats
 
 from prepost import simulate as psim
 from prepost.pet import kinetics, pvc, roi, stage, tacs
+from runner import snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = "MNI152NLin2009aSym"
 SESSIONS = ("pre", "post")
 NETWORKS = ["Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default"]
@@ -29,14 +26,6 @@ PET_RULES = {"pet_motion", "pet_coreg", "pet_rois", "pet_tacs", "pet_blood", "pe
              "pet_maps"}
 UNTIL = ["--until", "pet_kinetics", "pet_maps"]
 
-
-def snakemake(*args, cwd, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONHASHSEED": "0"})
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
-    return res
 
 
 def scheduled(res):

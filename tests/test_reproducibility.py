@@ -14,7 +14,7 @@ import time
 
 import pytest
 import yaml
-from test_workflow import ROOT, snakemake
+from runner import ROOT, snakemake
 
 pytestmark = pytest.mark.slow
 

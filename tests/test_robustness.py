@@ -16,8 +16,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from test_workflow import small_config, snakemake
+from runner import small_config, snakemake
 
 PET = "sub-01/ses-pre/pet/sub-01_ses-pre_trc-UCBJ_pet"
 BOLD = "sub-02/ses-post/func/sub-02_ses-post_task-rest_bold"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import yaml
-from test_workflow import ROOT, snakemake
+from runner import ROOT, snakemake
 
 
 def _cluster_up():

@@ -1,11 +1,7 @@
 """The statistics and report rules run by Snakemake on ready-made tidy tables and FC matrices."""
 
 import json
-import os
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,17 +9,9 @@ import pytest
 import yaml
 
 from test_stats_group import participants, study_table
+from runner import snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def snakemake(*args, cwd, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONHASHSEED": "0"})
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
 
 
 def write_relmats(results, n, rng):

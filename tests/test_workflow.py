@@ -1,41 +1,11 @@
 """The workflow end to end: DAG building, lint, and a small simulated study run for real."""
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def snakemake(*args, cwd, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONHASHSEED": "0"})
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
-
-
-def small_config(tmp_path, n=2, **extra):
-    part = tmp_path / "participants.tsv"
-    rows = "".join(f"sub-{i + 1:02d}\t{30 + i}\t{1 + 6 * (i % 2)}\n" for i in range(n))
-    part.write_text("participant_id\tage\tfollowup_days\n" + rows)
-    cfg = {
-        "participants": str(part),
-        "results_dir": str(tmp_path / "results"),
-        "simulate": {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 30, "voxel_mm": 6.0},
-                     "pet": {"voxel_mm": 6.0}},
-        **extra,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+from runner import ROOT, small_config, snakemake
 
 
 def test_default_config_builds_a_dag(tmp_path):
