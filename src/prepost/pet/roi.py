@@ -28,7 +28,7 @@ concentration the partial-volume corrected TAC reports, see :mod:`prepost.pet.pv
 :func:`build_rois`, 1.0 mL): an ROI whose volume in the analysis space is below it (or empty)
 raises :class:`~prepost.errors.InputError` naming the ROI.
 
-The recommended anterior cingulate ROI is a 10 mm sphere at MNI (0, 30, 24) intersected with the
+The recommended anterior cingulate ROI is a 12 mm sphere at MNI (0, 30, 24) intersected with the
 subject's grey matter; the Schaefer alternative is ``pattern: 'SalVentAttn_Med'`` (the medial
 salience parcels, which in the 7-network Schaefer atlas hold the dorsal ACC / medial frontal
 cortex).
@@ -110,9 +110,10 @@ DEFAULT_MIN_VOLUME_ML = 1.0
 #: The study's default ROI set.
 EXAMPLE_CONFIG = [
     {"name": "PCC", "type": "atlas", "atlas": "Schaefer400", "pattern": "Default_pCunPCC"},
-    {"name": "ACC", "type": "sphere", "center_mni": [0, 30, 24], "radius_mm": 10,
+    {"name": "ACC", "type": "sphere", "center_mni": [0, 30, 24], "radius_mm": 12,
      "intersect_gm": True},
-    {"name": "cortical_gm", "type": "tissue", "tissue": "gm", "threshold": 0.5},
+    {"name": "cortical_gm", "type": "atlas", "atlas": "Schaefer400", "pattern": "7Networks",
+     "intersect_gm": True},
     {"name": "whole_brain", "type": "tissue", "tissue": "brain"},
     {"name": "centrum_semiovale", "type": "reference", "method": "semiovale"},
 ]
