@@ -103,3 +103,26 @@ def test_summary_and_orientation():
     assert s["range"] == 5.0 and s["variance"] == pytest.approx(np.var([-2, -1, 0, 1, 3]))
     assert s["position"] == {"Vis": -1.5, "SomMot": 0.0, "Default": 2.0}
     assert np.array_equal(gr.orient_gradient(-g, nets), g, equal_nan=True)
+
+
+def test_group_steps_with_every_run_excluded_give_nan_not_a_crash():
+    import pandas as pd
+
+    from prepost.connectivity import stage
+    from prepost.connectivity.atlas import load_atlas
+
+    atlas = load_atlas("Schaefer100")
+    rng = np.random.default_rng(0)
+    ts = [pd.DataFrame(rng.standard_normal((40, 100))) for _ in range(2)]
+    mats, mean = stage.tangent_fc(ts, [True, True])
+    assert len(mats) == 2 and np.isnan(mean).all() and all(np.isnan(m).all() for m in mats)
+    ref, aligned, rows = stage.group_gradients(ts, [True, True], atlas,
+                                               [("sub-01", "pre"), ("sub-01", "post")])
+    assert ref.shape == (100, 7) and ref.filter(like="gradient").isna().all().all()
+    assert len(aligned) == 200 and aligned.filter(like="gradient").isna().all().all()
+    assert len(rows) == 2 and rows[0]["value"].isna().all()
+    # one included run: its own gradients are finite
+    ref, aligned, rows = stage.group_gradients(ts, [False, True], atlas,
+                                               [("sub-01", "pre"), ("sub-01", "post")])
+    assert np.isfinite(ref.gradient1).all() and rows[1]["value"].isna().all()
+    assert np.isfinite(rows[0]["value"]).any()

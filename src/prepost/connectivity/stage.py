@@ -363,6 +363,9 @@ def tangent_fc(timeseries_list, excluded, estimator="auto"):
     fitted on the included runs."""
     n = timeseries_list[0].shape[1]
     use = [i for i, e in enumerate(excluded) if not e]
+    if not use:
+        log.warning("tangent FC: all %d runs are excluded; every matrix is NaN", len(excluded))
+        return [np.full((n, n), np.nan) for _ in excluded], np.full((n, n), np.nan)
     arrays = [timeseries_list[i].to_numpy(float) for i in use]
     keep = np.logical_and.reduce([_fc.valid_parcels(t) for t in arrays])
     est = covariance_estimator(estimator, min(t.shape[0] for t in arrays), int(keep.sum()))
@@ -391,13 +394,17 @@ def group_gradients(timeseries_list, excluded, atlas, ids, n_components=5, spars
     cols = [f"gradient{k + 1}" for k in range(n_components)]
     zs = [None if e else _fc.fisher_z(_fc.pearson(t.to_numpy(float)))
           for t, e in zip(timeseries_list, excluded)]
-    mean_z = np.nanmean(np.stack([z for z in zs if z is not None]), axis=0)
-    ref, lam = _grad.fc_gradients(mean_z, n_components, sparsity, kernel)
-    ref[:, 0] = _grad.orient_gradient(ref[:, 0], nets)
+    if all(z is None for z in zs):
+        log.warning("gradients: all %d runs are excluded; every gradient is NaN", len(zs))
+        ref = np.full((len(names), n_components), np.nan)
+    else:
+        mean_z = np.nanmean(np.stack([z for z in zs if z is not None]), axis=0)
+        ref, lam = _grad.fc_gradients(mean_z, n_components, sparsity, kernel)
+        ref[:, 0] = _grad.orient_gradient(ref[:, 0], nets)
+        log.info("reference gradient lambdas: %s", np.round(lam, 4).tolist())
     reference = pd.DataFrame(ref, columns=cols)
     reference.insert(0, "network", nets)
     reference.insert(0, "name", names)
-    log.info("reference gradient lambdas: %s", np.round(lam, 4).tolist())
     regions = dict(regions or {})
     region_sel = {r: pd.Series(names).str.contains(p).to_numpy() for r, p in regions.items()}
     region_sel = {r: s for r, s in region_sel.items() if s.any()}
