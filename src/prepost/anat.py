@@ -130,9 +130,18 @@ def load_image(img, *, ndim=3, field="image", check_empty_volumes=False):
     if len(shape) not in allowed:
         exp = "a 3D or 4D image" if ndim is None else f"a {ndim}D image"
         raise InputError(file=_name(img), field=field, expected=exp, found=f"shape {img.shape}")
-    if shape != img.shape:
-        img = nib.Nifti1Image(np.asarray(img.dataobj).reshape(shape), img.affine, img.header)
-    data = np.asarray(img.dataobj)
+    data = np.asarray(img.dataobj).reshape(shape)
+    if not isinstance(img.dataobj, np.ndarray) or shape != img.shape:
+        # Keep the voxels in memory: slicing a file-backed .nii.gz volume by volume decompresses
+        # the stream from its start each time (quadratic in the number of volumes).
+        if data.dtype == np.float64:
+            data = data.astype(np.float32)
+        fname = img.get_filename()
+        img = nib.Nifti1Image(data, img.affine, img.header)
+        img.set_data_dtype(data.dtype)
+        img.header.set_slope_inter(None, None)
+        if fname:
+            img.set_filename(fname)
     if not np.all(np.isfinite(data)):
         raise InputError(file=_name(img), field=field, expected="finite voxel values",
                          found=f"{int(np.size(data) - np.isfinite(data).sum())} NaN/inf voxels")
