@@ -9,6 +9,8 @@ rule bids_inventory:
         inventory=f"{RESULTS}/qc/bids_inventory.tsv",
     log:
         f"{LOGS}/bids/inventory.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/bids/inventory.tsv"
     conda:
         "../../envs/bids.yaml"
     threads: 1
@@ -34,6 +36,8 @@ rule dataset_description:
         f"{RESULTS}/dataset_description.json",
     log:
         f"{LOGS}/bids/dataset_description.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/bids/dataset_description.tsv"
     conda:
         "../../envs/bids.yaml"
     threads: 1

@@ -93,6 +93,8 @@ rule connectivity_fc:
         relmat=f"{CONN_ATLAS}_meas-{{meas}}_relmat.tsv",
     log:
         f"{CONN_LOGS}/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_meas-{{meas}}_fc.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/connectivity/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_meas-{{meas}}_fc.tsv"
     wildcard_constraints:
         **CONN_WILDCARDS,
     group:

@@ -99,6 +99,8 @@ else:
             **FUNC_PREPROC,
         log:
             f"{FUNC_LOGS}_import.log",
+        benchmark:
+            f"{FUNC_BENCH}_import.tsv"
         group:
             "session"
         conda:

@@ -178,6 +178,8 @@ rule pet_tacs:
         tacs_json=f"{PET_T}_seg-study_tacs.json",
     log:
         f"{PET_LOGS}_tacs.log",
+    benchmark:
+        f"{PET_BENCH}_tacs.tsv"
     group:
         "session"
     conda:
@@ -208,6 +210,8 @@ rule pet_blood:
         input_json=f"{PET_T}_desc-input_blood.json",
     log:
         f"{PET_LOGS}_blood.log",
+    benchmark:
+        f"{PET_BENCH}_blood.tsv"
     group:
         "session"
     conda:

@@ -40,6 +40,8 @@ if SIMULATED:
             truth=f"{TRUTH_DIR}/truth.tsv",
         log:
             f"{LOGS}/simulate/dataset.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/simulate/dataset.tsv"
         conda:
             "../../envs/simulate.yaml"
         threads: 1

@@ -113,6 +113,8 @@ rule stats_group_table:
         ),
     log:
         f"{LOGS}/stats/group_table.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/group_table.tsv"
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -159,6 +161,8 @@ rule stats_mixed:
         mixed=f"{STATS}/mixed.tsv",
     log:
         f"{LOGS}/stats/mixed.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/mixed.tsv"
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -185,6 +189,8 @@ rule stats_multimodal:
         ),
     log:
         f"{LOGS}/stats/multimodal.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/multimodal.tsv"
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -210,6 +216,8 @@ rule stats_hypotheses:
         ),
     log:
         f"{LOGS}/stats/hypotheses.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/hypotheses.tsv"
     conda:
         "../../envs/stats.yaml"
     threads: 1
