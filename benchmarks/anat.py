@@ -83,15 +83,16 @@ def run_ants_default(path, truth):
     import ants
 
     from prepost import anat
+    from prepost.image import to_ants
 
     tpl = anat.template_images(2)
     t1w = anat.load_t1w(path)
     with tempfile.TemporaryDirectory() as d:
         t0, c0 = time.perf_counter(), _cpu()
-        moving = anat.to_ants(t1w)
-        reg = ants.registration(anat.to_ants(tpl["t1w"]), moving, type_of_transform="SyN",
+        moving = to_ants(t1w)
+        reg = ants.registration(to_ants(tpl["t1w"]), moving, type_of_transform="SyN",
                                 outprefix=str(Path(d) / "r_"))
-        out = {k: ants.apply_transforms(moving, anat.to_ants(tpl[k]), reg["invtransforms"],
+        out = {k: ants.apply_transforms(moving, to_ants(tpl[k]), reg["invtransforms"],
                                         interpolator="linear").numpy() for k in ("brain", "gm")}
         wall, cpu = time.perf_counter() - t0, _cpu() - c0
     return {"wall": wall, "cpu": cpu, "dice_brain": anat.dice(out["brain"], truth["brain"]),

@@ -1,9 +1,9 @@
 """Benchmark: per-volume reads of a gzipped 4D BOLD, file-backed proxy vs the in-memory image of
-``prepost.anat.load_image``.
+``prepost.image.load_img``.
 
 Slicing a volume out of a nibabel proxy of a ``.nii.gz`` decompresses the stream from its start,
 so reading every volume in turn (as the one-shot resampling does) costs time quadratic in the
-number of volumes. ``load_image`` checks the image and keeps the voxels in memory, once.
+number of volumes. ``load_img`` checks the image and keeps the voxels in memory, once.
 
     python benchmarks/image_io.py [--volumes 150] [--repeats 3]
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from prepost import anat
+from prepost.image import load_img
 
 
 def _read_all(img):
@@ -44,13 +44,13 @@ def main(argv=None):
             a = _read_all(nib.load(path))
             proxy_t.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            b = _read_all(anat.load_image(path, ndim=4))  # load and check included
+            b = _read_all(load_img(path, ndim=4))  # load and check included
             memory_t.append(time.perf_counter() - t0)
             assert a == b
     p, m = statistics.median(proxy_t), statistics.median(memory_t)
     print(f"{args.volumes} volumes, every volume read once (median of {args.repeats}):")
     print(f"  file-backed proxy:              {p:7.2f} s")
-    print(f"  load_image (in memory, checked): {m:7.2f} s")
+    print(f"  load_img (in memory, checked): {m:7.2f} s")
     print(f"  ratio: {p / m:.1f}x")
 
 

@@ -59,14 +59,14 @@ import re
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
-from .io import atomic_path, write_json, write_nifti
+from prepost.errors import InputError
+from prepost.image import ants_settings, from_ants, image_name, load_img, to_ants
+from prepost.io import atomic_path, write_json, write_nifti
 
 # nilearn's bundled template file is mni_icbm152_t1_tal_nlin_sym_09a: ICBM152 2009a, symmetric
 TEMPLATE = "MNI152NLin2009aSym"
@@ -74,137 +74,18 @@ TRANSFORM_TYPES = ("SyN", "SyNRA", "SyNAggro", "SyNCC", "ElasticSyN",
                    "antsRegistrationSyNQuick[s]", "antsRegistrationSyN[s]")
 INTERPOLATIONS = ("linear", "nearestNeighbor", "genericLabel", "bSpline", "lanczosWindowedSinc",
                   "gaussian", "multiLabel")
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 # ----------------------------------------------------------------------------------------------
 # Inputs and conversion
-def _name(img):
-    fn = img.get_filename() if hasattr(img, "get_filename") else None
-    return fn or "<in-memory image>"
-
-
-def load_image(img, *, ndim=3, field="image", check_empty_volumes=False):
-    """Load and check an image.
-
-    Parameters
-    ----------
-    img : str, path-like or nibabel.Nifti1Image
-        A NIfTI file or an in-memory image.
-    ndim : {3, 4, None}
-        Required number of dimensions (trailing singleton dimensions are dropped first);
-        None accepts 3D and 4D.
-    field : str
-        Name used in error messages.
-    check_empty_volumes : bool
-        For 4D images, reject volumes that are entirely zero (a converter's placeholder).
-
-    Returns
-    -------
-    nibabel.Nifti1Image
-
-    Raises
-    ------
-    InputError
-        The file is missing or not a NIfTI image, the image has the wrong number of dimensions
-        or holds non-finite values.
-    """
-    source = None
-    if isinstance(img, (str, os.PathLike)):
-        path = source = Path(img)
-        if not path.is_file():
-            raise InputError(file=path, field=field, expected="an existing NIfTI file",
-                             found="no such file")
-        try:
-            img = nib.load(str(path))
-        except Exception as exc:  # nibabel raises several types for unreadable files
-            raise InputError(file=path, field=field, expected="a NIfTI image (.nii or .nii.gz)",
-                             found=f"unreadable ({type(exc).__name__})") from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(file=source, field=field, expected="a NIfTI image (.nii or .nii.gz)",
-                         found=type(img).__name__)
-    shape = img.shape
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    allowed = (3, 4) if ndim is None else (ndim,)
-    if len(shape) not in allowed:
-        exp = "a 3D or 4D image" if ndim is None else f"a {ndim}D image"
-        raise InputError(file=_name(img), field=field, expected=exp, found=f"shape {img.shape}")
-    data = np.asarray(img.dataobj).reshape(shape)
-    if not isinstance(img.dataobj, np.ndarray) or shape != img.shape:
-        # Keep the voxels in memory: slicing a file-backed .nii.gz volume by volume decompresses
-        # the stream from its start each time (quadratic in the number of volumes).
-        if data.dtype == np.float64:
-            data = data.astype(np.float32)
-        fname = img.get_filename()
-        img = nib.Nifti1Image(data, img.affine, img.header)
-        img.set_data_dtype(data.dtype)
-        img.header.set_slope_inter(None, None)
-        if fname:
-            img.set_filename(fname)
-    if not np.all(np.isfinite(data)):
-        raise InputError(file=_name(img), field=field, expected="finite voxel values",
-                         found=f"{int(np.size(data) - np.isfinite(data).sum())} NaN/inf voxels")
-    if check_empty_volumes and data.ndim == 4:
-        empty = np.flatnonzero(~np.any(data.reshape(-1, data.shape[3]) != 0, axis=0))
-        if empty.size:
-            raise InputError(file=_name(img), field=field,
-                             expected="no volume filled with zeros",
-                             found=f"{empty.size} zero-filled volume(s), first at index {empty[0]}")
-    return img
-
-
 def load_t1w(t1w_img):
-    """Load and check a T1w image (3D, finite, not constant); see :func:`load_image`."""
-    img = load_image(t1w_img, ndim=3, field="T1w")
+    """Load and check a T1w image (3D, finite, not constant); see :func:`prepost.image.load_img`."""
+    img = load_img(t1w_img, ndim=3, field="T1w")
     data = np.asarray(img.dataobj, dtype=np.float32)
     if float(data.max()) <= float(data.min()):
-        raise InputError(file=_name(img), field="T1w", expected="a non-constant image",
+        raise InputError(file=image_name(img), field="T1w", expected="a non-constant image",
                          found=f"all voxels equal {float(data.min())}")
     return img
-
-
-def to_ants(img):
-    """nibabel image (3D or 4D) -> ANTsImage, converting RAS+ to ITK's LPS+ convention.
-
-    The header is not modified (unlike ``ants.from_nibabel_nifti``). A sheared affine, which ITK
-    cannot represent, raises :class:`InputError`.
-    """
-    import ants
-
-    A = _LPS @ img.affine
-    M = A[:3, :3]
-    spacing = np.linalg.norm(M, axis=0)
-    direction = M / spacing
-    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
-        raise InputError(file=_name(img), field="affine", expected="an affine without shear",
-                         found=np.array2string(img.affine, precision=3))
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    origin, spacing = list(A[:3, 3]), list(spacing)
-    if data.ndim == 4:
-        zooms = img.header.get_zooms()
-        spacing.append(float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else 1.0)
-        origin.append(0.0)
-        d4 = np.eye(4)
-        d4[:3, :3] = direction
-        direction = d4
-    return ants.from_numpy(np.ascontiguousarray(data), origin=origin, spacing=spacing,
-                           direction=direction)
-
-
-def to_nibabel(aimg, *, dtype=np.float32, header=None):
-    """ANTsImage (3D or 4D) -> nibabel Nifti1Image in RAS+ world coordinates."""
-    d = aimg.dimension
-    A = np.eye(4)
-    A[:3, :3] = np.asarray(aimg.direction)[:3, :3] * np.asarray(aimg.spacing)[:3]
-    A[:3, 3] = np.asarray(aimg.origin)[:3]
-    out = nib.Nifti1Image(aimg.numpy().astype(dtype), _LPS @ A, header=header)
-    out.header.set_xyzt_units("mm", "sec")
-    if d == 4:
-        zooms = list(out.header.get_zooms())
-        zooms[3] = aimg.spacing[3]
-        out.header.set_zooms(zooms)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,28 +165,11 @@ def _template_n4(resolution_mm):
 
     tpl = template_images(resolution_mm)
     mask = to_ants(tpl["brain"]).threshold_image(0.5, 1e9)
-    return to_nibabel(ants.n4_bias_field_correction(to_ants(tpl["t1w"]), mask=mask))
+    return from_ants(ants.n4_bias_field_correction(to_ants(tpl["t1w"]), mask=mask))
 
 
 # ----------------------------------------------------------------------------------------------
 # Steps
-@contextmanager
-def _ants_run(n_threads, seed):
-    """Thread count (effective before the first ANTs filter of the process) and random seed."""
-    import ants
-
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(n_threads))
-    config = getattr(ants, "config", None)
-    old = getattr(config, "_random_seed", None)
-    if config is not None:
-        config._random_seed = None if seed is None else int(seed)
-    try:
-        yield
-    finally:
-        if config is not None:
-            config._random_seed = old
-
-
 def bias_correct(t1w_img, *, shrink_factor=4, n_iterations=(50, 50, 50, 50), tolerance=1e-7,
                  head_mask=True):
     """N4 bias-field correction (``ants.n4_bias_field_correction``).
@@ -337,7 +201,7 @@ def bias_correct(t1w_img, *, shrink_factor=4, n_iterations=(50, 50, 50, 50), tol
     out = ants.n4_bias_field_correction(a, mask=mask, shrink_factor=int(shrink_factor),
                                         convergence={"iters": list(n_iterations),
                                                      "tol": float(tolerance)})
-    return to_nibabel(out)
+    return from_ants(out)
 
 
 def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dilation_mm=10.0,
@@ -391,7 +255,7 @@ def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dil
     workdir = Path(tempfile.mkdtemp(prefix="prepost-anat-") if workdir is None else workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with _ants_run(n_threads, seed):
+    with ants_settings(n_threads=n_threads, seed=seed):
         fixed = to_ants(_template_n4(res) if template_bias_correction else tpl["t1w"])
         moving = to_ants(img)
         mask = None
@@ -411,7 +275,7 @@ def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dil
     if not ok:
         raise InputError(field="transform", expected="an affine + warp registration",
                          found=f"{transform!r} gave {fwd} / {inv}")
-    return {"forward": fwd, "inverse": inv, "warped": to_nibabel(reg["warpedmovout"]),
+    return {"forward": fwd, "inverse": inv, "warped": from_ants(reg["warpedmovout"]),
             "template_resolution": res, "transform": transform, "seconds": seconds,
             "settings": {"transform": transform, "template_resolution": res,
                          "mask_dilation_mm": mask_dilation_mm,
@@ -565,15 +429,15 @@ def _apply(img, tlist, reference, interpolation, default_value):
     if interpolation not in INTERPOLATIONS:
         raise InputError(field="interpolation", expected=f"one of {', '.join(INTERPOLATIONS)}",
                          found=repr(interpolation))
-    img = load_image(img, ndim=None)
-    ref = load_image(reference, ndim=None, field="reference")
+    img = load_img(img, ndim=None)
+    ref = load_img(reference, ndim=None, field="reference")
     if ref.ndim == 4:
         ref = ref.slicer[..., 0]
     out = ants.apply_transforms(to_ants(ref), to_ants(img), tlist, interpolator=interpolation,
                                 imagetype=3 if img.ndim == 4 else 0,
                                 whichtoinvert=[False] * len(tlist),
                                 defaultvalue=float(default_value))
-    res = to_nibabel(out)
+    res = from_ants(out)
     if img.ndim == 4:
         zooms = list(res.header.get_zooms())
         zooms[3] = img.header.get_zooms()[3]
@@ -716,7 +580,7 @@ def refine_tissues(t1w_img, priors, brain_mask, *, prior_weight=0.5, mrf_weight=
     pri = [to_ants(priors[k]) for k in ("csf", "gm", "wm")]
     seg = ants.atropos(a=t1, x=mask, i=pri, m=f"[{float(mrf_weight)},1x1x1]",
                        c=f"[{int(n_iterations)},0]", priorweight=float(prior_weight))
-    probs = [to_nibabel(p) for p in seg["probabilityimages"]]
+    probs = [from_ants(p) for p in seg["probabilityimages"]]
     return dict(zip(("csf", "gm", "wm"), probs))
 
 
@@ -783,12 +647,12 @@ def process_t1w(t1w_img, *, out_prefix=None, space=TEMPLATE, template_resolution
 
     t_start = time.perf_counter()
     img = load_t1w(t1w_img)
-    truth = None if truth_mask is None else load_image(truth_mask, field="truth_mask")
+    truth = None if truth_mask is None else load_img(truth_mask, ndim=3, field="truth_mask")
     if truth is not None and truth.shape != img.shape:
-        raise InputError(file=_name(truth), field="truth_mask", expected=f"shape {img.shape}",
+        raise InputError(file=image_name(truth), field="truth_mask", expected=f"shape {img.shape}",
                          found=f"shape {truth.shape}")
     qc = {}
-    with _ants_run(n_threads, seed):
+    with ants_settings(n_threads=n_threads, seed=seed):
         t0 = time.perf_counter()
         pre = bias_correct(img) if bias_correction else nib.Nifti1Image(
             img.get_fdata(dtype=np.float32), img.affine)
@@ -831,7 +695,7 @@ def process_t1w(t1w_img, *, out_prefix=None, space=TEMPLATE, template_resolution
     qc["seconds_total"] = time.perf_counter() - t_start
     qc.update({"transform": transform, "template": space,
                "template_resolution": reg["template_resolution"], "refine": bool(refine),
-               "n_threads": int(n_threads), "seed": seed, "input": _name(img)})
+               "n_threads": int(n_threads), "seed": seed, "input": image_name(img)})
     probseg = {k.upper(): nib.Nifti1Image(v.get_fdata(dtype=np.float32), img.affine)
                for k, v in tissues.items()}
     return {"preproc": pre, "brain_mask": mask_img, "probseg": probseg,

@@ -1,12 +1,7 @@
 """Anatomy of one participant and session (rule anat): bias correction, SyN normalisation to
 MNI, brain mask, tissue probabilities, transforms and QC."""
 
-import os
-
-# ITK fixes its thread count at the first filter it runs: set it before ants is imported
-os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(snakemake.threads)
-
-from prepost import anat, logs  # noqa: E402
+from prepost import anat, logs
 
 log = logs.setup(snakemake.log[0])
 p = snakemake.params

@@ -1,16 +1,12 @@
 """fMRI stage, one run: built-in preprocessing (rule fmri_preproc), import of fMRIPrep
 derivatives (fmri_import_fmriprep) and denoising (fmri_denoise)."""
 
+import json
 import os
 
-# ITK fixes its thread count at the first filter it runs: set it before ants is imported
-os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(snakemake.threads)
-
-import json  # noqa: E402
-
-from prepost import bids, io, logs  # noqa: E402
-from prepost.fmri import confounds as fconf  # noqa: E402
-from prepost.fmri import stage  # noqa: E402
+from prepost import bids, io, logs
+from prepost.fmri import confounds as fconf
+from prepost.fmri import stage
 
 log = logs.setup(snakemake.log[0])
 inp, out, p = snakemake.input, snakemake.output, snakemake.params
@@ -23,7 +19,8 @@ if snakemake.rule == "fmri_preproc":
         inp.bold, inp.t1w, inp.t1w_mask, {"GM": inp.gm, "WM": inp.wm, "CSF": inp.csf}, inp.xfm,
         tr=meta.get("RepetitionTime"), slice_timing=meta.get("SliceTiming"),
         dummy_scans=p.dummy_scans, slice_timing_correction=p.slice_timing,
-        resolution_mm=p.resolution_mm, acompcor_variance=p.acompcor_variance, seed=p.seed)
+        resolution_mm=p.resolution_mm, acompcor_variance=p.acompcor_variance, seed=p.seed,
+        n_threads=snakemake.threads)
     io.write_nifti(res["bold"], out.bold)
     io.write_nifti(res["mask"], out.mask)
     io.write_nifti(res["boldref"], out.boldref)

@@ -50,6 +50,7 @@ import numpy as np
 from scipy import ndimage
 
 from prepost.errors import InputError
+from prepost.image import FWHM_TO_SIGMA, load_img
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -66,7 +67,6 @@ PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 #: Default pyramid: (smoothing FWHM in mm, sampling stride in voxels, max iterations).
 DEFAULT_LEVELS = ((8.0, 2, 30), (4.0, 1, 15))
 
-_FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,20 +154,8 @@ def affine_to_params(affines, center=(0.0, 0.0, 0.0)):
 # Input handling
 # --------------------------------------------------------------------------------------------
 def _load_4d(img):
-    src = img if isinstance(img, (str, os.PathLike)) else None
-    if src is not None:
-        img = nib.load(src)
-    if not hasattr(img, "affine") or not hasattr(img, "shape"):
-        raise InputError(file=src, field="img", expected="a 4D nibabel image or a path to one",
-                         found=type(img).__name__)
-    if len(img.shape) != 4 or img.shape[3] < 1:
-        raise InputError(file=src or getattr(img, "get_filename", lambda: None)(), field="shape",
-                         expected="a 4D image (x, y, z, time)", found=str(img.shape))
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if not np.all(np.isfinite(data)):
-        raise InputError(file=src or img.get_filename(), field="data",
-                         expected="finite voxel values", found="NaN or infinite values")
-    return img, data, np.asarray(img.affine, dtype=float)
+    img = load_img(img, ndim=4, field="img")
+    return img, np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, dtype=float)
 
 
 def select_reference(img):
@@ -199,7 +187,7 @@ def _select_reference(data):
 def _auto_mask(ref, zooms):
     """Head mask on the reference: smoothed intensity above 10% of its robust maximum,
     dilated so that the brain/background edge (where the gradients are) is kept."""
-    sm = ndimage.gaussian_filter(ref, 6.0 * _FWHM_TO_SIGMA / zooms)
+    sm = ndimage.gaussian_filter(ref, 6.0 * FWHM_TO_SIGMA / zooms)
     hi = np.percentile(sm, 99.5)
     mask = sm > 0.1 * hi
     mask = ndimage.binary_dilation(mask, iterations=2)
@@ -214,7 +202,7 @@ class _Level:
 
     def __init__(self, ref, mask, affine, fwhm, stride, max_iter):
         zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-        self.sigma = fwhm * _FWHM_TO_SIGMA / zooms if fwhm > 0 else None
+        self.sigma = fwhm * FWHM_TO_SIGMA / zooms if fwhm > 0 else None
         self.max_iter = int(max_iter)
         refs = self.smooth(ref).astype(np.float64)
         sub = np.zeros(mask.shape, bool)

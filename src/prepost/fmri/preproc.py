@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from prepost.errors import InputError
+from prepost.image import LPS, ants_settings, load_img, to_ants
 from prepost.fmri.motion import apply_motion, estimate_motion
 
 __all__ = [
@@ -46,25 +47,6 @@ __all__ = [
     "resample_bold_to_mni",
     "slice_timing_correct",
 ]
-
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def _load(img, ndim=None, field="img"):
-    src = img if isinstance(img, (str, os.PathLike)) else None
-    if src is not None:
-        if not Path(src).exists():
-            raise InputError(file=src, field=field, expected="an existing NIfTI file",
-                             found="no such file")
-        img = nib.load(src)
-    if not hasattr(img, "affine") or not hasattr(img, "shape"):
-        raise InputError(file=src, field=field, expected="a nibabel image or a path to one",
-                         found=type(img).__name__)
-    if ndim is not None and len(img.shape) != ndim:
-        raise InputError(file=src or img.get_filename(), field=field,
-                         expected=f"a {ndim}D image", found=f"shape {img.shape}")
-    return img
-
 
 def _new_img(data, like, affine=None):
     hdr = like.header.copy() if isinstance(like, nib.Nifti1Image) else None
@@ -93,7 +75,7 @@ def detect_non_steady_state(img, n=None):
     -------
     int
     """
-    img = _load(img, 4)
+    img = load_img(img, ndim=4)
     n_vol = img.shape[3]
     if n is not None:
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 0 <= n < n_vol:
@@ -121,7 +103,7 @@ def detect_non_steady_state(img, n=None):
 
 def drop_volumes(img, n):
     """Remove the first ``n`` volumes of a 4D image (the affine and header are kept)."""
-    img = _load(img, 4)
+    img = load_img(img, ndim=4)
     if not isinstance(n, (int, np.integer)) or not 0 <= n < img.shape[3]:
         raise InputError(field="n", expected=f"an integer in [0, {img.shape[3]})", found=repr(n))
     if n == 0:
@@ -161,7 +143,7 @@ def slice_timing_correct(img, slice_timing, tr, slice_axis=2, ref=0.5):
     nibabel.Nifti1Image
         Float32 image in which every slice is sampled at ``t_ref + k * tr``.
     """
-    img = _load(img, 4)
+    img = load_img(img, ndim=4)
     st = np.asarray(slice_timing, dtype=float).ravel()
     if slice_axis not in (0, 1, 2):
         raise InputError(field="slice_axis", expected="0, 1 or 2", found=repr(slice_axis))
@@ -231,7 +213,7 @@ def bold_reference(img, n_volumes=20, skip=0, motion_affines=None):
     nibabel.Nifti1Image
         3D float32 image on the BOLD grid.
     """
-    img = _load(img, 4)
+    img = load_img(img, ndim=4)
     n_vol = img.shape[3]
     if not 0 <= skip < n_vol:
         raise InputError(field="skip", expected=f"an integer in [0, {n_vol})", found=repr(skip))
@@ -265,28 +247,11 @@ def itk_lps_to_ras(matrix, translation, center=(0.0, 0.0, 0.0)):
     lps = np.eye(4)
     lps[:3, :3] = a
     lps[:3, 3] = t + c - a @ c
-    return _LPS @ lps @ _LPS
-
-
-def _to_ants(img, data=None):
-    """nibabel -> ANTsImage through a temporary NIfTI file (antspyx 0.6 has no from_nibabel;
-    reading the file lets ITK derive the LPS origin and direction from the qform/sform)."""
-    import tempfile
-
-    import ants
-
-    arr = np.asarray(img.dataobj if data is None else data, np.float32)
-    with tempfile.TemporaryDirectory(prefix="prepost_ants_") as tmp:
-        path = os.path.join(tmp, "img.nii.gz")
-        out = nib.Nifti1Image(arr, img.affine)
-        out.set_qform(img.affine, code=1)
-        out.set_sform(img.affine, code=1)
-        out.to_filename(path)
-        return ants.image_read(path)
+    return LPS @ lps @ LPS
 
 
 def coregister_bold_to_t1w(bold_ref_img, t1w_brain_img, type_of_transform="Rigid",
-                           aff_metric="mattes", seed=1, **kwargs):
+                           aff_metric="mattes", *, seed=1, n_threads=1, **kwargs):
     """Rigid BOLD-to-T1w registration (mutual information, antspyx).
 
     Parameters
@@ -301,6 +266,8 @@ def coregister_bold_to_t1w(bold_ref_img, t1w_brain_img, type_of_transform="Rigid
         Mattes mutual information (robust to the BOLD/T1w contrast difference).
     seed : int, default=1
         ANTs random seed (reproducible sampling).
+    n_threads : int, default=1
+        ITK threads (see :func:`prepost.image.ants_settings`).
     **kwargs
         Passed to :func:`ants.registration`.
 
@@ -316,12 +283,9 @@ def coregister_bold_to_t1w(bold_ref_img, t1w_brain_img, type_of_transform="Rigid
         raise InputError(field="type_of_transform", expected="a rigid ANTs transform type "
                          "('Rigid', 'DenseRigid', 'QuickRigid', 'BOLDRigid')",
                          found=repr(type_of_transform))
-    moving = _to_ants(_load(bold_ref_img, 3, "bold_ref_img"))
-    fixed = _to_ants(_load(t1w_brain_img, 3, "t1w_brain_img"))
-    from prepost.anat import _ants_run
-
-    # antspyx 0.6.3 ignores a random_seed argument: its sampling seed is set through ants.config
-    with _ants_run(os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", 1), seed):
+    moving = to_ants(load_img(bold_ref_img, ndim=3, field="bold_ref_img"))
+    fixed = to_ants(load_img(t1w_brain_img, ndim=3, field="t1w_brain_img"))
+    with ants_settings(n_threads=n_threads, seed=seed):
         reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
                                 aff_metric=aff_metric, **kwargs)
     mats = [f for f in reg["fwdtransforms"] if f.endswith(".mat")]
@@ -372,18 +336,18 @@ def mni_to_t1w_coords_from_ants(reference_img, transformlist, t1w_img, whichtoin
     """
     import ants
 
-    ref = _load(reference_img)
-    t1w = _load(t1w_img)
+    ref = load_img(reference_img, field="reference_img")
+    t1w = load_img(t1w_img, field="t1w_img")
     shape = np.array(t1w.shape[:3]) + 2 * pad_voxels
     aff = t1w.affine.copy()
     aff[:3, 3] = t1w.affine[:3, :3] @ np.full(3, -float(pad_voxels)) + t1w.affine[:3, 3]
     world = _grid_world(aff, shape).astype(np.float32)
-    fixed = _to_ants(ref, np.zeros(ref.shape[:3], np.float32))
+    fixed = to_ants(nib.Nifti1Image(np.zeros(ref.shape[:3], np.float32), ref.affine))
     out = np.empty(tuple(ref.shape[:3]) + (3,), np.float32)
     kw = {} if whichtoinvert is None else {"whichtoinvert": whichtoinvert}
     for d in range(4):
         vals = world[..., d] if d < 3 else np.ones(tuple(shape), np.float32)
-        mov = _to_ants(nib.Nifti1Image(np.zeros(1, np.float32), aff), vals)
+        mov = to_ants(nib.Nifti1Image(vals, aff))
         res = ants.apply_transforms(fixed=fixed, moving=mov, transformlist=list(transformlist),
                                     interpolator="linear", defaultvalue=0, **kw)
         arr = res.numpy()
@@ -437,10 +401,10 @@ def resample_bold_to_mni(img, motion_affines, bold_to_t1w, t1w_to_mni=None, refe
     nibabel.Nifti1Image
         4D float32 image on the reference grid.
     """
-    img = _load(img, 4)
+    img = load_img(img, ndim=4)
     if reference_img is None:
         raise InputError(field="reference_img", expected="an MNI reference image", found="None")
-    ref = _load(reference_img, field="reference_img")
+    ref = load_img(reference_img, field="reference_img")
     out_shape = tuple(ref.shape[:3])
     n_vol = img.shape[3]
     mot = np.tile(np.eye(4), (n_vol, 1, 1)) if motion_affines is None else np.asarray(

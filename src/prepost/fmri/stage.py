@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from prepost.errors import InputError
+from prepost.image import image_name, load_img, to_ants
 
 log = logging.getLogger("prepost.fmri")
 
@@ -125,15 +126,15 @@ def _coregistration_metrics(boldref, t1w_brain, mask, coreg):
     m = np.asarray(mask.dataobj) > 0
     r = float(np.corrcoef(on_t1[m], t1[m])[0, 1])
     mi = float(ants.image_mutual_information(
-        anat.to_ants(nib.Nifti1Image(t1 * m, t1w_brain.affine)),
-        anat.to_ants(nib.Nifti1Image((on_t1 * m).astype(np.float32), t1w_brain.affine))))
+        to_ants(nib.Nifti1Image(t1 * m, t1w_brain.affine)),
+        to_ants(nib.Nifti1Image((on_t1 * m).astype(np.float32), t1w_brain.affine))))
     return {"coregistration_mattes_mi": mi, "coregistration_abs_corr": abs(r)}
 
 
 def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_timing=None,
                     dummy_scans="auto", slice_timing_correction=True, resolution_mm=3.0,
                     acompcor_variance=0.5, fd_threshold=0.5, dvars_threshold=1.5,
-                    high_pass_s=128.0, wm_threshold=0.9, csf_threshold=0.9, seed=1):
+                    high_pass_s=128.0, wm_threshold=0.9, csf_threshold=0.9, seed=1, n_threads=1):
     """Preprocess one BOLD run into MNI space and compute its confounds.
 
     Parameters
@@ -166,6 +167,8 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
         Probability thresholds of the aCompCor WM and CSF masks (eroded 2 and 1 voxels).
     seed : int
         ANTs random seed of the coregistration.
+    n_threads : int
+        ITK threads of the coregistration and the resampling.
 
     Returns
     -------
@@ -179,13 +182,13 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
 
     t_all = time.perf_counter()
     qc, secs = {}, {}
-    img = anat.load_image(bold, ndim=4, field="bold", check_empty_volumes=True)
+    img = load_img(bold, ndim=4, field="bold", check_empty_volumes=True)
     n_total = img.shape[3]
     if tr is None:
         z = img.header.get_zooms()
         tr = float(z[3]) if len(z) > 3 else 0.0
     if not tr or tr <= 0:
-        raise InputError(file=anat._name(img), field="RepetitionTime",
+        raise InputError(file=image_name(img), field="RepetitionTime",
                          expected="a positive TR (s)", found=repr(tr))
     tr = float(tr)
 
@@ -193,7 +196,7 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
     auto = dummy_scans == "auto"
     n_dummy = preproc.detect_non_steady_state(img, None if auto else int(dummy_scans))
     if n_dummy >= n_total - 10:
-        raise InputError(file=anat._name(img), field="dummy_scans",
+        raise InputError(file=image_name(img), field="dummy_scans",
                          expected=f"fewer than {n_total - 10} non-steady-state volumes",
                          found=str(n_dummy))
     secs["dummy_detection"] = time.perf_counter() - t0
@@ -229,10 +232,11 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
     t0 = time.perf_counter()
     boldref = preproc.bold_reference(img, n_volumes=20, skip=n_dummy, motion_affines=affines)
     t1 = anat.load_t1w(t1w)
-    mask_t1 = anat.load_image(t1w_mask, field="T1w brain mask")
+    mask_t1 = load_img(t1w_mask, ndim=3, field="T1w brain mask")
     brain_t1 = nib.Nifti1Image(t1.get_fdata(dtype=np.float32)
                                * (np.asarray(mask_t1.dataobj) > 0), t1.affine)
-    coreg = preproc.coregister_bold_to_t1w(boldref, brain_t1, seed=seed)
+    coreg = preproc.coregister_bold_to_t1w(boldref, brain_t1, seed=seed,
+                                           n_threads=n_threads)
     secs["coregistration"] = time.perf_counter() - t0
     qc.update(_coregistration_metrics(boldref, brain_t1, mask_t1, coreg))
     qc["bold_to_t1w"] = np.round(coreg, 6).tolist()
@@ -370,7 +374,7 @@ def import_fmriprep(bold, confounds, out_bold, out_mask, out_confounds, *, mask=
     from prepost.fmri.confounds import read_confounds
     from prepost.io import atomic_path, write_nifti
 
-    img = anat.load_image(bold, ndim=4, field="fMRIPrep preproc bold")
+    img = load_img(bold, ndim=4, field="fMRIPrep preproc bold")
     ref = anat.mni_reference(resolution_mm)
     z = img.header.get_zooms()
     header_tr = float(z[3]) if len(z) > 3 else 0.0
@@ -401,7 +405,7 @@ def import_fmriprep(bold, confounds, out_bold, out_mask, out_confounds, *, mask=
         write_nifti(out, out_bold)
         qc["resampled"] = not _same_grid(img, ref)
     if mask is not None:
-        m = anat.load_image(mask, ndim=3, field="fMRIPrep brain mask")
+        m = load_img(mask, ndim=3, field="fMRIPrep brain mask")
         if not _same_grid(m, ref):
             m = image.resample_to_img(m, ref, interpolation="nearest", force_resample=True,
                                       copy_header=True)

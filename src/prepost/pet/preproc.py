@@ -42,6 +42,7 @@ import pandas as pd
 from scipy import ndimage
 
 from prepost.errors import InputError
+from prepost.image import FWHM_TO_SIGMA, LPS, ants_settings, from_ants, load_img, to_ants
 from prepost.fmri.motion import affine_to_params, estimate_motion, params_to_affine
 
 __all__ = [
@@ -55,38 +56,14 @@ __all__ = [
     "ants_affine_to_ras",
     "ras_to_ants_affine",
     "write_ants_affine",
-    "to_ants",
-    "from_ants",
 ]
 
 PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 
 
 # --------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------
-def _load(img, name, ndim):
-    src = img if isinstance(img, (str, os.PathLike)) else None
-    if src is not None:
-        if not Path(src).exists():
-            raise InputError(file=src, field=name, expected="an existing NIfTI file", found="no file")
-        img = nib.load(src)
-    if not hasattr(img, "affine") or not hasattr(img, "shape"):
-        raise InputError(field=name, expected="a nibabel image or a path to one",
-                         found=type(img).__name__)
-    shape = img.shape
-    if ndim == 4 and len(shape) == 3:
-        raise InputError(file=src, field=name, expected="a 4D image (x, y, z, frame)",
-                         found=f"shape {shape}")
-    if ndim == 3 and len(shape) == 4 and shape[3] == 1:
-        img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine, img.header)
-    elif len(img.shape) != ndim:
-        raise InputError(file=src, field=name, expected=f"a {ndim}D image", found=f"shape {shape}")
-    return img
-
-
 def _frames(frame_start, frame_duration, n, source=None):
     fs = np.asarray(frame_start, dtype=float).ravel()
     fd = np.asarray(frame_duration, dtype=float).ravel()
@@ -99,14 +76,6 @@ def _frames(frame_start, frame_duration, n, source=None):
     if np.any(np.diff(fs) <= 0):
         raise InputError(file=source, field="FrameTimesStart", expected="increasing frame starts")
     return fs, fd
-
-
-def _data(img):
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if not np.all(np.isfinite(data)):
-        raise InputError(file=img.get_filename(), field="data", expected="finite voxel values",
-                         found="NaN or infinite values")
-    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +102,7 @@ def summed_image(pet_img, frame_start, frame_duration, window=(0.0, np.inf), *,
     nibabel.Nifti1Image
         3D float32 image ``sum_f d_f x_f / sum_f d_f`` (same unit as the PET).
     """
-    img = _load(pet_img, "pet_img", 4)
+    img = load_img(pet_img, ndim=4, field="pet_img")
     fs, fd = _frames(frame_start, frame_duration, img.shape[3])
     w = _window_weights(fs, fd, window, min_overlap)
     data = np.asarray(img.dataobj, dtype=np.float32)
@@ -162,7 +131,7 @@ def _window_weights(fs, fd, window, min_overlap=0.5):
 # frame motion correction
 # --------------------------------------------------------------------------------------------
 def _head_mask(ref, zooms, fwhm_mm=8.0, frac=0.15):
-    sm = ndimage.gaussian_filter(ref, fwhm_mm * _FWHM_TO_SIGMA / zooms)
+    sm = ndimage.gaussian_filter(ref, fwhm_mm * FWHM_TO_SIGMA / zooms)
     mask = sm > frac * np.percentile(sm, 99.5)
     lab, n = ndimage.label(mask)
     if n > 1:
@@ -218,9 +187,9 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
         Parameters describe ``M_f`` (reference -> frame, RAS mm; module docstring) and its
         framewise displacement ``fd_mm`` (Power, 50 mm radius).
     """
-    img = _load(pet_img, "pet_img", 4)
+    img = load_img(pet_img, ndim=4, field="pet_img")
     fs, fd = _frames(frame_start, frame_duration, img.shape[3])
-    data = _data(img)
+    data = np.asarray(img.dataobj, dtype=np.float32)
     affine = np.asarray(img.affine, float)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
     sel = np.flatnonzero(fs >= float(min_start_s) - 1e-6)
@@ -293,7 +262,7 @@ def _register_gn(data, sel, reference, mask, affine, levels):
 def _register_ants(data, sel, reference, affine, fwhm_mm):
     import ants
 
-    sig = fwhm_mm * _FWHM_TO_SIGMA
+    sig = fwhm_mm * FWHM_TO_SIGMA
     fixed = to_ants(nib.Nifti1Image(reference.astype(np.float32), affine))
     fixed = ants.smooth_image(fixed, sig, sigma_in_physical_coordinates=True)
     mats = []
@@ -338,11 +307,11 @@ def apply_frame_transforms(pet_img, params, order=1):
     -------
     nibabel.Nifti1Image
     """
-    img = _load(pet_img, "pet_img", 4)
+    img = load_img(pet_img, ndim=4, field="pet_img")
     p = np.asarray(params[list(PARAM_NAMES)] if isinstance(params, pd.DataFrame) else params, float)
     if p.shape != (img.shape[3], 6):
         raise InputError(field="params", expected=f"shape ({img.shape[3]}, 6)", found=str(p.shape))
-    out = _resample_frames(_data(img), np.asarray(img.affine, float), params_to_affine(p), order)
+    out = _resample_frames(np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, float), params_to_affine(p), order)
     res = nib.Nifti1Image(out, img.affine)
     res.header.set_xyzt_units("mm", "sec")
     return res
@@ -351,30 +320,6 @@ def apply_frame_transforms(pet_img, params, order=1):
 # --------------------------------------------------------------------------------------------
 # ANTs helpers
 # --------------------------------------------------------------------------------------------
-def to_ants(img):
-    """nibabel 3D image -> ANTsImage (float32), keeping the world geometry."""
-    import ants
-
-    img = _load(img, "img", 3)
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    aff = _LPS @ np.asarray(img.affine, float)
-    spacing = np.sqrt((aff[:3, :3] ** 2).sum(0))
-    direction = aff[:3, :3] / spacing
-    return ants.from_numpy(data, origin=aff[:3, 3].tolist(), spacing=spacing.tolist(),
-                           direction=direction)
-
-
-def from_ants(aimg):
-    """ANTsImage (3D) -> nibabel Nifti1Image (float32)."""
-    spacing = np.asarray(aimg.spacing, float)
-    aff = np.eye(4)
-    aff[:3, :3] = np.asarray(aimg.direction, float) * spacing
-    aff[:3, 3] = aimg.origin
-    img = nib.Nifti1Image(aimg.numpy().astype(np.float32), _LPS @ aff)
-    img.header.set_xyzt_units("mm", "sec")
-    return img
-
-
 def ants_affine_to_ras(transform):
     """4x4 RAS world matrix of an ANTs linear transform (file path or ANTsTransform).
 
@@ -391,14 +336,14 @@ def ants_affine_to_ras(transform):
     m = np.eye(4)
     m[:3, :3] = A
     m[:3, 3] = t + c - A @ c
-    return _LPS @ m @ _LPS
+    return LPS @ m @ LPS
 
 
 def ras_to_ants_affine(matrix):
     """ANTsTransform (AffineTransform) doing what the 4x4 RAS matrix does (fixed -> moving)."""
     import ants
 
-    m = _LPS @ np.asarray(matrix, float) @ _LPS
+    m = LPS @ np.asarray(matrix, float) @ LPS
     return ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
                                       matrix=m[:3, :3], offset=m[:3, 3])
 
@@ -423,8 +368,8 @@ def apply_ants_transforms(moving_img, reference_img, transforms, interpolation="
     """
     import ants
 
-    moving = _load(moving_img, "moving_img", 3)
-    ref = _load(reference_img, "reference_img", 3)
+    moving = load_img(moving_img, ndim=3, field="moving_img")
+    ref = load_img(reference_img, ndim=3, field="reference_img")
     transforms = [str(t) for t in (transforms or [])]
     for t in transforms:
         if not Path(t).exists():
@@ -445,7 +390,7 @@ def resample_to_grid(img, reference_img, matrix=None, order=1, cval=0.0):
     """
     src = img if isinstance(img, (str, os.PathLike)) else None
     img = nib.load(src) if src is not None else img
-    ref = _load(reference_img, "reference_img", 3) if not hasattr(reference_img, "affine") else reference_img
+    ref = load_img(reference_img, ndim=3, field="reference_img") if not hasattr(reference_img, "affine") else reference_img
     mat = np.eye(4) if matrix is None else np.asarray(matrix, float)
     q = np.linalg.inv(np.asarray(img.affine, float)) @ mat @ np.asarray(ref.affine, float)
     data = np.asarray(img.dataobj, dtype=np.float32)
@@ -468,7 +413,8 @@ def resample_to_grid(img, reference_img, matrix=None, order=1, cval=0.0):
 # --------------------------------------------------------------------------------------------
 def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="center_of_mass",
                           fwhm_mm=0.0, out_prefix=None, iterations=(200, 100, 50),
-                          shrink_factors=(4, 2, 1), smoothing_sigmas=(2, 1, 0), seed=1):
+                          shrink_factors=(4, 2, 1), smoothing_sigmas=(2, 1, 0), seed=1,
+                          n_threads=1):
     """Rigid PET-to-T1w coregistration by Mattes mutual information (ANTs).
 
     Parameters
@@ -491,6 +437,8 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
         ANTs rigid multi-resolution schedule.
     seed : int, default=1
         Random seed of ANTs' metric sampling.
+    n_threads : int, default=1
+        ITK threads (one thread with a fixed seed gives identical transforms from run to run).
 
     Returns
     -------
@@ -505,14 +453,14 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
     """
     import ants
 
-    pet = _load(pet_sum_img, "pet_sum_img", 3)
-    t1 = _load(t1w_img, "t1w_img", 3)
+    pet = load_img(pet_sum_img, ndim=3, field="pet_sum_img")
+    t1 = load_img(t1w_img, ndim=3, field="t1w_img")
     if init not in ("center_of_mass", "identity"):
         raise InputError(field="init", expected="'center_of_mass' or 'identity'", found=repr(init))
     t1_data = np.asarray(t1.dataobj, dtype=np.float32)
     mask = None
     if t1w_mask_img is not None:
-        mimg = _load(t1w_mask_img, "t1w_mask_img", 3)
+        mimg = load_img(t1w_mask_img, ndim=3, field="t1w_mask_img")
         if mimg.shape != t1.shape:
             mimg = resample_to_grid(mimg, t1, order=1)
         mask = np.asarray(mimg.dataobj) > 0.5
@@ -522,7 +470,7 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
     fixed = to_ants(nib.Nifti1Image(t1_data, t1.affine))
     moving = to_ants(pet)
     if fwhm_mm > 0:
-        moving = ants.smooth_image(moving, fwhm_mm * _FWHM_TO_SIGMA, sigma_in_physical_coordinates=True)
+        moving = ants.smooth_image(moving, fwhm_mm * FWHM_TO_SIGMA, sigma_in_physical_coordinates=True)
     if out_prefix is None:
         out_prefix = tempfile.mkdtemp(prefix="pet2t1w_") + "/"
     else:
@@ -531,10 +479,7 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
         init_tx = "Identity"
     else:
         init_tx = None
-    from prepost.anat import _ants_run
-
-    # antspyx 0.6.3 ignores a random_seed argument: its sampling seed is set through ants.config
-    with _ants_run(os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", 1), seed):
+    with ants_settings(n_threads=n_threads, seed=seed):
         reg = ants.registration(fixed, moving, type_of_transform="Rigid", aff_metric="mattes",
                                 initial_transform=init_tx, aff_iterations=tuple(iterations),
                                 aff_shrink_factors=tuple(shrink_factors),

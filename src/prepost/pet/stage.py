@@ -392,15 +392,15 @@ def pet_to_mni(pet, xfm, t1w_to_mni, mni_ref, interpolation="linear"):
     """
     import ants
 
-    from prepost import anat
+    from prepost.image import from_ants, to_ants
 
     img = nib.load(pet) if isinstance(pet, (str, Path)) else pet
     ref = nib.load(mni_ref) if isinstance(mni_ref, (str, Path)) else mni_ref
     tlist = [str(t) for t in t1w_to_mni] + [str(xfm)]
-    out = ants.apply_transforms(anat.to_ants(ref), anat.to_ants(img), tlist, interpolator=interpolation,
+    out = ants.apply_transforms(to_ants(ref), to_ants(img), tlist, interpolator=interpolation,
                                 imagetype=3 if len(img.shape) == 4 else 0,
                                 whichtoinvert=[False] * len(tlist))
-    res = anat.to_nibabel(out)
+    res = from_ants(out)
     return nib.Nifti1Image(np.asarray(res.dataobj, dtype=np.float32), ref.affine)
 
 
