@@ -152,7 +152,7 @@ def test_suvr_vs_dvr():
     lam = 0.01043
     t = tac_1tcm(0.3, 0.1, 0.0)  # VT 3
     r = tac_1tcm(0.3, 0.3, 0.0)  # VT 1 -> DVR 3
-    s = K.suvr(t, r, FS, DUR, window=(60 * 60, 90 * 60))
+    s = K.suvr(t, r, FS, DUR, window_s=(60 * 60, 90 * 60))
     predicted = (0.3 / (0.1 - lam)) / (0.3 / (0.3 - lam))
     assert s.estimates["SUVR"] > 3.0
     assert abs(s.estimates["SUVR"] / predicted - 1) < 0.02
@@ -160,7 +160,7 @@ def test_suvr_vs_dvr():
     s2 = K.suvr(tac_1tcm(0.3, 0.015, 0.0), tac_1tcm(0.3, 0.06, 0.0), FS, DUR)
     assert 3.0 < s2.estimates["SUVR"] < 4.0
     with pytest.raises(InputError, match="window"):
-        K.suvr(t, r, FS, DUR, window=(60 * 60, 100 * 60), source="tacs.tsv")
+        K.suvr(t, r, FS, DUR, window_s=(60 * 60, 100 * 60), source="tacs.tsv")
 
 
 def test_suv():

@@ -17,13 +17,6 @@ from prepost.pet import kinetics, preproc, roi, tacs
 SMALL = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 20, "voxel_mm": 6.0}, "pet": {"voxel_mm": 4.0}}
 
 
-def _true_t1w_to_mni(participant, session):
-    seed = sim.DEFAULTS["seed"]
-    subj = sim._subject_affine(sim._rng(seed, participant, "anat"))
-    rng = sim._rng(seed, participant, session)
-    return subj @ sim.rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("tacsim")
@@ -32,7 +25,7 @@ def pipeline(tmp_path_factory):
     meta = json.loads(bp["pet_json"].read_text())
     fs, fd = np.array(meta["FrameTimesStart"]), np.array(meta["FrameDuration"])
     t1 = nib.load(bp["t1w"])
-    to_mni = _true_t1w_to_mni("01", "pre")
+    to_mni = sim.t1w_to_mni("01", "pre")
     mni2t1 = [preproc.write_ants_affine(to_mni, root / "xfm" / "from-MNI_to-T1w.mat")]
     maps = {k: preproc.apply_ants_transforms(f(resolution=1), t1, mni2t1)
             for k, f in (("brain", datasets.load_mni152_brain_mask),
@@ -40,7 +33,7 @@ def pipeline(tmp_path_factory):
                          ("wm", datasets.load_mni152_wm_template))}
     pet = nib.load(bp["pet"])
     corr, _ = preproc.frame_motion_correct(pet, fs, fd)
-    ssum = preproc.summed_image(corr, fs, fd, window=(1200, np.inf))
+    ssum = preproc.summed_image(corr, fs, fd, window_s=(1200, None))
     reg = preproc.coregister_pet_to_t1w(ssum, t1, t1w_mask_img=maps["brain"])
     rois, report = roi.build_rois(roi.EXAMPLE_CONFIG, t1w_img=t1, brain_mask_img=maps["brain"],
                                   gm_img=maps["gm"], wm_img=maps["wm"], mni_to_t1w=mni2t1,
@@ -142,7 +135,7 @@ def test_voxelwise_logan_equals_regional_estimator(pipeline):
 def test_voxelwise_suvr(pipeline):
     p = pipeline
     cs = p["rois"]["centrum_semiovale"]
-    s = tacs.voxelwise_suvr(p["corr"], p["fs"], p["fd"], reference_mask=cs, window=(3600, 5400))
+    s = tacs.voxelwise_suvr(p["corr"], p["fs"], p["fd"], reference_mask=cs, window_s=(3600, 5400))
     w = cs.get_fdata()
     mean_ref = (s.get_fdata() * w).sum() / w.sum()
     assert mean_ref == pytest.approx(1.0, rel=1e-4)

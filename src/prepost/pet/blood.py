@@ -34,6 +34,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from prepost.errors import InputError
+from prepost.pet.frames import check_frames, check_tac
 
 __all__ = [
     "AVAIL_COLUMNS",
@@ -715,7 +716,7 @@ def shift_input(input_df, delay_s):
     return out
 
 
-def fit_delay(input_df, tac, frame_start, frame_duration, delays_s=None, fit_end_s=600.0, source=None):
+def fit_delay(input_df, tac, frame_start_s, frame_duration_s, delays_s=None, fit_end_s=600.0, source=None):
     """Estimate the blood-to-tissue delay from the early part of a whole-brain TAC.
 
     For each candidate delay the input is shifted (:func:`shift_input`) and a 1TCM with vB is
@@ -728,7 +729,7 @@ def fit_delay(input_df, tac, frame_start, frame_duration, delays_s=None, fit_end
         From :func:`metabolite_corrected_input` with ``delay=0``.
     tac : array-like
         Whole-brain (or large-region) frame means.
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
     delays_s : array-like, optional
         Candidate delays (s); default -30 to 30 s in 1 s steps.
@@ -743,11 +744,11 @@ def fit_delay(input_df, tac, frame_start, frame_duration, delays_s=None, fit_end
         ``delay_s`` (best delay, s), ``delays_s``, ``rss`` (per candidate, NaN when a fit
         failed) and ``fit`` (the :class:`~prepost.pet.kinetics.FitResult` at the best delay).
     """
-    from prepost.pet.kinetics import _check_frames, _check_tac, one_tcm
+    from prepost.pet.kinetics import one_tcm
 
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    y = _check_tac(tac, fs.size, source)
-    sel = fs + fd <= fit_end_s + 1e-6
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source)
+    y = check_tac(tac, frame_start_s.size, source=source)
+    sel = frame_start_s + frame_duration_s <= fit_end_s + 1e-6
     if sel.sum() < 5:
         raise InputError(file=source, field="frame_start",
                          expected=f"at least 5 frames ending by {fit_end_s:g} s for delay fitting",
@@ -762,7 +763,7 @@ def fit_delay(input_df, tac, frame_start, frame_duration, delays_s=None, fit_end
         sh = shift_input(base, d)
         try:
             r = one_tcm(sh["time"], sh["parent_plasma"], None if cb_col is None else sh[cb_col],
-                        fs[sel], fd[sel], y[sel], source=source)
+                        frame_start_s[sel], frame_duration_s[sel], y[sel], source=source)
         except InputError:
             raise
         except Exception:  # a failed candidate is skipped

@@ -3,7 +3,7 @@
 Conventions
 -----------
 * Every public time argument is in **seconds** (as in BIDS files): input-function sample times,
-  ``frame_start``, ``frame_duration``, ``tstar_s`` and averaging windows.
+  ``frame_start_s``, ``frame_duration_s``, ``tstar_s`` and averaging windows ``window_s``.
 * The models work in **minutes** internally. Rate constants (k2, k3, k4, k2') are reported per
   minute, K1 in mL/cm3/min, distribution volumes (VT, VND) in mL/cm3, vB, R1, BPND and DVR are
   unitless.
@@ -54,6 +54,7 @@ from scipy.optimize import least_squares
 from scipy.signal import lfilter
 
 from prepost.errors import InputError
+from prepost.pet.frames import check_frames, check_tac, window_mean
 
 __all__ = [
     "FitResult",
@@ -74,6 +75,9 @@ __all__ = [
     "logan_reference",
     "fit_models",
 ]
+
+# names of the frame arguments in error messages
+_FRAME_ARGS = ("frame_start_s", "frame_duration_s")
 
 _SEC_PER_MIN = 60.0
 
@@ -171,34 +175,6 @@ def _as_1d(x, name, source, n=None):
     return a
 
 
-def _check_frames(frame_start, frame_duration, source):
-    fs = _as_1d(frame_start, "frame_start", source)
-    fd = _as_1d(frame_duration, "frame_duration", source, n=fs.size)
-    if fs.size == 0:
-        raise InputError(file=source, field="frame_start", expected="at least one frame", found="0")
-    if not (np.all(np.isfinite(fs)) and np.all(np.isfinite(fd))):
-        raise InputError(file=source, field="frame_start/frame_duration", expected="finite values (s)", found="NaN/inf")
-    if np.any(fd <= 0):
-        raise InputError(file=source, field="frame_duration", expected="positive durations (s)",
-                         found=f"{fd[fd <= 0][:3].tolist()}")
-    if np.any(fs < 0):
-        raise InputError(file=source, field="frame_start", expected="times >= 0 s", found=f"{fs.min()}")
-    fe = fs + fd
-    if np.any(fs[1:] < fe[:-1] - 1e-6):
-        i = int(np.argmax(fs[1:] < fe[:-1] - 1e-6))
-        raise InputError(file=source, field="frame_start",
-                         expected="increasing, non-overlapping frames",
-                         found=f"frame {i + 1} starts at {fs[i + 1]} s before frame {i} ends at {fe[i]} s")
-    return fs, fd
-
-
-def _check_tac(tac, n, source, name="tac"):
-    a = _as_1d(tac, name, source, n=n)
-    if not np.all(np.isfinite(a)):
-        raise InputError(file=source, field=name, expected="finite TAC values", found="NaN/inf")
-    return a
-
-
 # --------------------------------------------------------------------------------------------
 # piecewise-linear integrals and exact exponential convolution
 # --------------------------------------------------------------------------------------------
@@ -212,7 +188,7 @@ def _cumint_at(t, y, tq):
     return cum[j] + y[j] * d + 0.5 * slope * d * d
 
 
-def frame_average(t_fine, c_fine, frame_start, frame_duration, source=None):
+def frame_average(t_fine, c_fine, frame_start_s, frame_duration_s, source=None):
     """Average a piecewise-linear curve over frames, exactly.
 
     Parameters
@@ -221,7 +197,7 @@ def frame_average(t_fine, c_fine, frame_start, frame_duration, source=None):
         Sample times of the curve (s), strictly increasing.
     c_fine : array-like, shape (m,)
         Curve values at ``t_fine`` (any unit); linear between samples.
-    frame_start, frame_duration : array-like, shape (n,)
+    frame_start_s, frame_duration_s : array-like, shape (n,)
         Frame start times and durations (s). Frames must lie within ``[t_fine[0], t_fine[-1]]``.
     source : str, optional
         Name of the file the data come from, used in error messages.
@@ -233,16 +209,17 @@ def frame_average(t_fine, c_fine, frame_start, frame_duration, source=None):
     """
     t = _as_1d(t_fine, "t_fine", source)
     c = _as_1d(c_fine, "c_fine", source, n=t.size)
-    fs, fd = _check_frames(frame_start, frame_duration, source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
     if t.size < 2 or np.any(np.diff(t) <= 0):
         raise InputError(file=source, field="t_fine", expected="at least 2 strictly increasing times (s)")
-    fe = fs + fd
-    if fs[0] < t[0] - 1e-9 or fe[-1] > t[-1] + 1e-9:
+    fe = frame_start_s + frame_duration_s
+    if frame_start_s[0] < t[0] - 1e-9 or fe[-1] > t[-1] + 1e-9:
         raise InputError(file=source, field="t_fine",
-                         expected=f"curve covering the frames {fs[0]}-{fe[-1]} s",
+                         expected=f"curve covering the frames {frame_start_s[0]}-{fe[-1]} s",
                          found=f"{t[0]}-{t[-1]} s")
     fe = np.minimum(fe, t[-1])
-    return (_cumint_at(t, c, fe) - _cumint_at(t, c, fs)) / fd
+    return (_cumint_at(t, c, fe) - _cumint_at(t, c, frame_start_s)) / frame_duration_s
 
 
 def _e1e2(k, h):
@@ -267,8 +244,8 @@ class _Grid:
         self.h = float(t_min[1] - t_min[0])
         self.y = y
         self.slope = np.diff(y) / self.h
-        self.fs = frame_start_min
-        self.fe = frame_end_min
+        self.start_min = frame_start_min
+        self.end_min = frame_end_min
         self.dur = frame_end_min - frame_start_min
         tb = np.concatenate([frame_start_min, frame_end_min])
         self.tb = tb
@@ -297,7 +274,7 @@ class _Grid:
         if k > 1e-9:
             integ = (self.int_frames - (cb[n:] - cb[:n])) / k
         else:
-            integ = _cumint_at(self.t, nodes, self.fe) - _cumint_at(self.t, nodes, self.fs)
+            integ = _cumint_at(self.t, nodes, self.end_min) - _cumint_at(self.t, nodes, self.start_min)
         return integ / self.dur
 
 
@@ -338,20 +315,20 @@ def _uniform_grid(t_s, values, source, names, t_needed_s, step_s=None):
 
 
 class _PlasmaInput:
-    def __init__(self, cp_t, cp, cb, fs_s, fd_s, source, grid_step_s=None):
-        fe_s = fs_s + fd_s
+    def __init__(self, cp_t, cp, cb, frame_start_s, frame_duration_s, source, grid_step_s=None):
+        fe_s = frame_start_s + frame_duration_s
         if cb is None:
             tg, (cpg,) = _uniform_grid(cp_t, [cp], source, ["parent_plasma"], fe_s[-1], grid_step_s)
             cbg = None
         else:
             tg, (cpg, cbg) = _uniform_grid(cp_t, [cp, cb], source, ["parent_plasma", "whole_blood"],
                                            fe_s[-1], grid_step_s)
-        fs, fe = fs_s / _SEC_PER_MIN, fe_s / _SEC_PER_MIN
-        self.cp = _Grid(tg, cpg, fs, fe)
-        self.cb_mean = None if cbg is None else _Grid(tg, cbg, fs, fe).mean_frames
-        self.mid = 0.5 * (fs + fe)
+        start_min, end_min = frame_start_s / _SEC_PER_MIN, fe_s / _SEC_PER_MIN
+        self.cp = _Grid(tg, cpg, start_min, end_min)
+        self.cb_mean = None if cbg is None else _Grid(tg, cbg, start_min, end_min).mean_frames
+        self.mid = 0.5 * (start_min + end_min)
         self.int_cp_mid = _cumint_at(tg, cpg, self.mid)  # Bq/mL*min
-        self.fs, self.fe = fs, fe
+        self.start_min, self.end_min = start_min, end_min
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +353,7 @@ def _tcm2_pred(inp, K1, k2, k3, k4, vb):
     return (1.0 - vb) * ct + vb * cb
 
 
-def one_tcm_model(cp_t, cp, cb, frame_start, frame_duration, K1, k2, vb=0.0, source=None):
+def one_tcm_model(cp_t, cp, cb, frame_start_s, frame_duration_s, K1, k2, vb=0.0, source=None):
     """Frame-averaged one-tissue compartment model TAC.
 
     ``C_PET(t) = (1 - vB) * K1 * exp(-k2 t) (*) Cp(t) + vB * Cb(t)``.
@@ -390,7 +367,7 @@ def one_tcm_model(cp_t, cp, cb, frame_start, frame_duration, K1, k2, vb=0.0, sou
         Metabolite-corrected parent plasma concentration at ``cp_t`` (e.g. Bq/mL).
     cb : array-like or None
         Whole-blood concentration at ``cp_t``; None uses ``cp`` in its place.
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
     K1 : float
         mL/cm3/min.
@@ -406,20 +383,22 @@ def one_tcm_model(cp_t, cp, cb, frame_start, frame_duration, K1, k2, vb=0.0, sou
     ndarray
         Frame-mean concentrations (unit of ``cp``).
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
     return _tcm1_pred(inp, float(K1), float(k2), float(vb))
 
 
-def two_tcm_model(cp_t, cp, cb, frame_start, frame_duration, K1, k2, k3, k4, vb=0.0, source=None):
+def two_tcm_model(cp_t, cp, cb, frame_start_s, frame_duration_s, K1, k2, k3, k4, vb=0.0, source=None):
     """Frame-averaged reversible two-tissue compartment model TAC.
 
     Same conventions as :func:`one_tcm_model`; k3 and k4 in 1/min. The tissue impulse response
     is ``K1/(a1-a2) * [(k3+k4-a2) exp(-a2 t) + (a1-k3-k4) exp(-a1 t)]`` with
     ``a1,2 = (k2+k3+k4 +/- sqrt((k2+k3+k4)^2 - 4 k2 k4))/2``.
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
     return _tcm2_pred(inp, float(K1), float(k2), float(k3), float(k4), float(vb))
 
 
@@ -553,10 +532,10 @@ def _linear_1tcm_start(inp, tac):
     frame mid-times; without a separate whole-blood curve ``Cb = Cp`` and the two ``int Cp``
     terms merge.
     """
-    intc = _cum_mid(tac, inp.fs, inp.fe)
+    intc = _cum_mid(tac, inp.start_min, inp.end_min)
     if inp.cb_mean is not None:
         cbm = inp.cb_mean
-        cbcum = _cum_mid(cbm, inp.fs, inp.fe)
+        cbcum = _cum_mid(cbm, inp.start_min, inp.end_min)
         X = np.column_stack([inp.int_cp_mid, -intc, cbcum, cbm])
     else:
         cbm = inp.cp.mean_frames
@@ -574,7 +553,7 @@ def _linear_1tcm_start(inp, tac):
     return [float(K1), float(k2), vb]
 
 
-def one_tcm(cp_t, cp, cb, frame_start, frame_duration, tac, vb=None, weights=None, bounds=None,
+def one_tcm(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, vb=None, weights=None, bounds=None,
             vt_bounds=DEFAULT_VT_BOUNDS, grid_step_s=None, source=None):
     """Fit the one-tissue compartment model (1TCM) with blood volume.
 
@@ -591,7 +570,7 @@ def one_tcm(cp_t, cp, cb, frame_start, frame_duration, tac, vb=None, weights=Non
         Metabolite-corrected parent plasma (same unit as ``tac``).
     cb : array-like or None
         Whole blood; None uses ``cp`` for the vB term.
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
     tac : array-like
         Frame-mean tissue concentrations.
@@ -613,10 +592,11 @@ def one_tcm(cp_t, cp, cb, frame_start, frame_duration, tac, vb=None, weights=Non
     FitResult
         Estimates K1 (mL/cm3/min), k2 (1/min), vB, VT (mL/cm3).
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    y = _check_tac(tac, fs.size, source)
-    w = _weights(weights, fs.size, source)
-    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source, grid_step_s)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    y = check_tac(tac, frame_start_s.size, source=source)
+    w = _weights(weights, frame_start_s.size, source)
+    inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source, grid_step_s)
     fit_vb = vb is None
     names = ["K1", "k2", "vB"] if fit_vb else ["K1", "k2"]
     out_names = names + ["VT"] if fit_vb else names + ["vB", "VT"]
@@ -652,7 +632,7 @@ def one_tcm(cp_t, cp, cb, frame_start, frame_duration, tac, vb=None, weights=Non
     return out
 
 
-def two_tcm(cp_t, cp, cb, frame_start, frame_duration, tac, vb=None, weights=None, bounds=None,
+def two_tcm(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, vb=None, weights=None, bounds=None,
             vt_bounds=DEFAULT_VT_BOUNDS, grid_step_s=None, source=None):
     """Fit the reversible two-tissue compartment model (2TCM) with blood volume.
 
@@ -661,10 +641,11 @@ def two_tcm(cp_t, cp, cb, frame_start, frame_duration, tac, vb=None, weights=Non
     delta method. Several starting points are tried (the 1TCM solution and a small grid in
     k3, k4) and the lowest-RSS solution is kept.
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    y = _check_tac(tac, fs.size, source)
-    w = _weights(weights, fs.size, source)
-    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source, grid_step_s)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    y = check_tac(tac, frame_start_s.size, source=source)
+    w = _weights(weights, frame_start_s.size, source)
+    inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source, grid_step_s)
     fit_vb = vb is None
     names = ["K1", "k2", "k3", "k4", "vB"] if fit_vb else ["K1", "k2", "k3", "k4"]
     out_names = ["K1", "k2", "k3", "k4", "vB", "VT", "VND"]
@@ -736,7 +717,7 @@ def _tissue_tac(y, vb, inp):
     return (y - vb * cb) / (1.0 - vb)
 
 
-def logan_plasma(cp_t, cp, cb, frame_start, frame_duration, tac, tstar_s=30 * 60.0, vb=None,
+def logan_plasma(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=30 * 60.0, vb=None,
                  vt_bounds=DEFAULT_VT_BOUNDS, source=None):
     """Logan graphical analysis with arterial input (Logan 1990).
 
@@ -747,7 +728,7 @@ def logan_plasma(cp_t, cp, cb, frame_start, frame_duration, tac, tstar_s=30 * 60
 
     Parameters
     ----------
-    cp_t, cp, cb, frame_start, frame_duration, tac, source
+    cp_t, cp, cb, frame_start_s, frame_duration_s, tac, source
         As in :func:`one_tcm` (``cb`` only used when ``vb`` is given).
     tstar_s : float
         Start of the linear phase t* (s); default 30 min.
@@ -762,16 +743,17 @@ def logan_plasma(cp_t, cp, cb, frame_start, frame_duration, tac, tstar_s=30 * 60
     FitResult
         Estimates VT (mL/cm3, SE from OLS) and intercept (min); ``n_params`` 2.
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    y = _check_tac(tac, fs.size, source)
-    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    y = check_tac(tac, frame_start_s.size, source=source)
+    inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
     names = ["VT", "intercept"]
     bad = _tac_precheck(y, "logan", names)
     if bad is not None:
         return bad
     ct = _tissue_tac(y, vb, inp)
     sel = inp.mid >= tstar_s / _SEC_PER_MIN
-    return _linear_graphical("logan", ct, sel, inp.int_cp_mid, _cum_mid(ct, inp.fs, inp.fe), vt_bounds)
+    return _linear_graphical("logan", ct, sel, inp.int_cp_mid, _cum_mid(ct, inp.start_min, inp.end_min), vt_bounds)
 
 
 def _linear_graphical(model, ct, sel, int_in, int_ct, vt_bounds, key="VT", plaus_label="VT"):
@@ -796,7 +778,7 @@ def _linear_graphical(model, ct, sel, int_in, int_ct, vt_bounds, key="VT", plaus
     return res
 
 
-def ma1(cp_t, cp, cb, frame_start, frame_duration, tac, tstar_s=30 * 60.0, vb=None,
+def ma1(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=30 * 60.0, vb=None,
         vt_bounds=DEFAULT_VT_BOUNDS, source=None):
     """Ichise multilinear analysis MA1 (Ichise 2002).
 
@@ -810,9 +792,10 @@ def ma1(cp_t, cp, cb, frame_start, frame_duration, tac, tstar_s=30 * 60.0, vb=No
     FitResult
         Estimates VT (mL/cm3), a (mL/cm3/min), b (1/min); ``n_params`` 2.
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    y = _check_tac(tac, fs.size, source)
-    inp = _PlasmaInput(cp_t, cp, cb, fs, fd, source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    y = check_tac(tac, frame_start_s.size, source=source)
+    inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
     names = ["VT", "a", "b"]
     bad = _tac_precheck(y, "ma1", names)
     if bad is not None:
@@ -821,7 +804,7 @@ def ma1(cp_t, cp, cb, frame_start, frame_duration, tac, tstar_s=30 * 60.0, vb=No
     sel = inp.mid >= tstar_s / _SEC_PER_MIN
     if sel.sum() < 3:
         return _failed("ma1", names, f"fewer than 3 frames after t* ({int(sel.sum())})", 2)
-    X = np.column_stack([inp.int_cp_mid[sel], _cum_mid(ct, inp.fs, inp.fe)[sel]])
+    X = np.column_stack([inp.int_cp_mid[sel], _cum_mid(ct, inp.start_min, inp.end_min)[sel]])
     yy = ct[sel]
     coef, *_ = np.linalg.lstsq(X, yy, rcond=None)
     r = yy - X @ coef
@@ -846,22 +829,7 @@ def ma1(cp_t, cp, cb, frame_start, frame_duration, tac, tstar_s=30 * 60.0, vb=No
 # --------------------------------------------------------------------------------------------
 # static measures
 # --------------------------------------------------------------------------------------------
-def _window_mean(values, fs, fd, window_s, source, name="tac"):
-    lo_w, hi_w = float(window_s[0]), float(window_s[1])
-    if not hi_w > lo_w:
-        raise InputError(file=source, field="window", expected="(start, end) in s with end > start",
-                         found=f"{window_s}")
-    fe = fs + fd
-    if lo_w < fs[0] - 1e-6 or hi_w > fe[-1] + 1e-6:
-        raise InputError(file=source, field="window",
-                         expected=f"window within the scan {fs[0]:g}-{fe[-1]:g} s", found=f"{window_s}")
-    ov = np.clip(np.minimum(fe, hi_w) - np.maximum(fs, lo_w), 0.0, None)
-    if ov.sum() <= 0:
-        raise InputError(file=source, field="window", expected="window overlapping frames", found=f"{window_s}")
-    return float(np.sum(values * ov) / ov.sum())
-
-
-def suv(tac, frame_start, frame_duration, injected_dose_bq, weight_kg, window=(60 * 60.0, 90 * 60.0),
+def suv(tac, frame_start_s, frame_duration_s, injected_dose_bq, weight_kg, window_s=(60 * 60.0, 90 * 60.0),
         source=None):
     """Standardised uptake value over a time window.
 
@@ -873,29 +841,30 @@ def suv(tac, frame_start, frame_duration, injected_dose_bq, weight_kg, window=(6
     FitResult
         Estimate 'SUV' (g/mL, i.e. unitless); no SE.
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    y = _check_tac(tac, fs.size, source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    y = check_tac(tac, frame_start_s.size, source=source)
     dose, wt = float(injected_dose_bq), float(weight_kg)
     if not dose > 0:
         raise InputError(file=source, field="InjectedRadioactivity", expected="positive dose (Bq)", found=f"{dose}")
     if not 10 <= wt <= 400:
         raise InputError(file=source, field="BodyWeight", expected="body weight in kg (10-400)", found=f"{wt}")
-    m = _window_mean(y, fs, fd, window, source)
+    m = window_mean(y, frame_start_s, frame_duration_s, window_s, source=source)
     if m <= 0:
         return _failed("suv", ["SUV"], "non-positive mean concentration in window")
     return FitResult("suv", {"SUV": m / (dose / (wt * 1000.0))}, {"SUV": np.nan})
 
 
-def suvr(target, reference, frame_start, frame_duration, window=(60 * 60.0, 90 * 60.0), source=None):
+def suvr(target, reference, frame_start_s, frame_duration_s, window_s=(60 * 60.0, 90 * 60.0), source=None):
     """SUV ratio: window-mean target over window-mean reference.
 
     Parameters
     ----------
     target, reference : array-like
         Frame-mean TACs.
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
-    window : tuple of float
+    window_s : tuple of float
         Averaging window (s), default 60-90 min. Frames are weighted by their overlap.
 
     Returns
@@ -906,11 +875,12 @@ def suvr(target, reference, frame_start, frame_duration, window=(60 * 60.0, 90 *
         clearing at rate lambda, a one-tissue region has ``C/Cp = K1/(k2 - lambda)``, so SUVR
         exceeds DVR; a slow region still loading (k2 close to lambda) gives SUVR below DVR.
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    t = _check_tac(target, fs.size, source, "target")
-    r = _check_tac(reference, fs.size, source, "reference")
-    mt = _window_mean(t, fs, fd, window, source)
-    mr = _window_mean(r, fs, fd, window, source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    t = check_tac(target, frame_start_s.size, source=source, name="target")
+    r = check_tac(reference, frame_start_s.size, source=source, name="reference")
+    mt = window_mean(t, frame_start_s, frame_duration_s, window_s, source=source)
+    mr = window_mean(r, frame_start_s, frame_duration_s, window_s, source=source)
     if mr <= 0:
         return _failed("suvr", ["SUVR"], "non-positive reference mean in window")
     if mt <= 0:
@@ -932,21 +902,22 @@ def _reference_grid(ref, fs_min, fe_min, step_min):
     return _Grid(tg, np.interp(tg, tk, yk), fs_min, fe_min)
 
 
-def srtm_model(reference, frame_start, frame_duration, R1, k2, BPND, grid_step_s=1.0):
+def srtm_model(reference, frame_start_s, frame_duration_s, R1, k2, BPND, grid_step_s=1.0):
     """Frame-mean SRTM prediction.
 
     ``C_T = R1 C_R + (k2 - R1 k2/(1+BPND)) C_R (*) exp(-k2/(1+BPND) t)``, k2 in 1/min. The
     ``R1 C_R`` term uses the measured frame means; the convolution uses a piecewise-linear
     reference curve through the frame mid-points (zero at t = 0) on a ``grid_step_s`` grid.
     """
-    fs, fd = _check_frames(frame_start, frame_duration, None)
-    r = _check_tac(reference, fs.size, None, "reference")
-    g = _reference_grid(r, fs / _SEC_PER_MIN, (fs + fd) / _SEC_PER_MIN, grid_step_s / _SEC_PER_MIN)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=None,
+                                                   fields=_FRAME_ARGS)
+    r = check_tac(reference, frame_start_s.size, source=None, name="reference")
+    g = _reference_grid(r, frame_start_s / _SEC_PER_MIN, (frame_start_s + frame_duration_s) / _SEC_PER_MIN, grid_step_s / _SEC_PER_MIN)
     k2a = k2 / (1 + BPND)
     return R1 * r + (k2 - R1 * k2a) * g.conv_frame_means(k2a)
 
 
-def srtm(target, reference, frame_start, frame_duration, weights=None, bounds=None,
+def srtm(target, reference, frame_start_s, frame_duration_s, weights=None, bounds=None,
          bp_bounds=DEFAULT_BP_BOUNDS, grid_step_s=1.0, source=None):
     """Simplified reference tissue model (Lammertsma & Hume 1996).
 
@@ -958,7 +929,7 @@ def srtm(target, reference, frame_start, frame_duration, weights=None, bounds=No
     ----------
     target, reference : array-like
         Frame-mean TACs of the target and reference regions.
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
     weights : array-like or None
         Per-frame weights (inverse variance up to a scale).
@@ -976,10 +947,11 @@ def srtm(target, reference, frame_start, frame_duration, weights=None, bounds=No
     FitResult
         Estimates R1 (unitless), k2 (1/min), BPND, k2prime = k2/R1 (1/min, SE by delta method).
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    y = _check_tac(target, fs.size, source, "target")
-    r = _check_tac(reference, fs.size, source, "reference")
-    w = _weights(weights, fs.size, source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    y = check_tac(target, frame_start_s.size, source=source, name="target")
+    r = check_tac(reference, frame_start_s.size, source=source, name="reference")
+    w = _weights(weights, frame_start_s.size, source)
     names = ["R1", "k2", "BPND"]
     out_names = names + ["k2prime"]
     bad = _tac_precheck(y, "srtm", out_names)
@@ -988,7 +960,7 @@ def srtm(target, reference, frame_start, frame_duration, weights=None, bounds=No
     if not np.any(r > 0):
         return _failed("srtm", out_names, "reference TAC has no positive values")
     lo, hi = _merge_bounds("srtm", bounds, names)
-    g = _reference_grid(r, fs / _SEC_PER_MIN, (fs + fd) / _SEC_PER_MIN, grid_step_s / _SEC_PER_MIN)
+    g = _reference_grid(r, frame_start_s / _SEC_PER_MIN, (frame_start_s + frame_duration_s) / _SEC_PER_MIN, grid_step_s / _SEC_PER_MIN)
 
     def pred(x):
         R1, k2, bp = x
@@ -1024,7 +996,7 @@ def srtm(target, reference, frame_start, frame_duration, weights=None, bounds=No
     return out
 
 
-def logan_reference(target, reference, frame_start, frame_duration, tstar_s=30 * 60.0, k2prime=None,
+def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=30 * 60.0, k2prime=None,
                     bp_bounds=DEFAULT_BP_BOUNDS, source=None):
     """Logan reference-tissue graphical analysis (Logan 1996).
 
@@ -1035,7 +1007,7 @@ def logan_reference(target, reference, frame_start, frame_duration, tstar_s=30 *
     ----------
     target, reference : array-like
         Frame-mean TACs.
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
     tstar_s : float
         t* (s), default 30 min.
@@ -1053,14 +1025,15 @@ def logan_reference(target, reference, frame_start, frame_duration, tstar_s=30 *
     FitResult
         Estimates DVR, BPND, intercept (min); SE of DVR and BPND from OLS.
     """
-    fs, fd = _check_frames(frame_start, frame_duration, source)
-    y = _check_tac(target, fs.size, source, "target")
-    r = _check_tac(reference, fs.size, source, "reference")
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
+                                                   fields=_FRAME_ARGS)
+    y = check_tac(target, frame_start_s.size, source=source, name="target")
+    r = check_tac(reference, frame_start_s.size, source=source, name="reference")
     names = ["DVR", "BPND", "intercept"]
     bad = _tac_precheck(y, "logan_ref", names)
     if bad is not None:
         return bad
-    fs_m, fe_m = fs / _SEC_PER_MIN, (fs + fd) / _SEC_PER_MIN
+    fs_m, fe_m = frame_start_s / _SEC_PER_MIN, (frame_start_s + frame_duration_s) / _SEC_PER_MIN
     mid = 0.5 * (fs_m + fe_m)
     sel = mid >= tstar_s / _SEC_PER_MIN
     int_r = _cum_mid(r, fs_m, fe_m)
@@ -1069,7 +1042,7 @@ def logan_reference(target, reference, frame_start, frame_duration, tstar_s=30 *
         if k2prime.lower() != "srtm":
             raise InputError(file=source, field="k2prime", expected="a positive float (1/min), 'srtm' or None",
                              found=k2prime)
-        fit = srtm(y, r, frame_start, frame_duration, source=source)
+        fit = srtm(y, r, frame_start_s, frame_duration_s, source=source)
         if not (fit.fit_ok and np.isfinite(fit.estimates["k2prime"]) and fit.estimates["k2prime"] > 0):
             return _failed("logan_ref", names, f"k2' from SRTM not available ({fit.flag})", 2)
         k2prime = fit.estimates["k2prime"]
@@ -1111,7 +1084,7 @@ _EXPECTED = {
 
 
 def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "ma1"), bounds=None,
-               vb=None, tstar_s=30 * 60.0, suvr_window=(60 * 60.0, 90 * 60.0), k2prime="srtm",
+               vb=None, tstar_s=30 * 60.0, suvr_window_s=(60 * 60.0, 90 * 60.0), k2prime="srtm",
                vt_bounds=DEFAULT_VT_BOUNDS, bp_bounds=DEFAULT_BP_BOUNDS, weights=None,
                injected_dose_bq=None, weight_kg=None, source=None, input_source=None):
     """Fit several models to every region of a TAC table.
@@ -1136,7 +1109,7 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
         Logan/MA1 (None = none).
     tstar_s : float
         t* for graphical methods (s), default 30 min.
-    suvr_window : tuple of float
+    suvr_window_s : tuple of float
         SUV/SUVR window (s).
     k2prime : float, 'srtm' or None
         k2' (1/min) for 'logan_ref' (see :func:`logan_reference`); default 'srtm'.
@@ -1158,7 +1131,7 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
         before any fitting.
     """
     if not isinstance(tacs, pd.DataFrame):
-        raise InputError(file=source, field="tacs", expected="a DataFrame with frame_start, frame_end and ROI columns")
+        raise InputError(file=source, field="tacs", expected="a DataFrame with frame_start_s, frame_end and ROI columns")
     for col in ("frame_start", "frame_end"):
         if col not in tacs.columns:
             raise InputError(file=source, field=col, expected="column present (s)",
@@ -1167,9 +1140,10 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
     unknown = [m for m in models if m not in _ALL_MODELS]
     if unknown:
         raise InputError(field="models", expected=f"any of {sorted(_ALL_MODELS)}", found=f"{unknown}")
-    fs = _as_1d(tacs["frame_start"], "frame_start", source)
+    frame_start_s = _as_1d(tacs["frame_start"], "frame_start", source)
     fe = _as_1d(tacs["frame_end"], "frame_end", source)
-    fs, fd = _check_frames(fs, fe - fs, source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, fe - frame_start_s, source=source,
+                                                   fields=_FRAME_ARGS)
     rois = [c for c in tacs.columns if c not in ("frame_start", "frame_end")]
     if not rois:
         raise InputError(file=source, field="ROI columns", expected="at least one region column")
@@ -1189,21 +1163,21 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
         cp_t = input["time"].to_numpy(float)
         cp = input["parent_plasma"].to_numpy(float)
         cb = input["whole_blood"].to_numpy(float) if "whole_blood" in input.columns else None
-        _PlasmaInput(cp_t, cp, cb, fs, fd, input_source)  # validate once, raising InputError
+        _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, input_source)  # validate once, raising InputError
     ref = None
     if any(m in _REF_MODELS for m in models):
         if reference_roi is None or reference_roi not in tacs.columns:
             raise InputError(file=source, field="reference_roi",
                              expected=f"a region column for models {sorted(set(models) & _REF_MODELS)}",
                              found=f"{reference_roi!r}")
-        ref = _check_tac(tacs[reference_roi], fs.size, source, reference_roi)
+        ref = check_tac(tacs[reference_roi], frame_start_s.size, source=source, name=reference_roi)
     if "suv" in models and (injected_dose_bq is None or weight_kg is None):
         raise InputError(field="injected_dose_bq/weight_kg", expected="dose (Bq) and weight (kg) for 'suv'")
 
     rows = []
     for roi in rois:
         try:
-            y = _check_tac(tacs[roi], fs.size, source, roi)
+            y = check_tac(tacs[roi], frame_start_s.size, source=source, name=roi)
         except InputError as exc:
             for m in models:
                 rows += _failed(m, _EXPECTED[m], f"bad TAC: {exc}").rows(roi)
@@ -1213,26 +1187,26 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
                 continue
             try:
                 if m == "1tcm":
-                    res = one_tcm(cp_t, cp, cb, fs, fd, y, vb=vb, weights=weights, bounds=bounds.get("1tcm"),
+                    res = one_tcm(cp_t, cp, cb, frame_start_s, frame_duration_s, y, vb=vb, weights=weights, bounds=bounds.get("1tcm"),
                                   vt_bounds=vt_bounds, source=source)
                 elif m == "2tcm":
-                    res = two_tcm(cp_t, cp, cb, fs, fd, y, vb=vb, weights=weights, bounds=bounds.get("2tcm"),
+                    res = two_tcm(cp_t, cp, cb, frame_start_s, frame_duration_s, y, vb=vb, weights=weights, bounds=bounds.get("2tcm"),
                                   vt_bounds=vt_bounds, source=source)
                 elif m == "logan":
-                    res = logan_plasma(cp_t, cp, cb, fs, fd, y, tstar_s=tstar_s, vb=vb, vt_bounds=vt_bounds,
+                    res = logan_plasma(cp_t, cp, cb, frame_start_s, frame_duration_s, y, tstar_s=tstar_s, vb=vb, vt_bounds=vt_bounds,
                                        source=source)
                 elif m == "ma1":
-                    res = ma1(cp_t, cp, cb, fs, fd, y, tstar_s=tstar_s, vb=vb, vt_bounds=vt_bounds, source=source)
+                    res = ma1(cp_t, cp, cb, frame_start_s, frame_duration_s, y, tstar_s=tstar_s, vb=vb, vt_bounds=vt_bounds, source=source)
                 elif m == "srtm":
-                    res = srtm(y, ref, fs, fd, weights=weights, bounds=bounds.get("srtm"), bp_bounds=bp_bounds,
+                    res = srtm(y, ref, frame_start_s, frame_duration_s, weights=weights, bounds=bounds.get("srtm"), bp_bounds=bp_bounds,
                                source=source)
                 elif m == "logan_ref":
-                    res = logan_reference(y, ref, fs, fd, tstar_s=tstar_s, k2prime=k2prime, bp_bounds=bp_bounds,
+                    res = logan_reference(y, ref, frame_start_s, frame_duration_s, tstar_s=tstar_s, k2prime=k2prime, bp_bounds=bp_bounds,
                                           source=source)
                 elif m == "suvr":
-                    res = suvr(y, ref, fs, fd, window=suvr_window, source=source)
+                    res = suvr(y, ref, frame_start_s, frame_duration_s, window_s=suvr_window_s, source=source)
                 else:
-                    res = suv(y, fs, fd, injected_dose_bq, weight_kg, window=suvr_window, source=source)
+                    res = suv(y, frame_start_s, frame_duration_s, injected_dose_bq, weight_kg, window_s=suvr_window_s, source=source)
             except Exception as exc:  # a failed fit is reported, never raised
                 res = _failed(m, _EXPECTED[m], f"error: {type(exc).__name__}: {exc}")
             rows += res.rows(roi)

@@ -5,12 +5,12 @@ Conventions
 * Times are seconds (BIDS ``FrameTimesStart`` / ``FrameDuration``).
 * Every 4x4 matrix is in world (scanner, RAS+ mm) coordinates and is a *pull* transform: it maps
   a point of the reference (fixed) space to the same anatomical point in the moving space, as in
-  :mod:`prepost.fmri.motion` and as ITK/ANTs fixed-to-moving transforms after LPS -> RAS
+  :mod:`prepost.registration` and as ITK/ANTs fixed-to-moving transforms after LPS -> RAS
   conversion. For frame ``f`` of a dynamic PET the matrix ``M_f`` satisfies
   ``frame_f(M_f @ y) == reference(y)``; the corrected frame is ``frame_f(M_f @ y)``.
 * Motion parameters use fMRIPrep's columns ``trans_x, trans_y, trans_z`` (mm) and
   ``rot_x, rot_y, rot_z`` (radians) with ``M = T(trans) @ Rz @ Ry @ Rx``, rotations about the
-  world origin (:func:`prepost.fmri.motion.params_to_affine`). The simulator in
+  world origin (:func:`prepost.registration.params_to_affine`). The simulator in
   :mod:`prepost.simulate` writes the *inverse* convention (``image_t(x) = image_ref(M_t @ x)``),
   so its truth matrices are the inverses of the ones reported here.
 * ANTs transform file lists are ordered as for ``ants.apply_transforms``: a list ``[A, B]``
@@ -23,7 +23,7 @@ Methods
 Frame motion correction follows PETPrep's recipe (frames after ``min_start_s`` are registered to
 their duration-weighted sum; earlier, low-count frames take the first corrected frame's
 transform). The default estimator (``method='gn'``) is the intensity least-squares
-Gauss-Newton rigid registration of :func:`prepost.fmri.motion.estimate_motion`, run on frames
+Gauss-Newton rigid registration of :func:`prepost.registration.estimate_motion`, run on frames
 scaled to the reference's mean inside a head mask and smoothed (PETPrep smooths with 10 mm FWHM
 before registering); ``method='ants'`` runs an ANTs rigid Mattes mutual-information registration
 per frame instead (slower, robust to contrast changes between frames). Coregistration to the
@@ -42,23 +42,25 @@ import pandas as pd
 from scipy import ndimage
 
 from prepost.errors import InputError
-from prepost.image import FWHM_TO_SIGMA, LPS, ants_settings, from_ants, load_img, to_ants
-from prepost.fmri.motion import affine_to_params, estimate_motion, params_to_affine
+from prepost.image import FWHM_TO_SIGMA, from_ants, load_img, to_ants
+from prepost.registration import (
+    PARAM_NAMES,
+    affine_to_params,
+    as_mask,
+    estimate_motion,
+    params_to_affine,
+    register_rigid_ants,
+)
 
 __all__ = [
-    "PARAM_NAMES",
     "summed_image",
     "frame_motion_correct",
     "apply_frame_transforms",
     "coregister_pet_to_t1w",
     "resample_to_grid",
     "apply_ants_transforms",
-    "ants_affine_to_ras",
-    "ras_to_ants_affine",
-    "write_ants_affine",
 ]
 
-PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +144,7 @@ def _head_mask(ref, zooms, fwhm_mm=8.0, frac=0.15):
 
 def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0, ref="sum", *,
                          method="gn", fwhm_mm=10.0, levels=None, n_passes=2, mask=None,
-                         order=1, verbose=0):
+                         order=1, seed=1, n_threads=1, verbose=0):
     """Rigid frame-by-frame motion correction of a dynamic PET.
 
     Frames starting at or after ``min_start_s`` are registered to a reference built from those
@@ -162,7 +164,7 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
         from the corrected frames after the first pass. An int picks that frame as reference.
     method : {'gn', 'ants'}, default='gn'
         'gn': intensity least-squares Gauss-Newton rigid registration
-        (:func:`prepost.fmri.motion.estimate_motion`) of frames scaled to the reference mean
+        (:func:`prepost.registration.estimate_motion`) of frames scaled to the reference mean
         inside a head mask. 'ants': ANTs rigid, Mattes mutual information, per frame.
     fwhm_mm : float, default=10
         Smoothing of the coarse level ('gn'); the fine level uses ``0.6 * fwhm_mm``.
@@ -175,6 +177,8 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
         Voxels used for the cost ('gn'); None builds a head mask from the reference.
     order : int, default=1
         Interpolation order of the final resampling.
+    seed, n_threads : int
+        ANTs sampling seed and ITK threads ('ants').
     verbose : int, default=0
 
     Returns
@@ -209,13 +213,7 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
                              found=repr(ref))
         reference = data[..., int(ref)]
         passes = 1
-    if mask is None:
-        m = _head_mask(reference, zooms)
-    else:
-        m = np.asarray(getattr(mask, "dataobj", mask)) > 0
-        if m.shape != reference.shape:
-            raise InputError(field="mask", expected=f"a 3D mask of shape {reference.shape}",
-                             found=str(m.shape))
+    m = _head_mask(reference, zooms) if mask is None else as_mask(mask, reference.shape)
     if levels is None:
         levels = ((float(fwhm_mm), 2, 30), (0.6 * float(fwhm_mm), 1, 15))
 
@@ -224,7 +222,8 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
         if method == "gn":
             mats = _register_gn(data, sel, reference, m, affine, levels)
         else:
-            mats = _register_ants(data, sel, reference, affine, fwhm_mm)
+            mats = _register_ants(data, sel, reference, affine, fwhm_mm, seed=seed,
+                                  n_threads=n_threads)
         if verbose:
             print(f"pass {p + 1}: max |trans| {np.abs(affine_to_params(mats)[:, :3]).max():.3f} mm")
         if p + 1 < passes:
@@ -259,7 +258,7 @@ def _register_gn(data, sel, reference, mask, affine, levels):
     return mats[1:]
 
 
-def _register_ants(data, sel, reference, affine, fwhm_mm):
+def _register_ants(data, sel, reference, affine, fwhm_mm, *, seed, n_threads):
     import ants
 
     sig = fwhm_mm * FWHM_TO_SIGMA
@@ -270,11 +269,11 @@ def _register_ants(data, sel, reference, affine, fwhm_mm):
         for k, i in enumerate(sel):
             mov = to_ants(nib.Nifti1Image(data[..., i], affine))
             mov = ants.smooth_image(mov, sig, sigma_in_physical_coordinates=True)
-            reg = ants.registration(fixed, mov, type_of_transform="Rigid", aff_metric="mattes",
-                                    initial_transform="Identity",
-                                    aff_iterations=(100, 50), aff_shrink_factors=(2, 1),
-                                    aff_smoothing_sigmas=(1, 0), outprefix=f"{tmp}/f{k}_")
-            mats.append(ants_affine_to_ras(reg["fwdtransforms"][0]))
+            reg = register_rigid_ants(fixed, mov, seed=seed, n_threads=n_threads,
+                                      initial_transform="Identity", aff_iterations=(100, 50),
+                                      aff_shrink_factors=(2, 1), aff_smoothing_sigmas=(1, 0),
+                                      outprefix=f"{tmp}/f{k}_")
+            mats.append(reg["fixed_to_moving"])
     return np.array(mats)
 
 
@@ -320,44 +319,6 @@ def apply_frame_transforms(pet_img, params, order=1):
 # --------------------------------------------------------------------------------------------
 # ANTs helpers
 # --------------------------------------------------------------------------------------------
-def ants_affine_to_ras(transform):
-    """4x4 RAS world matrix of an ANTs linear transform (file path or ANTsTransform).
-
-    ANTs maps fixed-space points to moving-space points in LPS; the returned matrix does the
-    same in RAS+ mm.
-    """
-    import ants
-
-    tx = ants.read_transform(str(transform)) if isinstance(transform, (str, os.PathLike)) else transform
-    par = np.asarray(tx.parameters, float)
-    c = np.asarray(tx.fixed_parameters, float)[:3]
-    A = par[:9].reshape(3, 3)
-    t = par[9:12]
-    m = np.eye(4)
-    m[:3, :3] = A
-    m[:3, 3] = t + c - A @ c
-    return LPS @ m @ LPS
-
-
-def ras_to_ants_affine(matrix):
-    """ANTsTransform (AffineTransform) doing what the 4x4 RAS matrix does (fixed -> moving)."""
-    import ants
-
-    m = LPS @ np.asarray(matrix, float) @ LPS
-    return ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
-                                      matrix=m[:3, :3], offset=m[:3, 3])
-
-
-def write_ants_affine(matrix, path):
-    """Write a 4x4 RAS matrix (fixed -> moving points) as an ANTs ``.mat`` transform file."""
-    import ants
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ants.write_transform(ras_to_ants_affine(matrix), str(path))
-    return str(path)
-
-
 def apply_ants_transforms(moving_img, reference_img, transforms, interpolation="linear",
                           whichtoinvert=None):
     """Resample a 3D image onto ``reference_img``'s grid with an ANTs transform list.
@@ -479,15 +440,14 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
         init_tx = "Identity"
     else:
         init_tx = None
-    with ants_settings(n_threads=n_threads, seed=seed):
-        reg = ants.registration(fixed, moving, type_of_transform="Rigid", aff_metric="mattes",
-                                initial_transform=init_tx, aff_iterations=tuple(iterations),
-                                aff_shrink_factors=tuple(shrink_factors),
-                                aff_smoothing_sigmas=tuple(smoothing_sigmas),
-                                outprefix=str(out_prefix))
+    reg = register_rigid_ants(fixed, moving, seed=seed, n_threads=n_threads,
+                              initial_transform=init_tx, aff_iterations=tuple(iterations),
+                              aff_shrink_factors=tuple(shrink_factors),
+                              aff_smoothing_sigmas=tuple(smoothing_sigmas),
+                              outprefix=str(out_prefix))
     fwd = [str(t) for t in reg["fwdtransforms"]]
     inv = [str(t) for t in reg["invtransforms"]]
-    t1_to_pet = _compose_list(fwd)
+    t1_to_pet = reg["fixed_to_moving"]
     warped = reg["warpedmovout"]
     qc = {
         "mutual_information": float(ants.image_mutual_information(fixed, warped)),
@@ -501,11 +461,3 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
         qc["dice_brain"] = float(2 * (thr & mask).sum() / (thr.sum() + mask.sum()))
     return {"fwd_transforms": fwd, "inv_transforms": inv, "t1w_to_pet": t1_to_pet,
             "pet_to_t1w": np.linalg.inv(t1_to_pet), "pet_in_t1w": pet_in_t1, "qc": qc}
-
-
-def _compose_list(transforms):
-    """RAS matrix of an ANTs list of linear transforms (fixed point -> moving point)."""
-    m = np.eye(4)
-    for t in transforms:  # [A, B]: x -> B(A(x))
-        m = ants_affine_to_ras(t) @ m
-    return m

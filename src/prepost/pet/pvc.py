@@ -36,7 +36,8 @@ import pandas as pd
 from scipy import ndimage
 
 from prepost.errors import InputError
-from prepost.pet.preproc import _load, resample_to_grid
+from prepost.image import load_img
+from prepost.pet.preproc import resample_to_grid
 
 __all__ = ["TISSUE_CLASSES", "roi_tissue", "gtm_compartments", "gtm_matrix", "gtm_correct"]
 
@@ -176,7 +177,7 @@ def gtm_matrix(fractions, t1w_affine, pet_ref_img, pet_to_t1w=None, fwhm_mm=5.0)
     weights : ndarray, shape (n, V)
         PET-grid weights ``w_i`` (fraction of each PET voxel in compartment ``i``), flattened.
     """
-    pet_ref = _load(pet_ref_img, "pet_ref_img", 3) if not hasattr(pet_ref_img, "affine") else pet_ref_img
+    pet_ref = load_img(pet_ref_img, ndim=3, field="pet_ref_img")
     if len(pet_ref.shape) == 4:
         pet_ref = nib.Nifti1Image(np.asarray(pet_ref.dataobj)[..., 0], pet_ref.affine)
     mat = np.eye(4) if pet_to_t1w is None else np.asarray(pet_to_t1w, float)
@@ -231,7 +232,7 @@ def gtm_correct(tacs, roi_specs, fractions, table, overlap, t1w_affine, pet_img,
     info : dict
         ``condition_number`` of G, the compartment table (records) and ``fwhm_mm``.
     """
-    img = _load(pet_img, "pet_img", 4)
+    img = load_img(pet_img, ndim=4, field="pet_img")
     ref3 = nib.Nifti1Image(np.asarray(img.dataobj[..., 0], dtype=np.float32), img.affine)
     G, W = gtm_matrix(fractions, t1w_affine, ref3, pet_to_t1w, fwhm_mm)
     data = np.asarray(img.dataobj, dtype=np.float32).reshape(-1, img.shape[3])

@@ -73,15 +73,16 @@ import functools
 import logging
 import os
 import re
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from prepost.connectivity.atlas import SCHAEFER_PARCELS, schaefer_files
 from prepost.errors import InputError
-from prepost.pet.preproc import _compose_list, _load, apply_ants_transforms, resample_to_grid
+from prepost.image import load_img
+from prepost.pet.preproc import _compose_list, apply_ants_transforms, resample_to_grid
 
 __all__ = [
     "ATLASES",
@@ -101,8 +102,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ATLAS_DIR = Path(__file__).resolve().parents[3] / "resources" / "atlases" / "schaefer_2018"
-ATLASES = {f"Schaefer{n}": f"Schaefer2018_{n}Parcels_7Networks_order" for n in (100, 200, 400)}
+ATLASES = {f"Schaefer{n}": n for n in SCHAEFER_PARCELS}
 ROI_TYPES = ("atlas", "sphere", "tissue", "reference")
 TISSUES = ("gm", "wm", "csf", "brain")
 DEFAULT_MIN_VOLUME_ML = 1.0
@@ -275,12 +275,7 @@ def load_atlas(name):
     """Schaefer 2018 atlas image (FSL MNI152 1 mm) and its label table (index, name)."""
     if name not in ATLASES:
         raise InputError(field="atlas", expected=f"one of {', '.join(ATLASES)}", found=repr(name))
-    stem = ATLAS_DIR / ATLASES[name]
-    img_path = Path(f"{stem}_FSLMNI152_1mm.nii.gz")
-    lut_path = Path(f"{stem}.txt")
-    for p in (img_path, lut_path):
-        if not p.exists():
-            raise InputError(file=p, field="atlas", expected="the atlas file", found="no file")
+    img_path, lut_path = schaefer_files(ATLASES[name])
     rows = []
     for line in lut_path.read_text().splitlines():
         if line.strip():
@@ -326,7 +321,7 @@ def sphere_mask(center_mni, radius_mm, reference_img=None):
         from nilearn import datasets
 
         reference_img = datasets.load_mni152_template(resolution=1)
-    ref = _load(reference_img, "reference_img", 3) if not hasattr(reference_img, "affine") else reference_img
+    ref = load_img(reference_img, ndim=3, field="reference_img")
     xyz = _coords(np.asarray(ref.affine, float), ref.shape[:3])
     d2 = sum((xyz[i] - float(center_mni[i])) ** 2 for i in range(3))
     return _img(d2 <= float(radius_mm) ** 2, ref.affine)
@@ -435,7 +430,7 @@ def centrum_semiovale_mask(wm_img, mni_to_t1w, *, wm_threshold=0.9, erode_mm=4.0
     info : dict
         ``volume_ml``, ``n_voxels``, ``z_min_mni`` and the voxel counts after each step.
     """
-    wm_img = _load(wm_img, "wm_img", 3) if not hasattr(wm_img, "affine") else wm_img
+    wm_img = load_img(wm_img, ndim=3, field="wm_img")
     spec = {"wm_threshold": wm_threshold, "erode_mm": erode_mm, "exclude_dilate_mm": exclude_dilate_mm,
             "height_mm": height_mm, "lateral_mm": lateral_mm, "y_range_mni": y_range_mni,
             "z_min_mni": z_min_mni}
@@ -549,12 +544,12 @@ def build_rois(config, *, t1w_img, brain_mask_img, gm_img, wm_img, csf_img=None,
     specs = validate_roi_config(config)
     if space not in ("pet", "t1w", "mni"):
         raise InputError(field="space", expected="'pet', 't1w' or 'mni'", found=repr(space))
-    t1 = _load(t1w_img, "t1w_img", 3) if not hasattr(t1w_img, "affine") else t1w_img
+    t1 = load_img(t1w_img, ndim=3, field="t1w_img")
     maps = {}
     for key, img in (("brain", brain_mask_img), ("gm", gm_img), ("wm", wm_img), ("csf", csf_img)):
         if img is None:
             continue
-        img = _load(img, f"{key}_img", 3) if not hasattr(img, "affine") else _load(img, f"{key}_img", 3)
+        img = load_img(img, ndim=3, field=f"{key}_img")
         if img.shape[:3] != t1.shape[:3] or not np.allclose(img.affine, t1.affine, atol=1e-3):
             img = resample_to_grid(img, t1, order=1)
         maps[key] = img
@@ -562,7 +557,7 @@ def build_rois(config, *, t1w_img, brain_mask_img, gm_img, wm_img, csf_img=None,
         if pet_ref_img is None:
             raise InputError(field="pet_ref_img", expected="a PET-grid image when space='pet'",
                              found="None")
-        pet_ref = _load(pet_ref_img, "pet_ref_img", 3) if not hasattr(pet_ref_img, "affine") else pet_ref_img
+        pet_ref = load_img(pet_ref_img, ndim=3, field="pet_ref_img")
         if len(pet_ref.shape) == 4:
             pet_ref = _img(np.asarray(pet_ref.dataobj)[..., 0], pet_ref.affine)
         p2t = _as_matrix(pet_to_t1w)
@@ -639,7 +634,7 @@ def masks_to_pet(t1w_rois, pet_ref_img, pet_to_t1w=None, *, config=None, binary=
     report : pandas.DataFrame
         name, space, volume_ml, n_voxels, volume_t1w_ml.
     """
-    pet_ref = _load(pet_ref_img, "pet_ref_img", 3) if not hasattr(pet_ref_img, "affine") else pet_ref_img
+    pet_ref = load_img(pet_ref_img, ndim=3, field="pet_ref_img")
     if len(pet_ref.shape) == 4:
         pet_ref = _img(np.asarray(pet_ref.dataobj)[..., 0], pet_ref.affine)
     p2t = _as_matrix(pet_to_t1w)

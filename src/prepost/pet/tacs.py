@@ -18,7 +18,8 @@ import pandas as pd
 
 from prepost.errors import InputError
 from prepost.io import read_json_object, read_tsv, write_json, write_tsv
-from prepost.pet.preproc import _frames, _load, _window_weights
+from prepost.pet.frames import check_frames, window_weights
+from prepost.image import load_img
 
 __all__ = [
     "extract_tacs",
@@ -52,7 +53,7 @@ def _mask_data(mask, name, shape, affine):
     return w
 
 
-def extract_tacs(pet_img, rois, frame_start, frame_duration, units="kBq/mL", *, source=None):
+def extract_tacs(pet_img, rois, frame_start_s, frame_duration_s, units="kBq/mL", *, source=None):
     """Regional TACs: weighted mean of each frame inside each ROI.
 
     Parameters
@@ -61,7 +62,7 @@ def extract_tacs(pet_img, rois, frame_start, frame_duration, units="kBq/mL", *, 
         4D dynamic PET (decay corrected).
     rois : dict of str to nibabel image or array
         ROI masks on the PET grid, binary or probabilistic (weights in [0, 1]).
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
     units : str, default='kBq/mL'
         Unit of the PET values (BIDS ``Units``).
@@ -77,10 +78,11 @@ def extract_tacs(pet_img, rois, frame_start, frame_duration, units="kBq/mL", *, 
         descriptions and ``ROIs``: per ROI ``volume_ml`` (sum of weights x voxel volume),
         ``n_voxels`` (weight > 0) and ``n_voxels_half`` (weight >= 0.5).
     """
-    img = _load(pet_img, "pet_img", 4)
+    img = load_img(pet_img, ndim=4, field="pet_img")
     if source is None:
         source = img.get_filename() if hasattr(img, "get_filename") else None
-    fs, fd = _frames(frame_start, frame_duration, img.shape[3], source)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, img.shape[3],
+                                                   source=source)
     if not isinstance(rois, dict) or not rois:
         raise InputError(field="rois", expected="a non-empty dict of name -> mask", found=repr(type(rois)))
     shape = img.shape[:3]
@@ -107,12 +109,12 @@ def extract_tacs(pet_img, rois, frame_start, frame_duration, units="kBq/mL", *, 
     Wn = W[nz]
     means = (data.T.astype(np.float64) @ Wn) / Wn.sum(0)
     df = pd.DataFrame(means, columns=names)
-    df.insert(0, "frame_end", fs + fd)
-    df.insert(0, "frame_start", fs)
+    df.insert(0, "frame_end", frame_start_s + frame_duration_s)
+    df.insert(0, "frame_start", frame_start_s)
     meta = {
         "Units": units,
-        "FrameTimesStart": fs.tolist(),
-        "FrameDuration": fd.tolist(),
+        "FrameTimesStart": frame_start_s.tolist(),
+        "FrameDuration": frame_duration_s.tolist(),
         "frame_start": {"Description": "Start of the frame", "Units": "s"},
         "frame_end": {"Description": "End of the frame", "Units": "s"},
         "ROIs": info,
@@ -158,7 +160,7 @@ def read_tacs(path):
 # voxel-wise maps
 # --------------------------------------------------------------------------------------------
 def _voxels(pet_img, mask_img):
-    img = _load(pet_img, "pet_img", 4) if not isinstance(pet_img, (str, os.PathLike)) else _load(pet_img, "pet_img", 4)
+    img = load_img(pet_img, ndim=4, field="pet_img")
     shape = img.shape[:3]
     if mask_img is None:
         mask = np.ones(shape, bool)
@@ -180,7 +182,7 @@ def _to_img(values, idx, shape, affine, fill=np.nan):
     return img
 
 
-def voxelwise_logan_vt(pet_img, frame_start, frame_duration, cp_t, cp, *, mask_img=None,
+def voxelwise_logan_vt(pet_img, frame_start_s, frame_duration_s, cp_t, cp, *, mask_img=None,
                        tstar_s=30 * 60.0, cb=None, vb=None, chunk=200_000):
     """Voxel-wise Logan (1990) VT with an arterial input, vectorised over voxels.
 
@@ -194,7 +196,7 @@ def voxelwise_logan_vt(pet_img, frame_start, frame_duration, cp_t, cp, *, mask_i
     ----------
     pet_img : nibabel image or path
         4D dynamic PET (same unit as ``cp``).
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
     cp_t, cp : array-like
         Metabolite-corrected parent plasma input: times (s) and values. A zero at t=0 is
@@ -217,18 +219,18 @@ def voxelwise_logan_vt(pet_img, frame_start, frame_duration, cp_t, cp, *, mask_i
         Logan intercept (min).
     """
     img, shape, idx, data = _voxels(pet_img, mask_img)
-    fs, fd = _frames(frame_start, frame_duration, img.shape[3])
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, img.shape[3])
     t = np.asarray(cp_t, float).ravel()
     c = np.asarray(cp, float).ravel()
     if t.size != c.size or t.size < 2 or np.any(np.diff(t) <= 0):
         raise InputError(field="cp_t", expected="increasing input times matching cp", found=f"{t.size} times, {c.size} values")
     if t[0] > 0:
         t, c = np.r_[0.0, t], np.r_[0.0, c]
-    fe = fs + fd
+    fe = frame_start_s + frame_duration_s
     if t[-1] < fe[-1] - 1e-6:
         raise InputError(field="cp_t", expected=f"an input covering the scan end ({fe[-1]:g} s)",
                          found=f"last sample at {t[-1]:g} s")
-    tm, fsm, fem = t / 60.0, fs / 60.0, fe / 60.0
+    tm, fsm, fem = t / 60.0, frame_start_s / 60.0, fe / 60.0
     mid = 0.5 * (fsm + fem)
     cum = np.concatenate([[0.0], np.cumsum(0.5 * (c[1:] + c[:-1]) * np.diff(tm))])
     int_cp = np.interp(mid, tm, cum)
@@ -270,22 +272,24 @@ def voxelwise_logan_vt(pet_img, frame_start, frame_duration, cp_t, cp, *, mask_i
     return _to_img(vt, idx, shape, img.affine), _to_img(icpt, idx, shape, img.affine)
 
 
-def voxelwise_suvr(pet_img, frame_start, frame_duration, reference_tac=None, *, reference_mask=None,
-                   window=(60 * 60.0, 90 * 60.0), mask_img=None):
-    """Voxel-wise SUVR: duration-weighted mean over ``window`` divided by the reference's.
+def voxelwise_suvr(pet_img, frame_start_s, frame_duration_s, reference_tac=None, *, reference_mask=None,
+                   window_s=(60 * 60.0, 90 * 60.0), mask_img=None):
+    """Voxel-wise SUVR: mean over ``window_s`` divided by the reference's.
 
     Parameters
     ----------
     pet_img : nibabel image or path
         4D dynamic PET.
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
     reference_tac : array-like or None
         Reference-region TAC (one value per frame); or give ``reference_mask``.
     reference_mask : nibabel image or array or None
         Reference region on the PET grid (binary or probabilistic).
-    window : (float, float), default=(3600, 5400)
-        Time window (s); frames with at least half their duration inside it are averaged.
+    window_s : (float, float), default=(3600, 5400)
+        Time window (s); each frame is weighted by the time it shares with the window
+        (:func:`prepost.pet.frames.window_weights`), as in the regional
+        :func:`prepost.pet.kinetics.suvr`.
     mask_img : nibabel image or None
         Voxels to compute (NaN elsewhere).
 
@@ -295,24 +299,23 @@ def voxelwise_suvr(pet_img, frame_start, frame_duration, reference_tac=None, *, 
         SUVR (unitless).
     """
     img, shape, idx, data = _voxels(pet_img, mask_img)
-    fs, fd = _frames(frame_start, frame_duration, img.shape[3])
-    w = _window_weights(fs, fd, window)
-    w = w / w.sum()
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, img.shape[3])
+    w = window_weights(frame_start_s, frame_duration_s, window_s)
     if reference_tac is None:
         if reference_mask is None:
             raise InputError(field="reference_tac", expected="a reference TAC or reference_mask")
-        tac, _ = extract_tacs(img, {"reference": reference_mask}, fs, fd)
+        tac, _ = extract_tacs(img, {"reference": reference_mask}, frame_start_s, frame_duration_s)
         reference_tac = tac["reference"].to_numpy()
     ref = np.asarray(reference_tac, float).ravel()
-    if ref.size != fs.size:
-        raise InputError(field="reference_tac", expected=f"{fs.size} values", found=str(ref.size))
+    if ref.size != frame_start_s.size:
+        raise InputError(field="reference_tac", expected=f"{frame_start_s.size} values", found=str(ref.size))
     den = float(ref @ w)
     if not den > 0:
         raise InputError(field="reference_tac", expected="a positive mean in the window", found=f"{den:g}")
     return _to_img((data @ w.astype(np.float32)) / den, idx, shape, img.affine)
 
 
-def voxelwise_srtm_bpnd(pet_img, frame_start, frame_duration, reference_tac, *, mask_img=None,
+def voxelwise_srtm_bpnd(pet_img, frame_start_s, frame_duration_s, reference_tac, *, mask_img=None,
                         k2a_range=(0.003, 1.0), n_basis=100, weights=None, grid_step_s=1.0,
                         chunk=200_000):
     """Voxel-wise basis-function SRTM (Gunn 1997), vectorised over voxels.
@@ -328,7 +331,7 @@ def voxelwise_srtm_bpnd(pet_img, frame_start, frame_duration, reference_tac, *, 
     ----------
     pet_img : nibabel image or path
         4D dynamic PET.
-    frame_start, frame_duration : array-like
+    frame_start_s, frame_duration_s : array-like
         Frames (s).
     reference_tac : array-like
         Reference-region frame means (e.g. the centrum semiovale TAC).
@@ -354,19 +357,19 @@ def voxelwise_srtm_bpnd(pet_img, frame_start, frame_duration, reference_tac, *, 
     from prepost.pet.kinetics import _reference_grid
 
     img, shape, idx, data = _voxels(pet_img, mask_img)
-    fs, fd = _frames(frame_start, frame_duration, img.shape[3])
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, img.shape[3])
     ref = np.asarray(reference_tac, float).ravel()
-    if ref.size != fs.size or not np.all(np.isfinite(ref)) or not np.any(ref > 0):
-        raise InputError(field="reference_tac", expected=f"{fs.size} finite values, some positive",
+    if ref.size != frame_start_s.size or not np.all(np.isfinite(ref)) or not np.any(ref > 0):
+        raise InputError(field="reference_tac", expected=f"{frame_start_s.size} finite values, some positive",
                          found=f"{ref.size} values")
     lo, hi = (float(v) for v in k2a_range)
     if not 0 < lo < hi:
         raise InputError(field="k2a_range", expected="0 < low < high (1/min)", found=repr(k2a_range))
-    w = fd.copy() if weights is None else np.asarray(weights, float).ravel()
-    if w.size != fs.size or np.any(w < 0) or not np.any(w > 0):
-        raise InputError(field="weights", expected=f"{fs.size} non-negative weights")
+    w = frame_duration_s.copy() if weights is None else np.asarray(weights, float).ravel()
+    if w.size != frame_start_s.size or np.any(w < 0) or not np.any(w > 0):
+        raise InputError(field="weights", expected=f"{frame_start_s.size} non-negative weights")
     sw = np.sqrt(w / w.max())
-    g = _reference_grid(ref, fs / 60.0, (fs + fd) / 60.0, grid_step_s / 60.0)
+    g = _reference_grid(ref, frame_start_s / 60.0, (frame_start_s + frame_duration_s) / 60.0, grid_step_s / 60.0)
     thetas = np.geomspace(lo, hi, int(n_basis))
     # per basis function X_k = Q_k R_k: the least-squares fit maximises |Q_k^T y|, and the
     # coefficients are R_k^-1 Q_k^T y
