@@ -5,9 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import importlib.resources
+
 from prepost.connectivity.atlas import (SEITZMAN_TO_YEO7, load_atlas, load_custom_atlas,
-                                        validate_hierarchy)
+                                        schaefer_files, schaefer_table, validate_hierarchy)
 from prepost.errors import ConfigError, InputError
+from prepost.pet import roi
 from prepost.simulate import NETWORKS, schaefer400_table
 
 
@@ -22,11 +25,20 @@ def test_schaefer_tables_match_image(n):
     assert set(labels) - {0} == set(range(1, n + 1))
 
 
-def test_schaefer400_agrees_with_simulator_table():
+def test_schaefer_files_are_package_data_read_by_every_stage():
+    # one loader: connectivity, the PET ROIs and the simulator read the same package files
+    root = importlib.resources.files("prepost.resources")
+    img_path, lut_path = schaefer_files(400)
+    assert img_path.parent == lut_path.parent == root / "atlases" / "schaefer_2018"
     a = load_atlas("Schaefer400")
+    pet_img, pet_table = roi.load_atlas("Schaefer400")
+    assert a.source == str(img_path)
+    assert (pet_table["name"] == a.table["name"]).all()
+    assert np.array_equal(np.asarray(pet_img.dataobj), np.asarray(a.labels_img.dataobj))
     ref = schaefer400_table()
-    assert (a.table["network"].to_numpy() == ref["network"].to_numpy()).all()
-    assert a.parcels_matching("pCunPCC").sum() == ref["is_pcc"].sum() > 0
+    assert (ref[["index", "name", "network", "hemi"]] == schaefer_table(400)).all().all()
+    # 7Networks_{LH,RH}_Default_pCunPCC_*: 11 left and 9 right precuneus/PCC parcels
+    assert a.parcels_matching("pCunPCC").sum() == ref["is_pcc"].sum() == 20
     assert a.table.loc[a.parcels_matching("pCunPCC"), "network"].eq("Default").all()
 
 

@@ -34,7 +34,7 @@ def _to_mni(params, participant, session):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from prepost import simulate as sim
-    from prepost.fmri.motion import apply_motion, estimate_motion
+    from prepost.registration import apply_motion, estimate_motion
 
     root = tmp_path_factory.mktemp("sim")
     sim.simulate_subject(root / "bids", root / "truth", "01", params=SIM)

@@ -160,7 +160,7 @@ def test_default_strategy_recovers_network_signals(simulated):
 
     from prepost import simulate as sim
     from prepost.fmri.confounds import compute_confounds, erode_mask
-    from prepost.fmri.motion import apply_motion, estimate_motion
+    from prepost.registration import apply_motion, estimate_motion
 
     img, tis = simulated["img"], simulated["tissue"]
     params, affines = estimate_motion(img)

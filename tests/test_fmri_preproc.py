@@ -9,17 +9,16 @@ import pytest
 from scipy import ndimage
 
 from prepost.errors import InputError
-from prepost.fmri.motion import apply_motion, params_to_affine
 from prepost.fmri.preproc import (
     bold_reference,
     coregister_bold_to_t1w,
     detect_non_steady_state,
     drop_volumes,
-    itk_lps_to_ras,
     mni_to_t1w_coords_from_ants,
     resample_bold_to_mni,
     slice_timing_correct,
 )
+from prepost.registration import ants_affine_to_ras, apply_motion, params_to_affine
 
 SIM = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 40, "voxel_mm": 4.0},
        "pet": {"voxel_mm": 6.0, "frames": [[3, 60], [4, 300]]}}
@@ -137,8 +136,7 @@ def test_itk_conversion_and_ants_coordinate_map(tmp_path):
                                     translation=(5.0, -3.0, 2.0))
     path = str(tmp_path / "shift.mat")
     ants.write_transform(tx, path)
-    p = np.asarray(ants.read_transform(path).parameters)
-    m = itk_lps_to_ras(p[:9], p[9:], ants.read_transform(path).fixed_parameters)
+    m = ants_affine_to_ras(path)
     np.testing.assert_allclose(m[:3, 3], [-5.0, 3.0, 2.0], atol=1e-9)
     # dense MNI -> T1w map through ants.apply_transforms on coordinate images
     ref = _mni_grid(8.0)

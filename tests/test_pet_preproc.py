@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from prepost import registration
 from prepost import simulate as sim
 from prepost.errors import InputError
 from prepost.pet import preproc
@@ -87,10 +88,10 @@ def test_frame_motion_bad_inputs(study):
 def test_ants_affine_conventions(tmp_path):
     M = sim.rigid_matrix([3, -2, 5, 0.1, -0.05, 0.2])
     M2 = sim.rigid_matrix([-1, 4, 2, 0.0, 0.1, -0.1])
-    fa = preproc.write_ants_affine(M, tmp_path / "a.mat")
-    fb = preproc.write_ants_affine(M2, tmp_path / "b.mat")
-    np.testing.assert_allclose(preproc.ants_affine_to_ras(fa), M, atol=1e-6)
-    np.testing.assert_allclose(preproc._compose_list([fa, fb]), M2 @ M, atol=1e-6)
+    fa = registration.write_ants_affine(M, tmp_path / "a.mat")
+    fb = registration.write_ants_affine(M2, tmp_path / "b.mat")
+    np.testing.assert_allclose(registration.ants_affine_to_ras(fa), M, atol=1e-6)
+    np.testing.assert_allclose(registration.compose_ants_affines([fa, fb]), M2 @ M, atol=1e-6)
     rng = np.random.default_rng(0)
     from scipy import ndimage
     vol = ndimage.gaussian_filter(rng.random((40, 44, 38)), 3).astype(np.float32)

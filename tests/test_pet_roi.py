@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from nilearn import datasets
 
+from prepost import registration
 from prepost import simulate as sim
 from prepost.errors import InputError
 from prepost.pet import preproc, roi
@@ -26,7 +27,7 @@ def anat(tmp_path_factory):
     sim.simulate_subject(root / "bids", root / "truth", "01", sessions=("pre",), params=SMALL)
     bp = sim.bids_paths(root / "bids", "01", "pre")
     to_mni = _true_t1w_to_mni("01", "pre")
-    mni2t1 = [preproc.write_ants_affine(to_mni, root / "xfm" / "from-MNI_to-T1w.mat")]
+    mni2t1 = [registration.write_ants_affine(to_mni, root / "xfm" / "from-MNI_to-T1w.mat")]
     t1 = nib.load(bp["t1w"])
     maps = {k: preproc.apply_ants_transforms(f(resolution=1), t1, mni2t1)
             for k, f in (("brain", datasets.load_mni152_brain_mask),

@@ -10,6 +10,7 @@ import pytest
 from nilearn import datasets
 from scipy import ndimage
 
+from prepost import registration
 from prepost import simulate as sim
 from prepost.errors import InputError
 from prepost.pet import kinetics, preproc, roi, tacs
@@ -26,7 +27,7 @@ def pipeline(tmp_path_factory):
     fs, fd = np.array(meta["FrameTimesStart"]), np.array(meta["FrameDuration"])
     t1 = nib.load(bp["t1w"])
     to_mni = sim.t1w_to_mni("01", "pre")
-    mni2t1 = [preproc.write_ants_affine(to_mni, root / "xfm" / "from-MNI_to-T1w.mat")]
+    mni2t1 = [registration.write_ants_affine(to_mni, root / "xfm" / "from-MNI_to-T1w.mat")]
     maps = {k: preproc.apply_ants_transforms(f(resolution=1), t1, mni2t1)
             for k, f in (("brain", datasets.load_mni152_brain_mask),
                          ("gm", datasets.load_mni152_gm_template),

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from prepost.connectivity.stage import read_relmat
 from prepost.errors import ConfigError, InputError
 from prepost.stats import group
 
@@ -221,10 +222,13 @@ def test_read_relmat(tmp_path):
     m = pd.DataFrame(np.eye(3), index=["a", "b", "c"], columns=["a", "b", "c"])
     m.index.name = "parcel"
     m.to_csv(tmp_path / "m.tsv", sep="\t")
-    assert group.read_relmat(tmp_path / "m.tsv").shape == (3, 3)
+    assert read_relmat(tmp_path / "m.tsv").shape == (3, 3)
     m.iloc[:, :2].to_csv(tmp_path / "bad.tsv", sep="\t")
     with pytest.raises(InputError, match="square"):
-        group.read_relmat(tmp_path / "bad.tsv")
+        read_relmat(tmp_path / "bad.tsv")
+    m.rename(columns={"c": "d"}).to_csv(tmp_path / "labels.tsv", sep="\t")
+    with pytest.raises(InputError, match="same node labels"):
+        read_relmat(tmp_path / "labels.tsv")
 
 
 def test_nbs_matrices_with_one_participant_say_why():

@@ -44,11 +44,24 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, signal
 
-from . import __version__
-from .io import write_json, write_nifti, write_tsv
+from prepost import __version__
+from prepost.connectivity.atlas import schaefer_files, schaefer_table
+from prepost.io import write_json, write_nifti, write_tsv
+from prepost.paths import bids_name, derivative
+
+__all__ = [
+    "C11_HALF_LIFE_MIN", "DEFAULTS", "NETWORKS", "ExpSum", "bias_field", "bids_paths",
+    "blood_frame_means", "dataset_paths", "default_participants", "fd_power", "feng_input", "frame_mean",
+    "frame_timing", "grid_affine", "group_network_z", "hill_parent_fraction", "input_functions",
+    "main", "merge_params", "mni_maps", "mni_maps_on_grid", "motion_trajectory",
+    "network_signals", "one_tcm_frames", "parcel_fc_truth", "pet_region_truth",
+    "planted_effect_z", "random_stream", "rigid_matrix", "sample_world", "schaefer400_table",
+    "session_pose", "simulate_dataset_files", "simulate_study", "simulate_subject",
+    "subject_affine", "subject_network_fc", "subject_outputs", "t1w_to_mni", "truth_paths",
+    "truth_summary", "world_coords",
+]
 
 NETWORKS = ["Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default"]
-ATLAS_DIR = Path(__file__).resolve().parents[2] / "resources" / "atlases" / "schaefer_2018"
 C11_HALF_LIFE_MIN = 20.364
 
 # Group-mean parcel-pair FC (Fisher z) between the 7 networks at baseline.
@@ -86,7 +99,7 @@ DEFAULTS = {
     "bold": {
         "voxel_mm": 3.0,
         "n_volumes": 150,
-        "tr": 2.0,
+        "t_r": 2.0,
         "dummy_volumes": 2,
         "thermal_noise_pct": 0.8,
         "signal_pct": 1.0,
@@ -141,7 +154,12 @@ def frame_timing(frames):
 
 # ----------------------------------------------------------------------------------------------
 # Randomness: one stream per participant, independent of the order and number of participants.
-def _rng(seed, *keys):
+def random_stream(seed, *keys):
+    """The random generator of one part of the study (e.g. ``seed, "01", "anat"``).
+
+    Streams are keyed by names, not drawn in sequence, so one participant's files do not depend
+    on which other participants are simulated or in which order.
+    """
     ints = [int(seed)] + [zlib.crc32(str(k).encode()) for k in keys]
     return np.random.default_rng(ints)
 
@@ -161,7 +179,7 @@ def rigid_matrix(params):
     return M
 
 
-def _grid_affine(voxel_mm, lo=(-84.0, -120.0, -78.0), hi=(84.0, 88.0, 96.0)):
+def grid_affine(voxel_mm, lo=(-84.0, -120.0, -78.0), hi=(84.0, 88.0, 96.0)):
     """Affine and shape of a grid covering the head, origin near the brain centre."""
     lo, hi = np.asarray(lo), np.asarray(hi)
     shape = tuple(int(np.ceil((h - l) / voxel_mm)) + 1 for l, h in zip(lo, hi))
@@ -170,12 +188,13 @@ def _grid_affine(voxel_mm, lo=(-84.0, -120.0, -78.0), hi=(84.0, 88.0, 96.0)):
     return aff, shape
 
 
-def _world_coords(affine, shape):
+def world_coords(affine, shape):
+    """World (mm) coordinates, shape (3, N), of every voxel of a grid, in C order."""
     ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
     return affine[:3, :3] @ ijk + affine[:3, 3:4]
 
 
-def _sample(vol, vol_affine, world_xyz, order=1, cval=0.0):
+def sample_world(vol, vol_affine, world_xyz, order=1, cval=0.0):
     """Sample ``vol`` (array on vol_affine) at world coordinates (3, N)."""
     inv = np.linalg.inv(vol_affine)
     ijk = inv[:3, :3] @ world_xyz + inv[:3, 3:4]
@@ -183,7 +202,7 @@ def _sample(vol, vol_affine, world_xyz, order=1, cval=0.0):
 
 
 @functools.lru_cache(maxsize=4)
-def _mni_maps(voxel_mm):
+def mni_maps(voxel_mm):
     """MNI-space source maps (1 mm), anti-aliased for sampling at ``voxel_mm``.
 
     Returns dict of arrays on the template's 1 mm affine: t1 (with skull/scalp shell), gm, wm, csf,
@@ -202,7 +221,7 @@ def _mni_maps(voxel_mm):
     dist = ndimage.distance_transform_edt(brain < 0.5)
     scalp = ((dist > 6) & (dist <= 11)).astype(np.float32)
     t1 = t1 * brain + 0.55 * scalp + 0.05 * ((dist > 0) & (dist <= 6))
-    atlas = nib.load(ATLAS_DIR / "Schaefer2018_400Parcels_7Networks_order_FSLMNI152_1mm.nii.gz")
+    atlas = nib.load(schaefer_files(400)[0])
     atlas = image.resample_to_img(atlas, t1_img, interpolation="nearest",
                                   force_resample=True, copy_header=True)
     labels = np.asarray(atlas.dataobj).astype(np.int16)
@@ -215,19 +234,51 @@ def _mni_maps(voxel_mm):
     return maps
 
 
+def mni_maps_on_grid(affine, shape, to_mni=None, voxel_mm=None,
+                     keys=("gm", "wm", "csf", "brain")):
+    """The simulator's MNI source maps, sampled on an image grid: the truth an image was drawn from.
+
+    Parameters
+    ----------
+    affine : (4, 4) array
+        Voxel -> world (mm) matrix of the grid.
+    shape : tuple of int
+        Spatial shape of the grid.
+    to_mni : (4, 4) array or None
+        World (mm) of the grid -> MNI mm, e.g. :func:`t1w_to_mni` for a simulated T1w or BOLD;
+        None for a grid already in MNI space.
+    voxel_mm : float or None
+        Anti-aliasing of the maps (see :func:`mni_maps`); the grid's largest voxel size if None.
+    keys : sequence of str
+        Maps among ``t1``, ``gm``, ``wm``, ``csf``, ``brain`` (trilinear) and ``labels``
+        (Schaefer 400 index, nearest neighbour).
+
+    Returns
+    -------
+    dict of str to ndarray
+        One array of ``shape`` per key (``labels`` as int).
+    """
+    if voxel_mm is None:
+        voxel_mm = float(np.max(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)))
+    maps = mni_maps(float(voxel_mm))
+    to_mni = np.eye(4) if to_mni is None else np.asarray(to_mni)
+    xyz = to_mni[:3, :3] @ world_coords(affine, shape) + to_mni[:3, 3:4]
+    out = {}
+    for k in keys:
+        if k == "labels":
+            lab = sample_world(maps[k].astype(np.float32), maps["affine"], xyz, order=0)
+            out[k] = lab.astype(int).reshape(shape)
+        else:
+            out[k] = sample_world(maps[k], maps["affine"], xyz).reshape(shape)
+    return out
+
+
 @functools.lru_cache(maxsize=1)
 def schaefer400_table():
     """Parcel table of Schaefer 400 (7 networks): index, name, network, hemi, is_pcc."""
-    rows = []
-    lut = ATLAS_DIR / "Schaefer2018_400Parcels_7Networks_order.txt"
-    for line in lut.read_text().splitlines():
-        if not line.strip():
-            continue
-        idx, name = line.split("\t")[:2]
-        parts = name.split("_")
-        rows.append({"index": int(idx), "name": name, "hemi": parts[1], "network": parts[2],
-                     "is_pcc": "pCunPCC" in name})
-    return pd.DataFrame(rows)
+    table = schaefer_table(400)
+    table["is_pcc"] = table["name"].str.contains("pCunPCC")
+    return table
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,7 +317,7 @@ def _nearest_valid_cov(R, floor=0.02):
 def subject_network_fc(params, participant):
     """Per-session network covariance ``S`` (= expected parcel-pair r) for one participant."""
     var = params["variability"]
-    rng = _rng(params["seed"], participant, "fc")
+    rng = random_stream(params["seed"], participant, "fc")
     k = len(NETWORKS)
     dev = rng.normal(0, var["fc_subject_sd_z"], (k, k))
     dev = np.triu(dev) + np.triu(dev, 1).T
@@ -280,11 +331,11 @@ def subject_network_fc(params, participant):
     return out
 
 
-def network_signals(S, n_volumes, tr, rng, band=(0.01, 0.08)):
+def network_signals(S, n_volumes, t_r, rng, band=(0.01, 0.08)):
     """Band-limited network signals whose sample covariance equals ``S`` exactly."""
     k = S.shape[0]
     white = rng.standard_normal((n_volumes, k + 4))
-    filt = _bandpass(white, tr, band)[:, :k]
+    filt = _bandpass(white, t_r, band)[:, :k]
     filt -= filt.mean(0)
     q, _ = np.linalg.qr(filt)  # orthonormal columns, still within the band
     q *= np.sqrt(n_volumes - 1)
@@ -292,8 +343,8 @@ def network_signals(S, n_volumes, tr, rng, band=(0.01, 0.08)):
     return q @ L.T
 
 
-def _bandpass(x, tr, band):
-    nyq = 0.5 / tr
+def _bandpass(x, t_r, band):
+    nyq = 0.5 / t_r
     hi = min(band[1] / nyq, 0.99)
     b, a = signal.butter(2, [band[0] / nyq, hi], btype="band")
     return signal.filtfilt(b, a, x, axis=0, padlen=min(15, x.shape[0] - 1))
@@ -434,7 +485,7 @@ def _subject_input(rng):
 def pet_region_truth(params, participant):
     """True K1, k2, VT per parcel and tissue class for both sessions of one participant."""
     p, var, eff = params["pet"], params["variability"], params["effects"]
-    rng = _rng(params["seed"], participant, "pet")
+    rng = random_stream(params["seed"], participant, "pet")
     table = schaefer400_table()
     subj = float(np.exp(rng.normal(0, var["vt_subject_sd_pct"] / 100)))
     net_dev = {n: float(np.exp(rng.normal(0, var["vt_region_sd_pct"] / 100))) for n in NETWORKS}
@@ -482,7 +533,7 @@ def _move(vol, affine, params):
                                     cval=float(vol.min()), prefilter=False)
 
 
-def _bias_field(shape, rng, pct):
+def bias_field(shape, rng, pct):
     """Smooth multiplicative field of amplitude ~pct %."""
     coords = [np.linspace(-1, 1, s) for s in shape]
     X, Y, Z = np.meshgrid(*coords, indexing="ij")
@@ -493,38 +544,86 @@ def _bias_field(shape, rng, pct):
 # ----------------------------------------------------------------------------------------------
 # The writer
 def bids_paths(bids_dir, participant, session, tracer="UCBJ", task="rest"):
-    """Paths the simulator writes for one participant and session (participant without 'sub-')."""
-    root = Path(bids_dir) / f"sub-{participant}" / f"ses-{session}"
-    stem = f"sub-{participant}_ses-{session}"
-    pet = root / "pet" / f"{stem}_trc-{tracer}"
-    return {
-        "t1w": root / "anat" / f"{stem}_T1w.nii.gz",
-        "t1w_json": root / "anat" / f"{stem}_T1w.json",
-        "bold": root / "func" / f"{stem}_task-{task}_bold.nii.gz",
-        "bold_json": root / "func" / f"{stem}_task-{task}_bold.json",
-        "pet": Path(f"{pet}_pet.nii.gz"),
-        "pet_json": Path(f"{pet}_pet.json"),
-        "blood_manual": Path(f"{pet}_recording-manual_blood.tsv"),
-        "blood_manual_json": Path(f"{pet}_recording-manual_blood.json"),
-        "blood_autosampler": Path(f"{pet}_recording-autosampler_blood.tsv"),
-        "blood_autosampler_json": Path(f"{pet}_recording-autosampler_blood.json"),
+    """Paths of the BIDS files the simulator writes for one participant and session.
+
+    Parameters
+    ----------
+    bids_dir : path-like
+        Dataset root.
+    participant, session : str
+        Labels without ``sub-``/``ses-``; Snakemake wildcards such as ``"{subject}"`` work.
+    tracer, task : str
+        ``trc-`` and ``task-`` labels.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``t1w``, ``bold``, ``pet`` and ``blood_<recording>`` with their ``_json`` sidecars.
+    """
+    ent = {"sub": participant, "ses": session}
+    pet = {**ent, "trc": tracer}
+    out = {
+        "t1w": derivative(bids_dir, "T1w", ".nii.gz", datatype="anat", **ent),
+        "t1w_json": derivative(bids_dir, "T1w", ".json", datatype="anat", **ent),
+        "bold": derivative(bids_dir, "bold", ".nii.gz", datatype="func", task=task, **ent),
+        "bold_json": derivative(bids_dir, "bold", ".json", datatype="func", task=task, **ent),
+        "pet": derivative(bids_dir, "pet", ".nii.gz", datatype="pet", **pet),
+        "pet_json": derivative(bids_dir, "pet", ".json", datatype="pet", **pet),
     }
+    for rec in ("manual", "autosampler"):
+        out[f"blood_{rec}"] = derivative(bids_dir, "blood", ".tsv", datatype="pet",
+                                         recording=rec, **pet)
+        out[f"blood_{rec}_json"] = derivative(bids_dir, "blood", ".json", datatype="pet",
+                                              recording=rec, **pet)
+    return {k: Path(v) for k, v in out.items()}
+
+
+# Ground-truth files of one session: suffix, extension and extra entities of each.
+_TRUTH_FILES = {
+    "motion": ("motion", ".tsv", {"task": "rest"}),
+    "network_fc": ("network-fc", ".tsv", {}),
+    "parcel_fc": ("fc", ".tsv.gz", {"atlas": "Schaefer400"}),
+    "network_signals": ("network-signals", ".tsv", {}),
+    "pet_regions": ("pet-regions", ".tsv", {}),
+    "pet_tacs": ("pet-tacs", ".tsv", {}),
+    "pet_motion": ("pet-motion", ".tsv", {}),
+    "input": ("input-function", ".json", {}),
+    "geometry": ("geometry", ".json", {}),
+}
 
 
 def truth_paths(truth_dir, participant, session):
-    root = Path(truth_dir) / f"sub-{participant}"
-    stem = f"sub-{participant}_ses-{session}"
-    return {
-        "motion": root / f"{stem}_task-rest_motion.tsv",
-        "network_fc": root / f"{stem}_network-fc.tsv",
-        "parcel_fc": root / f"{stem}_atlas-Schaefer400_fc.tsv.gz",
-        "network_signals": root / f"{stem}_network-signals.tsv",
-        "pet_regions": root / f"{stem}_pet-regions.tsv",
-        "pet_tacs": root / f"{stem}_pet-tacs.tsv",
-        "pet_motion": root / f"{stem}_pet-motion.tsv",
-        "input": root / f"{stem}_input-function.json",
-        "geometry": root / f"{stem}_geometry.json",
-    }
+    """Paths of the ground truth of one participant and session (``truth_dir/sub-<label>/``).
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``motion`` (BOLD head motion), ``network_fc``, ``parcel_fc``, ``network_signals``,
+        ``pet_regions`` (true K1, k2, VT, vB), ``pet_tacs``, ``pet_motion``, ``input`` (the
+        arterial input function's parameters) and ``geometry`` (image -> MNI matrices).
+    """
+    folder = Path(truth_dir) / f"sub-{participant}"
+    return {key: folder / bids_name(suffix, ext, sub=participant, ses=session, **extra)
+            for key, (suffix, ext, extra) in _TRUTH_FILES.items()}
+
+
+def dataset_paths(bids_dir, truth_dir):
+    """Paths of the dataset-level files :func:`simulate_dataset_files` writes.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``description`` and ``participants`` (BIDS), ``effects`` (planted effects and every
+        parameter) and ``truth`` (the study-level truth table, see :func:`truth_summary`).
+    """
+    bids_dir, truth_dir = Path(bids_dir), Path(truth_dir)
+    return {"description": bids_dir / "dataset_description.json",
+            "participants": bids_dir / "participants.tsv",
+            "effects": truth_dir / "effects.json",
+            "truth": truth_dir / _TRUTH_TABLE}
+
+
+_TRUTH_TABLE = "truth.tsv"
 
 
 def subject_outputs(bids_dir, truth_dir, participant, sessions=("pre", "post"), params=None):
@@ -558,12 +657,10 @@ def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"),
     params = merge_params(params)
     fc = subject_network_fc(params, participant)
     vt = pet_region_truth(params, participant)
-    rng_anat = _rng(params["seed"], participant, "anat")
-    subj_aff = _subject_affine(rng_anat)
+    subj_aff = subject_affine(params["seed"], participant)
     for label, ses in zip(("pre", "post"), sessions):
-        rng = _rng(params["seed"], participant, ses)
-        pose = rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
-        to_mni = subj_aff @ pose
+        rng = random_stream(params["seed"], participant, ses)
+        to_mni = subj_aff @ session_pose(rng)  # the session's first draws; rng continues below
         bp, tp = bids_paths(bids_dir, participant, ses), truth_paths(truth_dir, participant, ses)
         _write_t1w(params, to_mni, rng, bp)
         _write_bold(params, to_mni, fc[label], rng, bp, tp)
@@ -578,20 +675,55 @@ def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"),
         }, tp["geometry"])
 
 
-def _subject_affine(rng):
+def subject_affine(seed, participant):
+    """The participant's head in MNI: per-axis scaling after a rotation and translation.
+
+    Returns
+    -------
+    (4, 4) ndarray
+        Head-in-reference-pose mm -> MNI mm, drawn from the participant's ``"anat"`` stream.
+    """
+    rng = random_stream(seed, participant, "anat")
     scale = np.exp(rng.normal(0, 0.04, 3))
     rot = rigid_matrix(np.concatenate([rng.normal(0, 4, 3), rng.normal(0, 0.05, 3)]))
     S = np.diag(np.append(scale, 1.0))
     return S @ rot
 
 
+def session_pose(rng):
+    """Head pose of one session in the scanner (rigid, 4x4), from the next six draws of ``rng``."""
+    return rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
+
+
+def t1w_to_mni(participant, session, seed=DEFAULTS["seed"]):
+    """True T1w world (mm) -> MNI mm matrix of a simulated participant and session.
+
+    The BOLD reference volume shares the T1w world, so this also maps a simulated BOLD run to
+    MNI; :func:`simulate_subject` writes the same matrix to the truth's ``geometry`` file.
+
+    Parameters
+    ----------
+    participant : str
+        Label without ``sub-``.
+    session : str
+        Session label, as passed to :func:`simulate_subject`.
+    seed : int
+        The study's ``seed`` parameter.
+
+    Returns
+    -------
+    (4, 4) ndarray
+    """
+    return subject_affine(seed, participant) @ session_pose(random_stream(seed, participant, session))
+
+
 def _write_t1w(params, to_mni, rng, bp):
     a = params["anat"]
-    maps = _mni_maps(a["voxel_mm"])
-    aff, shape = _grid_affine(a["voxel_mm"])
-    xyz = to_mni[:3, :3] @ _world_coords(aff, shape) + to_mni[:3, 3:4]
-    t1 = _sample(maps["t1"], maps["affine"], xyz).reshape(shape)
-    t1 = t1 * _bias_field(shape, rng, a["bias_pct"])
+    maps = mni_maps(a["voxel_mm"])
+    aff, shape = grid_affine(a["voxel_mm"])
+    xyz = to_mni[:3, :3] @ world_coords(aff, shape) + to_mni[:3, 3:4]
+    t1 = sample_world(maps["t1"], maps["affine"], xyz).reshape(shape)
+    t1 = t1 * bias_field(shape, rng, a["bias_pct"])
     noise = a["noise_pct"] / 100
     t1 = np.hypot(t1 + rng.normal(0, noise, shape), rng.normal(0, noise, shape))  # Rician
     data = np.round(np.clip(t1, 0, None) * 1000).astype(np.int16)
@@ -605,16 +737,16 @@ def _write_t1w(params, to_mni, rng, bp):
 
 def _write_bold(params, to_mni, S, rng, bp, tp):
     b = params["bold"]
-    T, tr, vox = int(b["n_volumes"]), float(b["tr"]), float(b["voxel_mm"])
-    maps = _mni_maps(vox)
-    aff, shape = _grid_affine(vox, lo=(-80.0, -116.0, -74.0), hi=(80.0, 84.0, 90.0))
-    xyz = to_mni[:3, :3] @ _world_coords(aff, shape) + to_mni[:3, 3:4]
-    gm, wm, csf, brain = (_sample(maps[k], maps["affine"], xyz) for k in ("gm", "wm", "csf", "brain"))
-    labels = _sample(maps["labels"].astype(np.float32), maps["affine"], xyz, order=0).astype(int)
+    T, t_r, vox = int(b["n_volumes"]), float(b["t_r"]), float(b["voxel_mm"])
+    maps = mni_maps(vox)
+    aff, shape = grid_affine(vox, lo=(-80.0, -116.0, -74.0), hi=(80.0, 84.0, 90.0))
+    xyz = to_mni[:3, :3] @ world_coords(aff, shape) + to_mni[:3, 3:4]
+    gm, wm, csf, brain = (sample_world(maps[k], maps["affine"], xyz) for k in ("gm", "wm", "csf", "brain"))
+    labels = sample_world(maps["labels"].astype(np.float32), maps["affine"], xyz, order=0).astype(int)
     table = schaefer400_table()
 
-    s = network_signals(S, T, tr, rng)
-    e = _bandpass(rng.standard_normal((T, len(table) + 1)), tr, (0.01, 0.08))
+    s = network_signals(S, T, t_r, rng)
+    e = _bandpass(rng.standard_normal((T, len(table) + 1)), t_r, (0.01, 0.08))
     e = (e - e.mean(0)) / e.std(0, ddof=1)
     net_idx = np.array([NETWORKS.index(n) for n in table.network])
     within = np.diag(S)[net_idx]
@@ -629,7 +761,7 @@ def _write_bold(params, to_mni, S, rng, bp, tp):
     data[:, vi] *= 1 + (b["signal_pct"] / 100) * gm[vi] * parcels[:, labels[vi]]
     if b["physio"]:
         phys = rng.standard_normal((T, 3))
-        phys[:, 0] = _bandpass(phys[:, 0], tr, (0.05, 0.24))
+        phys[:, 0] = _bandpass(phys[:, 0], t_r, (0.05, 0.24))
         phys = (phys - phys.mean(0)) / phys.std(0)
         load = rng.normal(1, 0.3, (3, vi.size)) * (0.003 * gm[vi] + 0.01 * wm[vi] + 0.02 * csf[vi])
         data[:, vi] += base[vi] * (phys @ load)
@@ -647,9 +779,9 @@ def _write_bold(params, to_mni, S, rng, bp, tp):
     out = np.clip(np.round(np.moveaxis(moved, 0, -1)), 0, 32767).astype(np.int16)
     img = nib.Nifti1Image(out, aff)
     img.header.set_xyzt_units("mm", "sec")
-    img.header["pixdim"][4] = tr
+    img.header["pixdim"][4] = t_r
     write_nifti(img, bp["bold"])
-    write_json({"TaskName": "rest", "RepetitionTime": tr, "EchoTime": 0.03, "FlipAngle": 80,
+    write_json({"TaskName": "rest", "RepetitionTime": t_r, "EchoTime": 0.03, "FlipAngle": 80,
                 "MagneticFieldStrength": 3, "Manufacturer": "Simulated",
                 "PhaseEncodingDirection": "j-", "SkullStripped": False,
                 "NumberOfVolumesDiscardedByScanner": 0}, bp["bold_json"])
@@ -669,13 +801,13 @@ def _write_pet(params, to_mni, truth, rng, bp, tp, session):
     p = params["pet"]
     vox = float(p["voxel_mm"])
     starts, durs = frame_timing(p["frames"])
-    maps = _mni_maps(vox)
-    aff, shape = _grid_affine(vox, lo=(-80.0, -116.0, -74.0), hi=(80.0, 84.0, 90.0))
+    maps = mni_maps(vox)
+    aff, shape = grid_affine(vox, lo=(-80.0, -116.0, -74.0), hi=(80.0, 84.0, 90.0))
     pose = rigid_matrix(np.concatenate([rng.normal(0, 2, 3), rng.normal(0, 0.02, 3)]))
     m2 = to_mni @ pose
-    xyz = m2[:3, :3] @ _world_coords(aff, shape) + m2[:3, 3:4]
-    gm, wm, csf = (_sample(maps[k], maps["affine"], xyz) for k in ("gm", "wm", "csf"))
-    labels = _sample(maps["labels"].astype(np.float32), maps["affine"], xyz, order=0).astype(int)
+    xyz = m2[:3, :3] @ world_coords(aff, shape) + m2[:3, 3:4]
+    gm, wm, csf = (sample_world(maps[k], maps["affine"], xyz) for k in ("gm", "wm", "csf"))
+    labels = sample_world(maps["labels"].astype(np.float32), maps["affine"], xyz, order=0).astype(int)
 
     inp = _subject_input(rng)
     vb = p["vb"]
@@ -817,11 +949,12 @@ def simulate_dataset_files(bids_dir, truth_dir, participants, sessions=("pre", "
     """Dataset-level files: dataset_description, participants.tsv, README and effects.json."""
     params = merge_params(params)
     bids_dir, truth_dir = Path(bids_dir), Path(truth_dir)
+    dp = dataset_paths(bids_dir, truth_dir)
     write_json({"Name": "Simulated ketamine pre/post study (resting fMRI + [11C]UCB-J PET)",
                 "BIDSVersion": "1.9.0", "DatasetType": "raw", "License": "CC0",
                 "GeneratedBy": [{"Name": "prepost-simulate", "Version": __version__}]},
-               bids_dir / "dataset_description.json")
-    write_tsv(participants, bids_dir / "participants.tsv")
+               dp["description"])
+    write_tsv(participants, dp["participants"])
     (bids_dir / "README").write_text(
         "Simulated study written by prepost-simulate. Ground truth is in the sibling 'truth' folder.\n")
     write_json({
@@ -837,7 +970,7 @@ def simulate_dataset_files(bids_dir, truth_dir, participants, sessions=("pre", "
                          "row and column networks (diagonal: within-network parcel pairs)",
         "pet_convention": "pet-regions.tsv holds true tissue K1 (mL/cm3/min), k2 (1/min), VT "
                           "(mL/cm3) and vB; parcel VT averaged over GM voxels",
-    }, truth_dir / "effects.json")
+    }, dp["effects"])
     truth_summary(truth_dir, participants.participant_id.str.removeprefix("sub-"), sessions)
 
 
@@ -864,7 +997,7 @@ def truth_summary(truth_dir, participants, sessions=("pre", "post")):
     df = pd.DataFrame(rows, columns=["participant_id", "session", "modality", "measure", "region",
                                      "value"])
     df["participant_id"] = "sub-" + df.participant_id.astype(str)
-    write_tsv(df, Path(truth_dir) / "truth.tsv", float_format="%.6f")
+    write_tsv(df, Path(truth_dir) / _TRUTH_TABLE, float_format="%.6f")
     return df
 
 

@@ -7,6 +7,8 @@ import pandas as pd
 
 from prepost import logs
 from prepost.io import write_json, write_tsv
+from prepost.connectivity import stage
+from prepost.connectivity.fc import fisher_z
 from prepost.stats import group, hypotheses
 
 log = logs.setup(snakemake.log[0])
@@ -85,9 +87,9 @@ elif rule == "stats_nbs":
     keep = [i for i, s in enumerate(p.subjects) if s not in dropped]
     if dropped:
         log.info("NBS: leaving out %s (an fMRI session excluded by QC)", dropped)
-    mats = {k: [group.read_relmat(getattr(inp, k)[i]) for i in keep]
+    mats = {k: [stage.read_relmat(getattr(inp, k)[i]) for i in keep]
             for k in ("baseline", "followup")}
-    labels = list(group.read_relmat(inp.baseline[0]).index.astype(str))
+    labels = list(stage.read_relmat(inp.baseline[0]).index.astype(str))
     for k, ms in mats.items():
         for i, m in zip(keep, ms):
             if list(m.index.astype(str)) != labels:
@@ -121,7 +123,7 @@ elif rule == "stats_nbs":
     for key, Z in (("mean_baseline", pre), ("mean_followup", post)):
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # mean of no participant: NaN
-            mz = np.nanmean(group.fisher_z(Z), axis=0) if len(Z) else \
+            mz = np.nanmean(fisher_z(Z, diagonal=None), axis=0) if len(Z) else \
                 np.full((len(labels),) * 2, np.nan)
         mean = pd.DataFrame(np.tanh(mz), index=labels, columns=labels)
         mean.index.name = "parcel"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from prepost.errors import InputError
 
 DEFAULT_BAND = (0.01, 0.08)
 

@@ -12,8 +12,10 @@ Atlas names
 -----------
 ``Schaefer100``, ``Schaefer200``, ``Schaefer400``
     Schaefer et al. (2018), 7 networks, FSL MNI152 1 mm, read from the files shipped in
-    ``resources/atlases/schaefer_2018`` (``resolution_mm`` must be None or 1). The network and
-    hemisphere are parsed from names such as ``7Networks_LH_Default_pCunPCC_1``.
+    ``resources/atlases/schaefer_2018`` (installed as the package data ``prepost.resources``;
+    ``resolution_mm`` must be None or 1). The network and hemisphere are parsed from names such
+    as ``7Networks_LH_Default_pCunPCC_1``. :func:`schaefer_files` and :func:`schaefer_table` give
+    the shipped files and the parcel table without building an :class:`Atlas`.
 ``Seitzman300``
     Seitzman et al. (2020) 300 ROIs, coordinates bundled with nilearn, spheres of ``radius`` mm
     (default 5). Networks are mapped to the Schaefer/Yeo-7 vocabulary with
@@ -30,6 +32,8 @@ Atlas names
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +42,24 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, InputError
+from prepost.errors import ConfigError, InputError
 
-SCHAEFER_DIR = Path(__file__).resolve().parents[3] / "resources" / "atlases" / "schaefer_2018"
+__all__ = [
+    "YEO7",
+    "SEITZMAN_TO_YEO7",
+    "DEFAULT_HIERARCHY",
+    "SCHAEFER_PARCELS",
+    "Atlas",
+    "load_atlas",
+    "parse_schaefer_name",
+    "schaefer_files",
+    "schaefer_table",
+    "load_custom_atlas",
+    "validate_hierarchy",
+]
+
+#: Parcel counts of the shipped Schaefer 2018 files (7 networks, FSL MNI152 1 mm).
+SCHAEFER_PARCELS = (100, 200, 400)
 YEO7 = ["Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default"]
 
 #: Seitzman (2020) network -> Yeo/Schaefer 7-network vocabulary. Auditory cortex is part of the
@@ -153,29 +172,67 @@ def parse_schaefer_name(name):
     return "unknown", "M"
 
 
-def _load_schaefer(n_parcels, resolution_mm):
-    if n_parcels not in (100, 200, 400):
+def schaefer_files(n_parcels):
+    """The shipped Schaefer 2018 label image and label table of ``n_parcels`` parcels.
+
+    The files are package data (``prepost.resources``), so they are found the same way in an
+    editable and in a regular install.
+
+    Parameters
+    ----------
+    n_parcels : {100, 200, 400}
+
+    Returns
+    -------
+    image, table : pathlib.Path
+        ``..._FSLMNI152_1mm.nii.gz`` and the tab-separated ``.txt`` (index, name, R, G, B, 0).
+    """
+    if n_parcels not in SCHAEFER_PARCELS:
         raise ConfigError(None, "atlas", "Schaefer100, Schaefer200 or Schaefer400 (shipped files)",
                           f"Schaefer{n_parcels}")
-    if resolution_mm not in (None, 1, 1.0):
-        raise ConfigError(None, "atlas resolution_mm", "1 (the shipped Schaefer files are 1 mm)",
-                          resolution_mm)
-    stem = SCHAEFER_DIR / f"Schaefer2018_{n_parcels}Parcels_7Networks_order"
-    img_path = Path(f"{stem}_FSLMNI152_1mm.nii.gz")
-    lut_path = Path(f"{stem}.txt")
-    for p in (img_path, lut_path):
-        if not p.exists():
+    folder = importlib.resources.files("prepost.resources") / "atlases" / "schaefer_2018"
+    stem = f"Schaefer2018_{n_parcels}Parcels_7Networks_order"
+    paths = (Path(str(folder / f"{stem}_FSLMNI152_1mm.nii.gz")), Path(str(folder / f"{stem}.txt")))
+    for p in paths:
+        if not p.is_file():
             raise InputError(p, None, "the shipped Schaefer 2018 atlas file")
+    return paths
+
+
+@functools.lru_cache(maxsize=len(SCHAEFER_PARCELS))
+def _schaefer_table(n_parcels):
     rows = []
-    for line in lut_path.read_text().splitlines():
+    for line in schaefer_files(n_parcels)[1].read_text().splitlines():
         if not line.strip():
             continue
         idx, lab = line.split("\t")[:2]
         net, hemi = parse_schaefer_name(lab)
         rows.append({"index": int(idx), "name": lab, "network": net, "hemi": hemi})
-    table = pd.DataFrame(rows)
-    img = nib.load(img_path)
-    return Atlas(f"Schaefer{n_parcels}", table, labels_img=img, source=str(img_path))
+    return pd.DataFrame(rows)
+
+
+def schaefer_table(n_parcels):
+    """Parcel table of the shipped Schaefer 2018 atlas: ``index``, ``name``, ``network``, ``hemi``.
+
+    Parameters
+    ----------
+    n_parcels : {100, 200, 400}
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per parcel in label order; ``hemi`` is ``L`` or ``R``.
+    """
+    return _schaefer_table(int(n_parcels)).copy()
+
+
+def _load_schaefer(n_parcels, resolution_mm):
+    if resolution_mm not in (None, 1, 1.0):
+        raise ConfigError(None, "atlas resolution_mm", "1 (the shipped Schaefer files are 1 mm)",
+                          resolution_mm)
+    img_path, _ = schaefer_files(n_parcels)
+    return Atlas(f"Schaefer{n_parcels}", schaefer_table(n_parcels), labels_img=nib.load(img_path),
+                 source=str(img_path))
 
 
 def _load_seitzman(radius, vocabulary):

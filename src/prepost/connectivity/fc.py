@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from prepost.errors import InputError
 
 KINDS = ("correlation", "partial correlation", "covariance")
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
 
-from ..errors import InputError
+from prepost.errors import InputError
 
 
 def _check_square(fc):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from prepost.errors import InputError
 
 DEFAULT_DENSITIES = (0.05, 0.10, 0.15, 0.20)
 DEFAULT_REGIONS = {"PCC": "pCunPCC"}

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from .atlas import Atlas, validate_hierarchy
+from prepost.errors import InputError
+from prepost.connectivity.atlas import Atlas, validate_hierarchy
 
 TIDY_COLUMNS = ["participant_id", "session", "modality", "measure", "region", "value"]
 
@@ -164,10 +164,10 @@ def tidy_fmri_measures(participant_id, session, timeseries, atlas, t_r=None, fc_
     (``global``; atlas networks as the partition), ``gradient1_range``/``gradient1_variance``
     (``global``) and ``gradient1_position`` (networks and regions). FC values are Fisher z.
     """
-    from . import alff as _alff
-    from . import fc as _fc
-    from . import graph as _graph
-    from . import gradients as _grad
+    from prepost.connectivity import alff as _alff
+    from prepost.connectivity import fc as _fc
+    from prepost.connectivity import graph as _graph
+    from prepost.connectivity import gradients as _grad
 
     if not isinstance(atlas, Atlas):
         raise InputError(None, "atlas", "an Atlas from load_atlas", type(atlas).__name__)

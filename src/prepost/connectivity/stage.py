@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, InputError
-from ..io import read_json_object, read_tsv
-from . import alff as _alff
-from . import fc as _fc
-from . import gradients as _grad
-from .atlas import YEO7, Atlas, load_atlas, validate_hierarchy
-from .networks import network_fc, tidy_fmri_measures
+from prepost.errors import ConfigError, InputError
+from prepost.io import read_json_object, read_tsv
+from prepost.connectivity import alff as _alff
+from prepost.connectivity import fc as _fc
+from prepost.connectivity import gradients as _grad
+from prepost.connectivity.atlas import YEO7, Atlas, load_atlas, validate_hierarchy
+from prepost.connectivity.networks import network_fc, tidy_fmri_measures
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def parcel_timeseries(bold, mask, atlas, qc, min_coverage=0.5):
 
     A run the QC excludes whose image cannot be read as a time series gives an empty table.
     """
-    from .timeseries import extract_parcel_timeseries
+    from prepost.connectivity.timeseries import extract_parcel_timeseries
 
     names = atlas.table["name"].astype(str).tolist()
     try:
@@ -248,13 +248,26 @@ def relmat_frame(mat, names):
 
 
 def read_relmat(path):
-    """A square relationship matrix written by :func:`relmat_frame` (nodes in column 'node')."""
-    df = read_tsv(path, what="a square relationship matrix with a 'node' column",
-                  index_col="node", numeric="all")
+    """A square relationship matrix TSV, as :func:`relmat_frame` writes it.
+
+    The first column holds the node labels (``node``; the statistics stage's NBS matrices call it
+    ``parcel``) and the header repeats them in the same order; values are numbers or ``n/a``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Float matrix indexed by node label; raises :class:`InputError` naming the file otherwise.
+    """
+    what = "a square relationship matrix (first column: node labels)"
+    header = read_tsv(path, what=what).columns
+    if len(header) < 2:
+        raise InputError(path, None, what, f"columns {list(header)}")
+    df = read_tsv(path, what=what, index_col=header[0], numeric="all")
+    if df.shape[0] != df.shape[1]:
+        raise InputError(path, None, what, f"{df.shape[0]} rows and {df.shape[1]} columns")
     if list(df.index.astype(str)) != [str(c) for c in df.columns]:
-        raise InputError(path, "node", "the same node names in rows and columns",
-                         f"{len(df)} rows and {df.shape[1]} columns")
-    return df
+        raise InputError(path, header[0], "the same node labels in rows and columns")
+    return df.astype(float)
 
 
 def full_length(timeseries, qc):
@@ -275,7 +288,7 @@ def session_measures(participant_id, session, timeseries, atlas, qc, hierarchy=N
     coefficient), ``alff`` (per parcel: alff, falff) and ``long`` (tidy, see module docstring).
     An excluded run gives the same rows with NaN values.
     """
-    from . import graph as _graph
+    from prepost.connectivity import graph as _graph
 
     names = atlas.table["name"].astype(str).to_numpy()
     nets = atlas.parcel_networks.astype(str)

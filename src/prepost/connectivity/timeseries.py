@@ -27,8 +27,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from .atlas import Atlas
+from prepost.errors import InputError
+from prepost.connectivity.atlas import Atlas
 
 log = logging.getLogger(__name__)
 

@@ -82,7 +82,8 @@ from scipy import ndimage
 from prepost.connectivity.atlas import SCHAEFER_PARCELS, schaefer_files
 from prepost.errors import InputError
 from prepost.image import load_img
-from prepost.pet.preproc import _compose_list, apply_ants_transforms, resample_to_grid
+from prepost.pet.preproc import apply_ants_transforms, resample_to_grid
+from prepost.registration import compose_ants_affines
 
 __all__ = [
     "ATLASES",
@@ -493,7 +494,7 @@ def _as_matrix(pet_to_t1w):
         pet_to_t1w = pet_to_t1w["pet_to_t1w"]
     if isinstance(pet_to_t1w, (list, tuple)) and pet_to_t1w and isinstance(pet_to_t1w[0], (str, os.PathLike)):
         # ANTs list resampling PET onto the T1w grid maps T1w points to PET points
-        return np.linalg.inv(_compose_list(pet_to_t1w))
+        return np.linalg.inv(compose_ants_affines(pet_to_t1w))
     m = np.asarray(pet_to_t1w, float)
     if m.shape != (4, 4):
         raise InputError(field="pet_to_t1w", expected="a 4x4 matrix, an ANTs transform list or a "

@@ -9,7 +9,8 @@ The stages upstream write tidy long tables, one row per participant, session and
 * applies quality-control exclusions and lists each one with its reason (:func:`apply_qc`);
 * runs the paired tests per measure and region with corrections within families
   (:func:`paired_statistics`), mixed models (:func:`mixed_models`), the Network-Based Statistic on
-  connectivity matrices (:func:`read_relmat`, :func:`nbs_matrices`) and correlations of changes
+  connectivity matrices (:func:`nbs_matrices`; read them with
+  :func:`prepost.connectivity.stage.read_relmat`) and correlations of changes
   between modalities (:func:`change_scores`, :func:`multimodal_correlations`).
 
 Every difference is ``followup - baseline``.
@@ -24,6 +25,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from prepost.connectivity.fc import fisher_z
 from prepost.errors import ConfigError, InputError
 from prepost.stats import paired as _paired
 from prepost.stats.multimodal import change_correlation
@@ -42,8 +44,6 @@ __all__ = [
     "mixed_models",
     "change_scores",
     "multimodal_correlations",
-    "read_relmat",
-    "fisher_z",
     "nbs_matrices",
 ]
 
@@ -514,22 +514,6 @@ def multimodal_correlations(table, pairs, methods=("spearman", "pearson"), basel
 # --------------------------------------------------------------------------------------------
 # Network-Based Statistic on connectivity matrices
 # --------------------------------------------------------------------------------------------
-def read_relmat(path):
-    """A square relationship matrix TSV: first column = parcel labels, header = parcel labels."""
-    df = pd.read_csv(path, sep="\t", index_col=0, na_values=["n/a"])
-    if df.shape[0] != df.shape[1]:
-        raise InputError(path, None, "a square matrix (first column: parcel labels)", df.shape)
-    if [str(c) for c in df.columns] != [str(i) for i in df.index]:
-        raise InputError(path, "header", "the same parcel labels as the first column")
-    return df.astype(float)
-
-
-def fisher_z(r, clip=1 - 1e-7):
-    """Fisher z (arctanh) of correlations; the diagonal and |r| = 1 are clipped, NaN kept."""
-    r = np.asarray(r, dtype=float)
-    return np.arctanh(np.clip(r, -clip, clip))
-
-
 def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent", n_perm=5000,
                  max_exact=16, seed=0):
     """Paired NBS of Fisher-z matrices, dropping parcels missing in any matrix.
@@ -555,6 +539,7 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     t : pandas.DataFrame
         Full edge t matrix (NaN rows/columns for dropped parcels).
     """
+    # the diagonal (self-connections) is set to 0 below, once missing parcels are dropped
     zp, zq = fisher_z(pre), fisher_z(post)
     n_nodes = zp.shape[1]
     labels = [str(i) for i in range(n_nodes)] if labels is None else [str(x) for x in labels]
