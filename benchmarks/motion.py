@@ -1,4 +1,4 @@
-"""Benchmark: rigid BOLD realignment, prepost.fmri.motion vs antspyx ``ants.motion_correction``.
+"""Benchmark: rigid BOLD realignment, prepost.registration.estimate_motion vs antspyx ``ants.motion_correction``.
 
 A synthetic run is built from nilearn's MNI152 template (2 mm) resampled, with cubic splines, to a
 67x79x64 grid of 2.75 mm voxels under known per-volume rigid transforms (random-walk translations
@@ -47,7 +47,7 @@ def simulate_run(n_vol=40, seed=0, tsnr=75.0, shape=(67, 79, 64), voxel=2.75, sp
     import numpy as np
     from nilearn import datasets, image
 
-    from prepost.fmri.motion import params_to_affine
+    from prepost.registration import params_to_affine
 
     tpl = datasets.load_mni152_template(resolution=2)
     center = tpl.affine[:3, :3] @ ((np.array(tpl.shape) - 1) / 2) + tpl.affine[:3, 3]
@@ -110,7 +110,7 @@ def ants_world_affines(transform_lists):
 def errors(est, truth, ref_index, brain, grid_affine):
     import numpy as np
 
-    from prepost.fmri.motion import affine_to_params
+    from prepost.registration import affine_to_params
 
     rel = truth @ np.linalg.inv(truth[ref_index])
     keep = np.arange(len(truth)) != ref_index
@@ -135,7 +135,7 @@ def main(argv=None):
     import nibabel as nib
     import numpy as np
 
-    from prepost.fmri.motion import estimate_motion
+    from prepost.registration import estimate_motion
 
     img, _, truth, brain = simulate_run(args.volumes)
     ref = 0

@@ -1,4 +1,5 @@
-"""Tests for prepost.fmri.motion: rigid realignment on a synthetic BOLD run with known motion."""
+"""Rigid realignment (prepost.registration) and FD (prepost.fmri.motion) on a synthetic BOLD run
+with known motion."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import numpy as np
 import pytest
 
 from prepost.errors import InputError
-from prepost.fmri.motion import (
+from prepost.fmri.motion import framewise_displacement
+from prepost.registration import (
     affine_to_params,
     apply_motion,
     estimate_motion,
-    framewise_displacement,
     params_to_affine,
     select_reference,
 )

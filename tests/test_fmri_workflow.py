@@ -64,7 +64,7 @@ def test_contract_files_exist(study):
 
 
 def test_motion_matches_the_simulated_truth(study):
-    from prepost.fmri import motion
+    from prepost import registration
 
     res = study / "results"
     for ses in SESSIONS:
@@ -75,9 +75,9 @@ def test_motion_matches_the_simulated_truth(study):
                             sep="\t")
         assert qc["n_dummy"] == int(truth.non_steady_state.sum()) == 2
         # truth: vol_t(x) = vol_0(T_t x); estimate: vol_t(E_t y) = vol_r(y), so E_t = T_t^-1 T_r
-        T = motion.params_to_affine(truth[MOTION].to_numpy())
+        T = registration.params_to_affine(truth[MOTION].to_numpy())
         r = qc["motion_reference_volume"]
-        expected = motion.affine_to_params(np.linalg.inv(T) @ T[r])
+        expected = registration.affine_to_params(np.linalg.inv(T) @ T[r])
         est = conf[MOTION].to_numpy()
         steady = slice(2, None)
         err = est[steady] - expected[steady]

@@ -6,7 +6,7 @@ confounds (``nilearn.interfaces.fmriprep.load_confounds``, XCP-D) reads ours:
 ===================================  =========================================================
 column                               content
 ===================================  =========================================================
-``trans_x`` .. ``rot_z``             rigid motion, mm and radians (``prepost.fmri.motion``)
+``trans_x`` .. ``rot_z``             rigid motion, mm and radians (``prepost.registration``)
 ``*_derivative1``                    backward difference, first row ``n/a``
 ``*_power2``, ``*_derivative1_power2``  squares (24-parameter model, Friston 1996)
 ``framewise_displacement``           Power FD, 50 mm radius (nipype ``FramewiseDisplacement``,

@@ -4,10 +4,10 @@ reference, BOLD-to-T1w coregistration and one-shot resampling to MNI space.
 Transform conventions
 ---------------------
 Every spatial transform is a "pull" transform in world (scanner, RAS+ mm) coordinates, as in
-:mod:`prepost.fmri.motion`: the matrix maps a point of the *output* (fixed) space to the point of
+:mod:`prepost.registration`: the matrix maps a point of the *output* (fixed) space to the point of
 the *input* (moving) space whose value is read there.
 
-* motion ``M_t`` (from :func:`prepost.fmri.motion.estimate_motion`): BOLD reference world ->
+* motion ``M_t`` (from :func:`prepost.registration.estimate_motion`): BOLD reference world ->
   volume-``t`` world, ``vol_t(M_t @ b) == boldref(b)``.
 * ``bold_to_t1w`` ``C``: T1w world -> BOLD reference world, ``boldref(C @ y) == t1w(y)``. This is
   the matrix that pulls the BOLD run into T1w space, i.e. the direction of fMRIPrep's
@@ -34,15 +34,14 @@ import numpy as np
 from scipy import ndimage
 
 from prepost.errors import InputError
-from prepost.image import LPS, ants_settings, load_img, to_ants
-from prepost.fmri.motion import apply_motion, estimate_motion
+from prepost.image import load_img, to_ants
+from prepost.registration import apply_motion, estimate_motion, register_rigid_ants
 
 __all__ = [
     "bold_reference",
     "coregister_bold_to_t1w",
     "detect_non_steady_state",
     "drop_volumes",
-    "itk_lps_to_ras",
     "mni_to_t1w_coords_from_ants",
     "resample_bold_to_mni",
     "slice_timing_correct",
@@ -205,7 +204,7 @@ def bold_reference(img, n_volumes=20, skip=0, motion_affines=None):
     skip : int, default=0
         Initial (non-steady-state) volumes to leave out.
     motion_affines : array (T, 4, 4) or None
-        Motion of the full run (:func:`~prepost.fmri.motion.estimate_motion`); None estimates
+        Motion of the full run (:func:`~prepost.registration.estimate_motion`); None estimates
         the motion of the selected volumes among themselves.
 
     Returns
@@ -232,22 +231,6 @@ def bold_reference(img, n_volumes=20, skip=0, motion_affines=None):
         aff = aff[skip:stop]
     data = apply_motion(sub, aff).get_fdata(dtype=np.float32)
     return _new_img(np.median(data, axis=3), img)
-
-
-def itk_lps_to_ras(matrix, translation, center=(0.0, 0.0, 0.0)):
-    """Convert an ITK affine (LPS physical space) to a 4x4 RAS world matrix.
-
-    ITK maps ``x -> A (x - c) + c + t`` in LPS coordinates; RAS and LPS differ by the sign of
-    the first two axes, so the RAS matrix is ``F T F`` with ``F = diag(-1, -1, 1, 1)``. The
-    direction of the map (fixed -> moving for a registration's forward transform) is kept.
-    """
-    a = np.asarray(matrix, float).reshape(3, 3)
-    c = np.asarray(center, float).reshape(3)
-    t = np.asarray(translation, float).reshape(3)
-    lps = np.eye(4)
-    lps[:3, :3] = a
-    lps[:3, 3] = t + c - a @ c
-    return LPS @ lps @ LPS
 
 
 def coregister_bold_to_t1w(bold_ref_img, t1w_brain_img, type_of_transform="Rigid",
@@ -277,24 +260,11 @@ def coregister_bold_to_t1w(bold_ref_img, t1w_brain_img, type_of_transform="Rigid
         ``C``: T1w world (RAS mm) -> BOLD reference world, ``boldref(C @ y) == t1w(y)`` (pull
         convention, see the module docstring).
     """
-    import ants
-
-    if type_of_transform not in ("Rigid", "DenseRigid", "QuickRigid", "BOLDRigid"):
-        raise InputError(field="type_of_transform", expected="a rigid ANTs transform type "
-                         "('Rigid', 'DenseRigid', 'QuickRigid', 'BOLDRigid')",
-                         found=repr(type_of_transform))
     moving = to_ants(load_img(bold_ref_img, ndim=3, field="bold_ref_img"))
     fixed = to_ants(load_img(t1w_brain_img, ndim=3, field="t1w_brain_img"))
-    with ants_settings(n_threads=n_threads, seed=seed):
-        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
-                                aff_metric=aff_metric, **kwargs)
-    mats = [f for f in reg["fwdtransforms"] if f.endswith(".mat")]
-    if len(mats) != 1:
-        raise InputError(field="fwdtransforms", expected="one affine transform file",
-                         found=str(reg["fwdtransforms"]))
-    tx = ants.read_transform(mats[0])
-    p = np.asarray(tx.parameters, float)
-    return itk_lps_to_ras(p[:9], p[9:12], tx.fixed_parameters)
+    reg = register_rigid_ants(fixed, moving, seed=seed, n_threads=n_threads,
+                              type_of_transform=type_of_transform, aff_metric=aff_metric, **kwargs)
+    return reg["fixed_to_moving"]
 
 
 # --------------------------------------------------------------------------------------------

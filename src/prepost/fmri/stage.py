@@ -9,7 +9,7 @@ Built-in chain (every step is a function of :mod:`prepost.fmri.preproc`,
    in the preprocessed series (as in fMRIPrep) and are flagged by ``non_steady_state_outlierNN``
    confound columns;
 2. slice-timing correction of the steady-state volumes when the sidecar gives ``SliceTiming``;
-3. head-motion estimation (:func:`prepost.fmri.motion.estimate_motion`) of every volume to the
+3. head-motion estimation (:func:`prepost.fmri.motion.estimate_bold_motion`) of every volume to the
    steady-state volume closest to the temporal median, on volumes scaled to a common mean
    intensity (the non-steady-state volumes are brighter);
 4. BOLD reference (median of the first 20 realigned steady-state volumes) and its rigid
@@ -75,17 +75,6 @@ def _clean(obj):
 # --------------------------------------------------------------------------------------------
 # Built-in preprocessing
 # --------------------------------------------------------------------------------------------
-def _scaled_copy(img, n_dummy):
-    """The run with every volume scaled to the mean steady-state intensity of the head."""
-    data = np.asarray(img.dataobj, np.float32)
-    mean = data[..., n_dummy:].mean(axis=3)
-    head = mean > mean.mean()
-    m = data[head].mean(axis=0)
-    target = np.median(m[n_dummy:])
-    scale = np.where(m > 0, target / np.where(m > 0, m, 1.0), 1.0).astype(np.float32)
-    return nib.Nifti1Image(data * scale, img.affine, img.header)
-
-
 def _tissue_mask(prob, brain, threshold, erosions, min_voxels=10):
     from prepost.fmri.confounds import erode_mask
 
@@ -220,8 +209,7 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
         log.info("no SliceTiming in the sidecar: slice-timing correction skipped")
 
     t0 = time.perf_counter()
-    ref_index = n_dummy + motion.select_reference(img.slicer[..., n_dummy:])
-    params, affines = motion.estimate_motion(_scaled_copy(img, n_dummy), ref_index)
+    ref_index, params, affines = motion.estimate_bold_motion(img, n_dummy)
     secs["motion"] = time.perf_counter() - t0
     fd = motion.framewise_displacement(params)
     qc.update(motion_reference_volume=int(ref_index), mean_fd=float(fd[n_dummy + 1:].mean()),
