@@ -7,8 +7,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The shipped protocol is the base; --configfile/--config override it key by key.
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+# The shipped protocol is the base; --configfile/--config override it key by key. Used as a
+# module, the importing workflow's config replaces it (module ... config: config).
+configfile: os.path.join(os.path.dirname(os.path.abspath(workflow.snakefile)), "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -49,11 +49,7 @@ def _to_mni(study, participant, session, t1w):
     if geo.is_file():
         return np.asarray(json.loads(geo.read_text())["t1w_to_mni"])
 
-    seed = sim.DEFAULTS["seed"]
-    subj = sim._subject_affine(sim._rng(seed, participant, "anat"))
-    rng = sim._rng(seed, participant, session)
-    pose = sim.rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
-    return subj @ pose
+    return sim.t1w_to_mni(participant, session)
 
 
 def truth_maps(study, participant, session, t1w):
@@ -61,10 +57,8 @@ def truth_maps(study, participant, session, t1w):
     from prepost import simulate as sim
 
     to_mni = _to_mni(study, participant, session, t1w)
-    maps = sim._mni_maps(float(t1w.header.get_zooms()[0]))
-    xyz = to_mni[:3, :3] @ sim._world_coords(t1w.affine, t1w.shape) + to_mni[:3, 3:4]
-    return {k: sim._sample(maps[k], maps["affine"], xyz).reshape(t1w.shape)
-            for k in ("brain", "gm")}
+    return sim.mni_maps_on_grid(t1w.affine, t1w.shape, to_mni,
+                                voxel_mm=float(t1w.header.get_zooms()[0]), keys=("brain", "gm"))
 
 
 def run_prepost(path, truth, refine=False, threads=1, bias_correction=True):

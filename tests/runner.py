@@ -1,17 +1,32 @@
-"""Running the workflow from tests: one Snakemake invocation helper and the small test config."""
+"""Running the workflow from tests: the Snakemake invocation, the dry-run job table and the small
+study configs (one copy of each, shared by every workflow test)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+__all__ = ["ROOT", "SMALL_SIMULATION", "TINY", "dry_run_jobs", "small_config", "snakemake"]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Coarse simulated sizes: every file and sidecar of the demo, at a fraction of its cost.
 SMALL_SIMULATION = {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 30, "voxel_mm": 6.0},
                     "pet": {"voxel_mm": 6.0}}
+
+# A whole study (fMRI, PET, statistics, report) at the smallest sizes every stage still handles:
+# 60 volumes leave enough retained time after censoring, one coarse atlas, no voxel-wise PET maps.
+TINY = {
+    "simulate": {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 60, "voxel_mm": 6.0},
+                 "pet": {"voxel_mm": 6.0}},
+    "fmri": {"resolution_mm": 6, "denoise": {"min_retained_s": 60}},
+    "connectivity": {"atlases": ["Schaefer100"], "fc_kinds": ["pearson"]},
+    # coarse 4 mm anatomy: the default 1 mL ROI minimum would reject the GM-masked ACC sphere
+    "pet": {"parametric_maps": False, "min_volume_ml": 0.2},
+}
 
 
 def snakemake(*args, cwd, check=True):
@@ -24,8 +39,59 @@ def snakemake(*args, cwd, check=True):
     return res
 
 
-def small_config(tmp_path, n=2, **extra):
-    """Write participants.tsv and config.yaml for an n-participant coarse simulated study."""
+def dry_run_jobs(output):
+    """Jobs a dry run schedules, from its job-stats table.
+
+    Parameters
+    ----------
+    output : str or subprocess.CompletedProcess
+        The dry run's text, or the finished process (its stdout and stderr are read).
+
+    Returns
+    -------
+    dict
+        ``{rule: job count}`` without the ``total`` row; empty when nothing is to be done.
+    """
+    if isinstance(output, subprocess.CompletedProcess):
+        output = (output.stdout or "") + (output.stderr or "")
+    jobs, inside = {}, False
+    for line in output.splitlines():
+        if re.match(r"^job\s+count\s*$", line.strip()):
+            inside, jobs = True, {}
+            continue
+        if not inside:
+            continue
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if m is None:
+            if line.strip() and not set(line.strip()) <= set("- "):
+                inside = False
+        elif m.group(1) == "total":
+            inside = False
+        else:
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def small_config(tmp_path, n=2, filename="config.yaml", **extra):
+    """Write participants.tsv and a config for an n-participant coarse simulated study.
+
+    Parameters
+    ----------
+    tmp_path : pathlib.Path
+        Folder of the two files; results go to ``tmp_path/results`` unless ``results_dir`` is
+        given.
+    n : int
+        Participants (sub-01 ... with age and followup_days).
+    filename : str
+        Name of the config file, for several configs in one folder.
+    **extra
+        Top-level config keys; each replaces the default's whole value.
+
+    Returns
+    -------
+    pathlib.Path
+        The config file.
+    """
     part = tmp_path / "participants.tsv"
     rows = "".join(f"sub-{i + 1:02d}\t{30 + i}\t{1 + 6 * (i % 2)}\n" for i in range(n))
     part.write_text("participant_id\tage\tfollowup_days\n" + rows)
@@ -38,6 +104,6 @@ def small_config(tmp_path, n=2, **extra):
         "pet": {"min_volume_ml": 0.2},
         **extra,
     }
-    path = tmp_path / "config.yaml"
+    path = tmp_path / filename
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -24,13 +24,10 @@ TO_MNI = (np.diag([1.06, 0.97, 1.03, 1.0])
 
 
 def _phantom(seed=3):
-    maps = simulate._mni_maps(VOXEL)
-    aff, shape = simulate._grid_affine(VOXEL)
-    xyz = TO_MNI[:3, :3] @ simulate._world_coords(aff, shape) + TO_MNI[:3, 3:4]
-    s = {k: simulate._sample(maps[k], maps["affine"], xyz).reshape(shape)
-         for k in ("t1", "brain", "gm")}
+    aff, shape = simulate.grid_affine(VOXEL)
+    s = simulate.mni_maps_on_grid(aff, shape, TO_MNI, voxel_mm=VOXEL, keys=("t1", "brain", "gm"))
     rng = np.random.default_rng(seed)
-    t1 = s["t1"] * simulate._bias_field(shape, rng, 10.0)
+    t1 = s["t1"] * simulate.bias_field(shape, rng, 10.0)
     t1 = np.hypot(t1 + rng.normal(0, 0.02, shape), rng.normal(0, 0.02, shape))
     img = nib.Nifti1Image(np.round(t1 * 1000).astype(np.int16), aff)
     img.header.set_xyzt_units("mm", "sec")

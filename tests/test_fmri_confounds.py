@@ -23,14 +23,6 @@ SIM = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 80, "voxel_mm": 4.0},
        "pet": {"voxel_mm": 6.0, "frames": [[3, 60], [4, 300]]}}
 
 
-def _to_mni(params, participant, session):
-    from prepost import simulate as sim
-
-    subj = sim._subject_affine(sim._rng(params["seed"], participant, "anat"))
-    rng = sim._rng(params["seed"], participant, session)
-    return subj @ sim.rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from prepost import simulate as sim
@@ -40,12 +32,9 @@ def run(tmp_path_factory):
     sim.simulate_subject(root / "bids", root / "truth", "01", params=SIM)
     params = sim.merge_params(SIM)
     img = nib.load(sim.bids_paths(root / "bids", "01", "pre")["bold"])
-    to_mni = _to_mni(params, "01", "pre")
-    shape = img.shape[:3]
-    maps = sim._mni_maps(SIM["bold"]["voxel_mm"])
-    xyz = to_mni[:3, :3] @ sim._world_coords(img.affine, shape) + to_mni[:3, 3:4]
-    tis = {k: sim._sample(maps[k], maps["affine"], xyz).reshape(shape)
-           for k in ("wm", "csf", "brain")}
+    to_mni = sim.t1w_to_mni("01", "pre", seed=params["seed"])
+    tis = sim.mni_maps_on_grid(img.affine, img.shape[:3], to_mni,
+                               voxel_mm=SIM["bold"]["voxel_mm"], keys=("wm", "csf", "brain"))
     motion_true = pd.read_csv(sim.truth_paths(root / "truth", "01", "pre")["motion"], sep="\t")
     est, affines = estimate_motion(img)
     mc = apply_motion(img, affines)

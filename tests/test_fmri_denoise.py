@@ -126,14 +126,6 @@ def test_select_confounds_strategies():
 
 # ------------------------------------------------------------------------------------------------
 # simulated run: denoising recovers the planted network signals
-def _to_mni(params, participant, session):
-    from prepost import simulate as sim
-
-    subj = sim._subject_affine(sim._rng(params["seed"], participant, "anat"))
-    rng = sim._rng(params["seed"], participant, session)
-    return subj @ sim.rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
-
-
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     from prepost import simulate as sim
@@ -142,14 +134,11 @@ def simulated(tmp_path_factory):
     sim.simulate_subject(root / "bids", root / "truth", "01", params=SIM)
     params = sim.merge_params(SIM)
     img = nib.load(sim.bids_paths(root / "bids", "01", "pre")["bold"])
-    to_mni = _to_mni(params, "01", "pre")
-    shape = img.shape[:3]
-    maps = sim._mni_maps(SIM["bold"]["voxel_mm"])
-    xyz = to_mni[:3, :3] @ sim._world_coords(img.affine, shape) + to_mni[:3, 3:4]
-    tissue = {k: sim._sample(maps[k], maps["affine"], xyz).reshape(shape)
-              for k in ("gm", "wm", "csf", "brain")}
-    labels = sim._sample(maps["labels"].astype(np.float32), maps["affine"], xyz,
-                         order=0).astype(int).reshape(shape)
+    to_mni = sim.t1w_to_mni("01", "pre", seed=params["seed"])
+    tissue = sim.mni_maps_on_grid(img.affine, img.shape[:3], to_mni,
+                                  voxel_mm=SIM["bold"]["voxel_mm"],
+                                  keys=("gm", "wm", "csf", "brain", "labels"))
+    labels = tissue.pop("labels")
     tp = sim.truth_paths(root / "truth", "01", "pre")
     signals = pd.read_csv(tp["network_signals"], sep="\t")
     return {"img": img, "tissue": tissue, "labels": labels, "signals": signals}

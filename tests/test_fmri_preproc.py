@@ -176,14 +176,6 @@ def test_coregistration_recovers_known_rigid_transform():
 
 
 # ------------------------------------------------------------------------------------------------
-def _to_mni(params, participant, session):
-    from prepost import simulate as sim
-
-    subj = sim._subject_affine(sim._rng(params["seed"], participant, "anat"))
-    rng = sim._rng(params["seed"], participant, session)
-    return subj @ sim.rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
-
-
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     import pandas as pd
@@ -194,7 +186,8 @@ def simulated(tmp_path_factory):
     sim.simulate_subject(root / "bids", root / "truth", "01", params=SIM)
     img = nib.load(sim.bids_paths(root / "bids", "01", "pre")["bold"])
     motion = pd.read_csv(sim.truth_paths(root / "truth", "01", "pre")["motion"], sep="\t")
-    return {"img": img, "motion": motion, "to_mni": _to_mni(sim.merge_params(SIM), "01", "pre")}
+    to_mni = sim.t1w_to_mni("01", "pre", seed=sim.merge_params(SIM)["seed"])
+    return {"img": img, "motion": motion, "to_mni": to_mni}
 
 
 def test_non_steady_state_and_drop(simulated):
@@ -224,11 +217,7 @@ def test_resample_simulated_run_to_mni_matches_truth(simulated):
     pull = np.linalg.inv(simulated["to_mni"])  # MNI -> native (T1w) world
     out = resample_bold_to_mni(img, mot, np.eye(4), pull, ref, order=3).get_fdata()
     static = resample_bold_to_mni(img, None, np.eye(4), pull, ref, order=3).get_fdata()
-    maps = sim._mni_maps(4.0)
-    ijk = np.indices(ref.shape).reshape(3, -1)
-    xyz = ref.affine[:3, :3] @ ijk + ref.affine[:3, 3:4]
-    expect = {k: sim._sample(maps[k], maps["affine"], xyz).reshape(ref.shape)
-              for k in ("gm", "wm", "csf", "brain")}
+    expect = sim.mni_maps_on_grid(ref.affine, ref.shape, voxel_mm=4.0)
     base = 1000 * expect["gm"] + 700 * expect["wm"] + 1400 * expect["csf"]
     brain = expect["brain"] > 0.5
     mean = out.mean(-1)

@@ -13,20 +13,12 @@ from prepost.pet import preproc, roi
 SMALL = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 20, "voxel_mm": 6.0}, "pet": {"voxel_mm": 4.0}}
 
 
-def _true_t1w_to_mni(participant, session):
-    """The simulator's T1w-world -> MNI matrix (its first random draws)."""
-    seed = sim.DEFAULTS["seed"]
-    subj = sim._subject_affine(sim._rng(seed, participant, "anat"))
-    rng = sim._rng(seed, participant, session)
-    return subj @ sim.rigid_matrix(np.concatenate([rng.normal(0, 3, 3), rng.normal(0, 0.03, 3)]))
-
-
 @pytest.fixture(scope="module")
 def anat(tmp_path_factory):
     root = tmp_path_factory.mktemp("roisim")
     sim.simulate_subject(root / "bids", root / "truth", "01", sessions=("pre",), params=SMALL)
     bp = sim.bids_paths(root / "bids", "01", "pre")
-    to_mni = _true_t1w_to_mni("01", "pre")
+    to_mni = sim.t1w_to_mni("01", "pre")
     mni2t1 = [registration.write_ants_affine(to_mni, root / "xfm" / "from-MNI_to-T1w.mat")]
     t1 = nib.load(bp["t1w"])
     maps = {k: preproc.apply_ants_transforms(f(resolution=1), t1, mni2t1)

@@ -16,7 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import BIDSError, InputError, ValidationReport
+from prepost.errors import BIDSError, InputError, ValidationReport
+from prepost.paths import derivative
+
+__all__ = [
+    "BLOOD_COLUMNS", "BOLD_REQUIRED", "LABEL_RE", "PET_REQUIRED", "PET_UNITS", "SessionFiles",
+    "check_blood", "check_blood_coverage", "check_bold", "check_label", "check_pet",
+    "collect_study", "find_one", "find_session_files", "inventory", "output_paths",
+    "read_json", "read_participants", "sidecar", "sidecar_paths", "write_derivative_description",
+    "write_inventory",
+]
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 
@@ -505,7 +514,7 @@ def _bids_root(path):
 
 def write_inventory(table, path):
     """Write the inventory table (TSV, 'n/a' for missing)."""
-    from .io import write_tsv
+    from prepost.io import write_tsv
 
     write_tsv(table, path)
 
@@ -514,9 +523,9 @@ def write_derivative_description(path, source_dir, config=None):
     """``dataset_description.json`` of the derivatives: what made them and from which data."""
     import platform
 
-    from . import __version__
-    from .io import write_json
-    from .provenance import package_versions
+    from prepost import __version__
+    from prepost.io import write_json
+    from prepost.provenance import package_versions
 
     write_json({
         "Name": "prepost derivatives",
@@ -528,3 +537,18 @@ def write_derivative_description(path, source_dir, config=None):
         "Configuration": config or {},
         "Environment": {"python": platform.python_version(), "packages": package_versions()},
     }, path)
+
+
+def output_paths(results):
+    """Paths of the BIDS stage's outputs under ``results``.
+
+    Returns
+    -------
+    dict
+        ``inventory``: the input files found for every participant and session
+        (``qc/bids_inventory.tsv``); ``description``: the derivatives' ``dataset_description.json``.
+    """
+    return {
+        "inventory": derivative(results, "bids_inventory", ".tsv", datatype="qc"),
+        "description": derivative(results, "dataset_description", ".json"),
+    }

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path

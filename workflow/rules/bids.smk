@@ -4,9 +4,13 @@
 rule bids_inventory:
     input:
         files=all_inputs(),
-        description=f"{BIDS_DIR}/dataset_description.json",
+        description=(
+            rules.simulate_dataset.output.description
+            if SIMULATED
+            else f"{BIDS_DIR}/dataset_description.json"
+        ),
     output:
-        inventory=f"{RESULTS}/qc/bids_inventory.tsv",
+        inventory=BIDS_OUT["inventory"],
     log:
         f"{LOGS}/bids/inventory.log",
     benchmark:
@@ -18,6 +22,7 @@ rule bids_inventory:
         mem_mb=1000,
         runtime=10,
     params:
+        step="inventory",
         subjects=SUBJECTS,
         sessions=SESSIONS,
         task=TASK,
@@ -31,9 +36,9 @@ rule bids_inventory:
 # Records the whole configuration; nothing depends on it, so a config change reruns only this rule.
 rule dataset_description:
     input:
-        f"{RESULTS}/qc/bids_inventory.tsv",
+        inventory=rules.bids_inventory.output.inventory,
     output:
-        f"{RESULTS}/dataset_description.json",
+        description=BIDS_OUT["description"],
     log:
         f"{LOGS}/bids/dataset_description.log",
     benchmark:
@@ -45,6 +50,7 @@ rule dataset_description:
         mem_mb=500,
         runtime=5,
     params:
+        step="description",
         source=config["bids_dir"] or "simulated",
         config=config,
     script:

@@ -13,12 +13,17 @@ from prepost.errors import PrepostError
 validate(config, "../schemas/config.schema.yaml")
 
 
+# The repository root of this workflow, also when another workflow imports it as a module
+# (workflow.basedir is then the importing workflow's folder).
+WORKFLOW_ROOT = Path(workflow.snakefile).resolve().parents[2]
+
+
 def _from_workflow(path):
     """A relative path that is not in the working directory is taken from the workflow folder."""
     p = Path(path)
     if p.is_absolute() or p.exists():
         return str(p)
-    return str(Path(workflow.basedir) / p)
+    return str(WORKFLOW_ROOT / p)
 
 
 config["participants"] = _from_workflow(config["participants"])
@@ -34,6 +39,8 @@ RESULTS = config["results_dir"].rstrip("/")
 SIMULATED = not config["bids_dir"]
 BIDS_DIR = f"{RESULTS}/simulated/bids" if SIMULATED else config["bids_dir"].rstrip("/")
 TRUTH_DIR = f"{RESULTS}/simulated/truth"
+# the inventory of the inputs and the derivatives' dataset_description.json
+BIDS_OUT = pbids.output_paths(RESULTS)
 TASK = config["bids"]["task"]
 TRACER = config["bids"]["tracer"]
 FMRI = config["modalities"]["fmri"]
@@ -139,9 +146,9 @@ SPACE = "MNI152NLin2009aSym"  # nilearn's bundled ICBM 2009a symmetric template
 
 def all_outputs():
     """Final targets: the outputs of every stage that exists."""
-    out = [f"{RESULTS}/qc/bids_inventory.tsv", f"{RESULTS}/dataset_description.json"]
+    out = [BIDS_OUT["inventory"], BIDS_OUT["description"]]
     if SIMULATED:
-        out.append(f"{TRUTH_DIR}/truth.tsv")
+        out.append(psim.dataset_paths(BIDS_DIR, TRUTH_DIR)["truth"])
     for targets in STAGE_TARGETS.values():
         out += list(targets)
     return out

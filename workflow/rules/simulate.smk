@@ -18,6 +18,7 @@ if SIMULATED:
             mem_mb=3000,
             runtime=10,
         params:
+            step="subject",
             sim=config["simulate"],
             sessions=SESSIONS,
             # the dataset roots, derived from the outputs (first: a BIDS file, last: a truth file)
@@ -29,15 +30,12 @@ if SIMULATED:
     rule simulate_dataset:
         input:
             expand(
-                f"{TRUTH_DIR}/sub-{{subject}}/sub-{{subject}}_ses-{{session}}_pet-regions.tsv",
+                psim.truth_paths(TRUTH_DIR, "{subject}", "{session}")["pet_regions"],
                 subject=SUBJECTS,
                 session=SESSIONS,
             ),
         output:
-            description=f"{BIDS_DIR}/dataset_description.json",
-            participants=f"{BIDS_DIR}/participants.tsv",
-            effects=f"{TRUTH_DIR}/effects.json",
-            truth=f"{TRUTH_DIR}/truth.tsv",
+            **psim.dataset_paths(BIDS_DIR, TRUTH_DIR),
         log:
             f"{LOGS}/simulate/dataset.log",
         benchmark:
@@ -49,6 +47,7 @@ if SIMULATED:
             mem_mb=1000,
             runtime=5,
         params:
+            step="dataset",
             sim=config["simulate"],
             sessions=SESSIONS,
             participants=config["participants"],

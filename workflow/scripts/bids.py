@@ -1,18 +1,31 @@
-"""Check the BIDS inputs and write the inventory (rule bids_inventory) or the derivative
-dataset description (rule dataset_description)."""
+"""BIDS inputs: check them and write the inventory (step "inventory"), or write the derivative
+dataset description (step "description"). The rule names its step in ``params.step``."""
 
 from pathlib import Path
 
 from prepost import bids, logs
 
-log = logs.setup(snakemake.log[0])
-p = snakemake.params
-if snakemake.rule == "bids_inventory":
-    bids_dir = Path(snakemake.input.description).parent
+
+def run_inventory(sm, log):
+    """Find and check every input file; one inventory row per participant and session."""
+    p = sm.params
+    bids_dir = Path(sm.input.description).parent
     study = bids.collect_study(bids_dir, p.subjects, p.sessions, task=p.task, tracer=p.tracer,
                                fmri=p.fmri, pet=p.pet)
     table = bids.inventory(study, bids_dir)
-    bids.write_inventory(table, snakemake.output.inventory)
+    bids.write_inventory(table, sm.output.inventory)
     log.info("%d sessions found and checked", len(table))
-else:
-    bids.write_derivative_description(snakemake.output[0], p.source, dict(p.config))
+
+
+def run_description(sm, log):
+    """dataset_description.json of the derivatives, with the whole configuration."""
+    bids.write_derivative_description(sm.output.description, sm.params.source,
+                                      dict(sm.params.config))
+
+
+STEPS = {"inventory": run_inventory, "description": run_description}
+
+log = logs.setup(snakemake.log[0])
+if snakemake.params.step not in STEPS:
+    raise ValueError(f"unknown step {snakemake.params.step!r}; known steps: {sorted(STEPS)}")
+STEPS[snakemake.params.step](snakemake, log)

@@ -1,20 +1,33 @@
-"""Write the simulated study: one participant (rule simulate_subject) or the dataset-level files."""
+"""The simulated study: one participant's files (step "subject") or the dataset-level files and
+their checks (step "dataset"). The rule names its step in ``params.step``."""
 
 from pathlib import Path
 
 from prepost import bids, logs, simulate
 
-log = logs.setup(snakemake.log[0])
-p = snakemake.params
-if snakemake.rule == "simulate_subject":
-    sub = snakemake.wildcards.subject
-    log.info("simulating sub-%s, sessions %s", sub, p.sessions)
-    simulate.simulate_subject(p.bids_dir, p.truth_dir, sub, tuple(p.sessions), dict(p.sim))
-else:
-    out = snakemake.output
+
+def run_subject(sm, log):
+    """Write one participant's BIDS files and ground truth."""
+    p = sm.params
+    log.info("simulating sub-%s, sessions %s", sm.wildcards.subject, p.sessions)
+    simulate.simulate_subject(p.bids_dir, p.truth_dir, sm.wildcards.subject, tuple(p.sessions),
+                              dict(p.sim))
+
+
+def run_dataset(sm, log):
+    """Write dataset_description, participants.tsv, effects.json and truth.tsv, then check the
+    dataset as a user's would be."""
+    p, out = sm.params, sm.output
     bids_dir, truth_dir = Path(out.description).parent, Path(out.effects).parent
     table = bids.read_participants(p.participants).drop(columns="label")
     simulate.simulate_dataset_files(bids_dir, truth_dir, table, tuple(p.sessions), dict(p.sim))
-    # the simulated dataset must pass the same checks as a user's dataset
     bids.collect_study(bids_dir, table.participant_id.str[4:].tolist(), p.sessions)
     log.info("dataset written and checked: %d participants", len(table))
+
+
+STEPS = {"subject": run_subject, "dataset": run_dataset}
+
+log = logs.setup(snakemake.log[0])
+if snakemake.params.step not in STEPS:
+    raise ValueError(f"unknown step {snakemake.params.step!r}; known steps: {sorted(STEPS)}")
+STEPS[snakemake.params.step](snakemake, log)

@@ -1,0 +1,56 @@
+"""The workflow as a Snakemake module of another workflow, with and without a rule prefix.
+
+A study folder outside the repository holds its own Snakefile that imports prepost with
+``module`` and ``use rule * from prepost [as prepost_*]``, as the Snakemake catalog composes
+workflows, and runs a small simulated study to the report.
+"""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from runner import ROOT, TINY, dry_run_jobs, small_config
+
+pytestmark = pytest.mark.slow
+
+HOST = """\
+configfile: "config.yaml"
+
+
+module prepost:
+    snakefile:
+        "{snakefile}"
+    config:
+        config
+
+
+use rule * from prepost{alias}
+"""
+
+
+def _run_host(folder, *args):
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    res = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    return res
+
+
+@pytest.mark.parametrize("prefix", ["prepost_", ""], ids=["prefixed", "plain"])
+def test_study_runs_through_the_module_to_the_report(tmp_path, prefix):
+    small_config(tmp_path, **TINY)
+    alias = f" as {prefix}*" if prefix else ""
+    (tmp_path / "Snakefile").write_text(HOST.format(snakefile=ROOT / "Snakefile", alias=alias))
+
+    jobs = dry_run_jobs(_run_host(tmp_path, "-n").stdout)
+    assert jobs[f"{prefix}simulate_subject"] == 2 and jobs[f"{prefix}report_html"] == 1
+    assert all(rule.startswith(prefix) for rule in jobs if rule not in {"all", "total"}), jobs
+
+    _run_host(tmp_path)
+    report = (tmp_path / "results/report/report.html").read_text()
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    names = [h["name"] for h in config["stats"]["hypotheses"]]
+    assert all(n.replace("(", "").split()[0] in report for n in names)
+    verdicts = pd.read_csv(tmp_path / "results/stats/hypotheses.tsv", sep="\t")
+    assert len(verdicts) == len(names)
