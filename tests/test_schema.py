@@ -1,5 +1,6 @@
 """Config and participants schemas: unknown keys, wrong types, required keys, filled defaults."""
 
+import copy
 from pathlib import Path
 
 import pandas as pd
@@ -8,16 +9,42 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from prepost import simulate
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "workflow/schemas/config.schema.yaml")
 PSCHEMA = str(ROOT / "workflow/schemas/participants.schema.yaml")
 
 
-def test_shipped_config_is_valid_and_complete():
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    filled = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    validate(filled, SCHEMA)
-    assert filled == cfg  # every default is spelled out in the shipped config
+def _differences(a, b, path=""):
+    """Key paths where two nested configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in a or key not in b:
+                out.append(f"{where}: only in {'the first' if key in a else 'the second'}")
+            else:
+                out += _differences(a[key], b[key], where)
+        return out
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_schema_defaults_equal_the_shipped_config():
+    """Defaults live in one place: an empty config filled by the schema is the shipped config."""
+    from_schema = {}
+    validate(from_schema, SCHEMA, set_default=True)
+    shipped = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    filled = copy.deepcopy(shipped)
+    validate(filled, SCHEMA, set_default=True)
+    assert _differences(filled, shipped) == []  # nothing the schema adds is left out of the file
+    assert _differences(from_schema, shipped) == []
+
+
+def test_simulator_defaults_equal_the_schema():
+    from_schema = {}
+    validate(from_schema, SCHEMA, set_default=True)
+    assert _differences(simulate.DEFAULTS, from_schema["simulate"]) == []
 
 
 def test_defaults_are_filled():
