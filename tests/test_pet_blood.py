@@ -6,21 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pet_data import FRAME_DURATION_S as DUR
+from pet_data import FRAME_START_S as FS
+from pet_data import SCAN_END_S as SCAN_END
+from pet_data import feng
+
 from prepost.errors import InputError
 from prepost.pet import blood as B
 from prepost.pet import kinetics as K
-
-DUR = np.array([10] * 6 + [20] * 3 + [30] * 2 + [60] * 2 + [150] * 2 + [300] * 16, float)
-FS = np.concatenate([[0.0], np.cumsum(DUR)[:-1]])
-SCAN_END = float(FS[-1] + DUR[-1])
-
-
-def feng(t_s, delay_s=0.0, scale=10.0):
-    t = (np.asarray(t_s, float) - delay_s) / 60.0
-    a1, a2, a3 = 851.1, 21.88, 20.81
-    l1, l2, l3 = -4.134, -0.1191, -0.01043
-    c = (a1 * t - a2 - a3) * np.exp(l1 * t) + a2 * np.exp(l2 * t) + a3 * np.exp(l3 * t)
-    return np.where(t > 0, c, 0.0) * scale
 
 
 def hill(t_s, a=0.2, b=2.0, c=100.0):

@@ -5,25 +5,15 @@ import pandas as pd
 import pytest
 from scipy.integrate import solve_ivp
 
+from pet_data import FRAME_DURATION_S as DUR
+from pet_data import FRAME_START_S as FS
+from pet_data import feng
+
 from prepost.errors import InputError
 from prepost.pet import kinetics as K
 
-# frames: 6x10 s, 3x20 s, 2x30 s, 2x60 s, 2x150 s, 16x300 s (90 min)
-DUR = np.array([10] * 6 + [20] * 3 + [30] * 2 + [60] * 2 + [150] * 2 + [300] * 16, float)
-FS = np.concatenate([[0.0], np.cumsum(DUR)[:-1]])
 TG = np.arange(0.0, 5400.0 + 1.0, 1.0)  # input grid (s)
-
-
-def feng(t_s, delay_s=15.0, scale=10.0):
-    """Feng et al. 1993 four-part input (t in min inside), delayed; Bq/mL."""
-    t = (np.asarray(t_s, float) - delay_s) / 60.0
-    a1, a2, a3 = 851.1, 21.88, 20.81
-    l1, l2, l3 = -4.134, -0.1191, -0.01043
-    c = (a1 * t - a2 - a3) * np.exp(l1 * t) + a2 * np.exp(l2 * t) + a3 * np.exp(l3 * t)
-    return np.where(t > 0, c, 0.0) * scale
-
-
-CP = feng(TG)
+CP = feng(TG, delay_s=15.0)
 CB = 0.9 * CP / (0.75 * np.exp(-0.1 * TG / 60.0) + 0.25)  # whole blood from total plasma
 
 
@@ -43,6 +33,18 @@ def test_frame_average_exact_for_piecewise_linear():
         K.frame_average(t, c, [30.0], [20.0], source="x.tsv")
 
 
+def ode_frame_means(rhs, n_states, vb):
+    """Frame means of ``(1 - vb) tissue + vb blood`` from an ODE whose last two states are the
+    running integrals of the tissue concentration and of whole blood (t in min)."""
+    tb = np.union1d(FS, FS + DUR) / 60.0
+    sol = solve_ivp(rhs, (0, 90), [0] * n_states, t_eval=tb, rtol=1e-11, atol=1e-10,
+                    max_step=1 / 60, method="DOP853")
+    i0, i1 = np.searchsorted(tb, FS / 60), np.searchsorted(tb, (FS + DUR) / 60)
+    d = DUR / 60
+    tissue, blood = sol.y[-2], sol.y[-1]
+    return (1 - vb) * (tissue[i1] - tissue[i0]) / d + vb * (blood[i1] - blood[i0]) / d
+
+
 def test_forward_model_matches_ode():
     K1, k2, vb = 0.3, 0.015, 0.05
     y = tac_1tcm(K1, k2, vb)
@@ -51,12 +53,7 @@ def test_forward_model_matches_ode():
     def rhs(t, s):
         return [K1 * np.interp(t, tm, CP) - k2 * s[0], s[0], np.interp(t, tm, CB)]
 
-    tb = np.union1d(FS, FS + DUR) / 60.0
-    sol = solve_ivp(rhs, (0, 90), [0, 0, 0], t_eval=tb, rtol=1e-11, atol=1e-10, max_step=1 / 60,
-                    method="DOP853")
-    i0, i1 = np.searchsorted(tb, FS / 60), np.searchsorted(tb, (FS + DUR) / 60)
-    d = DUR / 60
-    ode = (1 - vb) * (sol.y[1][i1] - sol.y[1][i0]) / d + vb * (sol.y[2][i1] - sol.y[2][i0]) / d
+    ode = ode_frame_means(rhs, 3, vb)
     pos = ode > 1e-3 * ode.max()
     np.testing.assert_allclose(y[pos], ode[pos], rtol=1e-5)
     np.testing.assert_allclose(y[~pos], ode[~pos], atol=1e-3 * ode.max())
@@ -72,12 +69,7 @@ def test_two_tcm_forward_matches_ode():
         return [K1 * cp - (k2 + k3) * s[0] + k4 * s[1], k3 * s[0] - k4 * s[1], s[0] + s[1],
                 np.interp(t, tm, CB)]
 
-    tb = np.union1d(FS, FS + DUR) / 60.0
-    sol = solve_ivp(rhs, (0, 90), [0, 0, 0, 0], t_eval=tb, rtol=1e-11, atol=1e-10, max_step=1 / 60,
-                    method="DOP853")
-    i0, i1 = np.searchsorted(tb, FS / 60), np.searchsorted(tb, (FS + DUR) / 60)
-    d = DUR / 60
-    ode = (1 - vb) * (sol.y[2][i1] - sol.y[2][i0]) / d + vb * (sol.y[3][i1] - sol.y[3][i0]) / d
+    ode = ode_frame_means(rhs, 4, vb)
     pos = ode > 1e-3 * ode.max()
     np.testing.assert_allclose(y[pos], ode[pos], rtol=1e-5)
 

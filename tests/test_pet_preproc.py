@@ -1,41 +1,33 @@
 """PET preprocessing: summed images, frame motion correction against the simulator's truth,
 coregistration with a known offset, ANTs transform conventions."""
 
-import json
-
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
+from pet_data import simulated_session
 
 from prepost import registration
 from prepost import simulate as sim
 from prepost.errors import InputError
 from prepost.pet import preproc
 
-SMALL = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 20, "voxel_mm": 6.0}, "pet": {"voxel_mm": 4.0}}
-
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("petsim")
-    sim.simulate_subject(root / "bids", root / "truth", "01", sessions=("pre",), params=SMALL)
-    bp, tp = sim.bids_paths(root / "bids", "01", "pre"), sim.truth_paths(root / "truth", "01", "pre")
-    meta = json.loads(bp["pet_json"].read_text())
-    return {"pet": nib.load(bp["pet"]), "t1w": nib.load(bp["t1w"]), "fs": np.array(meta["FrameTimesStart"]),
-            "fd": np.array(meta["FrameDuration"]), "motion": pd.read_csv(tp["pet_motion"], sep="\t")}
+    s = simulated_session(tmp_path_factory.mktemp("petsim"))
+    return {**s, "fs": s["frame_start_s"], "fd": s["frame_duration_s"]}
 
 
 def test_summed_image_is_duration_weighted(study):
     pet, fs, fd = study["pet"], study["fs"], study["fd"]
-    img = preproc.summed_image(pet, fs, fd, window=(1200, np.inf))
+    img = preproc.summed_image(pet, fs, fd, window_s=(1200, None))
     sel = fs >= 1200
     data = pet.get_fdata()
     expected = (data[..., sel] * fd[sel]).sum(-1) / fd[sel].sum()
     np.testing.assert_allclose(img.get_fdata(), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(InputError, match="window"):
-        preproc.summed_image(pet, fs, fd, window=(1e6, 2e6))
-    with pytest.raises(InputError, match="frames"):
+        preproc.summed_image(pet, fs, fd, window_s=(1e6, 2e6))
+    with pytest.raises(InputError, match="FrameTimesStart"):
         preproc.summed_image(pet, fs[:-1], fd[:-1])
 
 
@@ -105,7 +97,7 @@ def test_ants_affine_conventions(tmp_path):
 
 def test_coregistration_known_offset(study):
     pet, fs, fd, t1 = study["pet"], study["fs"], study["fd"], study["t1w"]
-    s = preproc.summed_image(pet, fs, fd, window=(1200, np.inf))
+    s = preproc.summed_image(pet, fs, fd, window_s=(1200, None))
     r1 = preproc.coregister_pet_to_t1w(s, t1)
     R = sim.rigid_matrix([6.0, -4.0, 3.0, 0.05, -0.03, 0.08])  # ~5 deg, ~8 mm
     moved = nib.Nifti1Image(s.get_fdata(dtype=np.float32), R @ s.affine)

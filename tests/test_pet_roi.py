@@ -4,28 +4,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 from nilearn import datasets
+from pet_data import simulated_session, template_priors
 
-from prepost import registration
-from prepost import simulate as sim
 from prepost.errors import InputError
-from prepost.pet import preproc, roi
-
-SMALL = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 20, "voxel_mm": 6.0}, "pet": {"voxel_mm": 4.0}}
+from prepost.pet import roi
 
 
 @pytest.fixture(scope="module")
 def anat(tmp_path_factory):
     root = tmp_path_factory.mktemp("roisim")
-    sim.simulate_subject(root / "bids", root / "truth", "01", sessions=("pre",), params=SMALL)
-    bp = sim.bids_paths(root / "bids", "01", "pre")
-    to_mni = sim.t1w_to_mni("01", "pre")
-    mni2t1 = [registration.write_ants_affine(to_mni, root / "xfm" / "from-MNI_to-T1w.mat")]
-    t1 = nib.load(bp["t1w"])
-    maps = {k: preproc.apply_ants_transforms(f(resolution=1), t1, mni2t1)
-            for k, f in (("brain", datasets.load_mni152_brain_mask),
-                         ("gm", datasets.load_mni152_gm_template),
-                         ("wm", datasets.load_mni152_wm_template))}
-    return {"t1w": t1, "mni2t1": mni2t1, "to_mni": to_mni, **maps}
+    t1 = simulated_session(root)["t1w"]
+    return {"t1w": t1, **template_priors(t1, root)}
 
 
 def _build(anat, cfg, **kw):

@@ -7,32 +7,23 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from nilearn import datasets
+from pet_data import simulated_session, template_priors
 from scipy import ndimage
 
-from prepost import registration
 from prepost import simulate as sim
 from prepost.errors import InputError
 from prepost.pet import kinetics, preproc, roi, tacs
 
-SMALL = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 20, "voxel_mm": 6.0}, "pet": {"voxel_mm": 4.0}}
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("tacsim")
-    sim.simulate_subject(root / "bids", root / "truth", "01", sessions=("pre",), params=SMALL)
-    bp, tp = sim.bids_paths(root / "bids", "01", "pre"), sim.truth_paths(root / "truth", "01", "pre")
-    meta = json.loads(bp["pet_json"].read_text())
-    fs, fd = np.array(meta["FrameTimesStart"]), np.array(meta["FrameDuration"])
-    t1 = nib.load(bp["t1w"])
-    to_mni = sim.t1w_to_mni("01", "pre")
-    mni2t1 = [registration.write_ants_affine(to_mni, root / "xfm" / "from-MNI_to-T1w.mat")]
-    maps = {k: preproc.apply_ants_transforms(f(resolution=1), t1, mni2t1)
-            for k, f in (("brain", datasets.load_mni152_brain_mask),
-                         ("gm", datasets.load_mni152_gm_template),
-                         ("wm", datasets.load_mni152_wm_template))}
-    pet = nib.load(bp["pet"])
+    session = simulated_session(root)
+    meta, tp, t1, pet = session["meta"], session["truth"], session["t1w"], session["pet"]
+    fs, fd = session["frame_start_s"], session["frame_duration_s"]
+    maps = template_priors(t1, root)
+    mni2t1 = maps["mni2t1"]
     corr, _ = preproc.frame_motion_correct(pet, fs, fd)
     ssum = preproc.summed_image(corr, fs, fd, window_s=(1200, None))
     reg = preproc.coregister_pet_to_t1w(ssum, t1, t1w_mask_img=maps["brain"])

@@ -42,7 +42,8 @@ import pandas as pd
 from scipy import ndimage
 
 from prepost.errors import InputError
-from prepost.image import FWHM_TO_SIGMA, from_ants, load_img, to_ants
+from prepost.image import FWHM_TO_SIGMA, from_ants, image_name, load_img, to_ants
+from prepost.pet.frames import check_frames, window_weights
 from prepost.registration import (
     PARAM_NAMES,
     affine_to_params,
@@ -66,67 +67,38 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------
-def _frames(frame_start, frame_duration, n, source=None):
-    fs = np.asarray(frame_start, dtype=float).ravel()
-    fd = np.asarray(frame_duration, dtype=float).ravel()
-    if fs.size != n or fd.size != n:
-        raise InputError(file=source, field="FrameTimesStart/FrameDuration",
-                         expected=f"{n} frames (the 4th image dimension)",
-                         found=f"{fs.size} starts and {fd.size} durations")
-    if not (np.all(np.isfinite(fs)) and np.all(np.isfinite(fd))) or np.any(fd <= 0):
-        raise InputError(file=source, field="FrameDuration", expected="finite, positive durations")
-    if np.any(np.diff(fs) <= 0):
-        raise InputError(file=source, field="FrameTimesStart", expected="increasing frame starts")
-    return fs, fd
-
-
 # --------------------------------------------------------------------------------------------
 # summed image
 # --------------------------------------------------------------------------------------------
-def summed_image(pet_img, frame_start, frame_duration, window=(0.0, np.inf), *,
-                 min_overlap=0.5):
-    """Duration-weighted mean of the frames of a dynamic PET within a time window.
+def summed_image(pet_img, frame_start_s, frame_duration_s, window_s=(0.0, None)):
+    """Mean of the frames of a dynamic PET over a time window.
 
     Parameters
     ----------
     pet_img : nibabel image or path
         4D dynamic PET.
-    frame_start, frame_duration : array-like of float
+    frame_start_s, frame_duration_s : array-like of float
         Frame starts and durations (s).
-    window : (float, float), default=(0, inf)
-        Start and end of the window (s). A frame is used when at least ``min_overlap`` of its
-        duration lies inside the window; it is weighted by its full duration.
-    min_overlap : float, default=0.5
-        Fraction of a frame that must lie in the window.
+    window_s : (float, float or None), default=(0, None)
+        Start and end of the window (s); an end of None, or one past the scan, runs to the scan
+        end. Each frame is weighted by the time it shares with the window
+        (:func:`prepost.pet.frames.window_weights`), so frames on the window's edges count by
+        their duration.
 
     Returns
     -------
     nibabel.Nifti1Image
-        3D float32 image ``sum_f d_f x_f / sum_f d_f`` (same unit as the PET).
+        3D float32 image ``sum_f w_f x_f`` with ``w`` the window weights (same unit as the PET).
     """
     img = load_img(pet_img, ndim=4, field="pet_img")
-    fs, fd = _frames(frame_start, frame_duration, img.shape[3])
-    w = _window_weights(fs, fd, window, min_overlap)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, img.shape[3],
+                                                   source=image_name(img))
+    w = window_weights(frame_start_s, frame_duration_s, window_s, within_scan=False)
     data = np.asarray(img.dataobj, dtype=np.float32)
-    out = np.tensordot(data, (w / w.sum()).astype(np.float32), axes=([3], [0]))
+    out = np.tensordot(data, w.astype(np.float32), axes=([3], [0]))
     res = nib.Nifti1Image(out.astype(np.float32), img.affine)
     res.header.set_xyzt_units("mm", "sec")
     return res
-
-
-def _window_weights(fs, fd, window, min_overlap=0.5):
-    try:
-        t0, t1 = (float(v) for v in window)
-    except (TypeError, ValueError) as exc:
-        raise InputError(field="window", expected="(start_s, end_s)", found=repr(window)) from exc
-    if not t1 > t0:
-        raise InputError(field="window", expected="end > start", found=repr(window))
-    overlap = np.clip(np.minimum(fs + fd, t1) - np.maximum(fs, t0), 0, None) / fd
-    use = overlap >= min_overlap
-    if not use.any():
-        raise InputError(field="window", expected="a window covering at least one frame",
-                         found=f"{window} for frames {fs[0]:g}-{fs[-1] + fd[-1]:g} s")
-    return np.where(use, fd, 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +164,7 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
         framewise displacement ``fd_mm`` (Power, 50 mm radius).
     """
     img = load_img(pet_img, ndim=4, field="pet_img")
-    fs, fd = _frames(frame_start, frame_duration, img.shape[3])
+    fs, fd = check_frames(frame_start, frame_duration, img.shape[3], source=image_name(img))
     data = np.asarray(img.dataobj, dtype=np.float32)
     affine = np.asarray(img.affine, float)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
