@@ -94,7 +94,10 @@ def small_config(tmp_path, n=2, filename="config.yaml", **extra):
     """
     part = tmp_path / "participants.tsv"
     rows = "".join(f"sub-{i + 1:02d}\t{30 + i}\t{1 + 6 * (i % 2)}\n" for i in range(n))
-    part.write_text("participant_id\tage\tfollowup_days\n" + rows)
+    text = "participant_id\tage\tfollowup_days\n" + rows
+    # rewritten only when it changes: a newer participants.tsv would make earlier results stale
+    if not part.exists() or part.read_text() != text:
+        part.write_text(text)
     cfg = {
         "participants": str(part),
         "results_dir": str(tmp_path / "results"),

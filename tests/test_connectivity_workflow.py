@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 import runner
-from runner import ROOT, snakemake
+from runner import ROOT, dry_run_jobs, snakemake
 
 SPACE = "MNI152NLin2009aSym"
 SIM = {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 150, "voxel_mm": 6.0},
@@ -127,21 +127,6 @@ def conn_targets(results, atlas="Schaefer400", n=N_SUBJECTS):
     return out
 
 
-def jobs_of(dry_run_output):
-    """{rule: count} of the jobs a dry run schedules (from its job-stats table)."""
-    jobs, on = {}, False
-    for line in dry_run_output.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            on, jobs = True, {}
-        elif on and len(parts) == 2 and parts[1].isdigit():
-            if parts[0] == "total":
-                on = False
-            else:
-                jobs[parts[0]] = int(parts[1])
-    return jobs
-
-
 def _pair(a, b, order):
     return (a, b) if order.index(a) <= order.index(b) else (b, a)
 
@@ -210,7 +195,7 @@ def test_default_config_registers_connectivity_targets(tmp_path):
     if "desc-denoised_bold" not in (ROOT / "workflow/rules/fmri.smk").read_text():
         assert "connectivity_" not in res.stdout  # no producer of the stage's input yet
         pytest.skip("the fMRI stage does not produce the denoised BOLD yet")
-    jobs = jobs_of(res.stdout + res.stderr)
+    jobs = dry_run_jobs(res.stdout + res.stderr)
     n = len(pd.read_csv(ROOT / "config/participants.tsv", sep="\t"))
     assert jobs["connectivity_timeseries"] == jobs["connectivity_measures"] == 2 * n
     assert jobs["connectivity_fc"] == 4 * n  # pearson + partial
@@ -299,17 +284,17 @@ def test_params_change_reruns_only_connectivity(conn_study, tmp_path):
     targets = conn_targets(results)
     # the fMRI stage's outputs are fabricated here: only connectivity rules may be scheduled
     allowed = ("--allowed-rules", *sorted(CONN_RULES))
-    base = jobs_of(snakemake("-n", "--configfile", str(cfg), *allowed, "--", *targets,
+    base = dry_run_jobs(snakemake("-n", "--configfile", str(cfg), *allowed, "--", *targets,
                              cwd=root).stdout)
     assert not set(base) & CONN_RULES
     res = snakemake("-n", "--configfile", str(cfg),
                     _overlay(tmp_path, "a.yaml", {"graph_densities": [0.1]}), *allowed, "--",
                     *targets, cwd=root)
-    assert jobs_of(res.stdout) == {**base, "connectivity_measures": 2 * N_SUBJECTS}
+    assert dry_run_jobs(res.stdout) == {**base, "connectivity_measures": 2 * N_SUBJECTS}
     res = snakemake("-n", "--configfile", str(cfg),
                     _overlay(tmp_path, "b.yaml", {"min_coverage": 0.6}), *allowed, "--", *targets,
                     cwd=root)
-    new = {k: v for k, v in jobs_of(res.stdout).items() if base.get(k) != v}
+    new = {k: v for k, v in dry_run_jobs(res.stdout).items() if base.get(k) != v}
     assert set(new) == {"connectivity_timeseries", "connectivity_fc", "connectivity_measures",
                         "connectivity_tangent", "connectivity_gradients"}
 

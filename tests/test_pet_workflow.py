@@ -17,7 +17,7 @@ from scipy import stats
 
 from prepost import simulate as psim
 from prepost.pet import kinetics, pvc, roi, stage, tacs
-from runner import snakemake
+from runner import dry_run_jobs, snakemake
 
 SPACE = "MNI152NLin2009aSym"
 SESSIONS = ("pre", "post")
@@ -25,23 +25,6 @@ NETWORKS = ["Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Defau
 PET_RULES = {"pet_motion", "pet_coreg", "pet_rois", "pet_tacs", "pet_blood", "pet_kinetics",
              "pet_maps"}
 UNTIL = ["--until", "pet_kinetics", "pet_maps"]
-
-
-
-def scheduled(res):
-    """Rule -> job count from a dry run's job table."""
-    out, on = {}, False
-    for line in (res.stdout + res.stderr).splitlines():
-        if line.startswith("job ") and "count" in line:
-            on = True
-            continue
-        if on:
-            parts = line.split()
-            if not parts or parts[0] == "total":
-                break
-            if len(parts) == 2 and parts[1].isdigit():
-                out[parts[0]] = int(parts[1])
-    return out
 
 
 def stem(results, ses, sub="01"):
@@ -325,18 +308,18 @@ def test_suvr_rank_correlates_with_true_vt(spread_study):
 def test_params_change_reschedules_only_kinetics(study):
     tmp, cfg, _, _ = study
     res = snakemake("-n", "--cores", "2", "--configfile", str(cfg), *UNTIL, cwd=tmp)
-    assert not scheduled(res)  # nothing to do
+    assert not dry_run_jobs(res)  # nothing to do
     res = snakemake("-n", "--cores", "2", "--configfile", str(cfg), *UNTIL,
                     "--config", "pet={models: [1tcm, srtm, suvr]}", cwd=tmp)
-    assert scheduled(res) == {"pet_kinetics": 2}
+    assert dry_run_jobs(res) == {"pet_kinetics": 2}
     # the same change from a second config file (numbers inside --config mappings stay strings)
     res = snakemake("-n", "--cores", "2", "--configfile", str(cfg), str(tmp / "models.yaml"),
                     *UNTIL, cwd=tmp)
-    assert scheduled(res) == {"pet_kinetics": 2}
+    assert dry_run_jobs(res) == {"pet_kinetics": 2}
     res = snakemake("-n", "--cores", "2", "--configfile", str(cfg), str(tmp / "window.yaml"),
                     *UNTIL, cwd=tmp)
     # the SUVR window is a parameter of the kinetic models and of the voxel-wise SUVR map
-    assert scheduled(res) == {"pet_kinetics": 2, "pet_maps": 2}
+    assert dry_run_jobs(res) == {"pet_kinetics": 2, "pet_maps": 2}
 
 
 @pytest.mark.slow

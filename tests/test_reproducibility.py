@@ -6,7 +6,6 @@ the re-run checks are dry runs against it.
 
 import filecmp
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,27 +13,15 @@ import time
 
 import pytest
 import yaml
-from runner import ROOT, snakemake
+from runner import ROOT, TINY, dry_run_jobs, small_config, snakemake
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "simulate": {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 60, "voxel_mm": 6.0},
-                 "pet": {"voxel_mm": 6.0}},
-    "fmri": {"resolution_mm": 6, "denoise": {"min_retained_s": 60}},
-    "connectivity": {"atlases": ["Schaefer100"], "fc_kinds": ["pearson"]},
-    # coarse 4 mm anatomy: the default 1 mL ROI minimum would reject the GM-masked ACC sphere
-    "pet": {"parametric_maps": False, "min_volume_ml": 0.2},
-}
 
-
-def _config(tmp_path, name, **over):
-    part = tmp_path / "participants.tsv"
-    part.write_text("participant_id\tage\tfollowup_days\nsub-01\t30\t1\nsub-02\t41\t7\n")
-    cfg = {**TINY, "participants": str(part), "results_dir": str(tmp_path / name), **over}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def _config(tmp_path, name):
+    """A 2-participant TINY study whose results go to tmp_path/name."""
+    return small_config(tmp_path, filename=f"{name}.yaml", results_dir=str(tmp_path / name),
+                        **TINY)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +36,7 @@ def _scheduled(tmp, cfg, overlay):
     over = tmp / "overlay.yaml"
     over.write_text(yaml.safe_dump(overlay))
     res = snakemake("-n", "--cores", "2", "--configfile", str(cfg), str(over), cwd=tmp)
-    out = res.stdout + res.stderr
-    table = out.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in out else ""
-    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+\s*$", table, re.M)} - {"all", "total"}
+    return set(dry_run_jobs(res)) - {"all"}
 
 
 UPSTREAM_FMRI = {"anat", "fmri_preproc", "simulate_subject", "simulate_dataset", "bids_inventory"}
