@@ -41,7 +41,8 @@ def run(tmp_path_factory):
     brain = tis["brain"] > 0.5
     wm = erode_mask(tis["wm"] > 0.9)
     csf = tis["csf"] > 0.7
-    df, meta = compute_confounds(mc, est, brain, wm, csf, tr=2.0, n_dummy=2)
+    df, meta = compute_confounds(mc, est, brain, wm, csf, t_r=2.0, n_dummy=2,
+                                 fd_threshold=0.5, dvars_threshold=1.5)
     return {"mc": mc, "df": df, "meta": meta, "brain": brain, "truth": motion_true}
 
 
@@ -168,9 +169,11 @@ def test_input_errors(run):
     mc = run["mc"]
     p = run["df"][["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]]
     with pytest.raises(InputError):
-        compute_confounds(mc, p.iloc[:-1], run["brain"], run["brain"], run["brain"], tr=2.0)
+        compute_confounds(mc, p.iloc[:-1], run["brain"], run["brain"], run["brain"], t_r=2.0,
+                          fd_threshold=0.5, dvars_threshold=1.5)
     with pytest.raises(InputError):
-        compute_confounds(mc, p, run["brain"][:-1], run["brain"], run["brain"], tr=2.0)
+        compute_confounds(mc, p, run["brain"][:-1], run["brain"], run["brain"], t_r=2.0,
+                          fd_threshold=0.5, dvars_threshold=1.5)
     with pytest.raises(InputError):
         compute_confounds(mc, p, run["brain"], np.zeros_like(run["brain"]), run["brain"],
-                          tr=2.0)
+                          t_r=2.0, fd_threshold=0.5, dvars_threshold=1.5)

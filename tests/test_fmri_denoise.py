@@ -21,7 +21,7 @@ def test_censor_mask_thresholds_and_segments():
     fd = np.zeros(20)
     fd[[3, 10]] = 0.6
     # flagged 3 and 10; segments 0-2 (3 vols) and 4-9 (6) and 11-19 (9)
-    keep = censor_mask(fd, None, fd_thresh=0.5, dvars_thresh=None, min_segment=5)
+    keep = censor_mask(fd, None, fd_threshold=0.5, dvars_threshold=None, min_segment=5)
     expected = np.ones(20, bool)
     expected[[0, 1, 2, 3, 10]] = False
     assert np.array_equal(keep, expected)
@@ -35,9 +35,9 @@ def test_censor_mask_thresholds_and_segments():
     assert np.array_equal(np.flatnonzero(~keep), [5, 6, 7, 8, 9, 10])
     # DVARS criterion, NaN (first row) never flags, min_segment=0 keeps short segments
     sd = np.r_[np.nan, np.ones(9), 2.0, np.ones(9)]
-    keep = censor_mask(np.r_[np.nan, np.zeros(19)], sd, dvars_thresh=1.5, min_segment=0)
+    keep = censor_mask(np.r_[np.nan, np.zeros(19)], sd, dvars_threshold=1.5, min_segment=0)
     assert np.array_equal(np.flatnonzero(~keep), [10])
-    keep = censor_mask(None, sd, dvars_thresh=None, min_segment=5)
+    keep = censor_mask(None, sd, dvars_threshold=None, min_segment=5)
     assert keep.all()
     # extra volumes (non-steady state) are censored and count as segment boundaries
     keep = censor_mask(np.zeros(12), None, extra=np.arange(12) < 2, min_segment=5)
@@ -62,7 +62,7 @@ def test_filter_response_keeps_005_removes_02():
     x = np.stack([np.sin(2 * np.pi * 0.05 * t), np.sin(2 * np.pi * 0.2 * t)], axis=1) + 100.0
     conf = _random_confounds(n)
     conf.iloc[:, :8] = 0.0  # no nuisance signal: only the filter acts
-    res = denoise(x, conf, tr=tr, strategy="simple", censor=False,
+    res = denoise(x, conf, t_r=tr, strategy="simple", censor=False,
                   low_pass=0.08, high_pass=0.01, min_retained_s=0)
     amp = res.data[20:-20].std(axis=0) * np.sqrt(2)  # away from the filter's edges
     assert amp[0] > 0.9
@@ -75,7 +75,7 @@ def test_everything_censored_is_excluded_not_an_error():
     fd = np.r_[np.nan, np.full(n - 1, 2.0)]
     df = _random_confounds(n, with_fd=fd)
     x = np.random.default_rng(1).normal(size=(n, 10)) + 50
-    res = denoise(x, df, tr=2.0, strategy="simple", censor=True,
+    res = denoise(x, df, t_r=2.0, strategy="simple", censor=True,
                   min_retained_s=240)
     assert res.qc["excluded"] is True
     assert "censor" in res.qc["reason"] and "minimum" in res.qc["reason"]
@@ -84,7 +84,7 @@ def test_everything_censored_is_excluded_not_an_error():
     assert res.qc["n_censored"] >= n - 1
     # a short but cleanable run is returned with its data and flagged
     df2 = _random_confounds(n)
-    res2 = denoise(x, df2, tr=2.0, strategy="simple", min_retained_s=600)
+    res2 = denoise(x, df2, t_r=2.0, strategy="simple", min_retained_s=600)
     assert res2.qc["excluded"] and res2.data is not None and res2.data.shape == (n, 10)
     assert "240 s retained" in res2.qc["reason"]
 
@@ -155,7 +155,8 @@ def test_default_strategy_recovers_network_signals(simulated):
     params, affines = estimate_motion(img)
     mc = apply_motion(img, affines)
     df, meta = compute_confounds(mc, params, tis["brain"] > 0.5, erode_mask(tis["wm"] > 0.9),
-                                 tis["csf"] > 0.7, tr=2.0, n_dummy=2)
+                                 tis["csf"] > 0.7, t_r=2.0, n_dummy=2,
+                                 fd_threshold=0.5, dvars_threshold=1.5)
     table = sim.schaefer400_table()
     net = np.array([sim.NETWORKS.index(n) for n in table.network])
     gm = (tis["gm"] > 0.5) & (simulated["labels"] > 0)
@@ -167,7 +168,7 @@ def test_default_strategy_recovers_network_signals(simulated):
         return np.mean([np.corrcoef(y[:, netlab == k].mean(1), truth[keep, k])[0, 1]
                         for k in range(len(sim.NETWORKS))])
 
-    res = denoise(x, df, tr=2.0, strategy="default", metadata=meta, min_retained_s=60)
+    res = denoise(x, df, t_r=2.0, strategy="default", metadata=meta, min_retained_s=60)
     keep = np.arange(x.shape[0]) >= 2
     raw = signal.clean(x[keep], detrend=True, standardize=None, filter="butterworth",
                        low_pass=0.08, high_pass=0.01, t_r=2.0, butterworth__order=2)
@@ -182,7 +183,7 @@ def test_default_strategy_recovers_network_signals(simulated):
 
     # image input with a mask returns a 4D image of the kept volumes
     mask = nib.Nifti1Image(gm.astype(np.uint8), mc.affine)
-    res_img = denoise(mc, df, mask=mask, tr=2.0, strategy="default", metadata=meta,
+    res_img = denoise(mc, df, mask=mask, t_r=2.0, strategy="default", metadata=meta,
                       min_retained_s=60)
     assert res_img.data.shape == mc.shape[:3] + (int(res.sample_mask.sum()),)
     np.testing.assert_allclose(res_img.data.get_fdata()[gm].T, res.data, rtol=1e-4, atol=1e-3)
