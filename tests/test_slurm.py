@@ -11,8 +11,7 @@ import subprocess
 import time
 
 import pytest
-import yaml
-from runner import ROOT, snakemake
+from runner import ROOT, small_config, snakemake
 
 
 def _cluster_up():
@@ -34,17 +33,11 @@ def cluster():
 
 
 def _config(tmp_path, name):
-    part = tmp_path / "participants.tsv"
-    part.write_text("participant_id\tage\tfollowup_days\nsub-01\t30\t1\n")
-    cfg = {
-        "participants": str(part),
-        "results_dir": str(tmp_path / name),
-        "simulate": {"anat": {"voxel_mm": 6.0}, "bold": {"n_volumes": 20, "voxel_mm": 8.0},
-                     "pet": {"voxel_mm": 8.0}},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    """One participant at the coarsest sizes; results in tmp_path/name."""
+    return small_config(tmp_path, n=1, filename=f"{name}.yaml", results_dir=str(tmp_path / name),
+                        simulate={"anat": {"voxel_mm": 6.0},
+                                  "bold": {"n_volumes": 20, "voxel_mm": 8.0},
+                                  "pet": {"voxel_mm": 8.0}})
 
 
 def _targets(tmp_path, name):
