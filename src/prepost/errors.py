@@ -6,6 +6,9 @@ input without reading code. Readers raise these and never let a bare KeyError/In
 
 from __future__ import annotations
 
+__all__ = ["BIDSError", "ConfigError", "FitError", "InputError", "PrepostError",
+           "ValidationReport"]
+
 
 class PrepostError(Exception):
     """Base class of every error the package raises on purpose."""

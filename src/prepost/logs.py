@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+__all__ = ["setup"]
+
 
 def setup(log_path=None, level=logging.INFO):
     """Send the package's log records (and warnings) to ``log_path`` and stderr; return the logger."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
+__all__ = ["CORE_PACKAGES", "package_versions", "record", "sidecar_path"]
+
 CORE_PACKAGES = ("prepost", "snakemake", "nipype", "nilearn", "nibabel", "numpy", "scipy",
                  "statsmodels", "pandas", "matplotlib", "antspyx")
 
@@ -60,7 +62,7 @@ def record(outputs, *, rule, params=None, inputs=None):
     import json
     from pathlib import Path
 
-    from .io import write_json
+    from prepost.io import write_json
 
     prov = {
         "Rule": rule,
