@@ -7,9 +7,14 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# This workflow's folder, also when another workflow imports it as a module (workflow.basedir is
+# then the importing workflow's folder).
+PREPOST_DIR = os.path.dirname(os.path.abspath(workflow.snakefile))
+
+
 # The shipped protocol is the base; --configfile/--config override it key by key. Used as a
 # module, the importing workflow's config replaces it (module ... config: config).
-configfile: os.path.join(os.path.dirname(os.path.abspath(workflow.snakefile)), "config", "config.yaml")
+configfile: os.path.join(PREPOST_DIR, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -8,6 +8,8 @@ template's, sampled the same way.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -40,8 +42,8 @@ def run(tmp_path_factory):
     img, truth = _phantom()
     path = out / "sub-01_ses-pre_T1w.nii.gz"
     img.to_filename(path)
-    res = anat.process_t1w(path, out_prefix=out / "sub-01_ses-pre", template_resolution=2,
-                           n_threads=1, seed=1, truth_mask=truth["brain"])
+    res = anat.process_t1w(path, transform_paths=anat.output_paths(out, sub="01", ses="pre"),
+                           template_resolution=2, n_threads=1, seed=1, truth_mask=truth["brain"])
     return {"dir": out, "t1w": img, "path": path, "truth": truth, "res": res}
 
 
@@ -114,28 +116,41 @@ def test_saved_inverse_affine_equals_ants_inversion(run):
 
 def test_save_load_round_trip_is_identical(run, tmp_path):
     xfm = run["res"]["transforms"]
-    loaded = anat.load_transforms(run["dir"] / "sub-01_ses-pre")
+    loaded = anat.load_transforms(xfm["sidecar"])
     assert loaded["forward"] == xfm["forward"] and loaded["inverse"] == xfm["inverse"]
-    assert anat.load_transforms(xfm["sidecar"])["forward"] == xfm["forward"]
     name = "sub-01_ses-pre_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.json"
     assert xfm["sidecar"].endswith(name)
     other = anat.save_transforms(
         {"forward": loaded["forward"], "inverse": [loaded["affine"], loaded["inverse_warp"]],
-         "template_resolution": 2}, tmp_path / "lbl", space="MNI152NLin2009aSym")
+         "template_resolution": 2}, anat.output_paths(tmp_path / "lbl", sub="01", ses="pre"),
+        space="MNI152NLin2009aSym")
     assert "_to-MNI152NLin2009aSym_" in other["warp"]
     assert anat.load_transforms(other["sidecar"])["template"] == "MNI152NLin2009aSym"
-    # re-save from a reloaded registration dict under another prefix
+    # re-save from a reloaded registration dict under another root
     reg = {"forward": loaded["forward"], "inverse": [loaded["affine"], loaded["inverse_warp"]],
            "template_resolution": 2, "settings": loaded["settings"]}
-    again = anat.save_transforms(reg, tmp_path / "copy")
+    again = anat.save_transforms(reg, anat.output_paths(tmp_path / "copy", sub="01", ses="pre"))
     ref = anat.mni_reference(2)
     a = anat.apply_to_mni(run["t1w"], xfm, ref).get_fdata()
     b = anat.apply_to_mni(run["t1w"], again, ref).get_fdata()
     c = anat.apply_to_t1w(ref, xfm, run["t1w"]).get_fdata()
-    d = anat.apply_to_t1w(ref, tmp_path / "copy", run["t1w"]).get_fdata()
+    d = anat.apply_to_t1w(ref, again["sidecar"], run["t1w"]).get_fdata()
     assert np.array_equal(a, b) and np.array_equal(c, d)
-    for key in ("affine", "warp", "inverse_affine", "inverse_warp", "sidecar"):
-        assert anat.transform_paths(tmp_path / "copy")[key].is_file()
+    for key in anat.TRANSFORM_KEYS:
+        assert Path(again[key]).is_file()
+
+
+def test_output_names_are_built_from_bids_entities():
+    paths = anat.output_paths("res", sub="01", ses="pre", template_resolution=1)
+    stem = "res/sub-01/ses-pre/anat/sub-01_ses-pre"
+    assert paths["preproc"] == f"{stem}_desc-preproc_T1w.nii.gz"
+    assert paths["brain_mask"] == f"{stem}_desc-brain_mask.nii.gz"
+    assert paths["GM"] == f"{stem}_label-GM_probseg.nii.gz"
+    assert paths["mni_t1w"] == f"{stem}_space-MNI152NLin2009aSym_res-1_desc-preproc_T1w.nii.gz"
+    assert paths["qc"] == f"{stem}_desc-anat_qc.json"
+    assert paths["inverse_warp"] == \
+        f"{stem}_from-MNI152NLin2009aSym_to-T1w_mode-image_desc-warp_xfm.nii.gz"
+    assert paths["sidecar"] == f"{stem}_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.json"
 
 
 def test_4d_images_are_resampled_volume_by_volume(run):
@@ -188,7 +203,7 @@ def test_bad_inputs_name_the_file(tmp_path):
     with pytest.raises(InputError, match="flat_T1w.nii"):
         anat.load_t1w(flat)
     with pytest.raises(InputError, match="_xfm.json"):
-        anat.load_transforms(tmp_path / "nothing")
+        anat.load_transforms(tmp_path / "nothing_xfm.json")
     with pytest.raises(InputError, match="transform"):
         anat.register_to_mni(flat, transform="Affine")
 

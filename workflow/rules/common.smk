@@ -13,17 +13,12 @@ from prepost.errors import PrepostError
 validate(config, "../schemas/config.schema.yaml")
 
 
-# The repository root of this workflow, also when another workflow imports it as a module
-# (workflow.basedir is then the importing workflow's folder).
-WORKFLOW_ROOT = Path(workflow.snakefile).resolve().parents[2]
-
-
 def _from_workflow(path):
     """A relative path that is not in the working directory is taken from the workflow folder."""
     p = Path(path)
     if p.is_absolute() or p.exists():
         return str(p)
-    return str(WORKFLOW_ROOT / p)
+    return str(Path(PREPOST_DIR) / p)
 
 
 config["participants"] = _from_workflow(config["participants"])
