@@ -1,9 +1,9 @@
 # Stage: pet. Frame motion correction, PET->T1w coregistration, ROIs, TACs (optionally partial-volume
 # corrected), metabolite-corrected arterial input, kinetic models, tidy per-session table and
-# voxel-wise parametric maps in MNI space.
-from prepost import anat as panat
+# voxel-wise parametric maps in MNI space at the anatomy's template resolution.
 from prepost.errors import InputError
 from prepost.pet import roi as proi
+from prepost.pet import stage as pstage
 
 PET_CFG = config["pet"]
 # ROI definitions and the reference region are checked now, at DAG time
@@ -24,34 +24,34 @@ PET_BLOOD = PET and all(
 PET_MODELS = [m for m in PET_CFG["models"] if PET_BLOOD or m not in PET_PLASMA_MODELS]
 PET_GTM = PET_CFG["pvc"] == "gtm"
 PET_MAPS = ["SUVR", "BPNDsrtm"] + (["VTlogan"] if PET_BLOOD else [])
-PET_ANAT = (
-    f"{RESULTS}/sub-{{subject}}/ses-{{session}}/anat/sub-{{subject}}_ses-{{session}}"
+# every PET file name, from its entities (wildcards for participant and session)
+PET_OUT = pstage.output_paths(
+    RESULTS,
+    sub="{subject}",
+    ses="{session}",
+    trc=TRACER,
+    space=SPACE,
+    res=ANAT["template_resolution"],
+    maps=PET_MAPS,
 )
-PET_XFM = {
-    f"xfm_{k}": str(v) for k, v in panat.transform_paths(PET_ANAT, space=SPACE).items()
-}
-PET_T = (
-    f"{RESULTS}/sub-{{subject}}/ses-{{session}}/pet/sub-{{subject}}_ses-{{session}}"
-    + (f"_trc-{TRACER}" if TRACER else "")
-)
-PET_MNI = f"{PET_T}_space-{SPACE}_res-2"
 PET_LOGS = f"{LOGS}/pet/sub-{{subject}}_ses-{{session}}"
 PET_BENCH = f"{RESULTS}/benchmarks/pet/sub-{{subject}}_ses-{{session}}"
 PET_RUNS = {"subject": SUBJECTS, "session": SESSIONS}
+# the T1w -> MNI transforms (forward for the maps, inverse for atlas ROIs) and their sidecar
+PET_XFM = {
+    f"xfm_{k}": rules.anat.output[k]
+    for k in ("affine", "warp", "inverse_affine", "inverse_warp", "sidecar")
+}
 
 if PET:
-    TIDY_TABLES += expand(f"{PET_T}_desc-pet_long.tsv", **PET_RUNS)
-    STAGE_TARGETS["pet"] = (
-        expand(f"{PET_T}_desc-pet_long.tsv", **PET_RUNS)
-        + expand(f"{PET_T}_desc-kinetics_table.tsv", **PET_RUNS)
-        + expand(
-            f"{PET_T}_desc-{{qc}}_qc.png", **PET_RUNS, qc=["motion", "coreg", "tacs"]
-        )
-        + (
-            expand(f"{PET_MNI}_stat-{{stat}}_petmap.nii.gz", **PET_RUNS, stat=PET_MAPS)
-            if PET_CFG["parametric_maps"]
-            else []
-        )
+    TIDY_TABLES += expand(PET_OUT["long"], **PET_RUNS)
+    STAGE_TARGETS["pet"] = expand(
+        [
+            PET_OUT[k]
+            for k in ["long", "kinetics", "motion_qc", "coreg_png", "tacs_qc"]
+            + ([f"map_{m}" for m in PET_MAPS] if PET_CFG["parametric_maps"] else [])
+        ],
+        **PET_RUNS,
     )
 
 
@@ -59,10 +59,10 @@ rule pet_motion:
     input:
         unpack(get_pet),
     output:
-        pet=f"{PET_T}_desc-mc_pet.nii.gz",
-        pet_json=f"{PET_T}_desc-mc_pet.json",
-        motion=f"{PET_T}_desc-motion_timeseries.tsv",
-        png=f"{PET_T}_desc-motion_qc.png",
+        pet=PET_OUT["pet"],
+        pet_json=PET_OUT["pet_json"],
+        motion=PET_OUT["motion"],
+        png=PET_OUT["motion_qc"],
     log:
         f"{PET_LOGS}_motion.log",
     benchmark:
@@ -76,6 +76,7 @@ rule pet_motion:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=20,
     params:
+        step="motion",
         bids_dir=BIDS_DIR,
         min_start_s=PET_CFG["motion"]["min_start_s"],
         method=PET_CFG["motion"]["method"],
@@ -86,15 +87,15 @@ rule pet_motion:
 
 rule pet_coreg:
     input:
-        pet=f"{PET_T}_desc-mc_pet.nii.gz",
-        pet_json=f"{PET_T}_desc-mc_pet.json",
-        t1w=f"{PET_ANAT}_desc-preproc_T1w.nii.gz",
-        mask=f"{PET_ANAT}_desc-brain_mask.nii.gz",
+        pet=rules.pet_motion.output.pet,
+        pet_json=rules.pet_motion.output.pet_json,
+        t1w=rules.anat.output.preproc,
+        mask=rules.anat.output.brain_mask,
     output:
-        xfm=f"{PET_T}_from-pet_to-T1w_mode-image_xfm.mat",
-        summed=f"{PET_T}_desc-summed_pet.nii.gz",
-        qc=f"{PET_T}_desc-coreg_qc.json",
-        png=f"{PET_T}_desc-coreg_qc.png",
+        xfm=PET_OUT["xfm"],
+        summed=PET_OUT["summed"],
+        qc=PET_OUT["coreg_qc"],
+        png=PET_OUT["coreg_png"],
     log:
         f"{PET_LOGS}_coreg.log",
     benchmark:
@@ -109,6 +110,7 @@ rule pet_coreg:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=15,
     params:
+        step="coreg",
         window_s=PET_CFG["coreg"]["window_s"],
         init=PET_CFG["coreg"]["init"],
     script:
@@ -118,17 +120,17 @@ rule pet_coreg:
 rule pet_rois:
     input:
         **PET_XFM,
-        t1w=f"{PET_ANAT}_desc-preproc_T1w.nii.gz",
-        mask=f"{PET_ANAT}_desc-brain_mask.nii.gz",
-        gm=f"{PET_ANAT}_label-GM_probseg.nii.gz",
-        wm=f"{PET_ANAT}_label-WM_probseg.nii.gz",
-        csf=f"{PET_ANAT}_label-CSF_probseg.nii.gz",
-        xfm=f"{PET_T}_from-pet_to-T1w_mode-image_xfm.mat",
-        summed=f"{PET_T}_desc-summed_pet.nii.gz",
+        t1w=rules.anat.output.preproc,
+        mask=rules.anat.output.brain_mask,
+        gm=rules.anat.output.GM,
+        wm=rules.anat.output.WM,
+        csf=rules.anat.output.CSF,
+        xfm=rules.pet_coreg.output.xfm,
+        summed=rules.pet_coreg.output.summed,
     output:
-        probseg=f"{PET_T}_seg-study_probseg.nii.gz",
-        mask_t1w=f"{PET_T}_space-T1w_seg-study_mask.nii.gz",
-        table=f"{PET_T}_seg-study_rois.tsv",
+        probseg=PET_OUT["probseg"],
+        mask_t1w=PET_OUT["mask_t1w"],
+        table=PET_OUT["rois"],
     log:
         f"{PET_LOGS}_rois.log",
     benchmark:
@@ -142,6 +144,7 @@ rule pet_rois:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=15,
     params:
+        step="rois",
         rois=PET_CFG["rois"],
         min_volume_ml=PET_CFG["min_volume_ml"],
     script:
@@ -152,30 +155,23 @@ rule pet_tacs:
     input:
         **(
             {
-                "mask_t1w": f"{PET_T}_space-T1w_seg-study_mask.nii.gz",
-                "xfm": f"{PET_T}_from-pet_to-T1w_mode-image_xfm.mat",
-                "gm": f"{PET_ANAT}_label-GM_probseg.nii.gz",
-                "wm": f"{PET_ANAT}_label-WM_probseg.nii.gz",
-                "csf": f"{PET_ANAT}_label-CSF_probseg.nii.gz",
+                "mask_t1w": rules.pet_rois.output.mask_t1w,
+                "xfm": rules.pet_coreg.output.xfm,
+                "gm": rules.anat.output.GM,
+                "wm": rules.anat.output.WM,
+                "csf": rules.anat.output.CSF,
             }
             if PET_GTM
             else {}
         ),
-        pet=f"{PET_T}_desc-mc_pet.nii.gz",
-        pet_json=f"{PET_T}_desc-mc_pet.json",
-        probseg=f"{PET_T}_seg-study_probseg.nii.gz",
-        table=f"{PET_T}_seg-study_rois.tsv",
+        pet=rules.pet_motion.output.pet,
+        pet_json=rules.pet_motion.output.pet_json,
+        probseg=rules.pet_rois.output.probseg,
+        table=rules.pet_rois.output.table,
     output:
-        **(
-            {
-                "pvc": f"{PET_T}_seg-study_desc-gtm_tacs.tsv",
-                "pvc_json": f"{PET_T}_seg-study_desc-gtm_tacs.json",
-            }
-            if PET_GTM
-            else {}
-        ),
-        tacs=f"{PET_T}_seg-study_tacs.tsv",
-        tacs_json=f"{PET_T}_seg-study_tacs.json",
+        **({"pvc": PET_OUT["pvc"], "pvc_json": PET_OUT["pvc_json"]} if PET_GTM else {}),
+        tacs=PET_OUT["tacs"],
+        tacs_json=PET_OUT["tacs_json"],
     log:
         f"{PET_LOGS}_tacs.log",
     benchmark:
@@ -189,6 +185,7 @@ rule pet_tacs:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=10,
     params:
+        step="tacs",
         pvc=PET_CFG["pvc"],
         psf_fwhm_mm=PET_CFG["psf_fwhm_mm"],
         rois=PET_CFG["rois"],
@@ -200,14 +197,14 @@ rule pet_blood:
     input:
         unpack(get_blood),
         **(
-            {"tacs": f"{PET_T}_seg-study_tacs.tsv"}
+            {"tacs": rules.pet_tacs.output.tacs}
             if PET_CFG["blood"]["fit_delay"]
             else {}
         ),
-        pet_json=f"{PET_T}_desc-mc_pet.json",
+        pet_json=rules.pet_motion.output.pet_json,
     output:
-        input=f"{PET_T}_desc-input_blood.tsv",
-        input_json=f"{PET_T}_desc-input_blood.json",
+        input=PET_OUT["input"],
+        input_json=PET_OUT["input_json"],
     log:
         f"{PET_LOGS}_blood.log",
     benchmark:
@@ -221,6 +218,7 @@ rule pet_blood:
         mem_mb=1000,
         runtime=5,
     params:
+        step="blood",
         model=PET_CFG["blood"]["parent_fraction_model"],
         grid_step_s=PET_CFG["blood"]["grid_step_s"],
         fit_delay=PET_CFG["blood"]["fit_delay"],
@@ -231,15 +229,14 @@ rule pet_blood:
 
 rule pet_kinetics:
     input:
-        **({"pvc": f"{PET_T}_seg-study_desc-gtm_tacs.tsv"} if PET_GTM else {}),
-        **({"input": f"{PET_T}_desc-input_blood.tsv"} if PET_BLOOD else {}),
-        tacs=f"{PET_T}_seg-study_tacs.tsv",
-        pet_json=f"{PET_T}_desc-mc_pet.json",
+        **({"pvc": rules.pet_tacs.output.pvc} if PET_GTM else {}),
+        **({"input": rules.pet_blood.output.input} if PET_BLOOD else {}),
+        tacs=rules.pet_tacs.output.tacs,
     output:
-        table=f"{PET_T}_desc-kinetics_table.tsv",
-        long=f"{PET_T}_desc-pet_long.tsv",
-        fits=f"{PET_T}_seg-study_desc-fits_tacs.tsv",
-        png=f"{PET_T}_desc-tacs_qc.png",
+        table=PET_OUT["kinetics"],
+        long=PET_OUT["long"],
+        fits=PET_OUT["fits"],
+        png=PET_OUT["tacs_qc"],
     log:
         f"{PET_LOGS}_kinetics.log",
     benchmark:
@@ -253,6 +250,7 @@ rule pet_kinetics:
         mem_mb=2000,
         runtime=15,
     params:
+        step="kinetics",
         participant_id=lambda wildcards: f"sub-{wildcards.subject}",
         models=PET_MODELS,
         pvc=PET_CFG["pvc"],
@@ -270,14 +268,14 @@ rule pet_kinetics:
 rule pet_maps:
     input:
         **PET_XFM,
-        **({"input": f"{PET_T}_desc-input_blood.tsv"} if PET_BLOOD else {}),
-        pet=f"{PET_T}_desc-mc_pet.nii.gz",
-        pet_json=f"{PET_T}_desc-mc_pet.json",
-        xfm=f"{PET_T}_from-pet_to-T1w_mode-image_xfm.mat",
-        mni_ref=f"{PET_ANAT}_space-{SPACE}_res-2_desc-preproc_T1w.nii.gz",
-        tacs=f"{PET_T}_seg-study_tacs.tsv",
+        **({"input": rules.pet_blood.output.input} if PET_BLOOD else {}),
+        pet=rules.pet_motion.output.pet,
+        pet_json=rules.pet_motion.output.pet_json,
+        xfm=rules.pet_coreg.output.xfm,
+        mni_ref=rules.anat.output.mni_t1w,
+        tacs=rules.pet_tacs.output.tacs,
     output:
-        **{stat: f"{PET_MNI}_stat-{stat}_petmap.nii.gz" for stat in PET_MAPS},
+        **{stat: PET_OUT[f"map_{stat}"] for stat in PET_MAPS},
     log:
         f"{PET_LOGS}_maps.log",
     benchmark:
@@ -291,6 +289,8 @@ rule pet_maps:
         mem_mb=lambda wildcards, attempt: 6000 * attempt,
         runtime=15,
     params:
+        step="maps",
+        template_resolution=ANAT["template_resolution"],
         reference_roi=PET_CFG["reference_roi"],
         suvr_window_s=PET_CFG["suvr_window_s"],
         tstar_s=PET_CFG["tstar_s"],

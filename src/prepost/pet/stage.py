@@ -1,7 +1,9 @@
 """The PET stage's steps as plain functions (the workflow's scripts call these).
 
 Each step takes file paths or images and explicit keyword parameters, and returns images,
-DataFrames and dicts; writing is left to the caller. Times are seconds.
+DataFrames and dicts; writing is left to the caller. Times are seconds; frame arrays are
+``frame_start_s`` and ``frame_duration_s``. :func:`output_paths` names every file the stage
+writes.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ import pandas as pd
 
 from prepost import bids as pbids
 from prepost.errors import InputError
+from prepost.paths import derivative
 from prepost.pet import blood as pblood
 from prepost.pet import kinetics, preproc, pvc, roi, tacs
+from prepost.pet.frames import check_frames
 
 __all__ = [
+    "MAPS",
     "MEASURES",
+    "output_paths",
     "pet_sidecar",
+    "frames_of",
     "motion_step",
     "coreg_step",
     "rois_step",
@@ -51,13 +58,86 @@ MEASURES = {
 }
 
 
+#: Voxel-wise maps: ``stat`` entity of the file name -> what it holds.
+MAPS = {"SUVR": "SUV ratio over the SUVR window", "BPNDsrtm": "basis-function SRTM BPND",
+        "VTlogan": "plasma-input Logan VT"}
+
+
+# --------------------------------------------------------------------------------------------
+# derivative names
+# --------------------------------------------------------------------------------------------
+def output_paths(results, *, sub, ses, trc=None, space="MNI152NLin2009aSym", res=2,
+                 maps=tuple(MAPS)):
+    """Every file the PET stage writes for one session, named from its BIDS entities.
+
+    Parameters
+    ----------
+    results : str or path-like
+        Derivatives root.
+    sub, ses : str
+        Participant and session labels (or Snakemake wildcards such as ``"{subject}"``).
+    trc : str or None
+        Tracer label; None leaves the ``trc-`` entity out.
+    space : str
+        Template of the parametric maps.
+    res : int
+        Template resolution (mm) of the parametric maps (``res-`` entity).
+    maps : sequence of str
+        Parametric maps (keys of :data:`MAPS`) to name.
+
+    Returns
+    -------
+    dict of str
+        By rule: ``pet``, ``pet_json``, ``motion``, ``motion_qc`` (pet_motion); ``xfm``,
+        ``summed``, ``coreg_qc``, ``coreg_png`` (pet_coreg); ``probseg``, ``mask_t1w``, ``rois``
+        (pet_rois); ``tacs``, ``tacs_json``, ``pvc``, ``pvc_json`` (pet_tacs); ``input``,
+        ``input_json`` (pet_blood); ``kinetics``, ``long``, ``fits`` (model curves at the
+        frames), ``tacs_qc`` (pet_kinetics); ``map_<stat>`` for each of ``maps`` (pet_maps).
+    """
+    unknown = set(maps) - set(MAPS)
+    if unknown:
+        raise InputError(field="maps", expected=f"any of {sorted(MAPS)}", found=sorted(unknown))
+
+    def pet(suffix, ext, **entities):
+        return derivative(results, suffix, ext, datatype="pet", sub=sub, ses=ses, trc=trc,
+                          **entities)
+
+    out = {
+        "pet": pet("pet", ".nii.gz", desc="mc"),
+        "pet_json": pet("pet", ".json", desc="mc"),
+        "motion": pet("timeseries", ".tsv", desc="motion"),
+        "motion_qc": pet("qc", ".png", desc="motion"),
+        "xfm": pet("xfm", ".mat", **{"from": "pet", "to": "T1w", "mode": "image"}),
+        "summed": pet("pet", ".nii.gz", desc="summed"),
+        "coreg_qc": pet("qc", ".json", desc="coreg"),
+        "coreg_png": pet("qc", ".png", desc="coreg"),
+        "probseg": pet("probseg", ".nii.gz", seg="study"),
+        "mask_t1w": pet("mask", ".nii.gz", space="T1w", seg="study"),
+        "rois": pet("rois", ".tsv", seg="study"),
+        "tacs": pet("tacs", ".tsv", seg="study"),
+        "tacs_json": pet("tacs", ".json", seg="study"),
+        "pvc": pet("tacs", ".tsv", seg="study", desc="gtm"),
+        "pvc_json": pet("tacs", ".json", seg="study", desc="gtm"),
+        "input": pet("blood", ".tsv", desc="input"),
+        "input_json": pet("blood", ".json", desc="input"),
+        "kinetics": pet("table", ".tsv", desc="kinetics"),
+        "long": pet("long", ".tsv", desc="pet"),
+        "fits": pet("tacs", ".tsv", seg="study", desc="fits"),
+        "tacs_qc": pet("qc", ".png", desc="tacs"),
+    }
+    for stat in maps:
+        out[f"map_{stat}"] = pet("petmap", ".nii.gz", space=space, res=res, stat=stat)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # frames
 # --------------------------------------------------------------------------------------------
 def pet_sidecar(pet_json, bids_dir=None, pet_path=None):
     """PET sidecar (merged by BIDS inheritance when ``bids_dir`` and ``pet_path`` are given).
 
-    Returns (meta dict, frame starts, frame durations, units).
+    Returns (meta dict, frame_start_s, frame_duration_s, units); the frames are checked
+    (:func:`prepost.pet.frames.check_frames`).
     """
     if bids_dir and pet_path:
         meta, _ = pbids.sidecar(bids_dir, pet_path)
@@ -66,27 +146,28 @@ def pet_sidecar(pet_json, bids_dir=None, pet_path=None):
     for key in ("FrameTimesStart", "FrameDuration"):
         if key not in meta:
             raise InputError(file=pet_json, field=key, expected="a list of frame times (s)", found="missing")
-    fs = np.asarray(meta["FrameTimesStart"], float)
-    fd = np.asarray(meta["FrameDuration"], float)
-    return meta, fs, fd, str(meta.get("Units", "kBq/mL"))
+    frame_start_s, frame_duration_s = check_frames(meta["FrameTimesStart"], meta["FrameDuration"],
+                                                   source=pet_json)
+    return meta, frame_start_s, frame_duration_s, str(meta.get("Units", "kBq/mL"))
 
 
-def _window(window):
-    lo, hi = window
-    return float(lo), (np.inf if hi is None else float(hi))
+def frames_of(pet_json):
+    """Checked ``(frame_start_s, frame_duration_s)`` of a sidecar (e.g. the motion-corrected one)."""
+    return pet_sidecar(pet_json)[1:3]
 
 
 # --------------------------------------------------------------------------------------------
 # motion and coregistration
 # --------------------------------------------------------------------------------------------
-def motion_step(pet, fs, fd, *, min_start_s=120.0, method="gn", fwhm_mm=10.0):
+def motion_step(pet, frame_start_s, frame_duration_s, *, min_start_s, method, fwhm_mm):
     """Frame motion correction (:func:`prepost.pet.preproc.frame_motion_correct`).
 
     Returns (corrected 4D image, per-frame parameter table, summary dict).
     """
     t0 = time.perf_counter()
-    corrected, table = preproc.frame_motion_correct(pet, fs, fd, min_start_s=min_start_s,
-                                                    method=method, fwhm_mm=fwhm_mm)
+    corrected, table = preproc.frame_motion_correct(pet, frame_start_s, frame_duration_s,
+                                                    min_start_s=min_start_s, method=method,
+                                                    fwhm_mm=fwhm_mm)
     summary = {"seconds": time.perf_counter() - t0, "method": method, "min_start_s": min_start_s,
                "max_fd_mm": float(table["fd_mm"].max()),
                "max_translation_mm": float(np.abs(table[["trans_x", "trans_y", "trans_z"]]).max().max()),
@@ -97,19 +178,19 @@ def motion_step(pet, fs, fd, *, min_start_s=120.0, method="gn", fwhm_mm=10.0):
     return corrected, table, summary
 
 
-def coreg_step(pet, fs, fd, t1w, brain_mask, xfm_out, *, window=(1200.0, None),
-               init="center_of_mass", seed=1):
+def coreg_step(pet, frame_start_s, frame_duration_s, t1w, brain_mask, xfm_out, *, window_s, init,
+               seed=1, n_threads=1):
     """PET -> T1w rigid coregistration (Mattes MI) of the summed late frames.
 
     The ANTs transform that resamples PET onto the T1w grid is copied to ``xfm_out``.
 
     Returns (summed image, PET resampled on the T1w grid, QC dict).
     """
-    summed = preproc.summed_image(pet, fs, fd, window=_window(window))
+    summed = preproc.summed_image(pet, frame_start_s, frame_duration_s, window_s=window_s)
     tmp = Path(tempfile.mkdtemp(prefix="pet2t1w_"))
     try:
         reg = preproc.coregister_pet_to_t1w(summed, t1w, t1w_mask_img=brain_mask, init=init,
-                                            out_prefix=f"{tmp}/", seed=seed)
+                                            out_prefix=f"{tmp}/", seed=seed, n_threads=n_threads)
         if len(reg["fwd_transforms"]) != 1:
             raise InputError(field="coregistration", expected="one rigid transform file",
                              found=str(reg["fwd_transforms"]))
@@ -119,7 +200,7 @@ def coreg_step(pet, fs, fd, t1w, brain_mask, xfm_out, *, window=(1200.0, None),
         shutil.rmtree(tmp, ignore_errors=True)
     params = preproc.affine_to_params(reg["pet_to_t1w"][None])[0]
     qc = dict(reg["qc"])
-    qc.update({"window_s": [float(window[0]), None if window[1] is None else float(window[1])],
+    qc.update({"window_s": [float(window_s[0]), None if window_s[1] is None else float(window_s[1])],
                "init": init, "pet_to_t1w": reg["pet_to_t1w"].tolist(),
                "pet_to_t1w_params": dict(zip(preproc.PARAM_NAMES, map(float, params)))})
     log.info("coregistration: MI %.3f (initial %.3f), brain Dice %s", qc["mutual_information"],
@@ -130,8 +211,7 @@ def coreg_step(pet, fs, fd, t1w, brain_mask, xfm_out, *, window=(1200.0, None),
 # --------------------------------------------------------------------------------------------
 # ROIs
 # --------------------------------------------------------------------------------------------
-def rois_step(config, *, t1w, brain_mask, gm, wm, csf, mni_to_t1w, xfm, pet_ref,
-              min_volume_ml=roi.DEFAULT_MIN_VOLUME_ML):
+def rois_step(config, *, t1w, brain_mask, gm, wm, csf, mni_to_t1w, xfm, pet_ref, min_volume_ml):
     """Configured ROIs on the T1w grid and on the PET grid (fractions).
 
     Returns (pet_rois dict, t1w_rois dict, report DataFrame).
@@ -174,15 +254,16 @@ def unstack_masks(img, names):
 # --------------------------------------------------------------------------------------------
 # TACs
 # --------------------------------------------------------------------------------------------
-def tacs_step(pet, fs, fd, pet_rois, *, units="kBq/mL", source=None, pvc_method="none",
-              t1w_rois=None, tissue_maps=None, xfm=None, roi_config=None, psf_fwhm_mm=5.0,
+def tacs_step(pet, frame_start_s, frame_duration_s, pet_rois, *, units, pvc_method, psf_fwhm_mm,
+              source=None, t1w_rois=None, tissue_maps=None, xfm=None, roi_config=None,
               min_compartment_ml=0.5):
     """Regional TACs, and GTM partial-volume corrected TACs when ``pvc_method == 'gtm'``.
 
     Returns (tacs, meta, pvc_tacs or None, pvc_meta or None).
     """
     img = nib.load(pet) if isinstance(pet, (str, Path)) else pet
-    df, meta = tacs.extract_tacs(img, pet_rois, fs, fd, units=units, source=source)
+    df, meta = tacs.extract_tacs(img, pet_rois, frame_start_s, frame_duration_s, units=units,
+                                 source=source)
     if pvc_method == "none":
         return df, meta, None, None
     if pvc_method != "gtm":
@@ -207,8 +288,8 @@ def tacs_step(pet, fs, fd, pet_rois, *, units="kBq/mL", source=None, pvc_method=
 # --------------------------------------------------------------------------------------------
 # blood
 # --------------------------------------------------------------------------------------------
-def blood_step(recordings, *, scan_end_s, units="Bq/mL", parent_fraction_model="hill",
-               grid_step_s=1.0, fit_delay=False, delay_tac=None, fs=None, fd=None,
+def blood_step(recordings, *, scan_end_s, units, parent_fraction_model, grid_step_s, fit_delay,
+               delay_tac=None, frame_start_s=None, frame_duration_s=None,
                coverage_tolerance_s=pblood.DEFAULT_COVERAGE_TOLERANCE_S):
     """Metabolite-corrected arterial input on a uniform grid from BIDS blood recordings.
 
@@ -227,7 +308,8 @@ def blood_step(recordings, *, scan_end_s, units="Bq/mL", parent_fraction_model="
     parent_fraction_model : {'hill', 'exponential', 'biexponential'}
     grid_step_s : float
     fit_delay : bool
-        Estimate the delay from the early ``delay_tac`` (needs ``fs``, ``fd``).
+        Estimate the delay from the early ``delay_tac`` (needs ``frame_start_s`` and
+        ``frame_duration_s``).
 
     Returns
     -------
@@ -279,7 +361,7 @@ def blood_step(recordings, *, scan_end_s, units="Bq/mL", parent_fraction_model="
         for col in ("plasma", "parent_plasma", "whole_blood"):
             if col in scaled:
                 scaled[col] = scaled[col] / factor
-        res = pblood.fit_delay(scaled, delay_tac, fs, fd)
+        res = pblood.fit_delay(scaled, delay_tac, frame_start_s, frame_duration_s)
         d = res["delay_s"]
         inp = pblood.metabolite_corrected_input(blood, model=parent_fraction_model, delay=d,
                                                 grid_step=grid_step_s, scan_end_s=scan_end_s,
@@ -297,10 +379,8 @@ def blood_step(recordings, *, scan_end_s, units="Bq/mL", parent_fraction_model="
 # --------------------------------------------------------------------------------------------
 # kinetics
 # --------------------------------------------------------------------------------------------
-def kinetics_step(tac_tables, *, input_df=None, models=("1tcm", "logan", "ma1"), reference_roi=None,
-                  tstar_s=1800.0, suvr_window=(3600.0, 5400.0), vb=None,
-                  vt_bounds=kinetics.DEFAULT_VT_BOUNDS, bp_bounds=kinetics.DEFAULT_BP_BOUNDS,
-                  bounds=None, injected_dose_bq=None, weight_kg=None):
+def kinetics_step(tac_tables, *, input_df, models, reference_roi, tstar_s, suvr_window_s, vb,
+                  vt_bounds, bp_bounds, bounds=None, injected_dose_bq=None, weight_kg=None):
     """Fit every model to every TAC table.
 
     Parameters
@@ -318,7 +398,7 @@ def kinetics_step(tac_tables, *, input_df=None, models=("1tcm", "logan", "ma1"),
         t0 = time.perf_counter()
         res = kinetics.fit_models(df, input=input_df, reference_roi=reference_roi, models=models,
                                   bounds=bounds, vb=vb, tstar_s=tstar_s,
-                                  suvr_window=tuple(_window(suvr_window)), vt_bounds=tuple(vt_bounds),
+                                  suvr_window_s=tuple(suvr_window_s), vt_bounds=tuple(vt_bounds),
                                   bp_bounds=tuple(bp_bounds), injected_dose_bq=injected_dose_bq,
                                   weight_kg=weight_kg, source=src)
         res.insert(0, "pvc", label)
@@ -334,8 +414,8 @@ def model_curves(tacs_df, kin, input_df=None, reference_roi=None):
 
     1TCM (plasma input) and SRTM (reference) curves are computed when fitted.
     """
-    fs = tacs_df["frame_start"].to_numpy(float)
-    fd = tacs_df["frame_end"].to_numpy(float) - fs
+    frame_start_s = tacs_df["frame_start"].to_numpy(float)
+    frame_duration_s = tacs_df["frame_end"].to_numpy(float) - frame_start_s
     out = {}
     est = kin.pivot_table(index=["roi", "model"], columns="parameter", values="estimate",
                           aggfunc="first")
@@ -350,13 +430,14 @@ def model_curves(tacs_df, kin, input_df=None, reference_roi=None):
             try:
                 if model == "1tcm":
                     cb = input_df["whole_blood"] if "whole_blood" in input_df else None
-                    y = kinetics.one_tcm_model(input_df["time"], input_df["parent_plasma"], cb, fs, fd,
-                                               e["K1"], e["k2"], e["vB"])
+                    y = kinetics.one_tcm_model(input_df["time"], input_df["parent_plasma"], cb,
+                                               frame_start_s, frame_duration_s, e["K1"], e["k2"],
+                                               e["vB"])
                 else:
-                    y = kinetics.srtm_model(tacs_df[reference_roi].to_numpy(float), fs, fd, e["R1"],
-                                            e["k2"], e["BPND"])
+                    y = kinetics.srtm_model(tacs_df[reference_roi].to_numpy(float), frame_start_s,
+                                            frame_duration_s, e["R1"], e["k2"], e["BPND"])
             except Exception:  # a failed fit has NaN estimates: no curve
-                y = np.full(fs.size, np.nan)
+                y = np.full(frame_start_s.size, np.nan)
             df[roi_name] = y
         out[model] = df
     return out
@@ -404,27 +485,31 @@ def pet_to_mni(pet, xfm, t1w_to_mni, mni_ref, interpolation="linear"):
     return nib.Nifti1Image(np.asarray(res.dataobj, dtype=np.float32), ref.affine)
 
 
-def maps_step(pet_mni, fs, fd, mask, *, reference_tac, input_df=None, suvr_window=(3600.0, 5400.0),
-              tstar_s=1800.0, vb=None, k2a_range=(0.003, 1.0), n_basis=100):
+def maps_step(pet_mni, frame_start_s, frame_duration_s, mask, *, reference_tac, input_df,
+              suvr_window_s, tstar_s, vb, k2a_range, n_basis):
     """Voxel-wise SUVR, plasma Logan VT (when an input is given) and basis-function SRTM BPND.
 
     Returns (dict name -> image, dict name -> seconds).
     """
     maps, secs = {}, {}
     t0 = time.perf_counter()
-    maps["SUVR"] = tacs.voxelwise_suvr(pet_mni, fs, fd, reference_tac=reference_tac,
-                                       window=_window(suvr_window), mask_img=mask)
+    maps["SUVR"] = tacs.voxelwise_suvr(pet_mni, frame_start_s, frame_duration_s,
+                                       reference_tac=reference_tac, window_s=suvr_window_s,
+                                       mask_img=mask)
     secs["SUVR"] = time.perf_counter() - t0
     if input_df is not None:
         t0 = time.perf_counter()
         cb = input_df["whole_blood"].to_numpy(float) if "whole_blood" in input_df else None
         maps["VTlogan"], _ = tacs.voxelwise_logan_vt(
-            pet_mni, fs, fd, input_df["time"].to_numpy(float), input_df["parent_plasma"].to_numpy(float),
+            pet_mni, frame_start_s, frame_duration_s, input_df["time"].to_numpy(float),
+            input_df["parent_plasma"].to_numpy(float),
             mask_img=mask, tstar_s=tstar_s, cb=cb, vb=vb)
         secs["VTlogan"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    maps["BPNDsrtm"], _, _ = tacs.voxelwise_srtm_bpnd(pet_mni, fs, fd, reference_tac, mask_img=mask,
-                                                      k2a_range=tuple(k2a_range), n_basis=int(n_basis))
+    maps["BPNDsrtm"], _, _ = tacs.voxelwise_srtm_bpnd(pet_mni, frame_start_s, frame_duration_s,
+                                                      reference_tac, mask_img=mask,
+                                                      k2a_range=tuple(k2a_range),
+                                                      n_basis=int(n_basis))
     secs["BPNDsrtm"] = time.perf_counter() - t0
     for k, v in secs.items():
         log.info("map %s: %.2f s", k, v)
