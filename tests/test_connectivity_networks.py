@@ -15,8 +15,8 @@ def planted():
     atlas = load_atlas("Schaefer400")
     S = sim.subject_network_fc(sim.merge_params(), "01")["post"]
     rng = np.random.default_rng(11)
-    T, tr = 2000, 2.0
-    s = sim.network_signals(S, T, tr, rng)
+    T, t_r = 2000, 2.0
+    s = sim.network_signals(S, T, t_r, rng)
     k = np.array([sim.NETWORKS.index(n) for n in atlas.parcel_networks])
     e = rng.standard_normal((T, 400))
     ts = s[:, k] + np.sqrt(1 - np.diag(S))[k] * e

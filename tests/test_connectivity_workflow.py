@@ -74,7 +74,7 @@ def fabricate_fmri_outputs(study, results, res_mm=3.0, fd_threshold=0.5, exclude
         mot = motion[["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]].to_numpy()
         img = nib.load(bold_path)
         data = img.get_fdata(dtype=np.float32)
-        tr = float(img.header.get_zooms()[3])
+        t_r = float(img.header.get_zooms()[3])
         inv_aff = np.linalg.inv(img.affine)
         x_ref = np.linalg.solve(to_mni, np.vstack([mni, np.ones(mni.shape[1])]))
         vols = []
@@ -91,21 +91,21 @@ def fabricate_fmri_outputs(study, results, res_mm=3.0, fd_threshold=0.5, exclude
         conf = np.column_stack([mot[dummies:], u[:, :5]])
         inside = mask.ravel()
         cleaned = signal.clean(ts[:, inside], confounds=conf, detrend=True, standardize=False,
-                               low_pass=0.08, high_pass=0.01, t_r=tr, sample_mask=keep)
+                               low_pass=0.08, high_pass=0.01, t_r=t_r, sample_mask=keep)
         out = np.zeros(mask.shape + (len(keep),), np.float32)
         out[mask] = cleaned.T
         paths = contract_paths(results, sub, ses, res=f"{res_mm:g}")
         paths["bold"].parent.mkdir(parents=True, exist_ok=True)
         bimg = nib.Nifti1Image(out, tgt.affine)
         bimg.header.set_xyzt_units("mm", "sec")
-        bimg.header["pixdim"][4] = tr
+        bimg.header["pixdim"][4] = t_r
         bimg.to_filename(paths["bold"])
         nib.Nifti1Image(mask.astype(np.uint8), tgt.affine).to_filename(paths["mask"])
         exc = (sub, ses) in set(excluded)
         paths["qc"].write_text(json.dumps({
             "excluded": exc, "reason": "retained_s<240" if exc else "",
-            "tr": tr, "sample_mask": keep.tolist(), "n_volumes": int(ts.shape[0]),
-            "retained_s": float(len(keep) * tr), "mean_fd": float(fd.mean()),
+            "t_r": t_r, "sample_mask": keep.tolist(), "n_volumes": int(ts.shape[0]),
+            "retained_s": float(len(keep) * t_r), "mean_fd": float(fd.mean()),
             "strategy": "fabricated-6P+5CompCor"}))
 
 
@@ -192,9 +192,6 @@ def test_bad_connectivity_config_fails_at_dag_time(tmp_path, section, key):
 
 def test_default_config_registers_connectivity_targets(tmp_path):
     res = snakemake("-n", "--cores", "2", "--config", f"results_dir={tmp_path}/results", cwd=ROOT)
-    if "desc-denoised_bold" not in (ROOT / "workflow/rules/fmri.smk").read_text():
-        assert "connectivity_" not in res.stdout  # no producer of the stage's input yet
-        pytest.skip("the fMRI stage does not produce the denoised BOLD yet")
     jobs = dry_run_jobs(res.stdout + res.stderr)
     n = len(pd.read_csv(ROOT / "config/participants.tsv", sep="\t"))
     assert jobs["connectivity_timeseries"] == jobs["connectivity_measures"] == 2 * n
@@ -206,13 +203,13 @@ def test_alff_maps_of_a_censored_run_match_the_full_length_series():
     from prepost.connectivity import alff
 
     rng = np.random.default_rng(1)
-    n, tr = 120, 2.0
+    n, t_r = 120, 2.0
     data = rng.standard_normal((2, 2, 2, n)).astype(np.float32)
     keep = np.setdiff1d(np.arange(n), [10, 11, 12, 60])
     img = nib.Nifti1Image(data[..., keep], np.eye(4))
     mask = nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), np.eye(4))
-    a_img, f_img = alff.alff_maps(img, mask, t_r=tr, sample_mask=keep, n_volumes=n)
-    a, f = alff.compute_alff(data.reshape(-1, n).T, tr, sample_mask=keep)
+    a_img, f_img = alff.alff_maps(img, mask, t_r=t_r, sample_mask=keep, n_volumes=n)
+    a, f = alff.compute_alff(data.reshape(-1, n).T, t_r, sample_mask=keep)
     np.testing.assert_allclose(a_img.get_fdata().ravel(), a, rtol=1e-6)
     np.testing.assert_allclose(f_img.get_fdata().ravel(), f, rtol=1e-6)
 

@@ -13,11 +13,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import yaml
+
 from prepost.io import write_json, write_tsv
+from prepost.pet import stage as pet_stage
 from prepost.report import build_report
 from prepost.report import provenance as prov
 from prepost.stats import group, hypotheses as hyp
 
+from runner import ROOT, small_config, snakemake
 from test_stats_group import participants, study_table
 from test_stats_hypotheses import KETAMINE
 
@@ -224,3 +228,26 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     # the page is drawn: text and figures throughout, not a blank or error page
     rows_with_ink = (a < 200).any(axis=1).mean()
     assert rows_with_ink > 0.3 and a.std() > 20
+
+
+def _job_inputs(dry_run_output, rule):
+    """Input files of the first job of ``rule`` in a dry run's job listing."""
+    lines = dry_run_output.splitlines()
+    start = lines.index(f"rule {rule}:")
+    for line in lines[start + 1:]:
+        if line.strip().startswith("input:"):
+            return line.split(":", 1)[1].strip().split(", ")
+    raise AssertionError(f"no input line for {rule}")
+
+
+def test_report_takes_tacs_and_fits_from_the_pet_rules_without_a_tracer(tmp_path):
+    # no tracer entity: the report's TACs and model fits are the PET rules' own files
+    bids = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["bids"]
+    cfg = small_config(tmp_path, bids={**bids, "tracer": None})
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path)
+    inputs = set(_job_inputs(res.stdout, "report_html"))
+    for sub in ("01", "02"):
+        for ses in ("pre", "post"):
+            out = pet_stage.output_paths(tmp_path / "results", sub=sub, ses=ses, trc=None)
+            assert {out["tacs"], out["fits"]} <= inputs
+    assert not any("trc-" in f for f in inputs)

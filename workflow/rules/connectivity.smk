@@ -1,55 +1,47 @@
 # Stage: connectivity. Parcel time series, FC matrices, network/graph/ALFF tables and the tidy
 # per-session table from the fMRI stage's denoised BOLD; group tangent FC and aligned gradients.
+# File names come from prepost.connectivity.stage.output_paths; inputs from the fMRI rules.
 from prepost.connectivity import stage as pconn
 
 CONN = config["connectivity"]
 # {atlas file label: spec}; names, custom files and the hierarchy are checked now, at DAG time
 CONN_ATLASES = pconn.atlas_specs(CONN, base_dir=workflow.basedir)
 pconn.check_config(CONN, CONN_ATLASES)
-CONN_RES = pconn.resolution_label(config.get("fmri", {}).get("resolution_mm", 3))
-CONN_FUNC = (
-    f"{RESULTS}/sub-{{subject}}/ses-{{session}}/func/"
-    f"sub-{{subject}}_ses-{{session}}_task-{TASK}_space-{SPACE}_res-{CONN_RES}"
+CONN_OUT = pconn.output_paths(
+    RESULTS,
+    sub="{subject}",
+    ses="{session}",
+    task=TASK,
+    space=SPACE,
+    res=pconn.resolution_label(config["fmri"]["resolution_mm"]),
 )
-CONN_ATLAS = f"{CONN_FUNC}_atlas-{{atlas}}"
-CONN_GROUP = f"{RESULTS}/group/connectivity/atlas-{{atlas}}"
-CONN_LOGS = f"{LOGS}/connectivity"
+CONN_GROUP = pconn.group_output_paths(RESULTS)
+CONN_SESSION = {"sub": "{subject}", "ses": "{session}"}
 CONN_WILDCARDS = {"atlas": "|".join(CONN_ATLASES), "meas": "pearson|partial"}
 CONN_IDS = [(f"sub-{s}", ses) for s in SUBJECTS for ses in SESSIONS]  # expand() order
 CONN_RUNS = {"subject": SUBJECTS, "session": SESSIONS}
-CONN_TIDY = expand(
-    f"{CONN_ATLAS}_desc-connectivity_long.tsv", **CONN_RUNS, atlas=CONN_ATLASES
-) + expand(f"{CONN_GROUP}_desc-gradients_long.tsv", atlas=CONN_ATLASES)
-
-# the stage's targets join the workflow's when a rule of it produces the denoised BOLD
-CONN_HAS_INPUT = any(
-    "desc-denoised_bold" in str(f) for r in workflow.rules for f in r.output
+# the fMRI stage's outputs that this stage reads
+CONN_BOLD = rules.fmri_denoise.output.bold
+CONN_MASK = rules.fmri_denoise.input.mask
+CONN_QC = rules.fmri_denoise.output.qc
+CONN_TIDY = expand(CONN_OUT["long"], **CONN_RUNS, atlas=CONN_ATLASES) + expand(
+    CONN_GROUP["long"], atlas=CONN_ATLASES
 )
 
-if FMRI and CONN_HAS_INPUT:
+if FMRI:
     TIDY_TABLES += CONN_TIDY
     STAGE_TARGETS["connectivity"] = (
         CONN_TIDY
         + expand(
-            f"{CONN_ATLAS}_meas-{{meas}}_relmat.tsv",
-            **CONN_RUNS,
-            atlas=CONN_ATLASES,
-            meas=CONN["fc_kinds"],
+            CONN_OUT["relmat"], **CONN_RUNS, atlas=CONN_ATLASES, meas=CONN["fc_kinds"]
         )
         + (
-            expand(
-                f"{CONN_GROUP}_meas-tangent_desc-groupmean_relmat.tsv",
-                atlas=CONN_ATLASES,
-            )
+            expand(CONN_GROUP["tangent_mean"], atlas=CONN_ATLASES)
             if CONN["tangent"]
             else []
         )
         + (
-            expand(
-                f"{CONN_FUNC}_stat-{{stat}}_boldmap.nii.gz",
-                **CONN_RUNS,
-                stat=["alff", "falff"],
-            )
+            expand([CONN_OUT["alff_map"], CONN_OUT["falff_map"]], **CONN_RUNS)
             if CONN["alff"]["maps"]
             else []
         )
@@ -58,16 +50,18 @@ if FMRI and CONN_HAS_INPUT:
 
 rule connectivity_timeseries:
     input:
-        bold=f"{CONN_FUNC}_desc-denoised_bold.nii.gz",
-        mask=f"{CONN_FUNC}_desc-brain_mask.nii.gz",
-        qc=f"{CONN_FUNC}_desc-denoised_qc.json",
+        bold=CONN_BOLD,
+        mask=CONN_MASK,
+        qc=CONN_QC,
     output:
-        timeseries=f"{CONN_ATLAS}_timeseries.tsv",
-        coverage=f"{CONN_ATLAS}_coverage.tsv",
+        timeseries=CONN_OUT["timeseries"],
+        coverage=CONN_OUT["coverage"],
     log:
-        f"{CONN_LOGS}/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_timeseries.log",
+        pconn.log_paths(RESULTS, "timeseries", **CONN_SESSION, atlas="{atlas}")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/connectivity/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_timeseries.tsv"
+        pconn.log_paths(RESULTS, "timeseries", **CONN_SESSION, atlas="{atlas}")[
+            "benchmark"
+        ]
     wildcard_constraints:
         **CONN_WILDCARDS,
     group:
@@ -79,6 +73,7 @@ rule connectivity_timeseries:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=15,
     params:
+        step="timeseries",
         atlas=lambda wildcards: CONN_ATLASES[wildcards.atlas],
         min_coverage=CONN["min_coverage"],
     script:
@@ -87,14 +82,18 @@ rule connectivity_timeseries:
 
 rule connectivity_fc:
     input:
-        timeseries=f"{CONN_ATLAS}_timeseries.tsv",
-        qc=f"{CONN_FUNC}_desc-denoised_qc.json",
+        timeseries=rules.connectivity_timeseries.output.timeseries,
+        qc=CONN_QC,
     output:
-        relmat=f"{CONN_ATLAS}_meas-{{meas}}_relmat.tsv",
+        relmat=CONN_OUT["relmat"],
     log:
-        f"{CONN_LOGS}/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_meas-{{meas}}_fc.log",
+        pconn.log_paths(RESULTS, "fc", **CONN_SESSION, atlas="{atlas}", meas="{meas}")[
+            "log"
+        ],
     benchmark:
-        f"{RESULTS}/benchmarks/connectivity/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_meas-{{meas}}_fc.tsv"
+        pconn.log_paths(RESULTS, "fc", **CONN_SESSION, atlas="{atlas}", meas="{meas}")[
+            "benchmark"
+        ]
     wildcard_constraints:
         **CONN_WILDCARDS,
     group:
@@ -106,6 +105,7 @@ rule connectivity_fc:
         mem_mb=2000,
         runtime=10,
     params:
+        step="fc",
         estimator=CONN["covariance_estimator"],
     script:
         "../scripts/connectivity.py"
@@ -113,17 +113,19 @@ rule connectivity_fc:
 
 rule connectivity_measures:
     input:
-        timeseries=f"{CONN_ATLAS}_timeseries.tsv",
-        qc=f"{CONN_FUNC}_desc-denoised_qc.json",
+        timeseries=rules.connectivity_timeseries.output.timeseries,
+        qc=CONN_QC,
     output:
-        network=f"{CONN_ATLAS}_desc-network_fc.tsv",
-        graph=f"{CONN_ATLAS}_desc-graph_measures.tsv",
-        alff=f"{CONN_ATLAS}_desc-alff_measures.tsv",
-        long=f"{CONN_ATLAS}_desc-connectivity_long.tsv",
+        network=CONN_OUT["network"],
+        graph=CONN_OUT["graph"],
+        alff=CONN_OUT["alff"],
+        long=CONN_OUT["long"],
     log:
-        f"{CONN_LOGS}/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_measures.log",
+        pconn.log_paths(RESULTS, "measures", **CONN_SESSION, atlas="{atlas}")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/connectivity/sub-{{subject}}_ses-{{session}}_atlas-{{atlas}}_measures.tsv"
+        pconn.log_paths(RESULTS, "measures", **CONN_SESSION, atlas="{atlas}")[
+            "benchmark"
+        ]
     wildcard_constraints:
         **CONN_WILDCARDS,
     group:
@@ -135,6 +137,7 @@ rule connectivity_measures:
         mem_mb=2000,
         runtime=10,
     params:
+        step="measures",
         atlas=lambda wildcards: CONN_ATLASES[wildcards.atlas],
         participant_id=lambda wildcards: f"sub-{wildcards.subject}",
         hierarchy=CONN["hierarchy"],
@@ -147,16 +150,16 @@ rule connectivity_measures:
 
 rule connectivity_alff_maps:
     input:
-        bold=f"{CONN_FUNC}_desc-denoised_bold.nii.gz",
-        mask=f"{CONN_FUNC}_desc-brain_mask.nii.gz",
-        qc=f"{CONN_FUNC}_desc-denoised_qc.json",
+        bold=CONN_BOLD,
+        mask=CONN_MASK,
+        qc=CONN_QC,
     output:
-        alff=f"{CONN_FUNC}_stat-alff_boldmap.nii.gz",
-        falff=f"{CONN_FUNC}_stat-falff_boldmap.nii.gz",
+        alff=CONN_OUT["alff_map"],
+        falff=CONN_OUT["falff_map"],
     log:
-        f"{CONN_LOGS}/sub-{{subject}}_ses-{{session}}_alff_maps.log",
+        pconn.log_paths(RESULTS, "alff_maps", **CONN_SESSION)["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/connectivity/sub-{{subject}}_ses-{{session}}_alff_maps.tsv"
+        pconn.log_paths(RESULTS, "alff_maps", **CONN_SESSION)["benchmark"]
     group:
         "session"
     conda:
@@ -166,6 +169,7 @@ rule connectivity_alff_maps:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=15,
     params:
+        step="alff_maps",
         band=CONN["alff"]["band"],
     script:
         "../scripts/connectivity.py"
@@ -174,18 +178,18 @@ rule connectivity_alff_maps:
 rule connectivity_tangent:
     input:
         timeseries=expand(
-            f"{CONN_ATLAS}_timeseries.tsv", **CONN_RUNS, allow_missing=True
+            rules.connectivity_timeseries.output.timeseries,
+            **CONN_RUNS,
+            allow_missing=True,
         ),
-        qc=expand(f"{CONN_FUNC}_desc-denoised_qc.json", **CONN_RUNS),
+        qc=expand(CONN_QC, **CONN_RUNS),
     output:
-        relmats=expand(
-            f"{CONN_ATLAS}_meas-tangent_relmat.tsv", **CONN_RUNS, allow_missing=True
-        ),
-        groupmean=f"{CONN_GROUP}_meas-tangent_desc-groupmean_relmat.tsv",
+        relmats=expand(CONN_OUT["tangent"], **CONN_RUNS, allow_missing=True),
+        groupmean=CONN_GROUP["tangent_mean"],
     log:
-        f"{CONN_LOGS}/atlas-{{atlas}}_tangent.log",
+        pconn.log_paths(RESULTS, "tangent", atlas="{atlas}")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/connectivity/atlas-{{atlas}}_tangent.tsv"
+        pconn.log_paths(RESULTS, "tangent", atlas="{atlas}")["benchmark"]
     wildcard_constraints:
         **CONN_WILDCARDS,
     conda:
@@ -195,6 +199,7 @@ rule connectivity_tangent:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
     params:
+        step="tangent",
         estimator=CONN["covariance_estimator"],
     script:
         "../scripts/connectivity.py"
@@ -203,17 +208,19 @@ rule connectivity_tangent:
 rule connectivity_gradients:
     input:
         timeseries=expand(
-            f"{CONN_ATLAS}_timeseries.tsv", **CONN_RUNS, allow_missing=True
+            rules.connectivity_timeseries.output.timeseries,
+            **CONN_RUNS,
+            allow_missing=True,
         ),
-        qc=expand(f"{CONN_FUNC}_desc-denoised_qc.json", **CONN_RUNS),
+        qc=expand(CONN_QC, **CONN_RUNS),
     output:
-        reference=f"{CONN_GROUP}_desc-reference_gradients.tsv",
-        aligned=f"{CONN_GROUP}_desc-aligned_gradients.tsv",
-        long=f"{CONN_GROUP}_desc-gradients_long.tsv",
+        reference=CONN_GROUP["reference"],
+        aligned=CONN_GROUP["aligned"],
+        long=CONN_GROUP["long"],
     log:
-        f"{CONN_LOGS}/atlas-{{atlas}}_gradients.log",
+        pconn.log_paths(RESULTS, "gradients", atlas="{atlas}")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/connectivity/atlas-{{atlas}}_gradients.tsv"
+        pconn.log_paths(RESULTS, "gradients", atlas="{atlas}")["benchmark"]
     wildcard_constraints:
         **CONN_WILDCARDS,
     conda:
@@ -223,6 +230,7 @@ rule connectivity_gradients:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=20,
     params:
+        step="gradients",
         atlas=lambda wildcards: CONN_ATLASES[wildcards.atlas],
         ids=CONN_IDS,
         n_components=CONN["gradients"]["n_components"],

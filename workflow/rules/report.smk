@@ -1,66 +1,55 @@
 # Stage: report. One self-contained HTML page from the statistics stage's tables, the NBS
-# matrices and, when the PET stage makes them, the time-activity curves.
-REPORT_CFG = config["report"]
-REPORT_HTML = f"{RESULTS}/report/report.html"
-STAGE_TARGETS["report"] = [REPORT_HTML] if STATS_ON else []
+# matrices and, when the PET stage runs, the time-activity curves and model fits of its rules.
+from prepost.report import stage as preport
 
-# PET time-activity curves (and model curves), included only when a rule makes them.
-_tac_fmt = lambda pattern, s, ses: pattern.format(
-    results=RESULTS, subject=s, session=ses, tracer=TRACER or "UCBJ"
-)
-REPORT_TAC_KEYS = [(f"sub-{s}", ses) for s in SUBJECTS for ses in SESSIONS]
+REPORT_CFG = config["report"]
+REPORT_OUT = preport.output_paths(RESULTS)
+STAGE_TARGETS["report"] = [REPORT_OUT["html"]] if STATS_ON else []
+REPORT_TAC_KEYS = [
+    (f"sub-{s}", ses) for s in SUBJECTS for ses in SESSIONS
+]  # expand() order
 REPORT_TACS = (
-    [_tac_fmt(REPORT_CFG["tacs"], s, ses) for s in SUBJECTS for ses in SESSIONS]
+    expand(rules.pet_tacs.output.tacs, subject=SUBJECTS, session=SESSIONS)
     if PET
-    and REPORT_CFG["tacs"]
-    and all(
-        _producible(_tac_fmt(REPORT_CFG["tacs"], SUBJECTS[0], ses)) for ses in SESSIONS
-    )
     else []
 )
 REPORT_TAC_FITS = (
-    [_tac_fmt(REPORT_CFG["tac_fits"], s, ses) for s in SUBJECTS for ses in SESSIONS]
-    if REPORT_TACS
-    and REPORT_CFG["tac_fits"]
-    and all(
-        _producible(_tac_fmt(REPORT_CFG["tac_fits"], SUBJECTS[0], ses))
-        for ses in SESSIONS
-    )
+    expand(rules.pet_kinetics.output.fits, subject=SUBJECTS, session=SESSIONS)
+    if PET
     else []
 )
+REPORT_NBS = {
+    k: expand(f, atlas=NBS_ATLASES) for k, f in rules.stats_nbs.output.items()
+}
 
 
 rule report_html:
     input:
-        group_table=f"{STATS}/group_table.tsv",
-        exclusions=f"{STATS}/exclusions.tsv",
-        paired=f"{STATS}/paired.tsv",
-        mixed=f"{STATS}/mixed.tsv",
-        multimodal=f"{STATS}/multimodal.tsv",
-        hypotheses=f"{STATS}/hypotheses.tsv",
+        group_table=rules.stats_group_table.output.table,
+        exclusions=rules.stats_group_table.output.exclusions,
+        paired=rules.stats_paired.output.paired,
+        mixed=rules.stats_mixed.output.mixed,
+        multimodal=rules.stats_multimodal.output.multimodal,
+        hypotheses=rules.stats_hypotheses.output.hypotheses,
         participants=config["participants"],
         tables=STATS_TABLES,
-        nbs_summary=expand(f"{NBS_OUT}_nbs.json", atlas=NBS_ATLASES),
-        nbs_edges=expand(f"{NBS_OUT}_desc-nbs_edges.tsv", atlas=NBS_ATLASES),
-        nbs_t=expand(f"{NBS_OUT}_stat-t_relmat.tsv", atlas=NBS_ATLASES),
-        nbs_mean_baseline=expand(
-            f"{NBS_OUT}_ses-{SESSIONS[0]}_desc-mean_relmat.tsv", atlas=NBS_ATLASES
-        ),
-        nbs_mean_followup=expand(
-            f"{NBS_OUT}_ses-{SESSIONS[1]}_desc-mean_relmat.tsv", atlas=NBS_ATLASES
-        ),
+        nbs_summary=REPORT_NBS["summary"],
+        nbs_edges=REPORT_NBS["edges"],
+        nbs_t=REPORT_NBS["t"],
+        nbs_mean_baseline=REPORT_NBS["mean_baseline"],
+        nbs_mean_followup=REPORT_NBS["mean_followup"],
         tacs=REPORT_TACS,
         tac_fits=REPORT_TAC_FITS,
     output:
         html=report(
-            REPORT_HTML,
+            REPORT_OUT["html"],
             caption="../report/report.rst",
             category="Report",
         ),
     log:
-        f"{LOGS}/report/report.log",
+        REPORT_OUT["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/report/report.tsv"
+        REPORT_OUT["benchmark"]
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -68,10 +57,11 @@ rule report_html:
         mem_mb=4000,
         runtime=20,
     params:
+        step="html",
         config=config,
         sessions=SESSIONS,
         atlases=NBS_ATLASES,
-        tac_keys=REPORT_TAC_KEYS if REPORT_TACS else [],
+        tac_keys=REPORT_TAC_KEYS if PET else [],
         title=REPORT_CFG["title"],
         fmri_measures=REPORT_CFG["fmri_measures"],
         pet_measures=REPORT_CFG["pet_measures"],

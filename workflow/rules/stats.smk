@@ -4,8 +4,8 @@
 # them, the rules still parse and no target of this stage is requested.
 from prepost.stats import group as pgroup
 from prepost.stats import hypotheses as phyp
+from prepost.stats import stage as pstats
 
-STATS = f"{RESULTS}/group"
 STATS_CFG = config["stats"]
 STATS_TABLES = list(TIDY_TABLES) + [str(p) for p in STATS_CFG["extra_tables"]]
 STATS_ON = bool(STATS_TABLES)
@@ -33,68 +33,24 @@ pgroup.check_formula(
     STATS_CFG["mixed"]["formula"], ["value", "session", *PARTICIPANTS.columns]
 )
 
-# NBS: the Pearson matrices of the configured atlases (default: the connectivity stage's when fMRI
-# is on), tested only when a rule of the workflow makes them (or they exist).
-# The connectivity stage's file name when it is part of the workflow, else the plain BIDS name.
-RELMAT_PATTERNS = (
-    [f"{CONN_ATLAS}_meas-pearson_relmat.tsv"] if "CONN_ATLAS" in globals() else []
-) + [
-    f"{RESULTS}/sub-{{subject}}/ses-{{session}}/func/"
-    f"sub-{{subject}}_ses-{{session}}_task-{TASK}_atlas-{{atlas}}_meas-pearson_relmat.tsv"
-]
-_conn_atlas = config.get("connectivity", {}).get("atlas")
-_conn_atlas = _conn_atlas.get("name") if isinstance(_conn_atlas, dict) else _conn_atlas
-NBS_CANDIDATES = STATS_CFG["nbs"]["atlases"] or [
-    a
-    for a in [_conn_atlas, *config.get("connectivity", {}).get("atlases", [])]
-    if isinstance(a, str) and a
-]
-_producible = lambda f: Path(f).exists() or any(
-    r.is_producer(f) for r in workflow.rules
+# NBS: the Pearson matrices of the connectivity stage (stats.nbs.atlases, or every atlas of it)
+NBS_ATLASES = (
+    [a for a in (STATS_CFG["nbs"]["atlases"] or CONN_ATLASES) if a in CONN_ATLASES]
+    if FMRI and STATS_ON
+    else []
 )
-# {atlas: relmat pattern}: the first pattern whose files all exist, else the first that a rule
-# of the workflow makes
-NBS_RELMAT = {
-    a: next(
-        (
-            p
-            for p in RELMAT_PATTERNS
-            if all(
-                Path(f).exists()
-                for f in expand(p, subject=SUBJECTS, session=SESSIONS, atlas=a)
-            )
-        ),
-        next(
-            (
-                p
-                for p in RELMAT_PATTERNS
-                if all(
-                    _producible(f)
-                    for f in expand(p, subject=SUBJECTS[:1], session=SESSIONS, atlas=a)
-                )
-            ),
-            None,
-        ),
-    )
-    for a in dict.fromkeys(NBS_CANDIDATES)
+NBS_RELMAT = rules.connectivity_fc.output.relmat
+NBS_OUT = pstats.nbs_output_paths(
+    RESULTS, atlas="{atlas}", baseline=SESSIONS[0], followup=SESSIONS[1]
+)
+STATS_OUT = pstats.output_paths(RESULTS)
+STATS_LOG = lambda step: {
+    "log": f"{LOGS}/stats/{step}.log",
+    "benchmark": f"{RESULTS}/benchmarks/stats/{step}.tsv",
 }
-NBS_ATLASES = [
-    a
-    for a, p in NBS_RELMAT.items()
-    if p and STATS_ON and (FMRI or STATS_CFG["nbs"]["atlases"])
-]
-NBS_OUT = f"{STATS}/nbs/atlas-{{atlas}}_meas-pearson"
 
 STAGE_TARGETS["stats"] = (
-    [
-        f"{STATS}/group_table.tsv",
-        f"{STATS}/exclusions.tsv",
-        f"{STATS}/paired.tsv",
-        f"{STATS}/mixed.tsv",
-        f"{STATS}/multimodal.tsv",
-        f"{STATS}/hypotheses.tsv",
-    ]
-    + expand(f"{NBS_OUT}_nbs.json", atlas=NBS_ATLASES)
+    list(STATS_OUT.values()) + expand(NBS_OUT["summary"], atlas=NBS_ATLASES)
     if STATS_ON
     else []
 )
@@ -105,16 +61,16 @@ rule stats_group_table:
         tables=STATS_TABLES,
         participants=config["participants"],
     output:
-        table=f"{STATS}/group_table.tsv",
+        table=STATS_OUT["table"],
         exclusions=report(
-            f"{STATS}/exclusions.tsv",
+            STATS_OUT["exclusions"],
             caption="../report/exclusions.rst",
             category="Statistics",
         ),
     log:
-        f"{LOGS}/stats/group_table.log",
+        STATS_LOG("group_table")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/stats/group_table.tsv"
+        STATS_LOG("group_table")["benchmark"]
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -122,6 +78,7 @@ rule stats_group_table:
         mem_mb=2000,
         runtime=10,
     params:
+        step="group_table",
         qc=STATS_CFG["qc"],
         sessions=SESSIONS,
     script:
@@ -130,17 +87,17 @@ rule stats_group_table:
 
 rule stats_paired:
     input:
-        table=f"{STATS}/group_table.tsv",
+        table=rules.stats_group_table.output.table,
     output:
         paired=report(
-            f"{STATS}/paired.tsv",
+            STATS_OUT["paired"],
             caption="../report/paired.rst",
             category="Statistics",
         ),
     log:
-        f"{LOGS}/stats/paired.log",
+        STATS_LOG("paired")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/stats/paired.tsv"
+        STATS_LOG("paired")["benchmark"]
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -148,6 +105,7 @@ rule stats_paired:
         mem_mb=2000,
         runtime=30,
     params:
+        step="paired",
         paired=STATS_CFG["paired"],
         sessions=SESSIONS,
     script:
@@ -156,13 +114,13 @@ rule stats_paired:
 
 rule stats_mixed:
     input:
-        table=f"{STATS}/group_table.tsv",
+        table=rules.stats_group_table.output.table,
     output:
-        mixed=f"{STATS}/mixed.tsv",
+        mixed=STATS_OUT["mixed"],
     log:
-        f"{LOGS}/stats/mixed.log",
+        STATS_LOG("mixed")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/stats/mixed.tsv"
+        STATS_LOG("mixed")["benchmark"]
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -170,6 +128,7 @@ rule stats_mixed:
         mem_mb=2000,
         runtime=20,
     params:
+        step="mixed",
         formula=STATS_CFG["mixed"]["formula"],
         measures=STATS_CFG["mixed"]["measures"],
         ci=STATS_CFG["paired"]["ci"],
@@ -180,17 +139,17 @@ rule stats_mixed:
 
 rule stats_multimodal:
     input:
-        table=f"{STATS}/group_table.tsv",
+        table=rules.stats_group_table.output.table,
     output:
         multimodal=report(
-            f"{STATS}/multimodal.tsv",
+            STATS_OUT["multimodal"],
             caption="../report/multimodal.rst",
             category="Statistics",
         ),
     log:
-        f"{LOGS}/stats/multimodal.log",
+        STATS_LOG("multimodal")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/stats/multimodal.tsv"
+        STATS_LOG("multimodal")["benchmark"]
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -198,6 +157,7 @@ rule stats_multimodal:
         mem_mb=2000,
         runtime=20,
     params:
+        step="multimodal",
         multimodal=STATS_CFG["multimodal"],
         sessions=SESSIONS,
     script:
@@ -206,18 +166,18 @@ rule stats_multimodal:
 
 rule stats_hypotheses:
     input:
-        table=f"{STATS}/group_table.tsv",
-        paired=f"{STATS}/paired.tsv",
+        table=STATS_OUT["table"],
+        paired=rules.stats_paired.output.paired,
     output:
         hypotheses=report(
-            f"{STATS}/hypotheses.tsv",
+            STATS_OUT["hypotheses"],
             caption="../report/hypotheses.rst",
             category="Statistics",
         ),
     log:
-        f"{LOGS}/stats/hypotheses.log",
+        STATS_LOG("hypotheses")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/stats/hypotheses.tsv"
+        STATS_LOG("hypotheses")["benchmark"]
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -225,6 +185,7 @@ rule stats_hypotheses:
         mem_mb=2000,
         runtime=10,
     params:
+        step="hypotheses",
         hypotheses=STATS_HYPOTHESES,
         alpha=STATS_CFG["alpha"],
         p_value=STATS_CFG["p_value"],
@@ -242,33 +203,35 @@ rule stats_hypotheses:
 
 rule stats_nbs:
     input:
-        baseline=lambda wildcards: expand(
-            NBS_RELMAT[wildcards.atlas],
+        baseline=expand(
+            NBS_RELMAT,
             subject=SUBJECTS,
             session=SESSIONS[0],
-            atlas=wildcards.atlas,
+            meas="pearson",
+            allow_missing=True,
         ),
-        followup=lambda wildcards: expand(
-            NBS_RELMAT[wildcards.atlas],
+        followup=expand(
+            NBS_RELMAT,
             subject=SUBJECTS,
             session=SESSIONS[1],
-            atlas=wildcards.atlas,
+            meas="pearson",
+            allow_missing=True,
         ),
-        exclusions=f"{STATS}/exclusions.tsv",
+        exclusions=rules.stats_group_table.output.exclusions,
     output:
         summary=report(
-            f"{NBS_OUT}_nbs.json",
+            NBS_OUT["summary"],
             caption="../report/nbs.rst",
             category="Statistics",
         ),
-        edges=f"{NBS_OUT}_desc-nbs_edges.tsv",
-        t=f"{NBS_OUT}_stat-t_relmat.tsv",
-        mean_baseline=f"{NBS_OUT}_ses-{SESSIONS[0]}_desc-mean_relmat.tsv",
-        mean_followup=f"{NBS_OUT}_ses-{SESSIONS[1]}_desc-mean_relmat.tsv",
+        edges=NBS_OUT["edges"],
+        t=NBS_OUT["t"],
+        mean_baseline=NBS_OUT["mean_baseline"],
+        mean_followup=NBS_OUT["mean_followup"],
     log:
-        f"{LOGS}/stats/nbs_atlas-{{atlas}}.log",
+        STATS_LOG("nbs_atlas-{atlas}")["log"],
     benchmark:
-        f"{RESULTS}/benchmarks/stats/nbs_atlas-{{atlas}}.tsv"
+        STATS_LOG("nbs_atlas-{atlas}")["benchmark"]
     wildcard_constraints:
         atlas="|".join(NBS_ATLASES) or "[A-Za-z0-9]+",
     conda:
@@ -278,6 +241,8 @@ rule stats_nbs:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=60,
     params:
+        step="nbs",
+        atlas=lambda wildcards: wildcards.atlas,
         nbs=STATS_CFG["nbs"],
         subjects=[f"sub-{s}" for s in SUBJECTS],
         sessions=SESSIONS,

@@ -1,7 +1,6 @@
-"""Connectivity stage: parcel time series (rule connectivity_timeseries), FC matrices
-(connectivity_fc), per-session tables (connectivity_measures), voxel ALFF maps
-(connectivity_alff_maps), group tangent FC (connectivity_tangent) and gradients
-(connectivity_gradients)."""
+"""Connectivity stage: the step named by the rule's ``params.step``: parcel time series
+(timeseries), FC matrices (fc), per-session tables (measures), voxel ALFF maps (alff_maps),
+group tangent FC (tangent) and gradients (gradients)."""
 
 import pandas as pd
 
@@ -10,14 +9,13 @@ from prepost.connectivity import stage
 
 log = logs.setup(snakemake.log[0])
 inp, out, p = snakemake.input, snakemake.output, snakemake.params
-rule = snakemake.rule
 
 
 def read_ts(path):
     return pd.read_csv(path, sep="\t", na_values="n/a")
 
 
-if rule == "connectivity_timeseries":
+def run_timeseries():
     qc = stage.read_qc(inp.qc)
     atlas = stage.load_atlas_spec(p.atlas)
     ts, cov = stage.parcel_timeseries(inp.bold, inp.mask, atlas, qc, p.min_coverage)
@@ -26,12 +24,16 @@ if rule == "connectivity_timeseries":
              f" (excluded run: {qc['reason']})" if qc["excluded"] else "")
     io.write_tsv(ts, out.timeseries, float_format="%.6g")
     io.write_tsv(cov, out.coverage, float_format="%.4f")
-elif rule == "connectivity_fc":
+
+
+def run_fc():
     qc = stage.read_qc(inp.qc)
     mat = stage.fc_relmat(read_ts(inp.timeseries), snakemake.wildcards.meas, p.estimator,
                           excluded=qc["excluded"])
     io.write_tsv(mat, out.relmat, float_format="%.6f")
-elif rule == "connectivity_measures":
+
+
+def run_measures():
     qc = stage.read_qc(inp.qc)
     atlas = stage.load_atlas_spec(p.atlas)
     tables = stage.session_measures(p.participant_id, snakemake.wildcards.session,
@@ -42,12 +44,16 @@ elif rule == "connectivity_measures":
         io.write_tsv(df, out[name], float_format="%.6g")
     log.info("%d tidy rows%s", len(tables["long"]),
              f", all NaN (excluded: {qc['reason']})" if qc["excluded"] else "")
-elif rule == "connectivity_alff_maps":
+
+
+def run_alff_maps():
     qc = stage.read_qc(inp.qc)
     alff, falff = stage.alff_maps(inp.bold, inp.mask, qc, band=list(p.band))
     io.write_nifti(alff, out.alff)
     io.write_nifti(falff, out.falff)
-elif rule == "connectivity_tangent":
+
+
+def run_tangent():
     qcs = [stage.read_qc(f) for f in inp.qc]
     series = [read_ts(f) for f in inp.timeseries]
     mats, mean = stage.tangent_fc(series, [q["excluded"] for q in qcs], p.estimator)
@@ -55,7 +61,9 @@ elif rule == "connectivity_tangent":
     for mat, path in zip(mats, out.relmats):
         io.write_tsv(stage.relmat_frame(mat, names), path, float_format="%.6f")
     io.write_tsv(stage.relmat_frame(mean, names), out.groupmean, float_format="%.6g")
-else:  # connectivity_gradients
+
+
+def run_gradients():
     qcs = [stage.read_qc(f) for f in inp.qc]
     atlas = stage.load_atlas_spec(p.atlas)
     ref, aligned, parts = stage.group_gradients(
@@ -68,3 +76,10 @@ else:  # connectivity_gradients
     io.write_tsv(aligned, out.aligned, float_format="%.6g")
     io.write_tsv(long, out.long, float_format="%.6g")
     log.info("gradients of %d runs aligned to the group reference", len(parts))
+
+
+STEPS = {"timeseries": run_timeseries, "fc": run_fc, "measures": run_measures,
+         "alff_maps": run_alff_maps, "tangent": run_tangent, "gradients": run_gradients}
+if p.step not in STEPS:
+    raise ValueError(f"unknown step {p.step!r}; known steps: {', '.join(STEPS)}")
+STEPS[p.step]()

@@ -2,7 +2,7 @@
 time series and measures, and the group-level tangent FC and gradients.
 
 Inputs are the fMRI stage's derivatives: a denoised BOLD image in MNI space whose censored volumes
-are removed, its brain mask and a QC record (``excluded``, ``reason``, ``tr``, ``sample_mask`` =
+are removed, its brain mask and a QC record (``excluded``, ``reason``, ``t_r``, ``sample_mask`` =
 indices of the retained volumes in the run after the dummy volumes, ``n_volumes``, ``retained_s``,
 ``mean_fd``). A run the QC excludes still gets every output, with NaN values; its rows of the tidy
 table carry the exclusion reason in ``flag``.
@@ -32,6 +32,7 @@ import pandas as pd
 
 from prepost.errors import ConfigError, InputError
 from prepost.io import read_json_object, read_tsv
+from prepost.paths import bids_name, derivative
 from prepost.connectivity import alff as _alff
 from prepost.connectivity import fc as _fc
 from prepost.connectivity import gradients as _grad
@@ -44,6 +45,77 @@ BUILTIN = ("Schaefer100", "Schaefer200", "Schaefer400", "Seitzman300")
 FC_KINDS = {"pearson": "correlation", "partial": "partial correlation"}
 TIDY = ["participant_id", "session", "modality", "measure", "region", "value", "flag", "atlas"]
 QC_MEASURES = ("mean_fd", "retained_s", "excluded")
+
+
+# ----------------------------------------------------------------------------------------------
+# file names
+def output_paths(results, *, sub, ses, task, space, res, atlas="{atlas}", meas="{meas}"):
+    """Every file the connectivity stage writes for one session, named from its BIDS entities.
+
+    Parameters
+    ----------
+    results : str or path-like
+        Derivatives root.
+    sub, ses, task, space, res : str
+        Entities of the denoised BOLD run (values or Snakemake wildcards such as ``"{subject}"``).
+    atlas, meas : str
+        Atlas label and FC measure (default: the wildcards ``{atlas}`` and ``{meas}``).
+
+    Returns
+    -------
+    dict of str
+        ``timeseries``, ``coverage`` (connectivity_timeseries); ``relmat`` (connectivity_fc);
+        ``network``, ``graph``, ``alff``, ``long`` (connectivity_measures); ``alff_map``,
+        ``falff_map`` (connectivity_alff_maps); ``tangent`` (the session's tangent matrix,
+        connectivity_tangent).
+    """
+    run = dict(sub=sub, ses=ses, task=task, space=space, res=res)
+
+    def func(suffix, ext, **entities):
+        return derivative(results, suffix, ext, datatype="func", **run, **entities)
+
+    return {
+        "timeseries": func("timeseries", ".tsv", atlas=atlas),
+        "coverage": func("coverage", ".tsv", atlas=atlas),
+        "relmat": func("relmat", ".tsv", atlas=atlas, meas=meas),
+        "network": func("fc", ".tsv", atlas=atlas, desc="network"),
+        "graph": func("measures", ".tsv", atlas=atlas, desc="graph"),
+        "alff": func("measures", ".tsv", atlas=atlas, desc="alff"),
+        "long": func("long", ".tsv", atlas=atlas, desc="connectivity"),
+        "alff_map": func("boldmap", ".nii.gz", stat="alff"),
+        "falff_map": func("boldmap", ".nii.gz", stat="falff"),
+        "tangent": func("relmat", ".tsv", atlas=atlas, meas="tangent"),
+    }
+
+
+def group_output_paths(results, *, atlas="{atlas}"):
+    """The group files of one atlas (connectivity_tangent, connectivity_gradients).
+
+    Returns
+    -------
+    dict of str
+        ``tangent_mean`` (group geometric mean), ``reference`` and ``aligned`` gradients and the
+        gradients' tidy table ``long``, in ``<results>/group/connectivity``.
+    """
+    def group(suffix, ext, **entities):
+        return derivative(f"{results}/group", suffix, ext, datatype="connectivity", atlas=atlas,
+                          **entities)
+
+    return {"tangent_mean": group("relmat", ".tsv", meas="tangent", desc="groupmean"),
+            "reference": group("gradients", ".tsv", desc="reference"),
+            "aligned": group("gradients", ".tsv", desc="aligned"),
+            "long": group("long", ".tsv", desc="gradients")}
+
+
+def log_paths(results, step, **entities):
+    """``{"log": ..., "benchmark": ...}`` of one connectivity job, named from its entities.
+
+    ``step`` ends the name (``timeseries``, ``fc``, ...); ``entities`` as in :func:`output_paths`
+    (wildcards allowed).
+    """
+    name = bids_name(step, "", **entities)
+    return {"log": f"{results}/logs/connectivity/{name}.log",
+            "benchmark": f"{results}/benchmarks/connectivity/{name}.tsv"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,9 +248,15 @@ def load_atlas_spec(spec):
 # ----------------------------------------------------------------------------------------------
 # one session
 def read_qc(path):
-    """The fMRI stage's QC record, checked for the keys this stage uses."""
+    """The fMRI stage's QC record, checked for the keys this stage uses.
+
+    The repetition time is returned as ``t_r`` (seconds); a record that spells it ``tr`` is read
+    the same way.
+    """
     qc = read_json_object(path, "a readable JSON QC record")
-    for k in ("excluded", "tr", "sample_mask", "n_volumes"):
+    if "t_r" not in qc and "tr" in qc:
+        qc["t_r"] = qc.pop("tr")
+    for k in ("excluded", "t_r", "sample_mask", "n_volumes"):
         if k not in qc:
             raise InputError(path, k, "present (fMRI stage QC contract)")
     qc.setdefault("reason", "")
@@ -316,9 +394,9 @@ def session_measures(participant_id, session, timeseries, atlas, qc, hierarchy=N
     np.fill_diagonal(W, 0.0)
     graph, _ = _graph.graph_measures(W, nets, densities)
     graph.insert(2, "name", names[graph["parcel"].to_numpy()])
-    a, f = _alff.compute_alff(full, float(qc_use["tr"]), tuple(band), sm)
+    a, f = _alff.compute_alff(full, float(qc_use["t_r"]), tuple(band), sm)
     alff = pd.DataFrame({"name": names, "network": nets, "alff": a, "falff": f})
-    long = tidy_fmri_measures(participant_id, session, full, atlas, t_r=float(qc_use["tr"]),
+    long = tidy_fmri_measures(participant_id, session, full, atlas, t_r=float(qc_use["t_r"]),
                               fc_z=z, hierarchy=hierarchy, sample_mask=sm, alff_band=tuple(band),
                               densities=tuple(densities), regions=regions,
                               measures=("fc", "alff", "graph"))
@@ -365,7 +443,7 @@ def alff_maps(bold, mask, qc, band=(0.01, 0.08)):
         nan = masking.unmask(np.full(int(np.asarray(mask_img.dataobj).astype(bool).sum()),
                                      np.nan), mask_img)
         return nan, nib.Nifti1Image(np.asarray(nan.dataobj), nan.affine)
-    return _alff.alff_maps(bold, mask_img, t_r=float(qc["tr"]), band=tuple(band),
+    return _alff.alff_maps(bold, mask_img, t_r=float(qc["t_r"]), band=tuple(band),
                            sample_mask=qc["sample_mask"], n_volumes=int(qc["n_volumes"]))
 
 

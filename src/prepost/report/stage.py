@@ -1,0 +1,23 @@
+"""The report stage of the workflow: its file names."""
+
+from prepost.paths import derivative
+
+__all__ = ["output_paths"]
+
+
+def output_paths(results):
+    """The report page and the log and benchmark of the job that writes it.
+
+    Parameters
+    ----------
+    results : str or path-like
+        Derivatives root.
+
+    Returns
+    -------
+    dict of str
+        ``html`` (``<results>/report/report.html``), ``log`` and ``benchmark``.
+    """
+    return {"html": derivative(results, "report", ".html", datatype="report"),
+            "log": f"{results}/logs/report/report.log",
+            "benchmark": f"{results}/benchmarks/report/report.tsv"}
