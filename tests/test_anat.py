@@ -98,7 +98,7 @@ def test_points_match_the_known_affine(run):
 
 def test_inverse_transform_brings_template_to_t1w(run):
     truth = run["truth"]["brain"]
-    mask = anat.apply_to_t1w(anat.template_images(2)["brain"], run["dir"] / "sub-01_ses-pre",
+    mask = anat.apply_to_t1w(anat.template_images(2)["brain"], run["res"]["transforms"]["sidecar"],
                              run["t1w"], interpolation="linear")
     assert anat.dice(mask, truth) > 0.9
 

@@ -31,9 +31,7 @@ def anat_targets(results):
 
     out = []
     for ses in SESSIONS:
-        prefix = Path(results) / f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}"
-        out += [str(p) for p in anat.output_paths(prefix, space=SPACE).values()]
-        out += [str(p) for p in anat.transform_paths(prefix, space=SPACE).values()]
+        out += list(anat.output_paths(results, sub="01", ses=ses, space=SPACE).values())
     return out
 
 
@@ -64,23 +62,22 @@ def test_anat_rule_writes_the_contract(tmp_path):
         assert Path(t).is_file(), t
     tpl = anat.template_images(2)
     for ses in SESSIONS:
-        prefix = results / f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}"
-        qc = json.loads(Path(f"{prefix}_desc-anat_qc.json").read_text())
+        out = anat.output_paths(results, sub="01", ses=ses, space=SPACE)
+        qc = json.loads(Path(out["qc"]).read_text())
         assert qc["template"] == SPACE and qc["template_correlation"] > 0.8
         assert 1000 < qc["brain_volume_ml"] < 2200
         # the T1w on the template grid matches the template
-        mni = nib.load(f"{prefix}_space-{SPACE}_res-2_desc-preproc_T1w.nii.gz")
+        mni = nib.load(out["mni_t1w"])
         assert mni.shape == tpl["t1w"].shape and np.allclose(mni.affine, tpl["t1w"].affine)
         inside = tpl["brain"].get_fdata() > 0.5
         r = np.corrcoef(mni.get_fdata()[inside], tpl["t1w"].get_fdata()[inside])[0, 1]
         assert r > 0.8
         # tissue maps on the T1w grid: probabilities, GM mostly inside the brain mask
-        t1 = nib.load(f"{prefix}_desc-preproc_T1w.nii.gz")
-        mask = nib.load(f"{prefix}_desc-brain_mask.nii.gz").get_fdata() > 0
-        gm = nib.load(f"{prefix}_label-GM_probseg.nii.gz").get_fdata()
+        t1 = nib.load(out["preproc"])
+        mask = nib.load(out["brain_mask"]).get_fdata() > 0
+        gm = nib.load(out["GM"]).get_fdata()
         assert gm.shape == t1.shape and 0 <= gm.min() and gm.max() <= 1
         assert gm[mask].sum() > 0.95 * gm.sum()
         # the transforms carry the template brain mask onto the T1w brain mask
-        back = anat.apply_to_t1w(tpl["brain"], f"{prefix}_from-T1w_to-{SPACE}_mode-image_xfm.json",
-                                 t1).get_fdata() > 0.5
+        back = anat.apply_to_t1w(tpl["brain"], out["sidecar"], t1).get_fdata() > 0.5
         assert anat.dice(back, mask) > 0.95

@@ -121,7 +121,7 @@ def test_denoised_bold_is_in_template_space(study):
         assert den.shape[:3] == ref.shape and np.allclose(den.affine, ref.affine)
         assert den.shape[3] == len(qc["sample_mask"]) == qc["n_retained"]
         assert qc["n_volumes"] == 58 and not qc["excluded"]
-        assert np.isclose(den.header.get_zooms()[3], qc["tr"]) and qc["tr"] == 2.0
+        assert np.isclose(den.header.get_zooms()[3], qc["t_r"]) and qc["t_r"] == 2.0
         mean = pre.get_fdata()[..., 2:].mean(axis=3)
         assert np.corrcoef(mean.ravel(), brain.ravel())[0, 1] > 0.9
         # the BOLD fluctuations left after denoising sit in grey matter

@@ -20,16 +20,17 @@ template with antspyx, and the template's priors are carried back to the T1w gri
    *are* the template priors, it lowers the Dice against the truth (GM 0.945 -> 0.92), so it is
    off by default; it helps on real data where intensities, not priors, carry the anatomy.
 
-Transforms on disk
-------------------
-:func:`save_transforms` writes, for an output prefix such as ``.../sub-01_ses-pre`` and
-``space`` (default :data:`TEMPLATE`, ``MNI152NLin2009aSym``)::
+Outputs on disk
+---------------
+:func:`output_paths` names every file of one session from its BIDS entities
+(:func:`prepost.paths.derivative`); with ``space`` (default :data:`TEMPLATE`,
+``MNI152NLin2009aSym``) the transforms written by :func:`save_transforms` are::
 
-    <prefix>_from-T1w_to-<space>_mode-image_desc-affine_xfm.mat     (ITK affine)
-    <prefix>_from-T1w_to-<space>_mode-image_desc-warp_xfm.nii.gz    (displacement)
-    <prefix>_from-<space>_to-T1w_mode-image_desc-affine_xfm.mat     (inverted affine)
-    <prefix>_from-<space>_to-T1w_mode-image_desc-warp_xfm.nii.gz    (inverse field)
-    <prefix>_from-T1w_to-<space>_mode-image_xfm.json                (sidecar)
+    sub-<sub>_ses-<ses>_from-T1w_to-<space>_mode-image_desc-affine_xfm.mat     (ITK affine)
+    sub-<sub>_ses-<ses>_from-T1w_to-<space>_mode-image_desc-warp_xfm.nii.gz    (displacement)
+    sub-<sub>_ses-<ses>_from-<space>_to-T1w_mode-image_desc-affine_xfm.mat     (inverted affine)
+    sub-<sub>_ses-<ses>_from-<space>_to-T1w_mode-image_desc-warp_xfm.nii.gz    (inverse field)
+    sub-<sub>_ses-<ses>_from-T1w_to-<space>_mode-image_xfm.json                (sidecar)
 
 The sidecar lists, per direction, the files in ``ants.apply_transforms`` order (file names
 relative to the sidecar's folder) together with the template, its resolution and the settings.
@@ -55,7 +56,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -67,6 +67,14 @@ import numpy as np
 from prepost.errors import InputError
 from prepost.image import ants_settings, from_ants, image_name, load_img, to_ants
 from prepost.io import atomic_path, write_json, write_nifti
+from prepost.paths import derivative
+
+__all__ = [
+    "INTERPOLATIONS", "TEMPLATE", "TRANSFORM_TYPES", "apply_to_mni", "apply_to_t1w",
+    "bias_correct", "dice", "load_t1w", "load_transforms", "mni_reference", "output_paths",
+    "points_to_mni", "points_to_t1w", "process_t1w", "refine_tissues", "register_to_mni",
+    "TRANSFORM_KEYS", "save_transforms", "template_images", "warp_priors", "write_outputs",
+]
 
 # nilearn's bundled template file is mni_icbm152_t1_tal_nlin_sym_09a: ICBM152 2009a, symmetric
 TEMPLATE = "MNI152NLin2009aSym"
@@ -286,22 +294,50 @@ def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dil
 
 # ----------------------------------------------------------------------------------------------
 # Transforms on disk
-def transform_paths(out_prefix, *, space=TEMPLATE):
-    """File names :func:`save_transforms` writes for ``out_prefix`` (for workflow outputs).
+#: Keys of the transform files in :func:`output_paths`.
+TRANSFORM_KEYS = ("affine", "warp", "inverse_affine", "inverse_warp", "sidecar")
+
+
+def output_paths(results, *, sub, ses, space=TEMPLATE, template_resolution=2):
+    """Every file rule ``anat`` writes for one session, named from its BIDS entities.
+
+    Parameters
+    ----------
+    results : str or path-like
+        Derivatives root.
+    sub, ses : str or None
+        Participant and session labels (or Snakemake wildcards such as ``"{subject}"``).
+    space : str
+        Template label.
+    template_resolution : int
+        Template grid (mm) of the T1w in template space (``res-`` entity).
 
     Returns
     -------
-    dict of pathlib.Path
-        ``affine``, ``warp`` (T1w -> MNI), ``inverse_affine``, ``inverse_warp`` (MNI -> T1w) and
-        ``sidecar``.
+    dict of str
+        Images and QC (:func:`write_outputs`): ``preproc``, ``brain_mask``, ``GM``, ``WM``,
+        ``CSF``, ``mni_t1w``, ``qc``; transforms (:func:`save_transforms`, keys
+        :data:`TRANSFORM_KEYS`): ``affine``, ``warp`` (T1w -> template), ``inverse_affine``,
+        ``inverse_warp`` (template -> T1w) and their ``sidecar``.
     """
-    p = str(out_prefix)
-    fwd, inv = f"{p}_from-T1w_to-{space}_mode-image", f"{p}_from-{space}_to-T1w_mode-image"
-    return {"affine": Path(f"{fwd}_desc-affine_xfm.mat"),
-            "warp": Path(f"{fwd}_desc-warp_xfm.nii.gz"),
-            "inverse_affine": Path(f"{inv}_desc-affine_xfm.mat"),
-            "inverse_warp": Path(f"{inv}_desc-warp_xfm.nii.gz"),
-            "sidecar": Path(f"{fwd}_xfm.json")}
+    def anat(suffix, ext, **entities):
+        return derivative(results, suffix, ext, datatype="anat", sub=sub, ses=ses, **entities)
+
+    fwd = {"from": "T1w", "to": space, "mode": "image"}
+    inv = {"from": space, "to": "T1w", "mode": "image"}
+    return {"preproc": anat("T1w", ".nii.gz", desc="preproc"),
+            "brain_mask": anat("mask", ".nii.gz", desc="brain"),
+            "GM": anat("probseg", ".nii.gz", label="GM"),
+            "WM": anat("probseg", ".nii.gz", label="WM"),
+            "CSF": anat("probseg", ".nii.gz", label="CSF"),
+            "mni_t1w": anat("T1w", ".nii.gz", space=space, res=int(template_resolution),
+                            desc="preproc"),
+            "qc": anat("qc", ".json", desc="anat"),
+            "affine": anat("xfm", ".mat", **fwd, desc="affine"),
+            "warp": anat("xfm", ".nii.gz", **fwd, desc="warp"),
+            "inverse_affine": anat("xfm", ".mat", **inv, desc="affine"),
+            "inverse_warp": anat("xfm", ".nii.gz", **inv, desc="warp"),
+            "sidecar": anat("xfm", ".json", **fwd)}
 
 
 def _copy(src, dst):
@@ -309,28 +345,28 @@ def _copy(src, dst):
         shutil.copyfile(src, tmp)
 
 
-def save_transforms(reg, out_prefix, *, space=TEMPLATE):
-    """Write the T1w <-> MNI transforms of :func:`register_to_mni` under ``out_prefix``.
+def save_transforms(reg, paths, *, space=TEMPLATE):
+    """Write the T1w <-> MNI transforms of :func:`register_to_mni`.
 
     Parameters
     ----------
     reg : dict
         Output of :func:`register_to_mni`.
-    out_prefix : str or path-like
-        Path prefix, e.g. ``derivatives/prepost/sub-01/ses-pre/anat/sub-01_ses-pre``.
+    paths : dict
+        Destination of each file, keys :data:`TRANSFORM_KEYS` (e.g. :func:`output_paths`).
     space : str
-        Template label used in the file names and the sidecar.
+        Template label of the sidecar.
 
     Returns
     -------
     dict
         As :func:`load_transforms`: ``forward`` and ``inverse`` lists of file paths (str) in
-        ``ants.apply_transforms`` order, none to be inverted, the individual paths of
-        :func:`transform_paths`, ``template`` and ``template_resolution``.
+        ``ants.apply_transforms`` order, none to be inverted, the individual paths (keys
+        :data:`TRANSFORM_KEYS`), ``template`` and ``template_resolution``.
     """
     import ants
 
-    paths = transform_paths(out_prefix, space=space)
+    paths = {k: Path(paths[k]) for k in TRANSFORM_KEYS}
     warp, affine = reg["forward"]
     _, inverse_warp = reg["inverse"]
     _copy(affine, paths["affine"])
@@ -352,62 +388,51 @@ def save_transforms(reg, out_prefix, *, space=TEMPLATE):
                        "images onto the T1w grid"),
     }
     write_json(sidecar, paths["sidecar"])
-    return load_transforms(out_prefix, space=space)
+    return load_transforms(paths["sidecar"])
 
 
-def load_transforms(out_prefix, *, space=TEMPLATE):
+def load_transforms(sidecar):
     """Read the transforms written by :func:`save_transforms`.
 
     Parameters
     ----------
-    out_prefix : str or path-like
-        The prefix given to :func:`save_transforms`, or the path of the sidecar JSON.
-    space : str
-        Template label of the file names (ignored when the sidecar path is given).
+    sidecar : str or path-like
+        The transforms' JSON sidecar (``..._from-T1w_to-<space>_mode-image_xfm.json``).
 
     Returns
     -------
     dict
         ``forward`` (T1w -> MNI) and ``inverse`` (MNI -> T1w) lists of file paths, the individual
-        paths, ``template``, ``template_resolution`` and ``settings``.
+        paths (keys :data:`TRANSFORM_KEYS`), ``template``, ``template_resolution`` and
+        ``settings``.
 
     Raises
     ------
     InputError
         The sidecar or one of the files it lists is missing or malformed.
     """
-    p = str(out_prefix)
-    if p.endswith("_xfm.json"):
-        sidecar = Path(p)
-        m = re.fullmatch(r"(.*)_from-T1w_to-([A-Za-z0-9]+)_mode-image_xfm\.json", p)
-        if m is None:
-            raise InputError(file=sidecar, field="file name",
-                             expected="<prefix>_from-T1w_to-<space>_mode-image_xfm.json",
-                             found=sidecar.name)
-        p, space = m.group(1), m.group(2)
-    else:
-        sidecar = transform_paths(p, space=space)["sidecar"]
+    sidecar = Path(sidecar)
     if not sidecar.is_file():
-        raise InputError(file=sidecar, expected="the transform sidecar written by save_transforms",
-                         found="no such file")
+        raise InputError(file=sidecar, expected="the transform sidecar (_xfm.json) written by "
+                         "save_transforms", found="no such file")
     try:
         meta = json.loads(sidecar.read_text())
         forward = [str(sidecar.parent / n) for n in meta["Forward"]]
         inverse = [str(sidecar.parent / n) for n in meta["Inverse"]]
+        (warp, affine), (inverse_affine, inverse_warp) = forward, inverse
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(file=sidecar, field="Forward/Inverse",
-                         expected="JSON with 'Forward' and 'Inverse' file lists",
+                         expected="JSON with 'Forward' and 'Inverse' lists of two files each",
                          found=type(exc).__name__) from None
     for f in forward + inverse:
         if not Path(f).is_file():
             raise InputError(file=f, expected=f"a transform file listed in {sidecar.name}",
                              found="no such file")
-    out = {k: str(v) for k, v in transform_paths(p, space=space).items()}
-    out.update({"forward": forward, "inverse": inverse, "sidecar": str(sidecar),
-                "template": meta.get("Template", space),
-                "template_resolution": meta.get("TemplateResolution"),
-                "settings": meta.get("Settings", {})})
-    return out
+    return {"affine": affine, "warp": warp, "inverse_affine": inverse_affine,
+            "inverse_warp": inverse_warp, "sidecar": str(sidecar), "forward": forward,
+            "inverse": inverse, "template": meta.get("Template"),
+            "template_resolution": meta.get("TemplateResolution"),
+            "settings": meta.get("Settings", {})}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -597,7 +622,7 @@ def dice(a, b, *, threshold=0.5):
 
 # ----------------------------------------------------------------------------------------------
 # One session
-def process_t1w(t1w_img, *, out_prefix=None, space=TEMPLATE, template_resolution=2,
+def process_t1w(t1w_img, *, transform_paths=None, space=TEMPLATE, template_resolution=2,
                 transform="SyN", bias_correction=True, mask_dilation_mm=10.0, refine=False,
                 prior_weight=0.5, n_threads=1, seed=1, truth_mask=None):
     """Bias correction, MNI normalisation, brain mask and tissue probabilities of one T1w.
@@ -606,11 +631,11 @@ def process_t1w(t1w_img, *, out_prefix=None, space=TEMPLATE, template_resolution
     ----------
     t1w_img : nibabel.Nifti1Image or path-like
         3D T1w image (head, skull allowed).
-    out_prefix : str, path-like or None
-        Prefix of the transform files (see :func:`save_transforms`), e.g.
-        ``.../anat/sub-01_ses-pre``; None writes them to a new temporary folder.
+    transform_paths : dict or None
+        Where to write the transforms (:func:`save_transforms`; e.g. :func:`output_paths`);
+        None writes them to a new temporary folder.
     space : str
-        Template label of the transform file names.
+        Template label.
     template_resolution : {1, 2}
         Template grid (mm) used as the registration target and prior source.
     transform : str
@@ -665,9 +690,10 @@ def process_t1w(t1w_img, *, out_prefix=None, space=TEMPLATE, template_resolution
                                   template_bias_correction=bias_correction,
                                   n_threads=n_threads, seed=seed, workdir=workdir)
             qc["seconds_registration"] = reg["seconds"]
-            prefix = out_prefix if out_prefix is not None else \
-                Path(tempfile.mkdtemp(prefix="prepost-anat-xfm-")) / "anat"
-            xfm = save_transforms(reg, prefix, space=space)
+            if transform_paths is None:
+                transform_paths = output_paths(tempfile.mkdtemp(prefix="prepost-anat-xfm-"),
+                                               sub="anat", ses=None, space=space)
+            xfm = save_transforms(reg, transform_paths, space=space)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -702,29 +728,9 @@ def process_t1w(t1w_img, *, out_prefix=None, space=TEMPLATE, template_resolution
             "mni_t1w": reg["warped"], "transforms": xfm, "qc": qc}
 
 
-def output_paths(out_prefix, *, space=TEMPLATE, template_resolution=2):
-    """Derivative file names written by :func:`write_outputs` (transforms excluded).
-
-    Returns
-    -------
-    dict of pathlib.Path
-        ``preproc``, ``brain_mask``, ``GM``, ``WM``, ``CSF``, ``mni_t1w`` and ``qc``.
-    """
-    p = str(out_prefix)
-    return {"preproc": Path(f"{p}_desc-preproc_T1w.nii.gz"),
-            "brain_mask": Path(f"{p}_desc-brain_mask.nii.gz"),
-            "GM": Path(f"{p}_label-GM_probseg.nii.gz"),
-            "WM": Path(f"{p}_label-WM_probseg.nii.gz"),
-            "CSF": Path(f"{p}_label-CSF_probseg.nii.gz"),
-            "mni_t1w": Path(f"{p}_space-{space}_res-{int(template_resolution)}"
-                            "_desc-preproc_T1w.nii.gz"),
-            "qc": Path(f"{p}_desc-anat_qc.json")}
-
-
-def write_outputs(result, out_prefix):
-    """Write the images and QC of :func:`process_t1w` (atomically) and return their paths."""
-    paths = output_paths(out_prefix, space=result["qc"]["template"],
-                         template_resolution=result["qc"]["template_resolution"])
+def write_outputs(result, paths):
+    """Write the images and QC of :func:`process_t1w` (atomically) to ``paths``
+    (:func:`output_paths`)."""
     write_nifti(result["preproc"], paths["preproc"])
     write_nifti(result["brain_mask"], paths["brain_mask"])
     for k in ("GM", "WM", "CSF"):

@@ -4,22 +4,18 @@
 from prepost import anat as panat
 
 ANAT = config["anat"]
-ANAT_PREFIX = (
-    f"{RESULTS}/sub-{{subject}}/ses-{{session}}/anat/sub-{{subject}}_ses-{{session}}"
+# every output of rule anat, named from BIDS entities (wildcards for sub and ses)
+ANAT_OUT = panat.output_paths(
+    RESULTS,
+    sub="{subject}",
+    ses="{session}",
+    space=SPACE,
+    template_resolution=ANAT["template_resolution"],
 )
-ANAT_OUT = {
-    k: str(v)
-    for k, v in panat.output_paths(
-        ANAT_PREFIX, space=SPACE, template_resolution=ANAT["template_resolution"]
-    ).items()
-}
-ANAT_XFM = {
-    k: str(v) for k, v in panat.transform_paths(ANAT_PREFIX, space=SPACE).items()
-}
 
 if FMRI or PET:
     STAGE_TARGETS["anat"] = expand(
-        list(ANAT_OUT.values()) + list(ANAT_XFM.values()),
+        list(ANAT_OUT.values()),
         subject=SUBJECTS,
         session=SESSIONS,
     )
@@ -30,7 +26,6 @@ rule anat:
         t1w=get_t1w,
     output:
         **ANAT_OUT,
-        **ANAT_XFM,
     log:
         f"{LOGS}/anat/sub-{{subject}}_ses-{{session}}.log",
     benchmark:
@@ -45,7 +40,6 @@ rule anat:
         * (3000 if ANAT["template_resolution"] == 2 else 8000),
         runtime=lambda wildcards, attempt: attempt * 30,
     params:
-        prefix=lambda wildcards, output: output.qc.removesuffix("_desc-anat_qc.json"),
         space=SPACE,
         template_resolution=ANAT["template_resolution"],
         transform=ANAT["transform"],

@@ -5,12 +5,14 @@ from prepost.fmri import stage as pfmri
 
 FMRI_CFG = config["fmri"]
 FMRI_DENOISE = FMRI_CFG["denoise"]
-FMRI_RES = pfmri.resolution_label(FMRI_CFG["resolution_mm"])
-FUNC = (
-    f"{RESULTS}/sub-{{subject}}/ses-{{session}}/func/"
-    f"sub-{{subject}}_ses-{{session}}_task-{TASK}"
+# The entities of a BOLD run: every fMRI derivative name carries them (one place to add one).
+BOLD_RUN = {"sub": "{subject}", "ses": "{session}", "task": TASK}
+FMRI_OUT = pfmri.output_paths(
+    RESULTS,
+    space=SPACE,
+    res=pfmri.resolution_label(FMRI_CFG["resolution_mm"]),
+    **BOLD_RUN,
 )
-FUNC_MNI = f"{FUNC}_space-{SPACE}_res-{FMRI_RES}"
 FUNC_LOGS = f"{LOGS}/fmri/sub-{{subject}}_ses-{{session}}"
 FUNC_BENCH = f"{RESULTS}/benchmarks/fmri/sub-{{subject}}_ses-{{session}}"
 FMRIPREP = FMRI and FMRI_CFG["source"] == "fmriprep"
@@ -18,31 +20,23 @@ FMRIPREP = FMRI and FMRI_CFG["source"] == "fmriprep"
 FMRIPREP_FILES = (
     pfmri.check_fmriprep(
         FMRI_CFG["fmriprep_dir"],
-        SUBJECTS,
-        SESSIONS,
-        TASK,
-        FMRI_CFG["fmriprep_space"],
-        FMRI_CFG["fmriprep_res"],
+        {
+            (s, ses): {k: v.format(subject=s, session=ses) for k, v in BOLD_RUN.items()}
+            for s in SUBJECTS
+            for ses in SESSIONS
+        },
+        space=FMRI_CFG["fmriprep_space"],
+        res=FMRI_CFG["fmriprep_res"],
     )
     if FMRIPREP
     else {}
 )
-FUNC_PREPROC = {
-    "bold": f"{FUNC_MNI}_desc-preproc_bold.nii.gz",
-    "mask": f"{FUNC_MNI}_desc-brain_mask.nii.gz",
-    "confounds": f"{FUNC}_desc-confounds_timeseries.tsv",
-    "confounds_json": f"{FUNC}_desc-confounds_timeseries.json",
-    "qc": f"{FUNC}_desc-preproc_qc.json",
-    "fd_plot": f"{FUNC}_desc-fd_plot.png",
-}
-FUNC_DENOISED = {
-    "bold": f"{FUNC_MNI}_desc-denoised_bold.nii.gz",
-    "qc": f"{FUNC_MNI}_desc-denoised_qc.json",
-}
+# the outputs both preprocessing rules (built in, fMRIPrep import) write
+FMRI_PREPROC = {k: v for k, v in FMRI_OUT["preproc"].items() if k != "boldref"}
 
 if FMRI:
     STAGE_TARGETS["fmri"] = expand(
-        list(FUNC_PREPROC.values()) + list(FUNC_DENOISED.values()),
+        list(FMRI_PREPROC.values()) + list(FMRI_OUT["denoise"].values()),
         subject=SUBJECTS,
         session=SESSIONS,
     )
@@ -53,16 +47,15 @@ if not FMRIPREP:
     rule fmri_preproc:
         input:
             unpack(get_bold),
-            t1w=ANAT_OUT["preproc"],
-            t1w_mask=ANAT_OUT["brain_mask"],
-            gm=ANAT_OUT["GM"],
-            wm=ANAT_OUT["WM"],
-            csf=ANAT_OUT["CSF"],
-            xfm=ANAT_XFM["sidecar"],
-            xfm_files=[ANAT_XFM[k] for k in ("affine", "warp")],
+            t1w=rules.anat.output.preproc,
+            t1w_mask=rules.anat.output.brain_mask,
+            gm=rules.anat.output.GM,
+            wm=rules.anat.output.WM,
+            csf=rules.anat.output.CSF,
+            xfm=rules.anat.output.sidecar,
+            xfm_files=[rules.anat.output.affine, rules.anat.output.warp],
         output:
-            **FUNC_PREPROC,
-            boldref=f"{FUNC_MNI}_boldref.nii.gz",
+            **FMRI_OUT["preproc"],
         log:
             f"{FUNC_LOGS}_preproc.log",
         benchmark:
@@ -77,11 +70,15 @@ if not FMRIPREP:
             * (3000 if FMRI_CFG["resolution_mm"] >= 3 else 8000),
             runtime=lambda wildcards, attempt: attempt * 30,
         params:
+            step="preproc",
             bids_dir=BIDS_DIR,
             resolution_mm=FMRI_CFG["resolution_mm"],
             dummy_scans=FMRI_CFG["dummy_scans"],
             slice_timing=FMRI_CFG["slice_timing"],
             acompcor_variance=FMRI_CFG["acompcor_variance"],
+            fd_threshold=FMRI_CFG["motion_outliers"]["fd_threshold"],
+            dvars_threshold=FMRI_CFG["motion_outliers"]["dvars_threshold"],
+            censor_fd_threshold=FMRI_DENOISE["fd_threshold"],
             seed=ANAT["seed"],
         script:
             "../scripts/fmri.py"
@@ -96,7 +93,7 @@ else:
                 ]
             ),
         output:
-            **FUNC_PREPROC,
+            **FMRI_PREPROC,
         log:
             f"{FUNC_LOGS}_import.log",
         benchmark:
@@ -110,22 +107,28 @@ else:
             mem_mb=lambda wildcards, attempt: 3000 * attempt,
             runtime=15,
         params:
+            step="import_fmriprep",
             resolution_mm=FMRI_CFG["resolution_mm"],
             space=SPACE,
             fmriprep_space=FMRI_CFG["fmriprep_space"],
+            censor_fd_threshold=FMRI_DENOISE["fd_threshold"],
         script:
             "../scripts/fmri.py"
 
 
+# the rule that makes the preprocessed run: built in, or the fMRIPrep import
+FMRI_PREPROC_RULE = rules.fmri_import_fmriprep if FMRIPREP else rules.fmri_preproc
+
+
 rule fmri_denoise:
     input:
-        bold=FUNC_PREPROC["bold"],
-        mask=FUNC_PREPROC["mask"],
-        confounds=FUNC_PREPROC["confounds"],
-        confounds_json=FUNC_PREPROC["confounds_json"],
-        preproc_qc=FUNC_PREPROC["qc"],
+        bold=FMRI_PREPROC_RULE.output.bold,
+        mask=FMRI_PREPROC_RULE.output.mask,
+        confounds=FMRI_PREPROC_RULE.output.confounds,
+        confounds_json=FMRI_PREPROC_RULE.output.confounds_json,
+        preproc_qc=FMRI_PREPROC_RULE.output.qc,
     output:
-        **FUNC_DENOISED,
+        **FMRI_OUT["denoise"],
     log:
         f"{FUNC_LOGS}_denoise.log",
     benchmark:
@@ -140,6 +143,7 @@ rule fmri_denoise:
         * (3000 if FMRI_CFG["resolution_mm"] >= 3 else 8000),
         runtime=15,
     params:
+        step="denoise",
         **FMRI_DENOISE,
     script:
         "../scripts/fmri.py"

@@ -8,11 +8,12 @@ p = snakemake.params
 log.info("T1w %s -> %s (%s, template %s mm, N4 %s, refine %s, %d thread(s))",
          snakemake.input.t1w, p.space, p.transform, p.template_resolution, p.bias_correction,
          p.refine, snakemake.threads)
-res = anat.process_t1w(snakemake.input.t1w, out_prefix=p.prefix, space=p.space,
+out = dict(snakemake.output.items())
+res = anat.process_t1w(snakemake.input.t1w, transform_paths=out, space=p.space,
                        template_resolution=p.template_resolution, transform=p.transform,
                        bias_correction=p.bias_correction, refine=p.refine,
                        n_threads=snakemake.threads, seed=p.seed)
-anat.write_outputs(res, p.prefix)
+anat.write_outputs(res, out)
 qc = res["qc"]
 log.info("template correlation %.3f, brain %.0f mL, %.1f s", qc["template_correlation"],
          qc["brain_volume_ml"], qc["seconds_total"])

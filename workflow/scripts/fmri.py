@@ -1,5 +1,6 @@
 """fMRI stage, one run: built-in preprocessing (rule fmri_preproc), import of fMRIPrep
-derivatives (fmri_import_fmriprep) and denoising (fmri_denoise)."""
+derivatives (fmri_import_fmriprep) and denoising (fmri_denoise); the rule names its step in
+``params.step``."""
 
 import json
 import os
@@ -8,40 +9,44 @@ from prepost import bids, io, logs
 from prepost.fmri import confounds as fconf
 from prepost.fmri import stage
 
-log = logs.setup(snakemake.log[0])
-inp, out, p = snakemake.input, snakemake.output, snakemake.params
-run = f"sub-{snakemake.wildcards.subject}_ses-{snakemake.wildcards.session}"
 
-if snakemake.rule == "fmri_preproc":
+def run_preproc(inp, out, p, wildcards):
     meta = bids.sidecar(p.bids_dir, inp.bold)
     meta = meta[0] if isinstance(meta, tuple) else meta  # (merged dict, files used)
     res = stage.preprocess_bold(
         inp.bold, inp.t1w, inp.t1w_mask, {"GM": inp.gm, "WM": inp.wm, "CSF": inp.csf}, inp.xfm,
-        tr=meta.get("RepetitionTime"), slice_timing=meta.get("SliceTiming"),
+        t_r=meta.get("RepetitionTime"), slice_timing=meta.get("SliceTiming"),
         dummy_scans=p.dummy_scans, slice_timing_correction=p.slice_timing,
-        resolution_mm=p.resolution_mm, acompcor_variance=p.acompcor_variance, seed=p.seed,
+        resolution_mm=p.resolution_mm, acompcor_variance=p.acompcor_variance,
+        fd_threshold=p.fd_threshold, dvars_threshold=p.dvars_threshold, seed=p.seed,
         n_threads=snakemake.threads)
     io.write_nifti(res["bold"], out.bold)
     io.write_nifti(res["mask"], out.mask)
     io.write_nifti(res["boldref"], out.boldref)
     fconf.write_confounds(res["confounds"], res["metadata"], out.confounds)
     io.write_json(res["qc"], out.qc)
-    stage.plot_fd(res["confounds"], out.fd_plot, title=run)
+    stage.plot_fd(res["confounds"], out.fd_plot, fd_threshold=p.censor_fd_threshold,
+                  title=_run_label(wildcards))
     log.info("preprocessed in %.1f s", res["qc"]["seconds"]["total"])
-elif snakemake.rule == "fmri_import_fmriprep":
-    tr = None
+
+
+def run_import_fmriprep(inp, out, p, wildcards):
+    t_r = None
     side = inp.bold.replace(".nii.gz", ".json")
     if os.path.exists(side):
-        tr = json.loads(open(side).read()).get("RepetitionTime")
+        t_r = json.loads(open(side).read()).get("RepetitionTime")
     qc = stage.import_fmriprep(inp.bold, inp.confounds, out.bold, out.mask, out.confounds,
-                               mask=inp.get("mask"), resolution_mm=p.resolution_mm, tr=tr)
+                               mask=inp.get("mask"), resolution_mm=p.resolution_mm, t_r=t_r)
     if p.fmriprep_space != p.space:
         log.warning("fMRIPrep space %s written under the label %s", p.fmriprep_space, p.space)
     qc.update(fmriprep_space=p.fmriprep_space, space=p.space)
     io.write_json(qc, out.qc)
     df, _ = fconf.read_confounds(out.confounds)
-    stage.plot_fd(df, out.fd_plot, title=f"{run} (fMRIPrep)")
-else:  # fmri_denoise
+    stage.plot_fd(df, out.fd_plot, fd_threshold=p.censor_fd_threshold,
+                  title=f"{_run_label(wildcards)} (fMRIPrep)")
+
+
+def run_denoise(inp, out, p, wildcards):
     pre = json.loads(open(inp.preproc_qc).read())
     extra = {k: pre[k] for k in ("coregistration_abs_corr", "coregistration_mattes_mi",
                                  "motion_reference_volume", "max_fd", "dummy_source",
@@ -53,3 +58,16 @@ else:  # fmri_denoise
         smoothing_fwhm=p.smoothing_fwhm, min_retained_s=p.min_retained_s, extra_qc=extra)
     io.write_nifti(img, out.bold)
     io.write_json(qc, out.qc)
+
+
+def _run_label(wildcards):
+    return f"sub-{wildcards.subject}_ses-{wildcards.session}"
+
+
+STEPS = {"preproc": run_preproc, "import_fmriprep": run_import_fmriprep, "denoise": run_denoise}
+
+log = logs.setup(snakemake.log[0])
+step = snakemake.params.step
+if step not in STEPS:
+    raise ValueError(f"unknown fMRI step {step!r}; known steps: {sorted(STEPS)}")
+STEPS[step](snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards)

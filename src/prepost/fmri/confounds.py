@@ -46,6 +46,7 @@ from scipy import ndimage
 
 from prepost.errors import InputError
 from prepost.io import read_json_object, read_tsv, write_json, write_tsv
+from prepost.registration import PARAM_NAMES
 
 __all__ = [
     "MOTION_COLUMNS",
@@ -58,7 +59,7 @@ __all__ = [
     "write_confounds",
 ]
 
-MOTION_COLUMNS = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+MOTION_COLUMNS = list(PARAM_NAMES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,9 +143,9 @@ def confounds_paths(bold_preproc_path):
 # --------------------------------------------------------------------------------------------
 # Main entry point
 # --------------------------------------------------------------------------------------------
-def compute_confounds(bold_img, motion_params, brain_mask, wm_mask, csf_mask, tr=None,
-                      n_dummy=0, acompcor_variance=0.5, acompcor_n=None, tcompcor=False,
-                      high_pass_s=128.0, fd_thresh=0.5, dvars_thresh=1.5, fd_radius=50.0):
+def compute_confounds(bold_img, motion_params, brain_mask, wm_mask, csf_mask, *, fd_threshold,
+                      dvars_threshold, t_r=None, n_dummy=0, acompcor_variance=0.5,
+                      acompcor_n=None, tcompcor=False, high_pass_s=128.0, fd_radius=50.0):
     """Compute the fMRIPrep-style confounds of one motion-corrected BOLD run.
 
     Parameters
@@ -157,7 +158,10 @@ def compute_confounds(bold_img, motion_params, brain_mask, wm_mask, csf_mask, tr
     brain_mask, wm_mask, csf_mask : nibabel image, array or path
         Brain mask and eroded white-matter / CSF masks on the BOLD grid (see
         :func:`erode_mask`). aCompCor also uses their union ("combined").
-    tr : float or None
+    fd_threshold, dvars_threshold : float or None
+        Thresholds of the ``motion_outlierNN`` columns (FD in mm, standardised DVARS; fMRIPrep
+        uses 0.5 and 1.5); None disables one criterion.
+    t_r : float or None
         Repetition time (s); None reads it from the image header.
     n_dummy : int, default=0
         Initial non-steady-state volumes kept in the run: they get one-hot
@@ -170,9 +174,6 @@ def compute_confounds(bold_img, motion_params, brain_mask, wm_mask, csf_mask, tr
         Also compute temporal CompCor (top 2 % variance voxels of the brain mask).
     high_pass_s : float, default=128
         Cutoff period (s) of the cosine basis (fMRIPrep 128 s).
-    fd_thresh, dvars_thresh : float or None, default=0.5 and 1.5
-        Thresholds of the ``motion_outlierNN`` columns (FD in mm, standardised DVARS); None
-        disables one criterion.
     fd_radius : float, default=50
         Head radius (mm) of the framewise displacement.
 
@@ -184,26 +185,82 @@ def compute_confounds(bold_img, motion_params, brain_mask, wm_mask, csf_mask, tr
         JSON sidecar content keyed by column (CompCor components, dropped components, cosine
         and outlier descriptions).
     """
-    from nipype.algorithms.confounds import (
-        ACompCor,
-        ComputeDVARS,
-        FramewiseDisplacement,
-        TCompCor,
-    )
+    img, src = _load_bold(bold_img)
+    n_vol, shape = img.shape[3], img.shape[:3]
+    t_r = _repetition_time(img, t_r, src)
+    motion = _motion_array(motion_params, n_vol)
+    if not isinstance(n_dummy, (int, np.integer)) or not 0 <= n_dummy < n_vol - 2:
+        raise InputError(field="n_dummy", expected=f"an integer in [0, {n_vol - 2})",
+                         found=repr(n_dummy))
+    if acompcor_n is None and not (acompcor_variance and 0 < acompcor_variance <= 1):
+        raise InputError(field="acompcor_variance", expected="a fraction in (0, 1] or "
+                         "acompcor_n", found=repr(acompcor_variance))
+    masks = {"brain": _as_mask(brain_mask, shape, "brain_mask", img.affine),
+             "WM": _as_mask(wm_mask, shape, "wm_mask", img.affine),
+             "CSF": _as_mask(csf_mask, shape, "csf_mask", img.affine)}
 
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    comp_kw = dict(pre_filter="cosine", high_pass_cutoff=float(high_pass_s),
+                   save_pre_filter=True, save_metadata=True, failure_mode="NaN",
+                   repetition_time=float(t_r), ignore_initial_volumes=int(n_dummy))
+    if acompcor_n is not None:
+        comp_kw["num_components"] = int(acompcor_n)
+    else:
+        comp_kw["variance_threshold"] = float(acompcor_variance)
+    nip = _run_nipype(data, img.affine, masks, motion, comp_kw, tcompcor=tcompcor,
+                      fd_radius=fd_radius)
+
+    # 24 motion parameters, FD, DVARS, tissue means (a masked mean needs no library)
+    df = expand_24(pd.DataFrame(motion, columns=MOTION_COLUMNS), MOTION_COLUMNS)
+    df["framewise_displacement"] = np.concatenate([[np.nan], nip["fd"]])
+    df["dvars"] = np.concatenate([[np.nan], nip["dvars"]])
+    df["std_dvars"] = np.concatenate([[np.nan], nip["std_dvars"]])
+    tissue = pd.DataFrame({
+        "global_signal": data[masks["brain"]].mean(axis=0),
+        "white_matter": data[masks["WM"]].mean(axis=0),
+        "csf": data[masks["CSF"]].mean(axis=0),
+    })
+    df = pd.concat([df, expand_24(tissue, ["global_signal", "white_matter", "csf"])], axis=1)
+    meta = {}
+    for method, (comp, cmeta) in nip["compcor"].items():
+        df = pd.concat([df, comp.reset_index(drop=True)], axis=1)
+        meta.update(_compcor_meta(cmeta, method))
+    df, cos_meta = _cosine_columns(df, nip["prefilter"], high_pass_s)
+    meta.update(cos_meta)
+    df = _outlier_columns(df, n_dummy, fd_threshold=fd_threshold,
+                          dvars_threshold=dvars_threshold)
+    meta.update({
+        "framewise_displacement": {"Description": "Power framewise displacement",
+                                   "Units": "mm", "Radius": float(fd_radius)},
+        "dvars": {"Description": "DVARS, intensity normalised to median 1000"},
+        "std_dvars": {"Description": "standardised DVARS (Nichols 2013)"},
+        "_settings": {"RepetitionTime": float(t_r), "NonSteadyStateVolumes": int(n_dummy),
+                      "FDThreshold": fd_threshold, "StdDVARSThreshold": dvars_threshold,
+                      "HighPassCutoff": float(high_pass_s)},
+    })
+    return df, meta
+
+
+def _load_bold(bold_img):
     src = bold_img if isinstance(bold_img, (str, os.PathLike)) else None
     img = nib.load(src) if src is not None else bold_img
     if not hasattr(img, "shape") or len(img.shape) != 4:
         raise InputError(file=src, field="bold_img", expected="a 4D image",
                          found=str(getattr(img, "shape", type(img).__name__)))
-    n_vol = img.shape[3]
-    shape = img.shape[:3]
-    if tr is None:
+    return img, src
+
+
+def _repetition_time(img, t_r, src):
+    if t_r is None:
         zooms = img.header.get_zooms()
-        tr = float(zooms[3]) if len(zooms) > 3 else 0.0
-    if not tr or tr <= 0:
+        t_r = float(zooms[3]) if len(zooms) > 3 else 0.0
+    if not t_r or t_r <= 0:
         raise InputError(file=src, field="RepetitionTime", expected="a positive TR (s)",
-                         found=repr(tr))
+                         found=repr(t_r))
+    return t_r
+
+
+def _motion_array(motion_params, n_vol):
     if isinstance(motion_params, pd.DataFrame):
         missing = [c for c in MOTION_COLUMNS if c not in motion_params]
         if missing:
@@ -215,118 +272,88 @@ def compute_confounds(bold_img, motion_params, brain_mask, wm_mask, csf_mask, tr
     if motion.shape != (n_vol, 6) or not np.all(np.isfinite(motion)):
         raise InputError(field="motion_params", expected=f"finite values of shape ({n_vol}, 6)",
                          found=f"shape {motion.shape}")
-    if not isinstance(n_dummy, (int, np.integer)) or not 0 <= n_dummy < n_vol - 2:
-        raise InputError(field="n_dummy", expected=f"an integer in [0, {n_vol - 2})",
-                         found=repr(n_dummy))
-    if acompcor_n is None and not (acompcor_variance and 0 < acompcor_variance <= 1):
-        raise InputError(field="acompcor_variance", expected="a fraction in (0, 1] or "
-                         "acompcor_n", found=repr(acompcor_variance))
-    brain = _as_mask(brain_mask, shape, "brain_mask", img.affine)
-    wm = _as_mask(wm_mask, shape, "wm_mask", img.affine)
-    csf = _as_mask(csf_mask, shape, "csf_mask", img.affine)
+    return motion
 
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    df = pd.DataFrame(motion, columns=MOTION_COLUMNS)
-    meta = {}
+
+def _run_nipype(data, affine, masks, motion, comp_kw, *, tcompcor, fd_radius):
+    """FD, DVARS, aCompCor (and tCompCor) by nipype's interfaces, in a scratch folder."""
+    from nipype.algorithms.confounds import (
+        ACompCor,
+        ComputeDVARS,
+        FramewiseDisplacement,
+        TCompCor,
+    )
+
+    out = {"compcor": {}}
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="prepost_confounds_") as tmp:
         os.chdir(tmp)  # nipype interfaces write their outputs to the working directory
         try:
             bold_path = os.path.join(tmp, "bold.nii")  # uncompressed: fast to write and read
-            nib.Nifti1Image(data, img.affine).to_filename(bold_path)
-            masks = {}
-            for name, m in (("brain", brain), ("WM", wm), ("CSF", csf), ("combined", wm | csf)):
-                masks[name] = os.path.join(tmp, f"mask_{name}.nii.gz")
-                nib.Nifti1Image(m.astype(np.uint8), img.affine).to_filename(masks[name])
+            nib.Nifti1Image(data, affine).to_filename(bold_path)
+            files = {}
+            for name, m in list(masks.items()) + [("combined", masks["WM"] | masks["CSF"])]:
+                files[name] = os.path.join(tmp, f"mask_{name}.nii.gz")
+                nib.Nifti1Image(m.astype(np.uint8), affine).to_filename(files[name])
             np.savetxt("motion.txt", motion)
-
-            # --- framewise displacement (nipype; 'SPM' order = mm then radians)
+            # framewise displacement ('SPM' order = mm then radians)
             fd_res = FramewiseDisplacement(in_file="motion.txt", parameter_source="SPM",
                                            radius=fd_radius).run()
-            fd = np.loadtxt(fd_res.outputs.out_file, skiprows=1, ndmin=1)
-            # --- DVARS (nipype)
-            dv = ComputeDVARS(in_file=bold_path, in_mask=masks["brain"], save_std=True,
+            out["fd"] = np.loadtxt(fd_res.outputs.out_file, skiprows=1, ndmin=1)
+            dv = ComputeDVARS(in_file=bold_path, in_mask=files["brain"], save_std=True,
                               save_nstd=True, remove_zerovariance=True).run()
-            dvars_nstd = np.loadtxt(dv.outputs.out_nstd, ndmin=1)
-            dvars_std = np.loadtxt(dv.outputs.out_std, ndmin=1)
-            # --- aCompCor (nipype), per mask as fMRIPrep
-            comp_kw = dict(pre_filter="cosine", high_pass_cutoff=float(high_pass_s),
-                           save_pre_filter=True, save_metadata=True, failure_mode="NaN",
-                           repetition_time=float(tr), ignore_initial_volumes=int(n_dummy))
-            if acompcor_n is not None:
-                comp_kw["num_components"] = int(acompcor_n)
-            else:
-                comp_kw["variance_threshold"] = float(acompcor_variance)
+            out["dvars"] = np.loadtxt(dv.outputs.out_nstd, ndmin=1)
+            out["std_dvars"] = np.loadtxt(dv.outputs.out_std, ndmin=1)
+            # aCompCor per mask, as fMRIPrep
             ac = ACompCor(realigned_file=bold_path,
-                          mask_files=[masks["CSF"], masks["WM"], masks["combined"]],
+                          mask_files=[files["CSF"], files["WM"], files["combined"]],
                           mask_names=["CSF", "WM", "combined"], merge_method="none",
                           components_file="acompcor.tsv", header_prefix="a_comp_cor_",
                           **comp_kw).run()
-            acomp = pd.read_csv(ac.outputs.components_file, sep="\t")
-            ameta = pd.read_csv(ac.outputs.metadata_file, sep="\t")
-            prefilt = pd.read_csv(ac.outputs.pre_filter_file, sep="\t")
-            tcomp, tmeta = None, None
+            out["compcor"]["aCompCor"] = (pd.read_csv(ac.outputs.components_file, sep="\t"),
+                                          pd.read_csv(ac.outputs.metadata_file, sep="\t"))
+            out["prefilter"] = pd.read_csv(ac.outputs.pre_filter_file, sep="\t")
             if tcompcor:
-                tc = TCompCor(realigned_file=bold_path, mask_files=[masks["brain"]],
+                tc = TCompCor(realigned_file=bold_path, mask_files=[files["brain"]],
                               percentile_threshold=0.02, components_file="tcompcor.tsv",
                               header_prefix="t_comp_cor_", **comp_kw).run()
-                tcomp = pd.read_csv(tc.outputs.components_file, sep="\t")
-                tmeta = pd.read_csv(tc.outputs.metadata_file, sep="\t")
+                out["compcor"]["tCompCor"] = (pd.read_csv(tc.outputs.components_file, sep="\t"),
+                                              pd.read_csv(tc.outputs.metadata_file, sep="\t"))
         finally:
             os.chdir(cwd)
+    return out
 
-    # 24 motion parameters
-    df = expand_24(df, MOTION_COLUMNS)
-    fd_col = np.concatenate([[np.nan], fd])
-    df["framewise_displacement"] = fd_col
-    df["dvars"] = np.concatenate([[np.nan], dvars_nstd])
-    df["std_dvars"] = np.concatenate([[np.nan], dvars_std])
-    # tissue means (own code: a masked mean needs no library)
-    tissue = pd.DataFrame({
-        "global_signal": data[brain].mean(axis=0),
-        "white_matter": data[wm].mean(axis=0),
-        "csf": data[csf].mean(axis=0),
-    })
-    df = pd.concat([df, expand_24(tissue, ["global_signal", "white_matter", "csf"])], axis=1)
 
-    df = pd.concat([df, acomp.reset_index(drop=True)], axis=1)
-    meta.update(_compcor_meta(ameta, "aCompCor"))
-    if tcomp is not None:
-        df = pd.concat([df, tcomp.reset_index(drop=True)], axis=1)
-        meta.update(_compcor_meta(tmeta, "tCompCor"))
-    # cosine basis (from the CompCor pre-filter) and non-steady-state one-hot columns
-    for c in prefilt.columns:
+def _cosine_columns(df, prefilter, high_pass_s):
+    """The cosine basis of the CompCor pre-filter, as fMRIPrep's ``cosineNN`` columns."""
+    meta = {}
+    for c in prefilter.columns:
         if c.startswith("Cosine"):
             new = "cosine" + c[len("Cosine"):]
-            df[new] = prefilt[c].to_numpy()
+            df[new] = prefilter[c].to_numpy()
             meta[new] = {"Method": "discrete cosine basis", "CutoffPeriod": float(high_pass_s),
                          "CutoffPeriodUnits": "s"}
+    return df, meta
+
+
+def _outlier_columns(df, n_dummy, *, fd_threshold, dvars_threshold):
+    """One-hot ``non_steady_state_outlierNN`` and ``motion_outlierNN`` columns (a volume is a
+    motion outlier when its FD or standardised DVARS is above its threshold)."""
+    n_vol = len(df)
     for k in range(int(n_dummy)):
-        col = f"non_steady_state_outlier{k:02d}"
         v = np.zeros(n_vol)
         v[k] = 1.0
-        df[col] = v
-    # motion outliers (fMRIPrep: FD > 0.5 mm or std DVARS > 1.5)
+        df[f"non_steady_state_outlier{k:02d}"] = v
     bad = np.zeros(n_vol, bool)
-    if fd_thresh is not None:
-        bad |= np.nan_to_num(fd_col) > fd_thresh
-    if dvars_thresh is not None:
-        bad |= np.nan_to_num(df["std_dvars"].to_numpy()) > dvars_thresh
+    if fd_threshold is not None:
+        bad |= np.nan_to_num(df["framewise_displacement"].to_numpy()) > fd_threshold
+    if dvars_threshold is not None:
+        bad |= np.nan_to_num(df["std_dvars"].to_numpy()) > dvars_threshold
     for k, t in enumerate(np.flatnonzero(bad)):
         v = np.zeros(n_vol)
         v[t] = 1.0
         df[f"motion_outlier{k:02d}"] = v
-
-    meta.update({
-        "framewise_displacement": {"Description": "Power framewise displacement",
-                                   "Units": "mm", "Radius": float(fd_radius)},
-        "dvars": {"Description": "DVARS, intensity normalised to median 1000"},
-        "std_dvars": {"Description": "standardised DVARS (Nichols 2013)"},
-        "_settings": {"RepetitionTime": float(tr), "NonSteadyStateVolumes": int(n_dummy),
-                      "FDThreshold": fd_thresh, "StdDVARSThreshold": dvars_thresh,
-                      "HighPassCutoff": float(high_pass_s)},
-    })
-    return df, meta
+    return df
 
 
 def _compcor_meta(table, method):

@@ -124,11 +124,11 @@ def select_confounds(confounds_df, strategy="default", gsr=False, metadata=None)
     return confounds_df[cols].astype(float).fillna(0.0)
 
 
-def censor_mask(fd, std_dvars=None, fd_thresh=0.5, dvars_thresh=1.5, min_segment=5,
+def censor_mask(fd, std_dvars=None, fd_threshold=0.5, dvars_threshold=1.5, min_segment=5,
                 extra=None):
     """Volumes to keep after motion censoring (scrubbing).
 
-    A volume is flagged when ``fd > fd_thresh`` or ``std_dvars > dvars_thresh`` (NaN never
+    A volume is flagged when ``fd > fd_threshold`` or ``std_dvars > dvars_threshold`` (NaN never
     flags; None disables a criterion). Runs of kept volumes shorter than ``min_segment``
     between flagged volumes or the run edges are removed too (Power 2014; the same rule as
     nilearn's ``scrub`` option).
@@ -136,8 +136,8 @@ def censor_mask(fd, std_dvars=None, fd_thresh=0.5, dvars_thresh=1.5, min_segment
     Parameters
     ----------
     fd, std_dvars : array-like (T,) or None
-    fd_thresh : float or None, default=0.5 (fMRIPrep's motion-outlier threshold)
-    dvars_thresh : float or None, default=1.5
+    fd_threshold : float or None, default=0.5 (fMRIPrep's motion-outlier threshold)
+    dvars_threshold : float or None, default=1.5
     min_segment : int, default=5
         0 or 1 keeps every unflagged volume.
     extra : array-like of bool (T,) or None
@@ -152,7 +152,7 @@ def censor_mask(fd, std_dvars=None, fd_thresh=0.5, dvars_thresh=1.5, min_segment
         raise InputError(field="fd", expected="framewise displacement or std DVARS", found="none")
     n = len(fd) if fd is not None else len(std_dvars)
     bad = np.zeros(n, bool)
-    for x, thr, name in ((fd, fd_thresh, "fd"), (std_dvars, dvars_thresh, "std_dvars")):
+    for x, thr, name in ((fd, fd_threshold, "fd"), (std_dvars, dvars_threshold, "std_dvars")):
         if x is None or thr is None:
             continue
         x = np.asarray(x, float).ravel()
@@ -201,8 +201,8 @@ def _load_confounds(confounds, metadata):
     return confounds, metadata
 
 
-def denoise(img_or_array, confounds, mask=None, tr=None, strategy="default", gsr=False,
-            low_pass=0.08, high_pass=0.01, censor=None, fd_thresh=0.5, dvars_thresh=1.5,
+def denoise(img_or_array, confounds, mask=None, t_r=None, strategy="default", gsr=False,
+            low_pass=0.08, high_pass=0.01, censor=None, fd_threshold=0.5, dvars_threshold=1.5,
             min_segment=5, smoothing_fwhm=None, min_retained_s=240.0, metadata=None,
             filter_order=2, standardize=False):
     """Regress confounds, band-pass filter and censor a BOLD run.
@@ -215,7 +215,7 @@ def denoise(img_or_array, confounds, mask=None, tr=None, strategy="default", gsr
         fMRIPrep-style confounds of the run (a path also reads its JSON sidecar).
     mask : nibabel image, array or path or None
         Brain mask for images (required for images, unused for arrays).
-    tr : float or None
+    t_r : float or None
         Repetition time (s); None reads it from the image header.
     strategy, gsr : see :func:`select_confounds`.
     low_pass, high_pass : float or None, default=0.08 and 0.01 Hz
@@ -223,7 +223,7 @@ def denoise(img_or_array, confounds, mask=None, tr=None, strategy="default", gsr
         ``default`` are redundant but harmless.
     censor : bool or None
         Apply motion censoring; None follows the strategy (``default``/``36P`` censor).
-    fd_thresh, dvars_thresh, min_segment : see :func:`censor_mask`.
+    fd_threshold, dvars_threshold, min_segment : see :func:`censor_mask`.
     smoothing_fwhm : float or None
         Gaussian smoothing (mm) before masking (images only).
     min_retained_s : float, default=240
@@ -247,9 +247,45 @@ def denoise(img_or_array, confounds, mask=None, tr=None, strategy="default", gsr
 
     name, gsr = _parse_strategy(strategy, gsr)
     df, meta = _load_confounds(confounds, metadata)
+    x, img, marr, t_r = _data_matrix(img_or_array, mask, t_r, smoothing_fwhm)
+    n = x.shape[0]
+    if len(df) != n:
+        raise InputError(field="confounds", expected=f"{n} rows (one per volume)",
+                         found=f"{len(df)}")
+    do_censor = STRATEGIES[name]["censor"] if censor is None else bool(censor)
+    keep, fd = _sample_mask(df, do_censor, fd_threshold=fd_threshold,
+                            dvars_threshold=dvars_threshold, min_segment=min_segment)
+    design = select_confounds(df, name, gsr, meta)
+    qc, mean_raw = _qc_before(x, keep, fd, design, t_r, name + ("_gsr" if gsr else ""),
+                              min_retained_s)
+    if int(keep.sum()) <= design.shape[1] + 2:
+        return DenoiseResult(None, keep, qc)
 
-    # ---- data
-    img = None
+    resid = _regress(x, design.to_numpy(float), keep)
+    resid = _interpolate_censored(resid, keep, t_r)
+    if low_pass is not None or high_pass is not None:
+        resid = signal.butterworth(resid, sampling_rate=1.0 / float(t_r), low_pass=low_pass,
+                                   high_pass=high_pass, order=int(filter_order), copy=True)
+    cleaned = resid[keep]
+    if standardize:
+        cleaned = (cleaned - cleaned.mean(0)) / np.where(cleaned.std(0, ddof=1) > 0,
+                                                         cleaned.std(0, ddof=1), 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res_sd = cleaned.std(axis=0, ddof=1)
+        qc["tsnr_denoised"] = float(np.nanmedian(mean_raw / res_sd))
+    if img is None:
+        return DenoiseResult(cleaned, keep, qc)
+    out = np.zeros(img.shape[:3] + (int(keep.sum()),), np.float32)
+    out[marr] = cleaned.T
+    hdr = img.header.copy() if isinstance(img, nib.Nifti1Image) else None
+    res = nib.Nifti1Image(out, img.affine, hdr)
+    res.set_data_dtype(np.float32)
+    return DenoiseResult(res, keep, qc)
+
+
+def _data_matrix(img_or_array, mask, t_r, smoothing_fwhm):
+    """(T, V) float64 data of an image inside its mask (or of an array), and the TR."""
+    img = marr = None
     if isinstance(img_or_array, (str, os.PathLike)) or hasattr(img_or_array, "affine"):
         img = nib.load(img_or_array) if isinstance(img_or_array, (str, os.PathLike)) \
             else img_or_array
@@ -257,9 +293,9 @@ def denoise(img_or_array, confounds, mask=None, tr=None, strategy="default", gsr
             raise InputError(field="img", expected="a 4D image", found=str(img.shape))
         if mask is None:
             raise InputError(field="mask", expected="a brain mask for image input", found="None")
-        if tr is None:
+        if t_r is None:
             z = img.header.get_zooms()
-            tr = float(z[3]) if len(z) > 3 else None
+            t_r = float(z[3]) if len(z) > 3 else None
         if smoothing_fwhm:
             from nilearn import image as nimage
 
@@ -275,45 +311,46 @@ def denoise(img_or_array, confounds, mask=None, tr=None, strategy="default", gsr
             x = x[:, None]
         if x.ndim != 2:
             raise InputError(field="data", expected="an array of shape (T, V)", found=str(x.shape))
-    if not tr or tr <= 0:
-        raise InputError(field="tr", expected="a positive repetition time (s)", found=repr(tr))
-    n = x.shape[0]
-    if len(df) != n:
-        raise InputError(field="confounds", expected=f"{n} rows (one per volume)",
-                         found=f"{len(df)}")
+    if not t_r or t_r <= 0:
+        raise InputError(field="t_r", expected="a positive repetition time (s)", found=repr(t_r))
+    return x, img, marr, t_r
 
-    # ---- censoring
+
+def _sample_mask(df, do_censor, *, fd_threshold, dvars_threshold, min_segment):
+    """Volumes kept (non-steady-state volumes always out; motion censoring when asked) and FD."""
+    n = len(df)
     nss = np.zeros(n, bool)
     for c in df.columns:
         if c.startswith("non_steady_state_outlier"):
             nss |= df[c].to_numpy(float) > 0.5
-    do_censor = STRATEGIES[name]["censor"] if censor is None else bool(censor)
     fd = df["framewise_displacement"].to_numpy(float) if "framewise_displacement" in df else None
     sd = df["std_dvars"].to_numpy(float) if "std_dvars" in df else None
-    if do_censor:
-        if fd is None and sd is None:
-            raise InputError(field="confounds", expected="framewise_displacement or std_dvars "
-                             "columns for censoring", found="neither")
-        keep = censor_mask(fd, sd, fd_thresh, dvars_thresh, min_segment, extra=nss)
-    else:
-        keep = ~nss
+    if not do_censor:
+        return ~nss, fd
+    if fd is None and sd is None:
+        raise InputError(field="confounds", expected="framewise_displacement or std_dvars "
+                         "columns for censoring", found="neither")
+    return censor_mask(fd, sd, fd_threshold, dvars_threshold, min_segment, extra=nss), fd
 
-    design = select_confounds(df, name, gsr, meta)
-    n_keep = int(keep.sum())
+
+def _qc_before(x, keep, fd, design, t_r, strategy, min_retained_s):
+    """QC record before the fit (retained time, exclusion and its reasons, raw tSNR) and the
+    mean of the retained volumes."""
+    n, n_keep = x.shape[0], int(keep.sum())
     qc = {
-        "strategy": name + ("_gsr" if gsr else ""),
+        "strategy": strategy,
         "n_volumes": int(n),
         "n_censored": int(n - n_keep),
         "n_retained": n_keep,
-        "retained_s": float(n_keep * tr),
+        "retained_s": float(n_keep * t_r),
         "n_regressors": int(design.shape[1]),
         "mean_fd": float(np.nanmean(fd)) if fd is not None else float("nan"),
         "excluded": False,
         "reason": "",
     }
     reasons = []
-    if n_keep * tr < min_retained_s:
-        reasons.append(f"{n_keep * tr:.0f} s retained after censoring, below the minimum of "
+    if n_keep * t_r < min_retained_s:
+        reasons.append(f"{n_keep * t_r:.0f} s retained after censoring, below the minimum of "
                        f"{min_retained_s:.0f} s ({n - n_keep} of {n} volumes censored)")
     # degrees of freedom: the fit needs more kept volumes than regressors (+ mean and trend)
     if n_keep <= design.shape[1] + 2:
@@ -326,52 +363,45 @@ def denoise(img_or_array, confounds, mask=None, tr=None, strategy="default", gsr
     if reasons:
         qc["excluded"] = True
         qc["reason"] = "; ".join(reasons)
-    if n_keep <= design.shape[1] + 2:
-        return DenoiseResult(None, keep, qc)
+    return qc, mean_raw
 
-    # 1) regression on the kept volumes only (own least squares: nilearn.signal.clean filters
-    #    before it regresses, which on short band-limited runs over-fits large models); the
-    #    betas are applied to every volume so that censored volumes get residuals too
-    dmat = design.to_numpy(float)
-    dmat = dmat - dmat[keep].mean(axis=0)
+
+def _regress(x, design, keep):
+    """Residuals of every volume after a least-squares fit on the kept volumes only.
+
+    Own least squares: nilearn.signal.clean filters before it regresses, which on short
+    band-limited runs over-fits large models; the betas are applied to every volume so that
+    censored volumes get residuals too. Mean and linear trend are always in the model.
+    """
+    n = x.shape[0]
+    dmat = design - design[keep].mean(axis=0)
     tc = np.linspace(-1.0, 1.0, n)[:, None]
-    dmat = np.concatenate([np.ones((n, 1)), tc, dmat], axis=1)  # mean + linear trend
+    dmat = np.concatenate([np.ones((n, 1)), tc, dmat], axis=1)
     scale = np.abs(dmat[keep]).max(axis=0)
     scale[scale == 0] = 1.0
     beta, *_ = np.linalg.lstsq(dmat[keep] / scale, x[keep], rcond=None)
-    resid = x - (dmat / scale) @ beta
-    # 2) censored volumes replaced by a cubic spline through the retained ones (own code with
-    #    scipy: nilearn 0.13's signal.clean(sample_mask=...) indexes the censored volumes with
-    #    ``~sample_mask`` on an *index* array, so it overwrites the wrong volumes), then the
-    #    zero-phase Butterworth band-pass of nilearn.signal.butterworth, then censoring
-    if n_keep < n:
-        from scipy.interpolate import CubicSpline
+    return x - (dmat / scale) @ beta
 
-        t_all = np.arange(n) * float(tr)
-        idx = np.flatnonzero(keep)
-        inner = ~keep & (np.arange(n) > idx[0]) & (np.arange(n) < idx[-1])
-        if inner.any():
-            spline = CubicSpline(t_all[keep], resid[keep], axis=0)
-            resid[inner] = spline(t_all[inner])
-        # censored volumes at either end take the nearest retained volume (as XCP-D): a cubic
-        # extrapolated beyond the data diverges and the filter would spread it into the run
-        resid[: idx[0]] = resid[idx[0]]
-        resid[idx[-1] + 1:] = resid[idx[-1]]
-    if low_pass is not None or high_pass is not None:
-        resid = signal.butterworth(resid, sampling_rate=1.0 / float(tr), low_pass=low_pass,
-                                   high_pass=high_pass, order=int(filter_order), copy=True)
-    cleaned = resid[keep]
-    if standardize:
-        cleaned = (cleaned - cleaned.mean(0)) / np.where(cleaned.std(0, ddof=1) > 0,
-                                                         cleaned.std(0, ddof=1), 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        res_sd = cleaned.std(axis=0, ddof=1)
-        qc["tsnr_denoised"] = float(np.nanmedian(mean_raw / res_sd))
-    if img is None:
-        return DenoiseResult(cleaned, keep, qc)
-    out = np.zeros(img.shape[:3] + (n_keep,), np.float32)
-    out[marr] = cleaned.T
-    hdr = img.header.copy() if isinstance(img, nib.Nifti1Image) else None
-    res = nib.Nifti1Image(out, img.affine, hdr)
-    res.set_data_dtype(np.float32)
-    return DenoiseResult(res, keep, qc)
+
+def _interpolate_censored(resid, keep, t_r):
+    """Censored volumes replaced by a cubic spline through the retained ones, before filtering.
+
+    Own code with scipy: nilearn 0.13's signal.clean(sample_mask=...) indexes the censored
+    volumes with ``~sample_mask`` on an *index* array, so it overwrites the wrong volumes.
+    """
+    n = len(keep)
+    if keep.all():
+        return resid
+    from scipy.interpolate import CubicSpline
+
+    t_all = np.arange(n) * float(t_r)
+    idx = np.flatnonzero(keep)
+    inner = ~keep & (np.arange(n) > idx[0]) & (np.arange(n) < idx[-1])
+    if inner.any():
+        spline = CubicSpline(t_all[keep], resid[keep], axis=0)
+        resid[inner] = spline(t_all[inner])
+    # censored volumes at either end take the nearest retained volume (as XCP-D): a cubic
+    # extrapolated beyond the data diverges and the filter would spread it into the run
+    resid[: idx[0]] = resid[idx[0]]
+    resid[idx[-1] + 1:] = resid[idx[-1]]
+    return resid

@@ -38,15 +38,20 @@ import numpy as np
 import pandas as pd
 
 from prepost.errors import InputError
+from prepost.fmri.confounds import compute_confounds, erode_mask, read_confounds
+from prepost.fmri.denoise import denoise
 from prepost.image import image_name, load_img, to_ants
+from prepost.paths import derivative
 
 log = logging.getLogger("prepost.fmri")
 
 __all__ = [
+    "check_fmriprep",
     "denoise_run",
     "fmriprep_paths",
     "import_fmriprep",
     "n_leading_dummies",
+    "output_paths",
     "plot_fd",
     "preprocess_bold",
     "resolution_label",
@@ -57,6 +62,50 @@ def resolution_label(resolution_mm):
     """``res-`` label of an isotropic voxel size: 3 -> '3', 2.5 -> '2p5'."""
     r = float(resolution_mm)
     return str(int(r)) if r.is_integer() else f"{r:g}".replace(".", "p")
+
+
+def output_paths(results, *, space, res, **run):
+    """Every file the fMRI stage writes for one BOLD run, named from its BIDS entities.
+
+    Parameters
+    ----------
+    results : str or path-like
+        Derivatives root.
+    space : str
+        Template of the preprocessed and denoised BOLD (``space-`` entity).
+    res : str or int
+        ``res-`` label of their grid (:func:`resolution_label`).
+    **run : str
+        Entities of the BOLD run (``sub``, ``ses``, ``task`` ...; values may be Snakemake
+        wildcards such as ``"{subject}"``). Every name carries all of them, so a new entity of
+        the run is one more keyword here.
+
+    Returns
+    -------
+    dict of dict of str
+        ``preproc`` (rule fmri_preproc, or fmri_import_fmriprep without ``boldref``): ``bold``,
+        ``mask``, ``boldref``, ``confounds``, ``confounds_json``, ``qc``, ``fd_plot``;
+        ``denoise`` (rule fmri_denoise): ``bold``, ``qc``.
+    """
+    def func(suffix, ext, **entities):
+        return derivative(results, suffix, ext, datatype="func", **run, **entities)
+
+    mni = {"space": space, "res": res}
+    return {
+        "preproc": {
+            "bold": func("bold", ".nii.gz", **mni, desc="preproc"),
+            "mask": func("mask", ".nii.gz", **mni, desc="brain"),
+            "boldref": func("boldref", ".nii.gz", **mni),
+            "confounds": func("timeseries", ".tsv", desc="confounds"),
+            "confounds_json": func("timeseries", ".json", desc="confounds"),
+            "qc": func("qc", ".json", desc="preproc"),
+            "fd_plot": func("plot", ".png", desc="fd"),
+        },
+        "denoise": {
+            "bold": func("bold", ".nii.gz", **mni, desc="denoised"),
+            "qc": func("qc", ".json", **mni, desc="denoised"),
+        },
+    }
 
 
 def _clean(obj):
@@ -76,8 +125,6 @@ def _clean(obj):
 # Built-in preprocessing
 # --------------------------------------------------------------------------------------------
 def _tissue_mask(prob, brain, threshold, erosions, min_voxels=10):
-    from prepost.fmri.confounds import erode_mask
-
     m = (prob > threshold) & brain
     if m.sum() < min_voxels:  # coarse grids: too few voxels above a strict threshold
         m = (prob > 0.5) & brain
@@ -120,10 +167,10 @@ def _coregistration_metrics(boldref, t1w_brain, mask, coreg):
     return {"coregistration_mattes_mi": mi, "coregistration_abs_corr": abs(r)}
 
 
-def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_timing=None,
-                    dummy_scans="auto", slice_timing_correction=True, resolution_mm=3.0,
-                    acompcor_variance=0.5, fd_threshold=0.5, dvars_threshold=1.5,
-                    high_pass_s=128.0, wm_threshold=0.9, csf_threshold=0.9, seed=1, n_threads=1):
+def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, resolution_mm, dummy_scans,
+                    slice_timing_correction, acompcor_variance, fd_threshold, dvars_threshold,
+                    seed, n_threads, t_r=None, slice_timing=None, high_pass_s=128.0,
+                    wm_threshold=0.9, csf_threshold=0.9):
     """Preprocess one BOLD run into MNI space and compute its confounds.
 
     Parameters
@@ -136,28 +183,28 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
         ``GM``, ``WM``, ``CSF`` probability images (or paths) on the T1w grid.
     transforms : dict or path-like
         T1w <-> MNI transforms (:func:`prepost.anat.load_transforms` output or the sidecar).
-    tr : float or None
-        Repetition time (s); None reads the header.
-    slice_timing : sequence of float or None
-        BIDS ``SliceTiming`` (s); None or empty skips slice-timing correction.
+    resolution_mm : float
+        Isotropic MNI output voxel size (:func:`prepost.anat.mni_reference`).
     dummy_scans : int or 'auto'
         Non-steady-state volume count, or 'auto' for nipype's detector.
     slice_timing_correction : bool
         Apply slice-timing correction when ``slice_timing`` is given.
-    resolution_mm : float
-        Isotropic MNI output voxel size (:func:`prepost.anat.mni_reference`).
     acompcor_variance : float
         Variance fraction of the retained aCompCor components per mask (fMRIPrep 0.5).
     fd_threshold, dvars_threshold : float or None
-        ``motion_outlierNN`` thresholds.
-    high_pass_s : float
-        Cosine basis cutoff (s).
-    wm_threshold, csf_threshold : float
-        Probability thresholds of the aCompCor WM and CSF masks (eroded 2 and 1 voxels).
+        ``motion_outlierNN`` thresholds (FD in mm, standardised DVARS).
     seed : int
         ANTs random seed of the coregistration.
     n_threads : int
         ITK threads of the coregistration and the resampling.
+    t_r : float or None
+        Repetition time (s); None reads the header.
+    slice_timing : sequence of float or None
+        BIDS ``SliceTiming`` (s); None or empty skips slice-timing correction.
+    high_pass_s : float
+        Cosine basis cutoff (s).
+    wm_threshold, csf_threshold : float
+        Probability thresholds of the aCompCor WM and CSF masks (eroded 2 and 1 voxels).
 
     Returns
     -------
@@ -166,47 +213,16 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
         image), ``confounds`` (DataFrame), ``metadata`` (confounds sidecar dict), ``qc`` (dict).
     """
     from prepost import anat
-    from prepost.fmri import confounds as fconf
-    from prepost.fmri import motion, preproc
+    from prepost.fmri import motion
 
     t_all = time.perf_counter()
     qc, secs = {}, {}
     img = load_img(bold, ndim=4, field="bold", check_empty_volumes=True)
-    n_total = img.shape[3]
-    if tr is None:
-        z = img.header.get_zooms()
-        tr = float(z[3]) if len(z) > 3 else 0.0
-    if not tr or tr <= 0:
-        raise InputError(file=image_name(img), field="RepetitionTime",
-                         expected="a positive TR (s)", found=repr(tr))
-    tr = float(tr)
-
-    t0 = time.perf_counter()
-    auto = dummy_scans == "auto"
-    n_dummy = preproc.detect_non_steady_state(img, None if auto else int(dummy_scans))
-    if n_dummy >= n_total - 10:
-        raise InputError(file=image_name(img), field="dummy_scans",
-                         expected=f"fewer than {n_total - 10} non-steady-state volumes",
-                         found=str(n_dummy))
-    secs["dummy_detection"] = time.perf_counter() - t0
-    qc.update(n_dummy=int(n_dummy), dummy_source="NonSteadyStateDetector" if auto else "config")
-    log.info("%d volumes, TR %.3f s, %d non-steady-state (%s)", n_total, tr, n_dummy,
+    t_r = _repetition_time(img, t_r)
+    n_dummy = _non_steady_state(img, dummy_scans, qc, secs)
+    log.info("%d volumes, TR %.3f s, %d non-steady-state (%s)", img.shape[3], t_r, n_dummy,
              qc["dummy_source"])
-
-    # slice timing on the steady-state volumes only (the transient would leak through the FFT)
-    st = [] if slice_timing is None else list(slice_timing)
-    qc["slice_timing_corrected"] = bool(st) and bool(slice_timing_correction)
-    if qc["slice_timing_corrected"]:
-        t0 = time.perf_counter()
-        post = preproc.slice_timing_correct(img.slicer[..., n_dummy:], st, tr)
-        data = np.concatenate([np.asarray(img.dataobj[..., :n_dummy], np.float32),
-                               post.get_fdata(dtype=np.float32)], axis=3)
-        img = nib.Nifti1Image(data, img.affine, img.header)
-        secs["slice_timing"] = time.perf_counter() - t0
-    elif st:
-        log.info("SliceTiming present, slice-timing correction disabled by config")
-    else:
-        log.info("no SliceTiming in the sidecar: slice-timing correction skipped")
+    img = _slice_timing(img, slice_timing, slice_timing_correction, n_dummy, t_r, qc, secs)
 
     t0 = time.perf_counter()
     ref_index, params, affines = motion.estimate_bold_motion(img, n_dummy)
@@ -218,34 +234,122 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
              qc["mean_fd"], qc["max_fd"], secs["motion"])
 
     t0 = time.perf_counter()
-    boldref = preproc.bold_reference(img, n_volumes=20, skip=n_dummy, motion_affines=affines)
-    t1 = anat.load_t1w(t1w)
-    mask_t1 = load_img(t1w_mask, ndim=3, field="T1w brain mask")
-    brain_t1 = nib.Nifti1Image(t1.get_fdata(dtype=np.float32)
-                               * (np.asarray(mask_t1.dataobj) > 0), t1.affine)
-    coreg = preproc.coregister_bold_to_t1w(boldref, brain_t1, seed=seed,
-                                           n_threads=n_threads)
+    boldref, coreg, t1, mask_t1 = _coregister(img, n_dummy, affines, t1w, t1w_mask, seed=seed,
+                                              n_threads=n_threads, qc=qc)
     secs["coregistration"] = time.perf_counter() - t0
-    qc.update(_coregistration_metrics(boldref, brain_t1, mask_t1, coreg))
-    qc["bold_to_t1w"] = np.round(coreg, 6).tolist()
     log.info("coregistration: |r| BOLD ref vs T1w %.3f, Mattes MI %.3f (%.1f s)",
              qc["coregistration_abs_corr"], qc["coregistration_mattes_mi"], secs["coregistration"])
 
     t0 = time.perf_counter()
     xfm = anat.load_transforms(transforms) if isinstance(transforms, (str, Path)) else transforms
     ref = anat.mni_reference(resolution_mm)
-    coords = preproc.mni_to_t1w_coords_from_ants(ref, xfm["forward"], t1)
-    # only the head is resampled: voxels beyond the template brain dilated by ~15 mm stay 0
-    coords[~_head_roi(ref)] = np.nan
-    out = preproc.resample_bold_to_mni(img, affines, coreg, reference_img=ref,
-                                       mni_to_t1w_coords=coords, order=3)
-    out.header["pixdim"][4] = tr
-    ref_mni = preproc.resample_bold_to_mni(boldref.slicer[..., None], None, coreg,
-                                           reference_img=ref, mni_to_t1w_coords=coords, order=3)
-    boldref_mni = nib.Nifti1Image(ref_mni.get_fdata(dtype=np.float32)[..., 0], ref.affine)
+    out, boldref_mni, coords = _resample_to_mni(img, boldref, affines, coreg, xfm, t1, ref, t_r)
     secs["resampling"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    brain, wm, csf = _mni_masks(out, coords, mask_t1, probseg, xfm, ref,
+                                wm_threshold=wm_threshold, csf_threshold=csf_threshold)
+    df, meta = compute_confounds(out, params, brain, wm, csf, t_r=t_r, n_dummy=n_dummy,
+                                 acompcor_variance=acompcor_variance, high_pass_s=high_pass_s,
+                                 fd_threshold=fd_threshold, dvars_threshold=dvars_threshold)
+    secs["confounds"] = time.perf_counter() - t0
+    qc.update(n_volumes_total=int(img.shape[3]), t_r=t_r, resolution_mm=float(resolution_mm),
+              brain_voxels=int(brain.sum()), acompcor_wm_voxels=int(np.sum(wm)),
+              acompcor_csf_voxels=int(np.sum(csf)),
+              n_acompcor=int(sum(1 for c in df.columns if c.startswith("a_comp_cor_"))),
+              n_motion_outliers=int(sum(1 for c in df.columns if c.startswith("motion_outlier"))))
+    secs["total"] = time.perf_counter() - t_all
+    qc["seconds"] = {k: round(v, 2) for k, v in secs.items()}
+    return {"bold": out, "mask": nib.Nifti1Image(brain.astype(np.uint8), ref.affine),
+            "boldref": boldref_mni, "confounds": df, "metadata": meta, "qc": _clean(qc)}
+
+
+def _repetition_time(img, t_r):
+    if t_r is None:
+        z = img.header.get_zooms()
+        t_r = float(z[3]) if len(z) > 3 else 0.0
+    if not t_r or t_r <= 0:
+        raise InputError(file=image_name(img), field="RepetitionTime",
+                         expected="a positive TR (s)", found=repr(t_r))
+    return float(t_r)
+
+
+def _non_steady_state(img, dummy_scans, qc, secs):
+    """Leading non-steady-state volumes: the configured count or nipype's detector."""
+    from prepost.fmri import preproc
+
+    n_total = img.shape[3]
+    t0 = time.perf_counter()
+    auto = dummy_scans == "auto"
+    n_dummy = preproc.detect_non_steady_state(img, None if auto else int(dummy_scans))
+    if n_dummy >= n_total - 10:
+        raise InputError(file=image_name(img), field="dummy_scans",
+                         expected=f"fewer than {n_total - 10} non-steady-state volumes",
+                         found=str(n_dummy))
+    secs["dummy_detection"] = time.perf_counter() - t0
+    qc.update(n_dummy=int(n_dummy), dummy_source="NonSteadyStateDetector" if auto else "config")
+    return n_dummy
+
+
+def _slice_timing(img, slice_timing, correct, n_dummy, t_r, qc, secs):
+    """Slice-timing correction of the steady-state volumes only (the transient would leak
+    through the FFT)."""
+    from prepost.fmri import preproc
+
+    st = [] if slice_timing is None else list(slice_timing)
+    qc["slice_timing_corrected"] = bool(st) and bool(correct)
+    if qc["slice_timing_corrected"]:
+        t0 = time.perf_counter()
+        post = preproc.slice_timing_correct(img.slicer[..., n_dummy:], st, t_r)
+        data = np.concatenate([np.asarray(img.dataobj[..., :n_dummy], np.float32),
+                               post.get_fdata(dtype=np.float32)], axis=3)
+        img = nib.Nifti1Image(data, img.affine, img.header)
+        secs["slice_timing"] = time.perf_counter() - t0
+    elif st:
+        log.info("SliceTiming present, slice-timing correction disabled by config")
+    else:
+        log.info("no SliceTiming in the sidecar: slice-timing correction skipped")
+    return img
+
+
+def _coregister(img, n_dummy, affines, t1w, t1w_mask, *, seed, n_threads, qc):
+    """BOLD reference of the realigned steady-state volumes, registered to the skull-stripped
+    T1w; adds the coregistration QC to ``qc``."""
+    from prepost import anat
+    from prepost.fmri import preproc
+
+    boldref = preproc.bold_reference(img, n_volumes=20, skip=n_dummy, motion_affines=affines)
+    t1 = anat.load_t1w(t1w)
+    mask_t1 = load_img(t1w_mask, ndim=3, field="T1w brain mask")
+    brain_t1 = nib.Nifti1Image(t1.get_fdata(dtype=np.float32)
+                               * (np.asarray(mask_t1.dataobj) > 0), t1.affine)
+    coreg = preproc.coregister_bold_to_t1w(boldref, brain_t1, seed=seed, n_threads=n_threads)
+    qc.update(_coregistration_metrics(boldref, brain_t1, mask_t1, coreg))
+    qc["bold_to_t1w"] = np.round(coreg, 6).tolist()
+    return boldref, coreg, t1, mask_t1
+
+
+def _resample_to_mni(img, boldref, affines, coreg, xfm, t1, ref, t_r):
+    """The run and its reference in MNI space, one cubic-spline interpolation per volume; only
+    the head is resampled (voxels beyond the template brain dilated by ~15 mm stay 0)."""
+    from prepost.fmri import preproc
+
+    coords = preproc.mni_to_t1w_coords_from_ants(ref, xfm["forward"], t1)
+    coords[~_head_roi(ref)] = np.nan
+    out = preproc.resample_bold_to_mni(img, affines, coreg, reference_img=ref,
+                                       mni_to_t1w_coords=coords, order=3)
+    out.header["pixdim"][4] = t_r
+    ref_mni = preproc.resample_bold_to_mni(boldref.slicer[..., None], None, coreg,
+                                           reference_img=ref, mni_to_t1w_coords=coords, order=3)
+    boldref_mni = nib.Nifti1Image(ref_mni.get_fdata(dtype=np.float32)[..., 0], ref.affine)
+    return out, boldref_mni, coords
+
+
+def _mni_masks(out, coords, mask_t1, probseg, xfm, ref, *, wm_threshold, csf_threshold):
+    """Brain mask (T1w brain mask in MNI, within the BOLD field of view) and the eroded aCompCor
+    WM and CSF masks from the warped probabilities."""
+    from prepost import anat
+
     warp = {k: anat.apply_to_mni(v, xfm, ref).get_fdata(dtype=np.float32)
             for k, v in [("brain", mask_t1)] + [(k, probseg[k]) for k in ("GM", "WM", "CSF")]}
     data = np.asarray(out.dataobj)
@@ -253,26 +357,22 @@ def preprocess_bold(bold, t1w, t1w_mask, probseg, transforms, *, tr=None, slice_
     brain = (warp["brain"] > 0.5) & fov
     wm = _tissue_mask(warp["WM"], brain, wm_threshold, 2)
     csf = _tissue_mask(warp["CSF"], brain, csf_threshold, 1)
-    mask_img = nib.Nifti1Image(brain.astype(np.uint8), ref.affine)
-    df, meta = fconf.compute_confounds(out, params, brain, wm, csf, tr=tr, n_dummy=n_dummy,
-                                       acompcor_variance=acompcor_variance,
-                                       high_pass_s=high_pass_s, fd_thresh=fd_threshold,
-                                       dvars_thresh=dvars_threshold)
-    secs["confounds"] = time.perf_counter() - t0
-    qc.update(n_volumes_total=int(n_total), tr=tr, resolution_mm=float(resolution_mm),
-              brain_voxels=int(brain.sum()), acompcor_wm_voxels=int(np.sum(wm)),
-              acompcor_csf_voxels=int(np.sum(csf)),
-              n_acompcor=int(sum(1 for c in df.columns if c.startswith("a_comp_cor_"))),
-              n_motion_outliers=int(sum(1 for c in df.columns if c.startswith("motion_outlier"))))
-    secs["total"] = time.perf_counter() - t_all
-    qc["seconds"] = {k: round(v, 2) for k, v in secs.items()}
-    return {"bold": out, "mask": mask_img, "boldref": boldref_mni, "confounds": df,
-            "metadata": meta, "qc": _clean(qc)}
+    return brain, wm, csf
 
 
-def plot_fd(confounds, out_png, *, fd_threshold=0.5, title=""):
+def plot_fd(confounds, out_png, *, fd_threshold, title=""):
     """Framewise displacement over the run, with the censoring threshold and the
-    non-steady-state volumes shaded."""
+    non-steady-state volumes shaded.
+
+    Parameters
+    ----------
+    confounds : pandas.DataFrame
+        Confounds with ``framewise_displacement`` (and ``non_steady_state_outlierNN``) columns.
+    out_png : path-like
+    fd_threshold : float or None
+        Censoring threshold (mm) drawn as a dashed line; None draws none.
+    title : str
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,34 +401,51 @@ def plot_fd(confounds, out_png, *, fd_threshold=0.5, title=""):
 # --------------------------------------------------------------------------------------------
 # fMRIPrep derivatives
 # --------------------------------------------------------------------------------------------
-def fmriprep_paths(fmriprep_dir, subject, session, task, space, res=None):
+def fmriprep_paths(fmriprep_dir, *, space, res=None, **run):
     """fMRIPrep output names of one run: ``bold``, ``confounds`` (TSV; its JSON beside it),
-    ``confounds_json`` and ``mask`` (``space-<space>[_res-<res>]_desc-brain_mask``)."""
-    func = Path(fmriprep_dir) / f"sub-{subject}" / f"ses-{session}" / "func"
-    stem = f"sub-{subject}_ses-{session}_task-{task}"
-    sp = f"space-{space}" + ("" if res in (None, "") else f"_res-{res}")
-    return {"bold": func / f"{stem}_{sp}_desc-preproc_bold.nii.gz",
-            "confounds": func / f"{stem}_desc-confounds_timeseries.tsv",
-            "confounds_json": func / f"{stem}_desc-confounds_timeseries.json",
-            "mask": func / f"{stem}_{sp}_desc-brain_mask.nii.gz"}
+    ``confounds_json`` and ``mask`` (``space-<space>[_res-<res>]_desc-brain_mask``).
+
+    ``run`` holds the BIDS entities of the run (``sub``, ``ses``, ``task`` ...)."""
+    def func(suffix, ext, **entities):
+        return Path(derivative(fmriprep_dir, suffix, ext, datatype="func", **run, **entities))
+
+    mni = {"space": space, "res": None if res in (None, "") else res}
+    return {"bold": func("bold", ".nii.gz", **mni, desc="preproc"),
+            "confounds": func("timeseries", ".tsv", desc="confounds"),
+            "confounds_json": func("timeseries", ".json", desc="confounds"),
+            "mask": func("mask", ".nii.gz", **mni, desc="brain")}
 
 
-def check_fmriprep(fmriprep_dir, subjects, sessions, task, space, res=None):
+def check_fmriprep(fmriprep_dir, runs, *, space, res=None):
     """Every required fMRIPrep file of the study, or an :class:`InputError` naming each missing
-    one. Returns ``{(subject, session): paths}`` (the mask is optional and dropped if absent)."""
+    one.
+
+    Parameters
+    ----------
+    fmriprep_dir : str or path-like
+        fMRIPrep derivatives root.
+    runs : dict
+        ``{key: entities of one BOLD run}`` (e.g. ``{("01", "pre"): {"sub": "01", ...}}``).
+    space, res : str
+        ``space-`` and ``res-`` labels of the fMRIPrep BOLD.
+
+    Returns
+    -------
+    dict
+        ``{key: paths}`` (:func:`fmriprep_paths`; the mask is dropped when absent: optional).
+    """
     if not fmriprep_dir:
         raise InputError(field="fmri.fmriprep_dir",
                          expected="the fMRIPrep derivatives folder when fmri.source is fmriprep",
                          found="empty")
     out, missing = {}, []
-    for s in subjects:
-        for ses in sessions:
-            p = fmriprep_paths(fmriprep_dir, s, ses, task, space, res)
-            missing += [str(p[k]) for k in ("bold", "confounds", "confounds_json")
-                        if not p[k].is_file()]
-            if not p["mask"].is_file():
-                p.pop("mask")
-            out[(s, ses)] = {k: str(v) for k, v in p.items()}
+    for key, run in runs.items():
+        p = fmriprep_paths(fmriprep_dir, space=space, res=res, **run)
+        missing += [str(p[k]) for k in ("bold", "confounds", "confounds_json")
+                    if not p[k].is_file()]
+        if not p["mask"].is_file():
+            p.pop("mask")
+        out[key] = {k: str(v) for k, v in p.items()}
     if missing:
         raise InputError(file=fmriprep_dir, field="fmri.source: fmriprep",
                          expected="fMRIPrep outputs for every participant and session",
@@ -342,7 +459,7 @@ def _same_grid(img, ref):
 
 
 def import_fmriprep(bold, confounds, out_bold, out_mask, out_confounds, *, mask=None,
-                    resolution_mm=3.0, tr=None):
+                    resolution_mm, t_r=None):
     """Bring one fMRIPrep run into this workflow's names and MNI grid.
 
     The preprocessed BOLD is copied byte for byte when it is on the grid of
@@ -354,28 +471,27 @@ def import_fmriprep(bold, confounds, out_bold, out_mask, out_confounds, *, mask=
     Returns
     -------
     dict
-        QC: ``source``, ``resampled``, ``mask_source``, ``tr``, ``n_dummy``, ``mean_fd``.
+        QC: ``source``, ``resampled``, ``mask_source``, ``t_r``, ``n_dummy``, ``mean_fd``.
     """
     from nilearn import image, masking
 
     from prepost import anat
-    from prepost.fmri.confounds import read_confounds
     from prepost.io import atomic_path, write_nifti
 
     img = load_img(bold, ndim=4, field="fMRIPrep preproc bold")
     ref = anat.mni_reference(resolution_mm)
     z = img.header.get_zooms()
     header_tr = float(z[3]) if len(z) > 3 else 0.0
-    tr = float(tr) if tr else header_tr
-    if not tr or tr <= 0:
+    t_r = float(t_r) if t_r else header_tr
+    if not t_r or t_r <= 0:
         raise InputError(file=bold, field="RepetitionTime",
-                         expected="a positive TR in the header or the sidecar", found=repr(tr))
+                         expected="a positive TR in the header or the sidecar", found=repr(t_r))
     df, _ = read_confounds(confounds)
     if len(df) != img.shape[3]:
         raise InputError(file=confounds, field="rows", expected=f"{img.shape[3]} (one per "
                          "volume of the preprocessed BOLD)", found=str(len(df)))
-    qc = {"source": str(bold), "tr": tr}
-    if _same_grid(img, ref) and abs(header_tr - tr) < 1e-6:
+    qc = {"source": str(bold), "t_r": t_r}
+    if _same_grid(img, ref) and abs(header_tr - t_r) < 1e-6:
         with atomic_path(out_bold) as tmp:
             shutil.copyfile(bold, tmp)
         qc["resampled"] = False
@@ -389,7 +505,7 @@ def import_fmriprep(bold, confounds, out_bold, out_mask, out_confounds, *, mask=
                                         force_resample=True, copy_header=True)
             out = nib.Nifti1Image(out.get_fdata(dtype=np.float32), ref.affine)
         out.header.set_xyzt_units("mm", "sec")
-        out.header["pixdim"][4] = tr
+        out.header["pixdim"][4] = t_r
         write_nifti(out, out_bold)
         qc["resampled"] = not _same_grid(img, ref)
     if mask is not None:
@@ -431,9 +547,8 @@ def n_leading_dummies(confounds):
     return n
 
 
-def denoise_run(bold, mask, confounds, *, strategy="default", gsr=False, fd_threshold=0.5,
-                dvars_threshold=1.5, min_segment=5, low_pass=0.08, high_pass=0.01,
-                smoothing_fwhm=None, min_retained_s=240.0, extra_qc=None):
+def denoise_run(bold, mask, confounds, *, strategy, gsr, fd_threshold, dvars_threshold,
+                min_segment, low_pass, high_pass, smoothing_fwhm, min_retained_s, extra_qc=None):
     """Denoise one preprocessed run (:func:`prepost.fmri.denoise.denoise`) after removing its
     leading non-steady-state volumes, never failing on a run with too little data.
 
@@ -443,19 +558,28 @@ def denoise_run(bold, mask, confounds, *, strategy="default", gsr=False, fd_thre
     ``reason`` says which. ``sample_mask`` always lists the positions, within the steady-state
     series of ``n_volumes`` volumes, of the volumes of the returned image.
 
+    Parameters
+    ----------
+    bold, mask : nibabel image or path
+        Preprocessed run and its brain mask.
+    confounds : path or (DataFrame, dict)
+        Confounds table and sidecar.
+    strategy, gsr, fd_threshold, dvars_threshold, min_segment, low_pass, high_pass, \
+smoothing_fwhm, min_retained_s
+        Settings of :func:`prepost.fmri.denoise.denoise` (config ``fmri.denoise``).
+    extra_qc : dict or None
+        Entries added to the QC record (not overriding its own).
+
     Returns
     -------
     (nibabel.Nifti1Image, dict)
         Denoised image on the input grid and the QC record.
     """
-    from prepost.fmri.confounds import read_confounds
-    from prepost.fmri.denoise import denoise
-
     img = nib.load(bold) if isinstance(bold, (str, Path)) else bold
     m = nib.load(mask) if isinstance(mask, (str, Path)) else mask
     df, meta = read_confounds(confounds) if isinstance(confounds, (str, Path)) else confounds
     z = img.header.get_zooms()
-    tr = float(z[3]) if len(z) > 3 else 0.0
+    t_r = float(z[3]) if len(z) > 3 else 0.0
     if len(df) != img.shape[3]:
         raise InputError(file=confounds, field="rows", expected=f"{img.shape[3]} (one per volume)",
                          found=str(len(df)))
@@ -465,31 +589,19 @@ def denoise_run(bold, mask, confounds, *, strategy="default", gsr=False, fd_thre
         df = df.iloc[n_dummy:].reset_index(drop=True)
         df = df.drop(columns=[c for c in df.columns if c.startswith("non_steady_state_outlier")])
     n = img.shape[3]
-    kw = dict(mask=m, tr=tr, strategy=strategy, gsr=gsr, low_pass=low_pass, high_pass=high_pass,
-              fd_thresh=fd_threshold, dvars_thresh=dvars_threshold, min_segment=min_segment,
-              smoothing_fwhm=smoothing_fwhm, metadata=meta)
+    kw = dict(mask=m, t_r=t_r, strategy=strategy, gsr=gsr, low_pass=low_pass,
+              high_pass=high_pass, fd_threshold=fd_threshold, dvars_threshold=dvars_threshold,
+              min_segment=min_segment, smoothing_fwhm=smoothing_fwhm, metadata=meta)
     res = denoise(img, df, min_retained_s=min_retained_s, **kw)
     qc = dict(res.qc)
     keep = np.asarray(res.sample_mask, bool)
-    out, output = res.data, "denoised retained volumes"
-    sample_mask = np.flatnonzero(keep)
-    if out is None:
-        fallback = denoise(img, df, censor=False, min_retained_s=0.0, **kw)
-        if fallback.data is not None:
-            out, output = fallback.data, "uncensored denoised series"
-        else:
-            marr = np.asarray(m.dataobj) > 0
-            x = np.asarray(img.dataobj, np.float32)
-            x = np.where(marr[..., None], x - x.mean(axis=3, keepdims=True), 0.0)
-            out = nib.Nifti1Image(x.astype(np.float32), img.affine, img.header)
-            output = "uncensored series, mean removed (too few volumes for the model)"
-        sample_mask = np.arange(n)
+    out, output, sample_mask = _denoised_or_fallback(res, img, df, m, kw)
     if qc["excluded"]:
         qc["reason"] += f"; file holds the {output}"
         log.warning("EXCLUDED run %s: %s", bold, qc["reason"])
     out.header.set_xyzt_units("mm", "sec")
-    out.header["pixdim"][4] = tr
-    qc.update(tr=tr, n_volumes=int(n), n_dummy=int(n_dummy), sample_mask=sample_mask.tolist(),
+    out.header["pixdim"][4] = t_r
+    qc.update(t_r=t_r, n_volumes=int(n), n_dummy=int(n_dummy), sample_mask=sample_mask.tolist(),
               censored_volumes=np.flatnonzero(~keep).tolist(), output_volumes=int(out.shape[3]),
               output=output, gsr=bool(gsr) or str(strategy).endswith("_gsr"),
               low_pass=low_pass, high_pass=high_pass, fd_threshold=fd_threshold,
@@ -501,3 +613,19 @@ def denoise_run(bold, mask, confounds, *, strategy="default", gsr=False, fd_thre
              qc["n_retained"], n, qc["retained_s"], qc["tsnr_raw"], qc["tsnr_denoised"],
              " [EXCLUDED]" if qc["excluded"] else "")
     return out, _clean(qc)
+
+
+def _denoised_or_fallback(res, img, df, mask, kw):
+    """The denoised retained volumes; when the model cannot be fitted on them, the uncensored
+    denoised series, else the uncensored masked series with its mean removed."""
+    if res.data is not None:
+        return res.data, "denoised retained volumes", np.flatnonzero(res.sample_mask)
+    n = img.shape[3]
+    fallback = denoise(img, df, censor=False, min_retained_s=0.0, **kw)
+    if fallback.data is not None:
+        return fallback.data, "uncensored denoised series", np.arange(n)
+    marr = np.asarray(mask.dataobj) > 0
+    x = np.asarray(img.dataobj, np.float32)
+    x = np.where(marr[..., None], x - x.mean(axis=3, keepdims=True), 0.0)
+    out = nib.Nifti1Image(x.astype(np.float32), img.affine, img.header)
+    return out, "uncensored series, mean removed (too few volumes for the model)", np.arange(n)
