@@ -39,6 +39,7 @@ from prepost.pet.frames import check_frames, check_tac
 __all__ = [
     "AVAIL_COLUMNS",
     "PARENT_FRACTION_MODELS",
+    "concentration_factor",
     "read_blood",
     "check_time_units",
     "check_blood_covers_scan",
@@ -98,6 +99,21 @@ def _units(meta, col):
 
 def _norm_unit(u):
     return re.sub(r"\s+", "", u).lower().replace("cc", "ml").replace("mcl", "ul").replace("μ", "µ")
+
+
+def concentration_factor(units, *, source=None, field="Units"):
+    """Factor from a radioactivity concentration unit (``kBq/mL``, ``nCi/cc`` ...) to Bq/mL.
+
+    Raises
+    ------
+    InputError
+        ``units`` is not a radioactivity concentration unit.
+    """
+    factor = _CONC_FACTORS.get(_norm_unit(str(units)))
+    if factor is None:
+        raise InputError(file=source, field=field, expected="a radioactivity concentration unit "
+                         f"({', '.join(sorted(_CONC_FACTORS))})", found=repr(units))
+    return factor
 
 
 def read_blood(tsv_path, json_path, scan_end_s=None, coverage_tolerance_s=DEFAULT_COVERAGE_TOLERANCE_S):

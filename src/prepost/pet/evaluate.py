@@ -17,6 +17,7 @@ import pandas as pd
 
 from prepost import simulate as psim
 from prepost.pet import kinetics
+from prepost.pet.stage import output_paths
 
 __all__ = ["vt_errors", "main"]
 
@@ -30,23 +31,25 @@ def vt_errors(results_dir, truth_dir=None, rois=_ROIS):
     truth = Path(truth_dir) if truth_dir else results / "simulated" / "truth"
     rows = []
     for kt in sorted(results.glob("sub-*/ses-*/pet/*_desc-kinetics_table.tsv")):
-        sub, ses = re.match(r"sub-([A-Za-z0-9]+)_ses-([A-Za-z0-9]+)_", kt.name).groups()
-        stem = str(kt).removesuffix("_desc-kinetics_table.tsv")
+        sub, ses, trc = re.match(r"sub-([A-Za-z0-9]+)_ses-([A-Za-z0-9]+)_(?:trc-([A-Za-z0-9]+)_)?",
+                                 kt.name).groups()
+        names = output_paths(results, sub=sub, ses=ses, trc=trc)
         kin = pd.read_csv(kt, sep="\t")
         reg = pd.read_csv(truth / f"sub-{sub}" / f"sub-{sub}_ses-{ses}_pet-regions.tsv",
                           sep="\t").set_index("region")
         inp = json.loads((truth / f"sub-{sub}" / f"sub-{sub}_ses-{ses}_input-function.json").read_text())
         cp, cb = psim.input_functions(inp)
-        for pvc, path in (("none", f"{stem}_seg-study_tacs.tsv"), ("gtm", f"{stem}_seg-study_desc-gtm_tacs.tsv")):
+        for pvc, path in (("none", names["tacs"]), ("gtm", names["pvc"])):
             if not Path(path).exists():
                 continue
             tacs = pd.read_csv(path, sep="\t")
-            fs = tacs.frame_start.to_numpy(float)
-            fd = tacs.frame_end.to_numpy(float) - fs
+            frame_start_s = tacs.frame_start.to_numpy(float)
+            frame_duration_s = tacs.frame_end.to_numpy(float) - frame_start_s
             tt = np.arange(0.0, tacs.frame_end.iloc[-1] + 1.0)
             for roi in rois:
                 wf = kin[(kin.pvc == pvc) & (kin.roi == roi) & (kin.model == "1tcm") & (kin.parameter == "VT")]
-                fit = kinetics.one_tcm(tt, cp(tt / 60), cb(tt / 60), fs, fd, tacs[roi].to_numpy(float))
+                fit = kinetics.one_tcm(tt, cp(tt / 60), cb(tt / 60), frame_start_s,
+                                       frame_duration_s, tacs[roi].to_numpy(float))
                 rows.append({"participant_id": f"sub-{sub}", "session": ses, "pvc": pvc, "roi": roi,
                              "vt_true": reg.VT[roi],
                              "vt_workflow": float(wf.estimate.iloc[0]) if len(wf) else np.nan,

@@ -62,40 +62,41 @@ def check_frames(frame_start_s, frame_duration_s, n_frames=None, *, source=None,
         before the previous one ends.
     """
     f_start, f_dur = fields
-    fs = _as_1d(frame_start_s, f_start, source)
-    fd = _as_1d(frame_duration_s, f_dur, source)
-    if fs.size == 0:
+    frame_start_s = _as_1d(frame_start_s, f_start, source)
+    frame_duration_s = _as_1d(frame_duration_s, f_dur, source)
+    if frame_start_s.size == 0:
         raise InputError(file=source, field=f_start, expected="at least one frame", found="none")
-    if fd.size != fs.size:
-        raise InputError(file=source, field=f_dur, expected=f"{fs.size} values (one per frame start)",
-                         found=f"{fd.size}")
-    if n_frames is not None and fs.size != int(n_frames):
+    if frame_duration_s.size != frame_start_s.size:
+        raise InputError(file=source, field=f_dur,
+                         expected=f"{frame_start_s.size} values (one per frame start)",
+                         found=f"{frame_duration_s.size}")
+    if n_frames is not None and frame_start_s.size != int(n_frames):
         raise InputError(file=source, field=f_start,
                          expected=f"{int(n_frames)} values (one per frame of the data)",
-                         found=f"{fs.size}")
-    if not (np.all(np.isfinite(fs)) and np.all(np.isfinite(fd))):
+                         found=f"{frame_start_s.size}")
+    if not (np.all(np.isfinite(frame_start_s)) and np.all(np.isfinite(frame_duration_s))):
         raise InputError(file=source, field=f"{f_start}/{f_dur}", expected="finite times (s)",
                          found="NaN or infinite values")
-    if np.any(fd <= 0):
-        bad = int(np.flatnonzero(fd <= 0)[0])
+    if np.any(frame_duration_s <= 0):
+        bad = int(np.flatnonzero(frame_duration_s <= 0)[0])
         raise InputError(file=source, field=f_dur, expected="positive durations (s)",
-                         found=f"{fd[bad]:g} s at frame {bad}")
-    if np.any(fs < 0):
-        bad = int(np.flatnonzero(fs < 0)[0])
+                         found=f"{frame_duration_s[bad]:g} s at frame {bad}")
+    if np.any(frame_start_s < 0):
+        bad = int(np.flatnonzero(frame_start_s < 0)[0])
         raise InputError(file=source, field=f_start, expected="times >= 0 s (from injection)",
-                         found=f"{fs[bad]:g} s at frame {bad}")
-    if np.any(np.diff(fs) <= 0):
-        bad = int(np.flatnonzero(np.diff(fs) <= 0)[0])
+                         found=f"{frame_start_s[bad]:g} s at frame {bad}")
+    if np.any(np.diff(frame_start_s) <= 0):
+        bad = int(np.flatnonzero(np.diff(frame_start_s) <= 0)[0])
         raise InputError(file=source, field=f_start, expected="increasing frame starts",
-                         found=f"frame {bad + 1} starts at {fs[bad + 1]:g} s, frame {bad} at "
-                               f"{fs[bad]:g} s")
-    fe = fs + fd
-    if np.any(fs[1:] < fe[:-1] - _TOL_S):
-        i = int(np.flatnonzero(fs[1:] < fe[:-1] - _TOL_S)[0])
+                         found=f"frame {bad + 1} starts at {frame_start_s[bad + 1]:g} s, "
+                               f"frame {bad} at {frame_start_s[bad]:g} s")
+    fe = frame_start_s + frame_duration_s
+    if np.any(frame_start_s[1:] < fe[:-1] - _TOL_S):
+        i = int(np.flatnonzero(frame_start_s[1:] < fe[:-1] - _TOL_S)[0])
         raise InputError(file=source, field=f_start, expected="increasing, non-overlapping frames",
-                         found=f"frame {i + 1} starts at {fs[i + 1]:g} s before frame {i} ends at "
-                               f"{fe[i]:g} s")
-    return fs, fd
+                         found=f"frame {i + 1} starts at {frame_start_s[i + 1]:g} s before frame {i} "
+                               f"ends at {fe[i]:g} s")
+    return frame_start_s, frame_duration_s
 
 
 def check_tac(values, n_frames, *, source=None, name="tac"):
@@ -168,18 +169,19 @@ def window_weights(frame_start_s, frame_duration_s, window_s, *, within_scan=Tru
         A malformed window, one outside the scan (``within_scan``), or one sharing no time with
         any frame.
     """
-    fs = np.asarray(frame_start_s, float)
-    fe = fs + np.asarray(frame_duration_s, float)
+    frame_start_s = np.asarray(frame_start_s, float)
+    fe = frame_start_s + np.asarray(frame_duration_s, float)
     lo, hi = window_bounds(window_s)
-    if within_scan and (lo < fs[0] - _TOL_S or (np.isfinite(hi) and hi > fe[-1] + _TOL_S)):
+    outside = lo < frame_start_s[0] - _TOL_S or (np.isfinite(hi) and hi > fe[-1] + _TOL_S)
+    if within_scan and outside:
         raise InputError(file=source, field="window_s",
-                         expected=f"a window within the scan {fs[0]:g}-{fe[-1]:g} s",
+                         expected=f"a window within the scan {frame_start_s[0]:g}-{fe[-1]:g} s",
                          found=repr(tuple(window_s)))
-    overlap = np.clip(np.minimum(fe, hi) - np.maximum(fs, lo), 0.0, None)
+    overlap = np.clip(np.minimum(fe, hi) - np.maximum(frame_start_s, lo), 0.0, None)
     total = overlap.sum()
     if not total > 0:
         raise InputError(file=source, field="window_s", expected="a window overlapping the frames "
-                         f"{fs[0]:g}-{fe[-1]:g} s", found=repr(tuple(window_s)))
+                         f"{frame_start_s[0]:g}-{fe[-1]:g} s", found=repr(tuple(window_s)))
     return overlap / total
 
 

@@ -72,6 +72,7 @@ __all__ = [
     "suvr",
     "srtm",
     "srtm_model",
+    "srtm_basis",
     "logan_reference",
     "fit_models",
 ]
@@ -891,15 +892,46 @@ def suvr(target, reference, frame_start_s, frame_duration_s, window_s=(60 * 60.0
 # --------------------------------------------------------------------------------------------
 # reference-tissue models
 # --------------------------------------------------------------------------------------------
-def _reference_grid(ref, fs_min, fe_min, step_min):
+def _reference_grid(ref, frame_start_s, frame_duration_s, grid_step_s):
     """Piecewise-linear reference curve through (0, 0), (frame mid, frame mean) and held to the
-    last frame end, resampled on a uniform grid (activity is assumed zero at injection, t = 0)."""
+    last frame end, resampled on a uniform grid in minutes (activity is assumed zero at injection,
+    t = 0)."""
+    fs_min = frame_start_s / _SEC_PER_MIN
+    fe_min = (frame_start_s + frame_duration_s) / _SEC_PER_MIN
+    step_min = grid_step_s / _SEC_PER_MIN
     mid = 0.5 * (fs_min + fe_min)
     tk = np.concatenate([[0.0], mid, [fe_min[-1]]])
     yk = np.concatenate([[0.0], ref, [ref[-1]]])
     n = int(np.ceil(fe_min[-1] / step_min - 1e-9)) + 1
     tg = np.arange(n) * step_min
     return _Grid(tg, np.interp(tg, tk, yk), fs_min, fe_min)
+
+
+def srtm_basis(reference, frame_start_s, frame_duration_s, rates_per_min, grid_step_s=1.0):
+    """SRTM basis functions: frame means of the reference convolved with ``exp(-k t)``.
+
+    The reference is the piecewise-linear curve through the frame mid-points (zero at t = 0)
+    that :func:`srtm` and :func:`srtm_model` use, on a ``grid_step_s`` grid.
+
+    Parameters
+    ----------
+    reference : array-like
+        Reference-region frame means.
+    frame_start_s, frame_duration_s : array-like
+        Frames (s).
+    rates_per_min : array-like
+        Rate constants ``k`` (1/min).
+    grid_step_s : float, default=1.0
+
+    Returns
+    -------
+    ndarray, shape (n_rates, n_frames)
+    """
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s,
+                                                   fields=_FRAME_ARGS)
+    r = check_tac(reference, frame_start_s.size, name="reference")
+    g = _reference_grid(r, frame_start_s, frame_duration_s, grid_step_s)
+    return np.array([g.conv_frame_means(float(k)) for k in np.ravel(rates_per_min)])
 
 
 def srtm_model(reference, frame_start_s, frame_duration_s, R1, k2, BPND, grid_step_s=1.0):
@@ -912,7 +944,7 @@ def srtm_model(reference, frame_start_s, frame_duration_s, R1, k2, BPND, grid_st
     frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=None,
                                                    fields=_FRAME_ARGS)
     r = check_tac(reference, frame_start_s.size, source=None, name="reference")
-    g = _reference_grid(r, frame_start_s / _SEC_PER_MIN, (frame_start_s + frame_duration_s) / _SEC_PER_MIN, grid_step_s / _SEC_PER_MIN)
+    g = _reference_grid(r, frame_start_s, frame_duration_s, grid_step_s)
     k2a = k2 / (1 + BPND)
     return R1 * r + (k2 - R1 * k2a) * g.conv_frame_means(k2a)
 
@@ -960,7 +992,7 @@ def srtm(target, reference, frame_start_s, frame_duration_s, weights=None, bound
     if not np.any(r > 0):
         return _failed("srtm", out_names, "reference TAC has no positive values")
     lo, hi = _merge_bounds("srtm", bounds, names)
-    g = _reference_grid(r, frame_start_s / _SEC_PER_MIN, (frame_start_s + frame_duration_s) / _SEC_PER_MIN, grid_step_s / _SEC_PER_MIN)
+    g = _reference_grid(r, frame_start_s, frame_duration_s, grid_step_s)
 
     def pred(x):
         R1, k2, bp = x
@@ -1083,6 +1115,72 @@ _EXPECTED = {
 }
 
 
+def _tac_table(tacs, models, source):
+    """Checked frames and region columns of a TAC table, and known model names."""
+    if not isinstance(tacs, pd.DataFrame):
+        raise InputError(file=source, field="tacs",
+                         expected="a DataFrame with frame_start_s, frame_end and ROI columns")
+    for col in ("frame_start", "frame_end"):
+        if col not in tacs.columns:
+            raise InputError(file=source, field=col, expected="column present (s)",
+                             found=f"columns {list(tacs.columns)}")
+    unknown = [m for m in models if m not in _ALL_MODELS]
+    if unknown:
+        raise InputError(field="models", expected=f"any of {sorted(_ALL_MODELS)}", found=f"{unknown}")
+    start = _as_1d(tacs["frame_start"], "frame_start", source)
+    end = _as_1d(tacs["frame_end"], "frame_end", source)
+    frame_start_s, frame_duration_s = check_frames(start, end - start, source=source,
+                                                   fields=("frame_start", "frame_end"))
+    rois = [c for c in tacs.columns if c not in ("frame_start", "frame_end")]
+    if not rois:
+        raise InputError(file=source, field="ROI columns", expected="at least one region column")
+    return frame_start_s, frame_duration_s, rois
+
+
+def _plasma_arrays(input, models, frame_start_s, frame_duration_s, input_source):
+    """``(time, parent_plasma, whole_blood or None)`` of the arterial input, checked once; all
+    None when no plasma-input model is asked for."""
+    if not any(m in _PLASMA_MODELS for m in models):
+        return None, None, None
+    if input is None:
+        raise InputError(file=input_source, field="input",
+                         expected=f"an arterial input for models {sorted(set(models) & _PLASMA_MODELS)}")
+    for col in ("time", "parent_plasma"):
+        if col not in input.columns:
+            raise InputError(file=input_source, field=col, expected="column present in the input function",
+                             found=f"columns {list(input.columns)}")
+    cp_t = input["time"].to_numpy(float)
+    cp = input["parent_plasma"].to_numpy(float)
+    cb = input["whole_blood"].to_numpy(float) if "whole_blood" in input.columns else None
+    _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, input_source)  # raises InputError
+    return cp_t, cp, cb
+
+
+def _model_fitters(frame_start_s, frame_duration_s, plasma, ref, *, source, bounds, vb, weights,
+                   tstar_s, suvr_window_s, k2prime, vt_bounds, bp_bounds, injected_dose_bq,
+                   weight_kg):
+    """model name -> function of one region's TAC returning its :class:`FitResult`."""
+    frames = (frame_start_s, frame_duration_s)
+    cp_t, cp, cb = plasma
+    return {
+        "1tcm": lambda y: one_tcm(cp_t, cp, cb, *frames, y, vb=vb, weights=weights,
+                                  bounds=bounds.get("1tcm"), vt_bounds=vt_bounds, source=source),
+        "2tcm": lambda y: two_tcm(cp_t, cp, cb, *frames, y, vb=vb, weights=weights,
+                                  bounds=bounds.get("2tcm"), vt_bounds=vt_bounds, source=source),
+        "logan": lambda y: logan_plasma(cp_t, cp, cb, *frames, y, tstar_s=tstar_s, vb=vb,
+                                        vt_bounds=vt_bounds, source=source),
+        "ma1": lambda y: ma1(cp_t, cp, cb, *frames, y, tstar_s=tstar_s, vb=vb,
+                             vt_bounds=vt_bounds, source=source),
+        "srtm": lambda y: srtm(y, ref, *frames, weights=weights, bounds=bounds.get("srtm"),
+                               bp_bounds=bp_bounds, source=source),
+        "logan_ref": lambda y: logan_reference(y, ref, *frames, tstar_s=tstar_s, k2prime=k2prime,
+                                               bp_bounds=bp_bounds, source=source),
+        "suvr": lambda y: suvr(y, ref, *frames, window_s=suvr_window_s, source=source),
+        "suv": lambda y: suv(y, *frames, injected_dose_bq, weight_kg, window_s=suvr_window_s,
+                             source=source),
+    }
+
+
 def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "ma1"), bounds=None,
                vb=None, tstar_s=30 * 60.0, suvr_window_s=(60 * 60.0, 90 * 60.0), k2prime="srtm",
                vt_bounds=DEFAULT_VT_BOUNDS, bp_bounds=DEFAULT_BP_BOUNDS, weights=None,
@@ -1130,40 +1228,13 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
         it never raises. Malformed inputs (missing columns, unknown models) raise InputError
         before any fitting.
     """
-    if not isinstance(tacs, pd.DataFrame):
-        raise InputError(file=source, field="tacs", expected="a DataFrame with frame_start_s, frame_end and ROI columns")
-    for col in ("frame_start", "frame_end"):
-        if col not in tacs.columns:
-            raise InputError(file=source, field=col, expected="column present (s)",
-                             found=f"columns {list(tacs.columns)}")
     models = [str(m).lower() for m in models]
-    unknown = [m for m in models if m not in _ALL_MODELS]
-    if unknown:
-        raise InputError(field="models", expected=f"any of {sorted(_ALL_MODELS)}", found=f"{unknown}")
-    frame_start_s = _as_1d(tacs["frame_start"], "frame_start", source)
-    fe = _as_1d(tacs["frame_end"], "frame_end", source)
-    frame_start_s, frame_duration_s = check_frames(frame_start_s, fe - frame_start_s, source=source,
-                                                   fields=_FRAME_ARGS)
-    rois = [c for c in tacs.columns if c not in ("frame_start", "frame_end")]
-    if not rois:
-        raise InputError(file=source, field="ROI columns", expected="at least one region column")
+    frame_start_s, frame_duration_s, rois = _tac_table(tacs, models, source)
     bounds = bounds or {}
     for m in bounds:
         if m not in DEFAULT_BOUNDS:
             raise InputError(field=f"bounds.{m}", expected=f"one of {sorted(DEFAULT_BOUNDS)}", found=m)
-    cp_t = cp = cb = None
-    if any(m in _PLASMA_MODELS for m in models):
-        if input is None:
-            raise InputError(file=input_source, field="input",
-                             expected=f"an arterial input for models {sorted(set(models) & _PLASMA_MODELS)}")
-        for col in ("time", "parent_plasma"):
-            if col not in input.columns:
-                raise InputError(file=input_source, field=col, expected="column present in the input function",
-                                 found=f"columns {list(input.columns)}")
-        cp_t = input["time"].to_numpy(float)
-        cp = input["parent_plasma"].to_numpy(float)
-        cb = input["whole_blood"].to_numpy(float) if "whole_blood" in input.columns else None
-        _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, input_source)  # validate once, raising InputError
+    plasma = _plasma_arrays(input, models, frame_start_s, frame_duration_s, input_source)
     ref = None
     if any(m in _REF_MODELS for m in models):
         if reference_roi is None or reference_roi not in tacs.columns:
@@ -1173,6 +1244,11 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
         ref = check_tac(tacs[reference_roi], frame_start_s.size, source=source, name=reference_roi)
     if "suv" in models and (injected_dose_bq is None or weight_kg is None):
         raise InputError(field="injected_dose_bq/weight_kg", expected="dose (Bq) and weight (kg) for 'suv'")
+    fitters = _model_fitters(
+        frame_start_s, frame_duration_s, plasma, ref, source=source, bounds=bounds, vb=vb,
+        weights=weights, tstar_s=tstar_s, suvr_window_s=suvr_window_s, k2prime=k2prime,
+        vt_bounds=vt_bounds, bp_bounds=bp_bounds, injected_dose_bq=injected_dose_bq,
+        weight_kg=weight_kg)
 
     rows = []
     for roi in rois:
@@ -1186,27 +1262,7 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
             if m in _REF_MODELS and roi == reference_roi:
                 continue
             try:
-                if m == "1tcm":
-                    res = one_tcm(cp_t, cp, cb, frame_start_s, frame_duration_s, y, vb=vb, weights=weights, bounds=bounds.get("1tcm"),
-                                  vt_bounds=vt_bounds, source=source)
-                elif m == "2tcm":
-                    res = two_tcm(cp_t, cp, cb, frame_start_s, frame_duration_s, y, vb=vb, weights=weights, bounds=bounds.get("2tcm"),
-                                  vt_bounds=vt_bounds, source=source)
-                elif m == "logan":
-                    res = logan_plasma(cp_t, cp, cb, frame_start_s, frame_duration_s, y, tstar_s=tstar_s, vb=vb, vt_bounds=vt_bounds,
-                                       source=source)
-                elif m == "ma1":
-                    res = ma1(cp_t, cp, cb, frame_start_s, frame_duration_s, y, tstar_s=tstar_s, vb=vb, vt_bounds=vt_bounds, source=source)
-                elif m == "srtm":
-                    res = srtm(y, ref, frame_start_s, frame_duration_s, weights=weights, bounds=bounds.get("srtm"), bp_bounds=bp_bounds,
-                               source=source)
-                elif m == "logan_ref":
-                    res = logan_reference(y, ref, frame_start_s, frame_duration_s, tstar_s=tstar_s, k2prime=k2prime, bp_bounds=bp_bounds,
-                                          source=source)
-                elif m == "suvr":
-                    res = suvr(y, ref, frame_start_s, frame_duration_s, window_s=suvr_window_s, source=source)
-                else:
-                    res = suv(y, frame_start_s, frame_duration_s, injected_dose_bq, weight_kg, window_s=suvr_window_s, source=source)
+                res = fitters[m](y)
             except Exception as exc:  # a failed fit is reported, never raised
                 res = _failed(m, _EXPECTED[m], f"error: {type(exc).__name__}: {exc}")
             rows += res.rows(roi)

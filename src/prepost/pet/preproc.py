@@ -114,7 +114,7 @@ def _head_mask(ref, zooms, fwhm_mm=8.0, frac=0.15):
     return ndimage.binary_dilation(mask, iterations=2)
 
 
-def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0, ref="sum", *,
+def frame_motion_correct(pet_img, frame_start_s, frame_duration_s, min_start_s=120.0, ref="sum", *,
                          method="gn", fwhm_mm=10.0, levels=None, n_passes=2, mask=None,
                          order=1, seed=1, n_threads=1, verbose=0):
     """Rigid frame-by-frame motion correction of a dynamic PET.
@@ -127,7 +127,7 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
     ----------
     pet_img : nibabel image or path
         4D dynamic PET.
-    frame_start, frame_duration : array-like of float
+    frame_start_s, frame_duration_s : array-like of float
         Frame starts and durations (s).
     min_start_s : float, default=120
         First frame start (s) that is registered.
@@ -164,24 +164,26 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
         framewise displacement ``fd_mm`` (Power, 50 mm radius).
     """
     img = load_img(pet_img, ndim=4, field="pet_img")
-    fs, fd = check_frames(frame_start, frame_duration, img.shape[3], source=image_name(img))
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, img.shape[3],
+                                                   source=image_name(img))
     data = np.asarray(img.dataobj, dtype=np.float32)
     affine = np.asarray(img.affine, float)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
-    sel = np.flatnonzero(fs >= float(min_start_s) - 1e-6)
+    sel = np.flatnonzero(frame_start_s >= float(min_start_s) - 1e-6)
     if sel.size == 0:
         raise InputError(field="min_start_s", expected="a start time before the last frame",
-                         found=f"{min_start_s} s (last frame starts at {fs[-1]:g} s)")
+                         found=f"{min_start_s} s (last frame starts at {frame_start_s[-1]:g} s)")
     if method not in ("gn", "ants"):
         raise InputError(field="method", expected="'gn' or 'ants'", found=repr(method))
     if isinstance(ref, str):
         if ref != "sum":
             raise InputError(field="ref", expected="'sum' or a frame index", found=repr(ref))
-        reference = np.tensordot(data[..., sel], fd[sel] / fd[sel].sum(), axes=([3], [0]))
+        weights = frame_duration_s[sel] / frame_duration_s[sel].sum()
+        reference = np.tensordot(data[..., sel], weights, axes=([3], [0]))
         passes = max(int(n_passes), 1)
     else:
-        if not -len(fs) <= int(ref) < len(fs):
-            raise InputError(field="ref", expected=f"a frame index in [0, {len(fs)})",
+        if not -len(frame_start_s) <= int(ref) < len(frame_start_s):
+            raise InputError(field="ref", expected=f"a frame index in [0, {len(frame_start_s)})",
                              found=repr(ref))
         reference = data[..., int(ref)]
         passes = 1
@@ -200,9 +202,9 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
             print(f"pass {p + 1}: max |trans| {np.abs(affine_to_params(mats)[:, :3]).max():.3f} mm")
         if p + 1 < passes:
             corr = _resample_frames(data[..., sel], affine, mats, order=1)
-            reference = np.tensordot(corr, fd[sel] / fd[sel].sum(), axes=([3], [0]))
+            reference = np.tensordot(corr, weights, axes=([3], [0]))
 
-    all_mats = np.tile(np.eye(4), (len(fs), 1, 1))
+    all_mats = np.tile(np.eye(4), (len(frame_start_s), 1, 1))
     all_mats[sel] = mats
     all_mats[: sel[0]] = mats[0]
     out = _resample_frames(data, affine, all_mats, order=order)
@@ -210,11 +212,11 @@ def frame_motion_correct(pet_img, frame_start, frame_duration, min_start_s=120.0
     corrected.header.set_xyzt_units("mm", "sec")
     params = affine_to_params(all_mats)
     table = pd.DataFrame(params, columns=PARAM_NAMES)
-    table.insert(0, "frame_duration", fd)
-    table.insert(0, "frame_start", fs)
+    table.insert(0, "frame_duration", frame_duration_s)
+    table.insert(0, "frame_start", frame_start_s)
     d = np.abs(np.diff(params, axis=0))
     table["fd_mm"] = np.concatenate([[0.0], d[:, :3].sum(1) + 50.0 * d[:, 3:].sum(1)])
-    table["corrected"] = (fs >= float(min_start_s) - 1e-6).astype(int)
+    table["corrected"] = (frame_start_s >= float(min_start_s) - 1e-6).astype(int)
     return corrected, table
 
 

@@ -99,6 +99,7 @@ __all__ = [
     "build_rois",
     "masks_to_pet",
     "roi_volume_ml",
+    "pet_to_t1w_matrix",
 ]
 
 log = logging.getLogger(__name__)
@@ -487,7 +488,10 @@ def roi_volume_ml(mask_img):
     return float(w.sum() * np.prod(_zooms(mask_img)) / 1000.0)
 
 
-def _as_matrix(pet_to_t1w):
+def pet_to_t1w_matrix(pet_to_t1w):
+    """4x4 RAS matrix mapping PET points to T1w points from a matrix, an ANTs transform list
+    (resampling PET onto the T1w grid) or a :func:`prepost.pet.preproc.coregister_pet_to_t1w`
+    result; None is the identity."""
     if pet_to_t1w is None:
         return np.eye(4)
     if isinstance(pet_to_t1w, dict):
@@ -561,7 +565,7 @@ def build_rois(config, *, t1w_img, brain_mask_img, gm_img, wm_img, csf_img=None,
         pet_ref = load_img(pet_ref_img, ndim=3, field="pet_ref_img")
         if len(pet_ref.shape) == 4:
             pet_ref = _img(np.asarray(pet_ref.dataobj)[..., 0], pet_ref.affine)
-        p2t = _as_matrix(pet_to_t1w)
+        p2t = pet_to_t1w_matrix(pet_to_t1w)
     if space == "mni" and mni_reference_img is None:
         from nilearn import datasets
 
@@ -638,7 +642,7 @@ def masks_to_pet(t1w_rois, pet_ref_img, pet_to_t1w=None, *, config=None, binary=
     pet_ref = load_img(pet_ref_img, ndim=3, field="pet_ref_img")
     if len(pet_ref.shape) == 4:
         pet_ref = _img(np.asarray(pet_ref.dataobj)[..., 0], pet_ref.affine)
-    p2t = _as_matrix(pet_to_t1w)
+    p2t = pet_to_t1w_matrix(pet_to_t1w)
     vmins = {}
     if config is not None:
         vmins = {s["name"]: s["min_volume_ml"] for s in validate_roi_config(config)}

@@ -273,7 +273,7 @@ def tacs_step(pet, frame_start_s, frame_duration_s, pet_rois, *, units, pvc_meth
     fr, table, overlap = pvc.gtm_compartments(t1w_rois, tissue_maps,
                                               min_compartment_ml=min_compartment_ml)
     t1_aff = next(iter(t1w_rois.values())).affine
-    p2t = roi._as_matrix([str(xfm)]) if xfm is not None else None
+    p2t = roi.pet_to_t1w_matrix([str(xfm)]) if xfm is not None else None
     corr, comp, info = pvc.gtm_correct(df, specs, fr, table, overlap, t1_aff, img, p2t, psf_fwhm_mm)
     log.info("GTM: %d compartments, condition number %.1f (%.1f s)", len(table),
              info["condition_number"], time.perf_counter() - t0)
@@ -341,10 +341,7 @@ def blood_step(recordings, *, scan_end_s, units, parent_fraction_model, grid_ste
     inp = pblood.metabolite_corrected_input(blood, model=parent_fraction_model, grid_step=grid_step_s,
                                             scan_end_s=scan_end_s,
                                             coverage_tolerance_s=coverage_tolerance_s)
-    factor = pblood._CONC_FACTORS.get(pblood._norm_unit(units))
-    if factor is None:
-        raise InputError(field="Units", expected=f"a radioactivity concentration unit "
-                         f"({', '.join(sorted(pblood._CONC_FACTORS))})", found=repr(units))
+    factor = pblood.concentration_factor(units)
     fit = inp.attrs.get("parent_fraction_fit") or {}
     meta = {"Sources": [str(recordings[lab]) for lab in labels],
             "ParentFractionModel": parent_fraction_model,

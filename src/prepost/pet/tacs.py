@@ -19,6 +19,7 @@ import pandas as pd
 from prepost.errors import InputError
 from prepost.io import read_json_object, read_tsv, write_json, write_tsv
 from prepost.pet.frames import check_frames, window_weights
+from prepost.pet.kinetics import srtm_basis
 from prepost.image import load_img
 
 __all__ = [
@@ -354,8 +355,6 @@ def voxelwise_srtm_bpnd(pet_img, frame_start_s, frame_duration_s, reference_tac,
         fit lies on the first or last basis function is still reported (its k2a is at the edge
         of the range).
     """
-    from prepost.pet.kinetics import _reference_grid
-
     img, shape, idx, data = _voxels(pet_img, mask_img)
     frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, img.shape[3])
     ref = np.asarray(reference_tac, float).ravel()
@@ -369,13 +368,13 @@ def voxelwise_srtm_bpnd(pet_img, frame_start_s, frame_duration_s, reference_tac,
     if w.size != frame_start_s.size or np.any(w < 0) or not np.any(w > 0):
         raise InputError(field="weights", expected=f"{frame_start_s.size} non-negative weights")
     sw = np.sqrt(w / w.max())
-    g = _reference_grid(ref, frame_start_s / 60.0, (frame_start_s + frame_duration_s) / 60.0, grid_step_s / 60.0)
     thetas = np.geomspace(lo, hi, int(n_basis))
+    basis = srtm_basis(ref, frame_start_s, frame_duration_s, thetas, grid_step_s)
     # per basis function X_k = Q_k R_k: the least-squares fit maximises |Q_k^T y|, and the
     # coefficients are R_k^-1 Q_k^T y
     QT, Rinv = [], []
-    for th in thetas:
-        X = np.column_stack([ref, g.conv_frame_means(th)]) * sw[:, None]
+    for conv in basis:
+        X = np.column_stack([ref, conv]) * sw[:, None]
         Q, R = np.linalg.qr(X)
         QT.append(Q.T)
         Rinv.append(np.linalg.pinv(R))
