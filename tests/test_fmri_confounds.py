@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,23 +18,16 @@ from prepost.fmri.confounds import (
     write_confounds,
 )
 
-SIM = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 80, "voxel_mm": 4.0},
-       "pet": {"voxel_mm": 6.0, "frames": [[3, 60], [4, 300]]}}
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from prepost import simulate as sim
+    from fmri_data import simulated_run
+
     from prepost.registration import apply_motion, estimate_motion
 
-    root = tmp_path_factory.mktemp("sim")
-    sim.simulate_subject(root / "bids", root / "truth", "01", params=SIM)
-    params = sim.merge_params(SIM)
-    img = nib.load(sim.bids_paths(root / "bids", "01", "pre")["bold"])
-    to_mni = sim.t1w_to_mni("01", "pre", seed=params["seed"])
-    tis = sim.mni_maps_on_grid(img.affine, img.shape[:3], to_mni,
-                               voxel_mm=SIM["bold"]["voxel_mm"], keys=("wm", "csf", "brain"))
-    motion_true = pd.read_csv(sim.truth_paths(root / "truth", "01", "pre")["motion"], sep="\t")
+    sim_run = simulated_run(tmp_path_factory.mktemp("sim"), n_volumes=80,
+                            tissues=("wm", "csf", "brain"))
+    img, tis, motion_true = sim_run["img"], sim_run["tissue"], sim_run["motion"]
     est, affines = estimate_motion(img)
     mc = apply_motion(img, affines)
     brain = tis["brain"] > 0.5

@@ -11,8 +11,6 @@ import pytest
 from prepost.errors import InputError
 from prepost.fmri.denoise import censor_mask, denoise, select_confounds
 
-SIM = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 100, "voxel_mm": 4.0},
-       "pet": {"voxel_mm": 6.0, "frames": [[3, 60], [4, 300]]}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,12 +55,12 @@ def _random_confounds(n, seed=0, with_fd=None):
 
 
 def test_filter_response_keeps_005_removes_02():
-    n, tr = 300, 2.0
-    t = np.arange(n) * tr
+    n, t_r = 300, 2.0
+    t = np.arange(n) * t_r
     x = np.stack([np.sin(2 * np.pi * 0.05 * t), np.sin(2 * np.pi * 0.2 * t)], axis=1) + 100.0
     conf = _random_confounds(n)
     conf.iloc[:, :8] = 0.0  # no nuisance signal: only the filter acts
-    res = denoise(x, conf, t_r=tr, strategy="simple", censor=False,
+    res = denoise(x, conf, t_r=t_r, strategy="simple", censor=False,
                   low_pass=0.08, high_pass=0.01, min_retained_s=0)
     amp = res.data[20:-20].std(axis=0) * np.sqrt(2)  # away from the filter's edges
     assert amp[0] > 0.9
@@ -128,20 +126,14 @@ def test_select_confounds_strategies():
 # simulated run: denoising recovers the planted network signals
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    from prepost import simulate as sim
+    from fmri_data import simulated_run
 
-    root = tmp_path_factory.mktemp("sim")
-    sim.simulate_subject(root / "bids", root / "truth", "01", params=SIM)
-    params = sim.merge_params(SIM)
-    img = nib.load(sim.bids_paths(root / "bids", "01", "pre")["bold"])
-    to_mni = sim.t1w_to_mni("01", "pre", seed=params["seed"])
-    tissue = sim.mni_maps_on_grid(img.affine, img.shape[:3], to_mni,
-                                  voxel_mm=SIM["bold"]["voxel_mm"],
-                                  keys=("gm", "wm", "csf", "brain", "labels"))
+    run = simulated_run(tmp_path_factory.mktemp("sim"), n_volumes=100,
+                        tissues=("gm", "wm", "csf", "brain", "labels"))
+    tissue = dict(run["tissue"])
     labels = tissue.pop("labels")
-    tp = sim.truth_paths(root / "truth", "01", "pre")
-    signals = pd.read_csv(tp["network_signals"], sep="\t")
-    return {"img": img, "tissue": tissue, "labels": labels, "signals": signals}
+    signals = pd.read_csv(run["truth"]["network_signals"], sep="\t")
+    return {"img": run["img"], "tissue": tissue, "labels": labels, "signals": signals}
 
 
 def test_default_strategy_recovers_network_signals(simulated):

@@ -20,8 +20,6 @@ from prepost.fmri.preproc import (
 )
 from prepost.registration import ants_affine_to_ras, apply_motion, params_to_affine
 
-SIM = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 40, "voxel_mm": 4.0},
-       "pet": {"voxel_mm": 6.0, "frames": [[3, 60], [4, 300]]}}
 
 
 def _template(voxel):
@@ -178,16 +176,9 @@ def test_coregistration_recovers_known_rigid_transform():
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    import pandas as pd
+    from fmri_data import simulated_run
 
-    from prepost import simulate as sim
-
-    root = tmp_path_factory.mktemp("sim")
-    sim.simulate_subject(root / "bids", root / "truth", "01", params=SIM)
-    img = nib.load(sim.bids_paths(root / "bids", "01", "pre")["bold"])
-    motion = pd.read_csv(sim.truth_paths(root / "truth", "01", "pre")["motion"], sep="\t")
-    to_mni = sim.t1w_to_mni("01", "pre", seed=sim.merge_params(SIM)["seed"])
-    return {"img": img, "motion": motion, "to_mni": to_mni}
+    return simulated_run(tmp_path_factory.mktemp("sim"), n_volumes=40)
 
 
 def test_non_steady_state_and_drop(simulated):

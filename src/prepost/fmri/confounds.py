@@ -34,7 +34,6 @@ functions (0 on the non-steady-state rows, which their one-hot columns model ins
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path

@@ -27,7 +27,6 @@ with ``phi`` the MNI -> T1w map; every volume is interpolated once (no intermedi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -113,7 +112,7 @@ def drop_volumes(img, n):
 # --------------------------------------------------------------------------------------------
 # Slice timing
 # --------------------------------------------------------------------------------------------
-def slice_timing_correct(img, slice_timing, tr, slice_axis=2, ref=0.5):
+def slice_timing_correct(img, slice_timing, t_r, slice_axis=2, ref=0.5):
     """Shift every slice's time series to one reference time (slice-timing correction).
 
     Own implementation (nipype only wraps FSL/AFNI/SPM binaries for this): a Fourier phase
@@ -129,7 +128,7 @@ def slice_timing_correct(img, slice_timing, tr, slice_axis=2, ref=0.5):
     slice_timing : sequence of float
         BIDS ``SliceTiming``: acquisition time (s, from the start of the volume) of each slice
         along ``slice_axis``.
-    tr : float
+    t_r : float
         Repetition time (s).
     slice_axis : int, default=2
         Voxel axis of the slices (BIDS ``SliceEncodingDirection`` k = 2).
@@ -140,7 +139,7 @@ def slice_timing_correct(img, slice_timing, tr, slice_axis=2, ref=0.5):
     Returns
     -------
     nibabel.Nifti1Image
-        Float32 image in which every slice is sampled at ``t_ref + k * tr``.
+        Float32 image in which every slice is sampled at ``t_ref + k * t_r``.
     """
     img = load_img(img, ndim=4)
     st = np.asarray(slice_timing, dtype=float).ravel()
@@ -149,14 +148,14 @@ def slice_timing_correct(img, slice_timing, tr, slice_axis=2, ref=0.5):
     if st.size != img.shape[slice_axis]:
         raise InputError(field="SliceTiming", expected=f"{img.shape[slice_axis]} slice times "
                          f"(one per slice along axis {slice_axis})", found=f"{st.size}")
-    if not (tr and tr > 0) or np.any(st < 0) or np.any(st >= tr) or not np.all(np.isfinite(st)):
-        raise InputError(field="SliceTiming", expected=f"times in [0, TR={tr}) s", found=str(st))
+    if not (t_r and t_r > 0) or np.any(st < 0) or np.any(st >= t_r) or not np.all(np.isfinite(st)):
+        raise InputError(field="SliceTiming", expected=f"times in [0, TR={t_r}) s", found=str(st))
     if not 0.0 <= ref <= 1.0:
         raise InputError(field="ref", expected="a fraction in [0, 1]", found=repr(ref))
     data = np.asarray(img.dataobj, dtype=np.float64)
     n = data.shape[3]
     t_ref = st.min() + ref * (st.max() - st.min())
-    shifts = (t_ref - st) / tr  # in samples: corrected[k] = original(k + shift)
+    shifts = (t_ref - st) / t_r  # in samples: corrected[k] = original(k + shift)
     data = np.moveaxis(data, slice_axis, 0)
     out = np.empty_like(data, dtype=np.float32)
     tt = np.arange(n, dtype=float)

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
 from prepost.errors import InputError
 from prepost.fmri.confounds import compute_confounds, erode_mask, read_confounds
@@ -481,8 +480,8 @@ def import_fmriprep(bold, confounds, out_bold, out_mask, out_confounds, *, mask=
     img = load_img(bold, ndim=4, field="fMRIPrep preproc bold")
     ref = anat.mni_reference(resolution_mm)
     z = img.header.get_zooms()
-    header_tr = float(z[3]) if len(z) > 3 else 0.0
-    t_r = float(t_r) if t_r else header_tr
+    header_t_r = float(z[3]) if len(z) > 3 else 0.0
+    t_r = float(t_r) if t_r else header_t_r
     if not t_r or t_r <= 0:
         raise InputError(file=bold, field="RepetitionTime",
                          expected="a positive TR in the header or the sidecar", found=repr(t_r))
@@ -491,7 +490,7 @@ def import_fmriprep(bold, confounds, out_bold, out_mask, out_confounds, *, mask=
         raise InputError(file=confounds, field="rows", expected=f"{img.shape[3]} (one per "
                          "volume of the preprocessed BOLD)", found=str(len(df)))
     qc = {"source": str(bold), "t_r": t_r}
-    if _same_grid(img, ref) and abs(header_tr - t_r) < 1e-6:
+    if _same_grid(img, ref) and abs(header_t_r - t_r) < 1e-6:
         with atomic_path(out_bold) as tmp:
             shutil.copyfile(bold, tmp)
         qc["resampled"] = False
