@@ -27,6 +27,14 @@ import numpy as np
 
 from prepost.errors import InputError
 
+__all__ = [
+    "DEFAULT_BAND",
+    "lomb_scargle_power",
+    "amplitude_spectrum",
+    "compute_alff",
+    "alff_maps",
+]
+
 DEFAULT_BAND = (0.01, 0.08)
 
 

@@ -24,6 +24,17 @@ import numpy as np
 
 from prepost.errors import InputError
 
+__all__ = [
+    "KINDS",
+    "valid_parcels",
+    "connectivity_matrix",
+    "pearson",
+    "partial_correlation",
+    "fit_tangent",
+    "fisher_z",
+    "upper_triangle",
+]
+
 KINDS = ("correlation", "partial correlation", "covariance")
 
 
@@ -147,16 +158,22 @@ def fit_tangent(timeseries_list, cov_estimator=None):
 
 
 def fisher_z(r, diagonal=np.nan, clip=1 - 1e-7):
-    """Fisher z = arctanh(r), elementwise, NaN-preserving.
+    """Fisher z = arctanh(r), elementwise, NaN-preserving: the package's one Fisher transform.
 
     Parameters
     ----------
     r : array (..., n, n) or any array of correlations
-    diagonal : float
-        Value written on the diagonal of square matrices (default NaN; 0 is the other common
-        choice). ``None`` leaves the diagonal as arctanh of its (clipped) values.
+    diagonal : float or None
+        Value written on the diagonal of square matrices (default NaN: self-connections are not
+        FC; 0 is the other common choice, e.g. for graph weights). ``None`` keeps arctanh of the
+        clipped diagonal, so that a back-transformed group mean (``tanh``) keeps unit diagonals.
     clip : float
-        |r| is clipped to this before arctanh so that r = ±1 off the diagonal stays finite.
+        |r| is clipped to this before arctanh so that r = ±1 stays finite.
+
+    Returns
+    -------
+    ndarray
+        Same shape as ``r``.
     """
     r = np.asarray(r, float)
     z = np.arctanh(np.clip(r, -clip, clip))

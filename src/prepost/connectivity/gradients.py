@@ -28,6 +28,17 @@ from scipy.linalg import orthogonal_procrustes
 
 from prepost.errors import InputError
 
+__all__ = [
+    "sparsify_rows",
+    "affinity_matrix",
+    "diffusion_map",
+    "fc_gradients",
+    "procrustes_align",
+    "align_gradients",
+    "orient_gradient",
+    "gradient_summary",
+]
+
 
 def _check_square(fc):
     fc = np.asarray(fc, float)

@@ -16,6 +16,19 @@ import pandas as pd
 
 from prepost.errors import InputError
 
+__all__ = [
+    "DEFAULT_DENSITIES",
+    "DEFAULT_REGIONS",
+    "valid_nodes",
+    "proportional_threshold",
+    "strength",
+    "eigenvector_centrality",
+    "participation_coefficient",
+    "modularity",
+    "louvain_partition",
+    "graph_measures",
+]
+
 DEFAULT_DENSITIES = (0.05, 0.10, 0.15, 0.20)
 DEFAULT_REGIONS = {"PCC": "pCunPCC"}
 

@@ -24,6 +24,17 @@ import pandas as pd
 from prepost.errors import InputError
 from prepost.connectivity.atlas import Atlas, validate_hierarchy
 
+__all__ = [
+    "TIDY_COLUMNS",
+    "network_fc",
+    "within_network_fc",
+    "segregation_index",
+    "integration",
+    "global_fc",
+    "global_signal_amplitude",
+    "tidy_fmri_measures",
+]
+
 TIDY_COLUMNS = ["participant_id", "session", "modality", "measure", "region", "value"]
 
 

@@ -39,6 +39,35 @@ from prepost.connectivity import gradients as _grad
 from prepost.connectivity.atlas import YEO7, Atlas, load_atlas, validate_hierarchy
 from prepost.connectivity.networks import network_fc, tidy_fmri_measures
 
+__all__ = [
+    "BUILTIN",
+    "FC_KINDS",
+    "TIDY",
+    "QC_MEASURES",
+    "output_paths",
+    "group_output_paths",
+    "log_paths",
+    "resolution_label",
+    "atlas_label",
+    "atlas_specs",
+    "atlas_networks",
+    "check_config",
+    "load_atlas_spec",
+    "read_qc",
+    "parcel_timeseries",
+    "covariance_estimator",
+    "fc_relmat",
+    "relmat_frame",
+    "read_relmat",
+    "full_length",
+    "session_measures",
+    "qc_rows",
+    "finish_tidy",
+    "alff_maps",
+    "tangent_fc",
+    "group_gradients",
+]
+
 log = logging.getLogger(__name__)
 
 BUILTIN = ("Schaefer100", "Schaefer200", "Schaefer400", "Seitzman300")

@@ -30,6 +30,11 @@ import pandas as pd
 from prepost.errors import InputError
 from prepost.connectivity.atlas import Atlas
 
+__all__ = [
+    "ParcelTimeseries",
+    "extract_parcel_timeseries",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -10,7 +10,11 @@ methods
 provenance
     Configuration hash (sha256 of canonical JSON) and input checksums.
 html
-    :func:`build_report` assembles the page from the statistics stage's tables.
+    :func:`build_report` assembles the page from the statistics stage's tables, one function per
+    section (cohort and QC, hypotheses, connectivity and NBS, paired plots, gradients, PET
+    time-activity curves, statistics, multimodal, methods, provenance).
+stage
+    :func:`~prepost.report.stage.output_paths`: the report's file names.
 """
 
 import matplotlib

@@ -7,16 +7,19 @@ import html
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from prepost.connectivity.fc import fisher_z
 from prepost.io import atomic_path
 from prepost.provenance import package_versions
 from prepost.report import figures as fg
 from prepost.report.methods import CITATIONS, methods_paragraphs
 from prepost.report.provenance import config_hash, file_checksums
+from prepost.stats.group import change_column, change_scores
 
 __all__ = ["build_report", "img_tag", "table_html"]
 
@@ -114,6 +117,273 @@ def _hypothesis_table(h):
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+@dataclass
+class _Study:
+    """The statistics stage's tables and the report settings every section reads."""
+
+    gt: pd.DataFrame
+    exc: pd.DataFrame | None
+    pt: pd.DataFrame | None
+    hy: pd.DataFrame | None
+    mx: pd.DataFrame | None
+    mm: pd.DataFrame | None
+    parts: pd.DataFrame | None
+    baseline: str
+    followup: str
+    alpha: float
+    max_panels: int
+    problems: list = field(default_factory=list)
+
+    def has_measure(self, measure):
+        return bool(len(self.gt)) and bool((self.gt["measure"] == measure).any())
+
+
+def _read_study(group_table, exclusions, paired, hypotheses, mixed, multimodal, participants,
+                sessions, alpha, max_panels):
+    s = _Study(gt=_read(group_table, dtype={"region": str, "atlas": str, "flag": str}),
+               exc=_read(exclusions, dtype={"region": str}),
+               pt=_read(paired, dtype={"region": str, "atlas": str}),
+               hy=_read(hypotheses, dtype={"region": str}), mx=_read(mixed, dtype={"region": str}),
+               mm=_read(multimodal),
+               parts=(_read(participants, dtype={"participant_id": str})
+                      if participants is not None else None),
+               baseline=sessions[0], followup=sessions[1], alpha=alpha, max_panels=max_panels)
+    for t in (s.gt, s.pt, s.mx):
+        if t is not None and "atlas" in t.columns:
+            t["atlas"] = t["atlas"].fillna("")
+    return s
+
+
+def _covariates_html(s):
+    p = s.parts[s.parts["participant_id"].isin(s.gt["participant_id"])] if len(s.gt) else s.parts
+    summ = []
+    for c in p.columns:
+        if c in ("participant_id", "label"):
+            continue
+        if pd.api.types.is_numeric_dtype(p[c]):
+            summ.append({"covariate": c, "summary": f"mean {p[c].mean():.3g}, SD "
+                         f"{p[c].std():.3g}, range {p[c].min():g}-{p[c].max():g}"})
+        else:
+            summ.append({"covariate": c, "summary": ", ".join(
+                f"{k}: {v}" for k, v in p[c].value_counts().sort_index().items())})
+    return "<h3>Covariates</h3>" + table_html(pd.DataFrame(summ))
+
+
+def _cohort_section(s, config):
+    """Counts, covariates, participants per modality and session, exclusions, motion."""
+    gt = s.gt
+    n_sub = gt["participant_id"].nunique() if len(gt) else 0
+    cards = [("participants", n_sub), ("measures", gt["measure"].nunique() if len(gt) else 0),
+             ("values", len(gt)), ("exclusions", len(s.exc) if s.exc is not None else 0)]
+    cohort = '<div class="cards">' + "".join(
+        f'<div class="card"><b>{v}</b>{k}</div>' for k, v in cards) + "</div>"
+    if s.parts is not None and len(s.parts):
+        cohort += _covariates_html(s)
+    if len(gt):
+        counts = gt.groupby(["modality", "session"])["participant_id"].nunique().unstack(
+            fill_value=0).reset_index()
+        cohort += "<h3>Participants with data, per modality and session (after QC)</h3>" + \
+            table_html(counts)
+    cohort += "<h3>Exclusions</h3>" + table_html(s.exc, left=("reason",))
+    qc_rules = ((config.get("stats") or {}).get("qc") or {}).get("rules") or []
+    fd_thr = next((r["value"] for r in qc_rules if r["measure"] == "mean_fd"
+                   and r["op"] in (">", ">=")), None)
+    if s.has_measure("mean_fd"):
+        cohort += _figure(lambda: fg.qc_motion(gt, s.baseline, s.followup, "mean_fd", fd_thr),
+                          "mean framewise displacement per participant", s.problems)
+    return [("cohort", "Cohort and quality control", cohort)]
+
+
+def _glass_brain(atlas, labels, mean_pre, mean_post, edges, alpha):
+    coords = fg.parcel_centroids(atlas, labels)
+    if coords is None:
+        raise ValueError(f"parcel labels of {atlas} not found in the atlas table")
+    clip = 0.999999
+    D = (fisher_z(mean_post.to_numpy(float), diagonal=None, clip=clip)
+         - fisher_z(mean_pre.to_numpy(float), diagonal=None, clip=clip))
+    np.fill_diagonal(D, np.nan)
+    node = np.nanmean(D, axis=1)
+    E = None
+    sig = edges[edges["p"] < alpha] if edges is not None and len(edges) else None
+    if sig is not None and len(sig):
+        pos = {lab: i for i, lab in enumerate(labels)}
+        E = np.zeros((len(labels),) * 2)
+        for e in sig.itertuples():
+            i, j = pos[str(e.parcel_i)], pos[str(e.parcel_j)]
+            E[i, j] = E[j, i] = e.t
+    return fg.glass_brain(coords, node, E, title="parcel mean FC change (Δz)")
+
+
+def _connectivity_sections(s, nbs):
+    """Per atlas: group-mean FC matrices, the NBS components and the glass brain."""
+    sections = []
+    for atlas, files in (nbs or {}).items():
+        try:
+            mean_pre = pd.read_csv(files["mean_baseline"], sep="\t", index_col=0,
+                                   na_values=["n/a"])
+            mean_post = pd.read_csv(files["mean_followup"], sep="\t", index_col=0,
+                                    na_values=["n/a"])
+            tmat = pd.read_csv(files["t"], sep="\t", index_col=0, na_values=["n/a"])
+            summary = json.loads(Path(files["summary"]).read_text())
+            edges = _read(files["edges"])
+        except (OSError, ValueError, KeyError) as exc_:
+            s.problems.append(f"NBS {atlas}: {exc_}")
+            continue
+        body = _figure(lambda: fg.fc_matrices(mean_pre, mean_post, tmat, s.baseline, s.followup,
+                                              title=f"atlas {atlas}"),
+                       f"FC matrices {atlas}", s.problems)
+        comps = pd.DataFrame(summary.get("components", []))
+        body += (f"<h3>Network-Based Statistic</h3><p>{summary['n_subjects']} participants, "
+                 f"primary threshold {summary['thresh']:g} ({summary['tail']}), size "
+                 f"{summary['size']}, {'exact over' if summary['exact'] else 'Monte Carlo with'} "
+                 f"{summary['n_perm']} sign flips; parcels left out (missing): "
+                 f"{len(summary.get('dropped_parcels', []))}; participants left out: "
+                 f"{html.escape(', '.join(summary.get('left_out', [])) or 'none')}.</p>")
+        body += table_html(comps)
+        labels = [str(x) for x in mean_pre.index]
+        glass = _figure(lambda: _glass_brain(atlas, labels, mean_pre, mean_post, edges, s.alpha),
+                        f"glass brain {atlas}", s.problems)
+        body += ("<h3>Glass brain</h3><p class=\"note\">Parcels: mean change of their Fisher-z "
+                 f"FC with every other parcel; edges: NBS components with p &lt; {s.alpha}."
+                 "</p>" + glass)
+        sections.append((f"fc-{atlas}", f"Functional connectivity: {atlas}", body))
+    return sections
+
+
+def _paired_section(s, measures, anchor, name):
+    """Paired (spaghetti) plots of ``measures``, one figure per measure present."""
+    body = ""
+    for m in measures:
+        if s.has_measure(m):
+            body += _figure(lambda m=m: fg.paired_panels(s.gt, m, s.baseline, s.followup,
+                                                         s.max_panels, s.pt),
+                            f"paired plot {m}", s.problems)
+    return [(anchor, name, body)] if body else []
+
+
+def _gradient_section(s):
+    if not s.has_measure("gradient1_position"):
+        return []
+    return [("gradients", "Principal gradient", _figure(
+        lambda: fg.gradient_positions(s.gt, s.baseline, s.followup), "gradient positions",
+        s.problems))]
+
+
+def _tac_section(s, tacs, tac_fits, tac_regions):
+    """Group-mean PET time-activity curves per session, model fits dashed."""
+    if not tacs:
+        return []
+
+    def draw():
+        t = {k: _read(v) for k, v in tacs.items()}
+        f = {k: _read(v) for k, v in (tac_fits or {}).items()} or None
+        return fg.tac_curves(t, list(tac_regions), s.baseline, s.followup, fits=f)
+
+    return [("tacs", "PET time-activity curves", _figure(draw, "TACs", s.problems))]
+
+
+_PAIRED_COLUMNS = ["modality", "atlas", "measure", "region", "n", "n_dropped", "mean_pre",
+                   "mean_post", "mean_diff", "pct_change", "cohens_dz", "ci_t_low", "ci_t_high",
+                   "p_t", "p_wilcoxon", "p_perm", "p_perm_fdr_bh", "p_perm_holm", "family", "note"]
+
+
+def _statistics_section(s):
+    """Paired tests (those surviving correction first) and the mixed models' session terms."""
+    body = ""
+    pt, mx = s.pt, s.mx
+    if pt is not None and len(pt):
+        pcol = next((c for c in ("p_perm_fdr_bh", "p_perm_holm") if c in pt.columns), "p_perm")
+        sig = pt[pt[pcol] < s.alpha]
+        body += (f"<h3>Paired tests surviving correction ({pcol} &lt; {s.alpha})</h3>"
+                 + table_html(sig, _PAIRED_COLUMNS))
+        body += "<h3>All paired tests</h3>" + table_html(
+            pt.sort_values(["modality", "measure", "region"]), _PAIRED_COLUMNS)
+    if mx is not None and len(mx):
+        formulas = ", ".join(dict.fromkeys(mx["formula"].astype(str)))
+        body += ("<h3>Mixed models (session term)</h3>"
+                 f"<p>Random intercept per participant; {html.escape(formulas)}.</p>"
+                 + table_html(mx[mx["term"].astype(str).str.startswith("session")].drop(
+                     columns=["formula"])))
+        body += "<details><summary>All fixed effects</summary>" + table_html(mx) + \
+            "</details>"
+    return [("statistics", "Statistics", body or '<p class="note">none</p>')]
+
+
+def _measure_spec(label):
+    """``{'measure', 'region', 'atlas'}`` of a multimodal label ``measure(region[, atlas])``."""
+    m, rest = str(label).split("(", 1)
+    reg = rest.rstrip(")").split(", ")
+    return {"measure": m, "region": reg[0], "atlas": reg[1] if len(reg) > 1 else None}
+
+
+def _multimodal_section(s):
+    """The change-correlation table and a scatter plot per pair (first method)."""
+    mm = s.mm
+    if mm is None or not len(mm):
+        return []
+    body = table_html(mm)
+    delta = change_scores(s.gt, s.baseline, s.followup,
+                          kind=str(mm["change"].iloc[0]) if "change" in mm else "difference")
+    first = mm[mm["method"] == mm["method"].iloc[0]]
+    for r in first.itertuples():
+        (cx, _), (cy, _) = (change_column(delta, _measure_spec(r.x)),
+                            change_column(delta, _measure_spec(r.y)))
+        if cx is None or cy is None:
+            continue
+        body += _figure(lambda cx=cx, cy=cy, r=r: fg.change_scatter(
+            delta[cx], delta[cy], r.x, r.y, r.r, r.p_perm, r.method),
+            f"scatter {r.name}", s.problems)
+    return [("multimodal", "Multimodal: correlations of changes", body)]
+
+
+def _methods_section(s, config, versions, nbs):
+    n_sub = s.gt["participant_id"].nunique() if len(s.gt) else 0
+    paras, cites = methods_paragraphs(config, versions, n_participants=n_sub,
+                                      nbs_atlases=list((nbs or {}).keys()))
+    methods = "".join(f"<p>{html.escape(p)}</p>" for p in paras)
+    methods += "<h3>References</h3><ol>" + "".join(
+        f"<li>{html.escape(CITATIONS[k])}</li>" for k in cites) + "</ol>"
+    methods += "<h3>Software versions</h3>" + table_html(
+        pd.DataFrame({"package": list(versions), "version": list(versions.values())}))
+    return [("methods", "Methods", methods)]
+
+
+def _provenance_section(s, config, input_files):
+    """Configuration and its hash, input checksums and the figures that failed."""
+    sums = file_checksums(input_files)
+    prov = (f"<p>Configuration sha256 (canonical JSON): <code>{config_hash(config)}</code></p>"
+            f"<details><summary>Configuration</summary><pre>"
+            f"{html.escape(json.dumps(config, indent=1, sort_keys=True, default=str))}</pre>"
+            f"</details><h3>Input checksums (sha256)</h3>" + table_html(sums, left=("file",
+                                                                              "sha256")))
+    if s.problems:
+        prov += "<h3>Problems while drawing</h3><ul>" + "".join(
+            f"<li>{html.escape(p)}</li>" for p in s.problems) + "</ul>"
+    return [("provenance", "Provenance", prov)]
+
+
+def _page(sections, title, baseline, followup, chash):
+    nav = "<nav><ul>" + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>'
+                                for a, t, _ in sections) + "</ul></nav>"
+    body = "".join(f'<section id="{a}"><h2>{html.escape(t)}</h2>{b}</section>'
+                   for a, t, b in sections)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>"
+            f"<h1>{html.escape(title)}</h1><p class=\"note\">Baseline '{html.escape(baseline)}'"
+            f", follow-up '{html.escape(followup)}'; every change is follow-up minus baseline. "
+            f"Configuration sha256 {chash[:12]}.</p>{nav}{body}</main></body></html>")
+
+
+def _write_page(page, out_path):
+    with atomic_path(out_path) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+        # a web page is for reading: the usual file mode (umask applied), not a private one
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+
+
 def build_report(out_path, *, group_table, exclusions, paired, hypotheses, config,
                  sessions=("pre", "post"), mixed=None, multimodal=None, participants=None,
                  nbs=None, tacs=None, tac_fits=None, input_files=(), title="Pre/post study",
@@ -156,216 +426,20 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
     -------
     problems : list of str
     """
-    baseline, followup = sessions
-    problems = []
-    gt = _read(group_table, dtype={"region": str, "atlas": str, "flag": str})
-    exc = _read(exclusions, dtype={"region": str})
-    pt = _read(paired, dtype={"region": str, "atlas": str})
-    hy = _read(hypotheses, dtype={"region": str})
-    mx = _read(mixed, dtype={"region": str})
-    mm = _read(multimodal)
-    parts = _read(participants, dtype={"participant_id": str}) if participants is not None \
-        else None
-    for t in (gt, pt, mx):
-        if t is not None and "atlas" in t.columns:
-            t["atlas"] = t["atlas"].fillna("")
+    s = _read_study(group_table, exclusions, paired, hypotheses, mixed, multimodal, participants,
+                    sessions, alpha, max_panels)
     versions = versions or package_versions()
-    sections = []  # (anchor, title, html)
-
-    # --- cohort and QC --------------------------------------------------------------------
-    n_sub = gt["participant_id"].nunique() if len(gt) else 0
-    cards = [("participants", n_sub), ("measures", gt["measure"].nunique() if len(gt) else 0),
-             ("values", len(gt)), ("exclusions", len(exc) if exc is not None else 0)]
-    cohort = '<div class="cards">' + "".join(
-        f'<div class="card"><b>{v}</b>{k}</div>' for k, v in cards) + "</div>"
-    if parts is not None and len(parts):
-        p = parts[parts["participant_id"].isin(gt["participant_id"])] if len(gt) else parts
-        summ = []
-        for c in p.columns:
-            if c in ("participant_id", "label"):
-                continue
-            if pd.api.types.is_numeric_dtype(p[c]):
-                summ.append({"covariate": c, "summary": f"mean {p[c].mean():.3g}, SD "
-                             f"{p[c].std():.3g}, range {p[c].min():g}-{p[c].max():g}"})
-            else:
-                summ.append({"covariate": c, "summary": ", ".join(
-                    f"{k}: {v}" for k, v in p[c].value_counts().sort_index().items())})
-        cohort += "<h3>Covariates</h3>" + table_html(pd.DataFrame(summ))
-    if len(gt):
-        counts = gt.groupby(["modality", "session"])["participant_id"].nunique().unstack(
-            fill_value=0).reset_index()
-        cohort += "<h3>Participants with data, per modality and session (after QC)</h3>" + \
-            table_html(counts)
-    cohort += "<h3>Exclusions</h3>" + table_html(exc, left=("reason",))
-    qc_rules = ((config.get("stats") or {}).get("qc") or {}).get("rules") or []
-    fd_thr = next((r["value"] for r in qc_rules if r["measure"] == "mean_fd"
-                   and r["op"] in (">", ">=")), None)
-    if len(gt) and (gt["measure"] == "mean_fd").any():
-        cohort += _figure(lambda: fg.qc_motion(gt, baseline, followup, "mean_fd", fd_thr),
-                          "mean framewise displacement per participant", problems)
-    sections.append(("cohort", "Cohort and quality control", cohort))
-
-    # --- hypotheses ---------------------------------------------------------------------
-    sections.append(("hypotheses", "Hypotheses", _hypothesis_table(hy)))
-
-    # --- connectivity ---------------------------------------------------------------------
-    for atlas, files in (nbs or {}).items():
-        body = ""
-        try:
-            mean_pre = pd.read_csv(files["mean_baseline"], sep="\t", index_col=0,
-                                   na_values=["n/a"])
-            mean_post = pd.read_csv(files["mean_followup"], sep="\t", index_col=0,
-                                    na_values=["n/a"])
-            tmat = pd.read_csv(files["t"], sep="\t", index_col=0, na_values=["n/a"])
-            summary = json.loads(Path(files["summary"]).read_text())
-            edges = _read(files["edges"])
-        except (OSError, ValueError, KeyError) as exc_:
-            problems.append(f"NBS {atlas}: {exc_}")
-            continue
-        body += _figure(lambda: fg.fc_matrices(mean_pre, mean_post, tmat, baseline, followup,
-                                               title=f"atlas {atlas}"),
-                        f"FC matrices {atlas}", problems)
-        comps = pd.DataFrame(summary.get("components", []))
-        body += (f"<h3>Network-Based Statistic</h3><p>{summary['n_subjects']} participants, "
-                 f"primary threshold {summary['thresh']:g} ({summary['tail']}), size "
-                 f"{summary['size']}, {'exact over' if summary['exact'] else 'Monte Carlo with'} "
-                 f"{summary['n_perm']} sign flips; parcels left out (missing): "
-                 f"{len(summary.get('dropped_parcels', []))}; participants left out: "
-                 f"{html.escape(', '.join(summary.get('left_out', [])) or 'none')}.</p>")
-        body += table_html(comps)
-        labels = [str(x) for x in mean_pre.index]
-
-        def _glass(atlas=atlas, labels=labels, mean_pre=mean_pre, mean_post=mean_post,
-                   edges=edges, summary=summary):
-            coords = fg.parcel_centroids(atlas, labels)
-            if coords is None:
-                raise ValueError(f"parcel labels of {atlas} not found in the atlas table")
-            zp = np.arctanh(np.clip(mean_pre.to_numpy(float), -0.999999, 0.999999))
-            zq = np.arctanh(np.clip(mean_post.to_numpy(float), -0.999999, 0.999999))
-            D = zq - zp
-            np.fill_diagonal(D, np.nan)
-            node = np.nanmean(D, axis=1)
-            E = None
-            sig = edges[edges["p"] < alpha] if edges is not None and len(edges) else None
-            if sig is not None and len(sig):
-                pos = {lab: i for i, lab in enumerate(labels)}
-                E = np.zeros((len(labels),) * 2)
-                for e in sig.itertuples():
-                    i, j = pos[str(e.parcel_i)], pos[str(e.parcel_j)]
-                    E[i, j] = E[j, i] = e.t
-            return fg.glass_brain(coords, node, E, title="parcel mean FC change (Δz)")
-
-        body += ("<h3>Glass brain</h3><p class=\"note\">Parcels: mean change of their Fisher-z "
-                 f"FC with every other parcel; edges: NBS components with p &lt; {alpha}."
-                 "</p>" + _figure(_glass, f"glass brain {atlas}", problems))
-        sections.append((f"fc-{atlas}", f"Functional connectivity: {atlas}", body))
-
-    # --- paired plots ---------------------------------------------------------------------
-    def paired_section(measures, anchor, name):
-        body = ""
-        for m in measures:
-            if len(gt) and (gt["measure"] == m).any():
-                body += _figure(lambda m=m: fg.paired_panels(gt, m, baseline, followup,
-                                                             max_panels, pt),
-                                f"paired plot {m}", problems)
-        if body:
-            sections.append((anchor, name, body))
-
-    paired_section(fmri_measures, "fmri", "fMRI measures, paired")
-    if len(gt) and (gt["measure"] == "gradient1_position").any():
-        sections.append(("gradients", "Principal gradient", _figure(
-            lambda: fg.gradient_positions(gt, baseline, followup), "gradient positions",
-            problems)))
-
-    # --- PET ------------------------------------------------------------------------------
-    if tacs:
-        def _tacs():
-            t = {k: _read(v) for k, v in tacs.items()}
-            f = {k: _read(v) for k, v in (tac_fits or {}).items()} or None
-            return fg.tac_curves(t, list(tac_regions), baseline, followup, fits=f)
-
-        sections.append(("tacs", "PET time-activity curves", _figure(_tacs, "TACs", problems)))
-    paired_section(pet_measures, "pet", "PET measures, paired")
-
-    # --- statistics -----------------------------------------------------------------------
-    cols = ["modality", "atlas", "measure", "region", "n", "n_dropped", "mean_pre", "mean_post",
-            "mean_diff", "pct_change", "cohens_dz", "ci_t_low", "ci_t_high", "p_t", "p_wilcoxon",
-            "p_perm", "p_perm_fdr_bh", "p_perm_holm", "family", "note"]
-    stat_body = ""
-    if pt is not None and len(pt):
-        pcol = next((c for c in ("p_perm_fdr_bh", "p_perm_holm") if c in pt.columns), "p_perm")
-        sig = pt[pt[pcol] < alpha]
-        stat_body += (f"<h3>Paired tests surviving correction ({pcol} &lt; {alpha})</h3>"
-                      + table_html(sig, cols))
-        stat_body += "<h3>All paired tests</h3>" + table_html(
-            pt.sort_values(["modality", "measure", "region"]), cols)
-    if mx is not None and len(mx):
-        formulas = ", ".join(dict.fromkeys(mx["formula"].astype(str)))
-        stat_body += ("<h3>Mixed models (session term)</h3>"
-                      f"<p>Random intercept per participant; {html.escape(formulas)}.</p>"
-                      + table_html(mx[mx["term"].astype(str).str.startswith("session")].drop(
-                          columns=["formula"])))
-        stat_body += "<details><summary>All fixed effects</summary>" + table_html(mx) + \
-            "</details>"
-    sections.append(("statistics", "Statistics", stat_body or '<p class="note">none</p>'))
-
-    # --- multimodal -----------------------------------------------------------------------
-    if mm is not None and len(mm):
-        body = table_html(mm)
-        from prepost.stats.group import change_column, change_scores
-
-        delta = change_scores(gt, baseline, followup,
-                              kind=str(mm["change"].iloc[0]) if "change" in mm else "difference")
-        spear = mm[mm["method"] == mm["method"].iloc[0]]
-        for r in spear.itertuples():
-            def _spec(label):
-                m, rest = str(label).split("(", 1)
-                reg = rest.rstrip(")").split(", ")
-                return {"measure": m, "region": reg[0], "atlas": reg[1] if len(reg) > 1 else None}
-
-            (cx, _), (cy, _) = change_column(delta, _spec(r.x)), change_column(delta, _spec(r.y))
-            if cx is None or cy is None:
-                continue
-            body += _figure(lambda cx=cx, cy=cy, r=r: fg.change_scatter(
-                delta[cx], delta[cy], r.x, r.y, r.r, r.p_perm, r.method),
-                f"scatter {r.name}", problems)
-        sections.append(("multimodal", "Multimodal: correlations of changes", body))
-
-    # --- methods and provenance -----------------------------------------------------------
-    paras, cites = methods_paragraphs(config, versions, n_participants=n_sub,
-                                      nbs_atlases=list((nbs or {}).keys()))
-    methods = "".join(f"<p>{html.escape(p)}</p>" for p in paras)
-    methods += "<h3>References</h3><ol>" + "".join(
-        f"<li>{html.escape(CITATIONS[k])}</li>" for k in cites) + "</ol>"
-    methods += "<h3>Software versions</h3>" + table_html(
-        pd.DataFrame({"package": list(versions), "version": list(versions.values())}))
-    sections.append(("methods", "Methods", methods))
-    chash = config_hash(config)
-    sums = file_checksums(input_files)
-    prov = (f"<p>Configuration sha256 (canonical JSON): <code>{chash}</code></p>"
-            f"<details><summary>Configuration</summary><pre>"
-            f"{html.escape(json.dumps(config, indent=1, sort_keys=True, default=str))}</pre>"
-            f"</details><h3>Input checksums (sha256)</h3>" + table_html(sums, left=("file",
-                                                                              "sha256")))
-    if problems:
-        prov += "<h3>Problems while drawing</h3><ul>" + "".join(
-            f"<li>{html.escape(p)}</li>" for p in problems) + "</ul>"
-    sections.append(("provenance", "Provenance", prov))
-
-    nav = "<nav><ul>" + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>'
-                                for a, t, _ in sections) + "</ul></nav>"
-    body = "".join(f'<section id="{a}"><h2>{html.escape(t)}</h2>{b}</section>'
-                   for a, t, b in sections)
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>"
-            f"<h1>{html.escape(title)}</h1><p class=\"note\">Baseline '{html.escape(baseline)}'"
-            f", follow-up '{html.escape(followup)}'; every change is follow-up minus baseline. "
-            f"Configuration sha256 {chash[:12]}.</p>{nav}{body}</main></body></html>")
-    with atomic_path(out_path) as tmp:
-        Path(tmp).write_text(page, encoding="utf-8")
-        # a web page is for reading: the usual file mode (umask applied), not a private one
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-    return problems
+    # (anchor, title, html) in page order; provenance comes last so it lists every problem
+    sections = (_cohort_section(s, config)
+                + [("hypotheses", "Hypotheses", _hypothesis_table(s.hy))]
+                + _connectivity_sections(s, nbs)
+                + _paired_section(s, fmri_measures, "fmri", "fMRI measures, paired")
+                + _gradient_section(s)
+                + _tac_section(s, tacs, tac_fits, tac_regions)
+                + _paired_section(s, pet_measures, "pet", "PET measures, paired")
+                + _statistics_section(s)
+                + _multimodal_section(s)
+                + _methods_section(s, config, versions, nbs))
+    sections += _provenance_section(s, config, input_files)
+    _write_page(_page(sections, title, s.baseline, s.followup, config_hash(config)), out_path)
+    return s.problems
