@@ -143,7 +143,7 @@ rule fmri_denoise:
         * (3000 if FMRI_CFG["resolution_mm"] >= 3 else 8000),
         runtime=15,
     params:
-        step="denoise",
         **FMRI_DENOISE,
+        step="denoise",
     script:
         "../scripts/fmri.py"
