@@ -6,18 +6,8 @@ __all__ = ["output_paths"]
 
 
 def output_paths(results):
-    """The report page and the log and benchmark of the job that writes it.
-
-    Parameters
-    ----------
-    results : str or path-like
-        Derivatives root.
-
-    Returns
-    -------
-    dict of str
-        ``html`` (``<results>/report/report.html``), ``log`` and ``benchmark``.
-    """
+    """The report page ``<results>/report/report.html`` (key ``html``) and the ``log`` and
+    ``benchmark`` of the job that writes it; ``results`` is the derivatives root."""
     return {"html": derivative(results, "report", ".html", datatype="report"),
             "log": f"{results}/logs/report/report.log",
             "benchmark": f"{results}/benchmarks/report/report.tsv"}

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from prepost.errors import InputError
-from prepost.stats.paired import _count_extreme, correct
+from prepost.stats.paired import count_extreme, complete_pairs, correct
 
 __all__ = ["change_correlation", "change_correlations"]
 
@@ -77,17 +77,10 @@ def change_correlation(delta_x, delta_y, method="spearman", n_perm=10000, seed=0
     if alternative not in _ALTERNATIVES:
         raise InputError(field="alternative", expected=" or ".join(_ALTERNATIVES),
                          found=alternative)
-    x = np.asarray(delta_x, dtype=float).ravel()
-    y = np.asarray(delta_y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise InputError(field="delta_x/delta_y", expected="arrays of the same length",
-                         found=f"{x.size} and {y.size}")
-    keep = ~(np.isnan(x) | np.isnan(y))
-    out = {"n": int(keep.sum()), "n_dropped": int((~keep).sum()), "method": method,
-           "r": float("nan"), "p_analytic": float("nan"), "p_perm": float("nan"),
-           "perm_exact": False, "note": ""}
-    x, y = x[keep], y[keep]
+    x, y, n_dropped = complete_pairs(delta_x, delta_y, "delta_x/delta_y")
     n = x.size
+    out = {"n": n, "n_dropped": n_dropped, "method": method, "r": float("nan"),
+           "p_analytic": float("nan"), "p_perm": float("nan"), "perm_exact": False, "note": ""}
     if n < 3:
         out["note"] = f"fewer than 3 complete pairs (n={n})"
         return out
@@ -111,7 +104,7 @@ def change_correlation(delta_x, delta_y, method="spearman", n_perm=10000, seed=0
     chunk = max(1, 2**21 // n)
     for start in range(0, perms.shape[0], chunk):
         r_null = yc[perms[start : start + chunk]] @ xc / denom
-        count += _count_extreme(r_null, r_obs, alternative)
+        count += count_extreme(r_null, r_obs, alternative)
     total = perms.shape[0]
     out["p_perm"] = count / total if exact else (1 + count) / (1 + total)
     out["perm_exact"] = bool(exact)

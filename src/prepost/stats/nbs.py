@@ -275,8 +275,31 @@ def nbs_paired(X_pre, X_post=None, thresh=3.0, tail="both", size="extent", n_per
     t_mat = np.zeros((n_nodes, n_nodes))
     t_mat[rows, cols] = t_obs
     t_mat = t_mat + t_mat.T
+    comps, comp_nodes, sizes, adj = _observed_components(stat_obs, thresh, rows, cols, n_nodes,
+                                                         size)
+    F, exact, half = _sign_patterns(flips, n, n_perm, max_exact, seed, tail)
+    if chunk_size is None:
+        chunk_size = max(1, int(4_000_000 // max(n_edges, 1)))
+    null = np.empty(F.shape[0])
+    for start in range(0, F.shape[0], chunk_size):
+        Fc = F[start : start + chunk_size]
+        stat = _tail_stat(_t_from_sums(Fc @ D, ss, n), tail)
+        null[start : start + Fc.shape[0]] = _max_component_sizes(stat, thresh, rows, cols,
+                                                                 n_nodes, size)
+    if half:
+        null = np.concatenate([null, null[::-1]])
+    pvals = _component_pvalues(sizes, null, size, include_observed and not exact)
+    return NBSResult(t=t_mat, components=comps, nodes=comp_nodes, sizes=sizes, pvals=pvals,
+                     null=null, adj=adj, n_perm=int(null.size), exact=bool(exact),
+                     thresh=float(thresh), tail=tail, size=size)
 
-    # Observed components.
+
+def _observed_components(stat_obs, thresh, rows, cols, n_nodes, size):
+    """Supra-threshold components of the observed statistic, largest first.
+
+    Returns ``(edges per component, nodes per component, sizes, adjacency of component
+    labels)``; ties in size are ordered by their first node.
+    """
     supra = np.flatnonzero(stat_obs > thresh)
     comps, comp_nodes, sizes = [], [], []
     if supra.size:
@@ -294,48 +317,36 @@ def nbs_paired(X_pre, X_post=None, thresh=3.0, tail="both", size="extent", n_per
         comps = [comps[k] for k in order]
         comp_nodes = [comp_nodes[k] for k in order]
         sizes = [sizes[k] for k in order]
-    sizes = np.asarray(sizes, dtype=float)
     adj = np.zeros((n_nodes, n_nodes), dtype=np.int64)
     for k, e in enumerate(comps, start=1):
         adj[e[:, 0], e[:, 1]] = k
         adj[e[:, 1], e[:, 0]] = k
+    return comps, comp_nodes, np.asarray(sizes, dtype=float), adj
 
-    # Sign patterns.
-    half = False
+
+def _sign_patterns(flips, n, n_perm, max_exact, seed, tail):
+    """``(patterns as floats, exact, half)``: ``half`` when only half of an exact enumeration is
+    evaluated and the null must be mirrored."""
     if flips is not None:
         F = np.asarray(flips)
         if F.ndim != 2 or F.shape[1] != n or not np.all(np.abs(F) == 1):
             raise InputError(field="flips", expected=f"an array of +1/-1 of shape (n_perm, {n})",
                              found=F.shape)
-        exact = False
-    else:
-        F, exact = sign_flips(n, n_perm=n_perm, max_exact=max_exact, seed=seed)
-        if exact and tail == "both":
-            # Row k and row 2**n - 1 - k are negations of each other; |t| is the same, so only
-            # the first half (subject n-1 unflipped) is evaluated.
-            F = F[: F.shape[0] // 2]
-            half = True
-    F = F.astype(float)
-
-    if chunk_size is None:
-        chunk_size = max(1, int(4_000_000 // max(n_edges, 1)))
-    null = np.empty(F.shape[0])
-    for start in range(0, F.shape[0], chunk_size):
-        Fc = F[start : start + chunk_size]
-        stat = _tail_stat(_t_from_sums(Fc @ D, ss, n), tail)
-        null[start : start + Fc.shape[0]] = _max_component_sizes(stat, thresh, rows, cols,
-                                                                 n_nodes, size)
+        return F.astype(float), False, False
+    F, exact = sign_flips(n, n_perm=n_perm, max_exact=max_exact, seed=seed)
+    half = exact and tail == "both"
     if half:
-        null = np.concatenate([null, null[::-1]])
-    total = null.size
+        # Row k and row 2**n - 1 - k are negations of each other; |t| is the same, so only
+        # the first half (subject n-1 unflipped) is evaluated.
+        F = F[: F.shape[0] // 2]
+    return F.astype(float), exact, half
 
+
+def _component_pvalues(sizes, null, size, include_observed):
+    """FWER p-value of each component size against the null of largest sizes."""
     # Integer sizes compare exactly; intensities get scipy.stats.permutation_test's tolerance.
     gamma = sizes * (np.finfo(float).eps * 100) if size == "intensity" else np.zeros_like(sizes)
     counts = np.array([np.count_nonzero(null >= s - g) for s, g in zip(sizes, gamma)], dtype=float)
-    if include_observed and not exact:
-        pvals = (1 + counts) / (1 + total)
-    else:
-        pvals = counts / total
-    return NBSResult(t=t_mat, components=comps, nodes=comp_nodes, sizes=sizes, pvals=pvals,
-                     null=null, adj=adj, n_perm=int(total), exact=bool(exact),
-                     thresh=float(thresh), tail=tail, size=size)
+    if include_observed:
+        return (1 + counts) / (1 + null.size)
+    return counts / null.size

@@ -23,7 +23,9 @@ from prepost.errors import InputError
 __all__ = [
     "sign_flips",
     "sign_flip_pvalue",
+    "count_extreme",
     "paired_test",
+    "complete_pairs",
     "paired_table",
     "correct",
     "mixed_model",
@@ -80,7 +82,7 @@ def sign_flips(n, n_perm=None, max_exact=16, seed=0):
     return (1 - 2 * bits).astype(np.int8), False
 
 
-def _count_extreme(null, observed, alternative):
+def count_extreme(null, observed, alternative):
     """Count null values at least as extreme as ``observed``.
 
     Uses the same relative tolerance as :func:`scipy.stats.permutation_test` (100 machine
@@ -149,7 +151,7 @@ def sign_flip_pvalue(d, n_perm=None, max_exact=16, seed=0, alternative="two-side
     chunk = max(1, 2**20 // max(n, 1))
     for start in range(0, flips.shape[0], chunk):
         null = (flips[start : start + chunk] @ d) / n
-        count += _count_extreme(null, observed, alternative)
+        count += count_extreme(null, observed, alternative)
     if exact:
         return count / flips.shape[0], True
     return (1 + count) / (1 + flips.shape[0]), False
@@ -224,19 +226,11 @@ def paired_test(pre, post, n_perm=10000, n_boot=10000, seed=0, ci=0.95, boot_met
     Lakens D (2013) Calculating and reporting effect sizes to facilitate cumulative science: a
     practical primer for t-tests and ANOVAs. Front Psychol 4:863.
     """
-    pre = np.asarray(pre, dtype=float).ravel()
-    post = np.asarray(post, dtype=float).ravel()
-    if pre.shape != post.shape:
-        raise InputError(field="pre/post", expected="arrays of the same length",
-                         found=f"{pre.size} and {post.size}")
-    keep = ~(np.isnan(pre) | np.isnan(post))
-    n_dropped = int(np.count_nonzero(~keep))
-    pre, post = pre[keep], post[keep]
+    pre, post, n_dropped = complete_pairs(pre, post, "pre/post")
     n = pre.size
     if n < 2:
         return _empty_result(n, n_dropped, f"fewer than 2 complete pairs (n={n})")
 
-    notes = []
     d = post - pre
     out = _empty_result(n, n_dropped, "")
     mean_pre, mean_post = pre.mean(), post.mean()
@@ -244,66 +238,106 @@ def paired_test(pre, post, n_perm=10000, n_boot=10000, seed=0, ci=0.95, boot_met
     sd_diff = d.std(ddof=1)
     out.update(mean_pre=mean_pre, mean_post=mean_post, mean_diff=mean_diff, sd_diff=sd_diff)
     out["pct_change"] = 100.0 * mean_diff / mean_pre if mean_pre != 0 else float("nan")
-    if mean_pre == 0:
-        notes.append("mean_pre is 0: pct_change undefined")
+    notes = ["mean_pre is 0: pct_change undefined"] if mean_pre == 0 else []
+    for part in (_t_test(pre, post, ci), _wilcoxon(d)):
+        notes += _merge(out, part)
+    if n_perm is None or n_perm > 0:
+        p_perm, exact = sign_flip_pvalue(d, n_perm=n_perm, max_exact=max_exact, seed=seed)
+        out.update(p_perm=p_perm, perm_exact=bool(exact))
+    notes += _merge(out, _effect_sizes(pre, post))
+    if n_boot and n_boot > 0:
+        notes += _merge(out, _bootstrap_ci(d, n_boot, ci, boot_method, seed))
+    out["note"] = "; ".join(notes)
+    return out
 
+
+def complete_pairs(a, b, names):
+    """Flattened float arrays of the pairs with no NaN on either side.
+
+    Parameters
+    ----------
+    a, b : array-like of shape (n,)
+        Paired values (same subjects, same order).
+    names : str
+        How the pair is named in the error, e.g. ``"pre/post"``.
+
+    Returns
+    -------
+    a, b : ndarray
+        The complete pairs.
+    n_dropped : int
+        Pairs left out.
+    """
+    a = np.asarray(a, dtype=float).ravel()
+    b = np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise InputError(field=names, expected="arrays of the same length",
+                         found=f"{a.size} and {b.size}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    return a[keep], b[keep], int(np.count_nonzero(~keep))
+
+
+def _merge(out, part):
+    """Add a part's values to ``out``; return its notes."""
+    values, notes = part
+    out.update(values)
+    return notes
+
+
+def _t_test(pre, post, ci):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = stats.ttest_rel(post, pre)
         ci_t = res.confidence_interval(confidence_level=ci)
-    out.update(t=float(res.statistic), df=float(res.df), p_t=float(res.pvalue),
-               ci_t_low=float(ci_t.low), ci_t_high=float(ci_t.high))
-    if sd_diff == 0:
-        notes.append("all differences equal: t undefined")
+    values = {"t": float(res.statistic), "df": float(res.df), "p_t": float(res.pvalue),
+              "ci_t_low": float(ci_t.low), "ci_t_high": float(ci_t.high)}
+    notes = ["all differences equal: t undefined"] if (post - pre).std(ddof=1) == 0 else []
+    return values, notes
 
+
+def _wilcoxon(d):
     if np.all(d == 0):
-        notes.append("all differences are 0: Wilcoxon undefined")
-    else:
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                wres = stats.wilcoxon(d, method="auto")
-            out.update(w=float(wres.statistic), p_wilcoxon=float(wres.pvalue))
-            # scipy's 'auto' picks the exact distribution when n <= 50 and there are no zeros
-            # or ties; report which one was used.
-            nz = d[d != 0]
-            exact_w = nz.size <= 50 and nz.size == d.size and \
-                np.unique(np.abs(nz)).size == nz.size
-            out["wilcoxon_method"] = "exact" if exact_w else "approx"
-            for w in caught:
-                notes.append(f"wilcoxon: {w.message}")
-        except ValueError as exc:  # e.g. too few non-zero differences
-            notes.append(f"wilcoxon failed: {exc}")
+        return {}, ["all differences are 0: Wilcoxon undefined"]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            wres = stats.wilcoxon(d, method="auto")
+    except ValueError as exc:  # e.g. too few non-zero differences
+        return {}, [f"wilcoxon failed: {exc}"]
+    # scipy's 'auto' picks the exact distribution when n <= 50 and there are no zeros or ties;
+    # report which one was used.
+    nz = d[d != 0]
+    exact_w = nz.size <= 50 and nz.size == d.size and np.unique(np.abs(nz)).size == nz.size
+    values = {"w": float(wres.statistic), "p_wilcoxon": float(wres.pvalue),
+              "wilcoxon_method": "exact" if exact_w else "approx"}
+    return values, [f"wilcoxon: {w.message}" for w in caught]
 
-    if n_perm is None or n_perm > 0:
-        p_perm, exact = sign_flip_pvalue(d, n_perm=n_perm, max_exact=max_exact, seed=seed)
-        out.update(p_perm=p_perm, perm_exact=bool(exact))
 
-    sd_pre, sd_post = pre.std(ddof=1), post.std(ddof=1)
-    out["cohens_dz"] = mean_diff / sd_diff if sd_diff > 0 else float("nan")
-    sd_av = (sd_pre + sd_post) / 2.0
-    if sd_av > 0:
-        j = 1.0 - 3.0 / (4.0 * (n - 1) - 1.0)
-        out["hedges_g_av"] = mean_diff / sd_av * j
-    else:
-        notes.append("sd_pre and sd_post are 0: g_av undefined")
+def _effect_sizes(pre, post):
+    """Cohen's d_z and Hedges' g_av (Lakens 2013)."""
+    d = post - pre
+    n, mean_diff, sd_diff = d.size, d.mean(), d.std(ddof=1)
+    values = {"cohens_dz": mean_diff / sd_diff if sd_diff > 0 else float("nan")}
+    sd_av = (pre.std(ddof=1) + post.std(ddof=1)) / 2.0
+    if sd_av <= 0:
+        return values, ["sd_pre and sd_post are 0: g_av undefined"]
+    j = 1.0 - 3.0 / (4.0 * (n - 1) - 1.0)
+    values["hedges_g_av"] = mean_diff / sd_av * j
+    return values, []
 
-    if n_boot and n_boot > 0:
-        if sd_diff == 0:
-            out.update(ci_boot_low=mean_diff, ci_boot_high=mean_diff)
-            notes.append("bootstrap interval degenerate (all differences equal)")
-        else:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                bres = stats.bootstrap((d,), np.mean, n_resamples=int(n_boot),
-                                       confidence_level=ci, method=boot_method,
-                                       rng=np.random.default_rng(seed))
-            out.update(ci_boot_low=float(bres.confidence_interval.low),
-                       ci_boot_high=float(bres.confidence_interval.high))
-            for w in caught:
-                notes.append(f"bootstrap: {w.message}")
-    out["note"] = "; ".join(notes)
-    return out
+
+def _bootstrap_ci(d, n_boot, ci, boot_method, seed):
+    mean_diff = d.mean()
+    if d.std(ddof=1) == 0:
+        return ({"ci_boot_low": mean_diff, "ci_boot_high": mean_diff},
+                ["bootstrap interval degenerate (all differences equal)"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bres = stats.bootstrap((d,), np.mean, n_resamples=int(n_boot), confidence_level=ci,
+                               method=boot_method, rng=np.random.default_rng(seed))
+    return ({"ci_boot_low": float(bres.confidence_interval.low),
+             "ci_boot_high": float(bres.confidence_interval.high)},
+            [f"bootstrap: {w.message}" for w in caught])
 
 
 # --------------------------------------------------------------------------------------------
