@@ -330,3 +330,18 @@ def test_excluded_run_gives_nan_outputs_with_flags(conn_study, tmp_path):
     g = grad[(grad.participant_id == "sub-02") & (grad.session == "post")]
     assert g.value.isna().all() and (g.flag == "retained_s<240").all()
     assert grad[grad.session == "pre"].value.notna().all()
+
+
+def test_names_follow_the_bold_run_entities():
+    # a new entity of the BOLD run (acq-) reaches every connectivity name through the run
+    from prepost.connectivity import stage as conn_stage
+    from prepost.fmri import stage as fmri_stage
+
+    run = {"sub": "01", "ses": "pre", "task": "rest", "acq": "mb4"}
+    bold = fmri_stage.output_paths("r", space="MNI152NLin2009aSym", res="3", **run)
+    conn = conn_stage.output_paths("r", space="MNI152NLin2009aSym", res="3", atlas="Schaefer100",
+                                   meas="pearson", **run)
+    stem = bold["denoise"]["bold"].removesuffix("_desc-denoised_bold.nii.gz")
+    assert stem.endswith("sub-01_ses-pre_task-rest_acq-mb4_space-MNI152NLin2009aSym_res-3")
+    assert conn["relmat"] == f"{stem}_atlas-Schaefer100_meas-pearson_relmat.tsv"
+    assert all(p.startswith(stem) for p in conn.values())

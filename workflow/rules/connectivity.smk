@@ -7,13 +7,12 @@ CONN = config["connectivity"]
 # {atlas file label: spec}; names, custom files and the hierarchy are checked now, at DAG time
 CONN_ATLASES = pconn.atlas_specs(CONN, base_dir=workflow.basedir)
 pconn.check_config(CONN, CONN_ATLASES)
+# named like the denoised BOLD they come from: the fMRI stage's run entities, space and grid
 CONN_OUT = pconn.output_paths(
     RESULTS,
-    sub="{subject}",
-    ses="{session}",
-    task=TASK,
     space=SPACE,
-    res=pconn.resolution_label(config["fmri"]["resolution_mm"]),
+    res=pfmri.resolution_label(FMRI_CFG["resolution_mm"]),
+    **BOLD_RUN,
 )
 CONN_GROUP = pconn.group_output_paths(RESULTS)
 CONN_SESSION = {"sub": "{subject}", "ses": "{session}"}

@@ -47,7 +47,6 @@ __all__ = [
     "output_paths",
     "group_output_paths",
     "log_paths",
-    "resolution_label",
     "atlas_label",
     "atlas_specs",
     "atlas_networks",
@@ -78,17 +77,21 @@ QC_MEASURES = ("mean_fd", "retained_s", "excluded")
 
 # ----------------------------------------------------------------------------------------------
 # file names
-def output_paths(results, *, sub, ses, task, space, res, atlas="{atlas}", meas="{meas}"):
-    """Every file the connectivity stage writes for one session, named from its BIDS entities.
+def output_paths(results, *, space, res, atlas="{atlas}", meas="{meas}", **run):
+    """Every file the connectivity stage writes for one BOLD run, named from its BIDS entities.
 
     Parameters
     ----------
     results : str or path-like
         Derivatives root.
-    sub, ses, task, space, res : str
-        Entities of the denoised BOLD run (values or Snakemake wildcards such as ``"{subject}"``).
+    space, res : str
+        Template and ``res-`` label of the denoised BOLD the measures come from.
     atlas, meas : str
         Atlas label and FC measure (default: the wildcards ``{atlas}`` and ``{meas}``).
+    **run : str
+        Entities of the BOLD run (``sub``, ``ses``, ``task`` ...; values may be Snakemake
+        wildcards such as ``"{subject}"``), the same as the fMRI stage's
+        (:func:`prepost.fmri.stage.output_paths`), so a new entity of the run is one more keyword.
 
     Returns
     -------
@@ -98,10 +101,9 @@ def output_paths(results, *, sub, ses, task, space, res, atlas="{atlas}", meas="
         ``falff_map`` (connectivity_alff_maps); ``tangent`` (the session's tangent matrix,
         connectivity_tangent).
     """
-    run = dict(sub=sub, ses=ses, task=task, space=space, res=res)
-
     def func(suffix, ext, **entities):
-        return derivative(results, suffix, ext, datatype="func", **run, **entities)
+        return derivative(results, suffix, ext, datatype="func", **run, space=space, res=res,
+                          **entities)
 
     return {
         "timeseries": func("timeseries", ".tsv", atlas=atlas),
@@ -149,12 +151,6 @@ def log_paths(results, step, **entities):
 
 # ----------------------------------------------------------------------------------------------
 # configuration
-def resolution_label(res_mm):
-    """BIDS ``res-`` label of a voxel size: 3 -> '3', 2.5 -> '2p5'."""
-    r = float(res_mm)
-    return str(int(r)) if r.is_integer() else f"{r:g}".replace(".", "p")
-
-
 def atlas_label(name):
     """File label (letters and digits) of a configured atlas name.
 
@@ -277,14 +273,8 @@ def load_atlas_spec(spec):
 # ----------------------------------------------------------------------------------------------
 # one session
 def read_qc(path):
-    """The fMRI stage's QC record, checked for the keys this stage uses.
-
-    The repetition time is returned as ``t_r`` (seconds); a record that spells it ``tr`` is read
-    the same way.
-    """
+    """The fMRI stage's QC record, checked for the keys this stage uses (``t_r`` in seconds)."""
     qc = read_json_object(path, "a readable JSON QC record")
-    if "t_r" not in qc and "tr" in qc:
-        qc["t_r"] = qc.pop("tr")
     for k in ("excluded", "t_r", "sample_mask", "n_volumes"):
         if k not in qc:
             raise InputError(path, k, "present (fMRI stage QC contract)")
