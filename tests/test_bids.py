@@ -176,25 +176,24 @@ def test_participant_ids_with_path_characters_are_rejected(tmp_path, bad):
     assert repr(bad) in str(info.value)
 
 
-def test_duplicate_participant(tmp_path):
-    tsv = tmp_path / "participants.tsv"
-    tsv.write_text("participant_id\nsub-01\nsub-02\nsub-01\n")
-    with pytest.raises(ValidationReport, match="unique IDs, found 'sub-01' twice"):
-        bids.read_participants(tsv)
+BAD_FILES = {  # name: (file, content, reader, error, message)
+    "duplicate participant": ("participants.tsv", "participant_id\nsub-01\nsub-02\nsub-01\n",
+                              bids.read_participants, ValidationReport,
+                              "unique IDs, found 'sub-01' twice"),
+    "no participant_id column": ("participants.tsv", "subject\tage\nsub-01\t3\n",
+                                 bids.read_participants, InputError, "participant_id"),
+    "malformed JSON": ("x_bold.json", "{not json", bids.read_json, InputError, "valid JSON"),
+}
 
 
-def test_participants_file_without_id_column(tmp_path):
-    tsv = tmp_path / "participants.tsv"
-    tsv.write_text("subject\tage\nsub-01\t3\n")
-    with pytest.raises(InputError, match="participant_id"):
-        bids.read_participants(tsv)
-
-
-def test_malformed_json_is_an_input_error(tmp_path):
-    js = tmp_path / "x_bold.json"
-    js.write_text("{not json")
-    with pytest.raises(InputError, match="valid JSON"):
-        bids.read_json(js)
+@pytest.mark.parametrize("case", list(BAD_FILES), ids=list(BAD_FILES))
+def test_bad_file_is_an_input_error_naming_it(tmp_path, case):
+    name, content, reader, error, message = BAD_FILES[case]
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(error, match=message) as info:
+        reader(path)
+    assert str(path) in str(info.value)
 
 
 def test_blood_ending_before_the_scan(study):

@@ -221,22 +221,29 @@ def _nifti_shape(path, problems):
         return None
 
 
-def check_bold(bids_dir, bold, problems):
-    """RepetitionTime in the sidecar, a 4D image, and the header TR agreeing with it."""
+def _checked_sidecar(bids_dir, data_path, problems):
+    """Merged sidecar of a data file and the JSON that problems name; (None, None) if unreadable."""
     try:
-        meta, used = sidecar(bids_dir, bold)
+        meta, used = sidecar(bids_dir, data_path)
     except InputError as exc:
         problems.append(str(exc))
+        return None, None
+    return meta, used[0] if used else Path(str(data_path).split(".nii")[0] + ".json")
+
+
+def check_bold(bids_dir, bold, problems):
+    """RepetitionTime in the sidecar, a 4D image, and the header TR agreeing with it."""
+    meta, where = _checked_sidecar(bids_dir, bold, problems)
+    if meta is None:
         return {}
-    where = used[0] if used else Path(str(bold).split(".nii")[0] + ".json")
-    tr = meta.get("RepetitionTime")
-    if tr is None:
+    t_r = meta.get("RepetitionTime")
+    if t_r is None:
         problems.append(f"{where}: field 'RepetitionTime': expected a positive number (seconds), "
                         "found it missing")
-    elif not isinstance(tr, (int, float)) or isinstance(tr, bool) or tr <= 0:
+    elif not isinstance(t_r, (int, float)) or isinstance(t_r, bool) or t_r <= 0:
         problems.append(f"{where}: field 'RepetitionTime': expected a positive number (seconds), "
-                        f"found {tr!r}")
-        tr = None
+                        f"found {t_r!r}")
+        t_r = None
     hdr = _nifti_shape(bold, problems)
     if hdr is None:
         return meta
@@ -245,30 +252,27 @@ def check_bold(bids_dir, bold, problems):
         problems.append(f"{bold}: field 'dim': expected a 4D image (x, y, z, time), found shape "
                         f"{tuple(shape)}")
         return meta
-    if tr is not None and len(zooms) > 3 and zooms[3] > 0:
-        htr = float(zooms[3]) / (1000.0 if tunit == "msec" else 1.0)
-        if abs(htr - tr) > 1e-3 * max(tr, 1):
-            problems.append(f"{bold}: field 'pixdim[4]' (TR): expected {tr} s as in {where} "
-                            f"'RepetitionTime', found {htr} s")
+    if t_r is not None and len(zooms) > 3 and zooms[3] > 0:
+        header_t_r = float(zooms[3]) / (1000.0 if tunit == "msec" else 1.0)
+        if abs(header_t_r - t_r) > 1e-3 * max(t_r, 1):
+            problems.append(f"{bold}: field 'pixdim[4]' (TR): expected {t_r} s as in {where} "
+                            f"'RepetitionTime', found {header_t_r} s")
     st = meta.get("SliceTiming")
     if st is not None:
         if not isinstance(st, list) or len(st) != shape[2]:
             problems.append(f"{where}: field 'SliceTiming': expected one time per slice "
                             f"({shape[2]} values), found {st!r:.60}")
-        elif tr is not None and (min(st) < 0 or max(st) >= tr):
+        elif t_r is not None and (min(st) < 0 or max(st) >= t_r):
             problems.append(f"{where}: field 'SliceTiming': expected times within [0, "
-                            f"RepetitionTime={tr}), found range [{min(st)}, {max(st)}]")
+                            f"RepetitionTime={t_r}), found range [{min(st)}, {max(st)}]")
     return meta
 
 
 def check_pet(bids_dir, pet, problems):
     """Required PET fields, frame timing consistent with the 4D frame count, concentration units."""
-    try:
-        meta, used = sidecar(bids_dir, pet)
-    except InputError as exc:
-        problems.append(str(exc))
+    meta, where = _checked_sidecar(bids_dir, pet, problems)
+    if meta is None:
         return {}
-    where = used[0] if used else Path(str(pet).split(".nii")[0] + ".json")
     for key in PET_REQUIRED:
         if key not in meta:
             problems.append(f"{where}: field '{key}': expected it (BIDS-PET requires it), found it "
