@@ -1,5 +1,11 @@
 """The workflow end to end: DAG building, lint, and a small simulated study run for real."""
 
+import ast
+import logging
+import re
+import runpy
+import sys
+
 import pandas as pd
 import pytest
 import yaml
@@ -59,3 +65,69 @@ def test_small_simulated_study_runs_end_to_end(tmp_path):
     snakemake("--cores", "2", "--configfile", str(cfg2), cwd=tmp_path)
     inv2 = pd.read_csv(tmp_path / "results2/qc/bids_inventory.tsv", sep="\t")
     assert inv2.equals(inv)  # paths are relative to the dataset root
+
+
+# ------------------------------------------------------------------------------------------------
+# Scripts choose their step from params.step (never from the rule's name, which a module prefix
+# changes), and every rule names a step its script knows.
+SCRIPTS = ROOT / "workflow" / "scripts"
+
+
+def _script_steps(script):
+    """Keys of the script's STEPS table (None for a one-step script)."""
+    for node in ast.walk(ast.parse(script.read_text())):
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(getattr(t, "id", None) == "STEPS" for t in node.targets)):
+            return {k.value for k in node.value.keys}
+    return None
+
+
+def _rule_steps():
+    """(rule, step, script) for every rule of workflow/rules that runs a script."""
+    out = []
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        blocks = re.split(r"^\s*rule (\w+):\s*$", smk.read_text(), flags=re.M)
+        for name, body in zip(blocks[1::2], blocks[2::2]):
+            script = re.search(r'script:\s*"\.\./scripts/(\w+\.py)"', body)
+            if script:
+                step = re.search(r'^\s*step="(\w+)"', body, re.M)
+                out.append((name, step and step.group(1), script.group(1)))
+    return out
+
+
+def test_every_rule_names_a_step_its_script_knows():
+    rules = _rule_steps()
+    assert len(rules) > 20
+    for name, step, script in rules:
+        steps = _script_steps(SCRIPTS / script)
+        assert steps is None or step in steps, (name, step, script, steps)
+    for script in SCRIPTS.glob("*.py"):
+        assert "snakemake.rule" not in script.read_text(), script.name
+        assert "snakemake.config" not in script.read_text(), script.name
+
+
+class _Anything:
+    """Stands for the snakemake object: any attribute or item is another _Anything."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+    def __getattr__(self, name):
+        return _Anything()
+
+    def __getitem__(self, key):
+        return _Anything()
+
+    def __iter__(self):
+        return iter(())
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("*.py")
+                                          if _script_steps(p) is not None))
+def test_an_unknown_step_raises_naming_the_known_ones(tmp_path, script, monkeypatch):
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the scripts' log set-up replaces it
+    fake = _Anything(params=_Anything(step="no_such_step"), log=[str(tmp_path / "x.log")])
+    with pytest.raises(ValueError, match="no_such_step") as info:
+        runpy.run_path(str(SCRIPTS / script), init_globals={"snakemake": fake})
+    assert all(step in str(info.value) for step in _script_steps(SCRIPTS / script))
+    logging.getLogger("prepost").handlers.clear()
