@@ -79,7 +79,7 @@ def load_img(img, *, ndim=None, field="img", check_empty_volumes=False):
         raise InputError(file=source, field=field, expected="a NIfTI image (.nii or .nii.gz)",
                          found=type(img).__name__)
     shape = img.shape
-    while len(shape) > 3 and shape[-1] == 1:
+    while len(shape) > (ndim or 3) and shape[-1] == 1:  # a single-volume 4D stays 4D for ndim=4
         shape = shape[:-1]
     allowed = (3, 4) if ndim is None else (ndim,)
     if len(shape) not in allowed:
