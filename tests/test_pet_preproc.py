@@ -110,3 +110,26 @@ def test_coregistration_known_offset(study):
     pts = np.c_[ijk @ t1.affine[:3, :3].T + t1.affine[:3, 3], np.ones(len(ijk))].T
     # measured 0.06 mm RMS over the head
     assert _displacement_rms(r2["t1w_to_pet"], R @ r1["t1w_to_pet"], pts) < 0.5
+
+
+def test_transform_list_with_a_warp_is_applied_as_written(tmp_path):
+    """An ``[affine.mat, warp]`` list (anat's MNI -> T1w transforms, the affine already inverted)
+    is applied as it is: antspyx alone would invert the affine of such a list."""
+    import ants
+
+    img = nib.Nifti1Image(np.zeros((24, 24, 24), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    data = np.zeros(img.shape, np.float32)
+    data[8:12, 10:14, 9:13] = 1.0
+    moving = nib.Nifti1Image(data, img.affine)
+    shift = np.eye(4)
+    shift[:3, 3] = [4.0, 0.0, 0.0]  # reference point x -> moving point x + 4 mm
+    mat = registration.write_ants_affine(shift, tmp_path / "shift.mat")
+    zero = ants.from_numpy(np.zeros((24, 24, 24, 3), np.float32), origin=[0.0, 0.0, 0.0],
+                           spacing=[2.0, 2.0, 2.0], has_components=True)
+    warp = str(tmp_path / "zero_warp.nii.gz")
+    ants.image_write(zero, warp)
+    out = preproc.apply_ants_transforms(moving, img, [mat, warp], interpolation="nearestNeighbor")
+    want = preproc.apply_ants_transforms(moving, img, [mat], interpolation="nearestNeighbor")
+    np.testing.assert_allclose(np.asarray(out.dataobj), np.asarray(want.dataobj))
+    # the block moves 4 mm (2 voxels) towards lower x on the reference grid
+    np.testing.assert_allclose(np.asarray(out.dataobj)[6:10, 10:14, 9:13], 1.0)

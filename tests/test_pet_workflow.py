@@ -29,10 +29,13 @@ SPACE = "MNI152NLin2009aSym"
 SESSIONS = ("pre", "post")
 NETWORKS = ["Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default"]
 UNTIL = ["--until", "pet_kinetics", "pet_maps"]
-# planted PCC VT increase from pre to post (%): far above the errors the tests allow
+# planted PCC VT increase from pre to post (%), far above the errors the tests allow: regional VT
+# within 10 % of the truth in the baseline session, the change within 10 points of the truth's
 PCC_CHANGE_PCT = 30.0
-VT_TOLERANCE = 0.25
+VT_TOLERANCE = 0.10
 CHANGE_TOLERANCE = 0.10
+# the session without the planted change, where absolute accuracy is scored
+BASELINE = "pre"
 
 ROIS = ([{"name": "PCC", "type": "atlas", "atlas": "Schaefer400", "pattern": "Default_pCunPCC"},
          {"name": "cortical_gm", "type": "tissue", "tissue": "gm", "threshold": 0.5},
@@ -206,9 +209,10 @@ def test_chain_writes_every_output(study):
 @pytest.mark.slow
 def test_partial_volume_effect_and_gtm_correction(study):
     """Uncorrected TACs are far below the tissue truth; GTM TACs match it (noise-free truth TACs
-    of PCC and centrum semiovale), and 1TCM VT with the true input recovers the true VT."""
+    of PCC and centrum semiovale), and 1TCM VT with the true input recovers the true VT (baseline
+    session; the planted change is scored on its own below)."""
     _, _, results, truth = study
-    for ses in SESSIONS:
+    for ses in (BASELINE,):
         out = outputs(results, ses)
         raw, gtm = read(out["tacs"]), read(out["pvc"])
         true = read(truth / "sub-01" / f"sub-01_ses-{ses}_pet-tacs.tsv")
@@ -236,9 +240,10 @@ def test_partial_volume_effect_and_gtm_correction(study):
 @pytest.mark.slow
 def test_vt_against_truth_with_and_without_pvc(study):
     """Workflow VT (its own input function): uncorrected VT is biased low in grey matter; GTM
-    VT is within the error the noisy metabolite samples allow, well below the planted change."""
+    VT is within the error the noisy metabolite samples allow, well below the planted change
+    (baseline session)."""
     _, _, results, truth = study
-    for ses in SESSIONS:
+    for ses in (BASELINE,):
         kin = read(outputs(results, ses)["kinetics"])
         reg = truth_regions(truth, ses)
         for roi in ("PCC", "cortical_gm"):

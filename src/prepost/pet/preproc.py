@@ -298,8 +298,8 @@ def apply_ants_transforms(moving_img, reference_img, transforms, interpolation="
     """Resample a 3D image onto ``reference_img``'s grid with an ANTs transform list.
 
     ``transforms`` is a list of file paths as for ``ants.apply_transforms`` (``[A, B]`` maps a
-    reference-space point ``x`` to ``B(A(x))`` in the moving space). An empty list means identity
-    (plain world-space resampling).
+    reference-space point ``x`` to ``B(A(x))`` in the moving space), applied as they are unless
+    ``whichtoinvert`` says otherwise. An empty list means identity (plain world-space resampling).
     """
     import ants
 
@@ -312,8 +312,12 @@ def apply_ants_transforms(moving_img, reference_img, transforms, interpolation="
                              found="no file")
     if not transforms:
         return resample_to_grid(moving, ref, np.eye(4), order=0 if interpolation == "nearestNeighbor" else 1)
+    # antspyx inverts the affine of a [.mat, warp] list when whichtoinvert is None, but the
+    # package's lists (e.g. anat's inverse transforms) are written to be applied as they are
+    if whichtoinvert is None:
+        whichtoinvert = [False] * len(transforms)
     out = ants.apply_transforms(fixed=to_ants(ref), moving=to_ants(moving), transformlist=transforms,
-                                interpolator=interpolation, whichtoinvert=whichtoinvert)
+                                interpolator=interpolation, whichtoinvert=list(whichtoinvert))
     return from_ants(out)
 
 
