@@ -160,7 +160,8 @@ def frames_of(pet_json):
 # motion and coregistration
 # --------------------------------------------------------------------------------------------
 def motion_step(pet, frame_start_s, frame_duration_s, *, min_start_s, method, fwhm_mm):
-    """Frame motion correction (:func:`prepost.pet.preproc.frame_motion_correct`).
+    """Frame motion correction (:func:`prepost.pet.preproc.frame_motion_correct`; its
+    ``min_start_s``, ``method`` and ``fwhm_mm``).
 
     Returns (corrected 4D image, per-frame parameter table, summary dict).
     """
@@ -183,6 +184,14 @@ def coreg_step(pet, frame_start_s, frame_duration_s, t1w, brain_mask, xfm_out, *
     """PET -> T1w rigid coregistration (Mattes MI) of the summed late frames.
 
     The ANTs transform that resamples PET onto the T1w grid is copied to ``xfm_out``.
+
+    Parameters
+    ----------
+    window_s : (float, float or None)
+        Frames summed for the registration (s); None runs to the scan end.
+    init : {'center_of_mass', 'identity'}
+    seed, n_threads : int
+        ANTs sampling seed and ITK threads (one thread and a fixed seed give identical runs).
 
     Returns (summed image, PET resampled on the T1w grid, QC dict).
     """
@@ -258,6 +267,9 @@ def tacs_step(pet, frame_start_s, frame_duration_s, pet_rois, *, units, pvc_meth
               source=None, t1w_rois=None, tissue_maps=None, xfm=None, roi_config=None,
               min_compartment_ml=0.5):
     """Regional TACs, and GTM partial-volume corrected TACs when ``pvc_method == 'gtm'``.
+
+    ``units`` is the PET's unit; ``psf_fwhm_mm`` the image resolution the GTM models (used with
+    'gtm', which also needs ``t1w_rois``, ``tissue_maps``, ``xfm`` and ``roi_config``).
 
     Returns (tacs, meta, pvc_tacs or None, pvc_meta or None).
     """
