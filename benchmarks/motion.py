@@ -1,4 +1,5 @@
-"""Benchmark: rigid BOLD realignment, prepost.registration.estimate_motion vs antspyx ``ants.motion_correction``.
+"""Benchmark: rigid BOLD realignment, ``prepost.registration.estimate_motion`` vs antspyx
+``ants.motion_correction``.
 
 A synthetic run is built from nilearn's MNI152 template (2 mm) resampled, with cubic splines, to a
 67x79x64 grid of 2.75 mm voxels under known per-volume rigid transforms (random-walk translations

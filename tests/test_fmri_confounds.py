@@ -35,7 +35,8 @@ def run(tmp_path_factory):
     csf = tis["csf"] > 0.7
     df, meta = compute_confounds(mc, est, brain, wm, csf, t_r=2.0, n_dummy=2,
                                  fd_threshold=0.5, dvars_threshold=1.5)
-    return {"mc": mc, "df": df, "meta": meta, "brain": brain, "truth": motion_true}
+    return {"mc": mc, "df": df, "meta": meta, "brain": brain, "wm": wm, "csf": csf, "est": est,
+            "truth": motion_true}
 
 
 def test_columns_and_naming(run):
@@ -84,6 +85,37 @@ def test_columns_and_naming(run):
     mo = [c for c in df if c.startswith("motion_outlier")]
     assert len(mo) == len(flagged) > 0
     assert [int(np.flatnonzero(df[c])[0]) for c in mo] == list(flagged)
+
+
+def test_motion_outlier_thresholds_are_the_given_ones(run):
+    """Other thresholds (config fmri.motion_outliers) flag exactly FD above them; None turns the
+    DVARS criterion off."""
+    df, meta = compute_confounds(run["mc"], run["est"], run["brain"], run["wm"], run["csf"],
+                                 t_r=2.0, n_dummy=2, fd_threshold=0.2, dvars_threshold=None)
+    flagged = np.flatnonzero(df.framewise_displacement.fillna(0) > 0.2)
+    mo = [c for c in df if c.startswith("motion_outlier")]
+    assert 0 < len(flagged) and [int(np.flatnonzero(df[c])[0]) for c in mo] == list(flagged)
+    assert meta["_settings"]["FDThreshold"] == 0.2 and meta["_settings"]["StdDVARSThreshold"] is None
+
+
+def test_fd_plot_draws_the_given_threshold(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from prepost.fmri.stage import plot_fd
+
+    drawn = []
+    axhline = matplotlib.axes.Axes.axhline
+
+    def spy(self, y=0, *args, **kwargs):
+        drawn.append(y)
+        return axhline(self, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", spy)
+    df = pd.DataFrame({"framewise_displacement": [np.nan, 0.1, 0.4, 0.2],
+                       "non_steady_state_outlier00": [1.0, 0, 0, 0]})
+    plot_fd(df, tmp_path / "a.png", fd_threshold=0.3)
+    plot_fd(df, tmp_path / "b.png", fd_threshold=None)
+    assert drawn == [0.3] and (tmp_path / "a.png").is_file() and (tmp_path / "b.png").is_file()
 
 
 def test_fd_matches_truth(run):

@@ -232,3 +232,24 @@ def test_bold_reference(simulated):
     med = np.median(np.asarray(img.dataobj[..., :10], np.float32), axis=-1)
     brain = med > 300
     assert np.corrcoef(ref.get_fdata()[brain], med[brain])[0, 1] > 0.98
+
+
+def test_output_names_carry_every_entity_of_the_run():
+    from prepost.fmri.stage import fmriprep_paths, output_paths
+
+    space = "MNI152NLin2009aSym"
+    p = output_paths("res", space=space, res="3", sub="01", ses="pre", task="rest")
+    func = "res/sub-01/ses-pre/func/sub-01_ses-pre_task-rest"
+    assert p["preproc"]["bold"] == f"{func}_space-{space}_res-3_desc-preproc_bold.nii.gz"
+    assert p["preproc"]["confounds"] == f"{func}_desc-confounds_timeseries.tsv"
+    assert p["preproc"]["fd_plot"] == f"{func}_desc-fd_plot.png"
+    assert p["denoise"]["qc"] == f"{func}_space-{space}_res-3_desc-denoised_qc.json"
+    # one more entity of the run is one more keyword, and lands in every name in BIDS order
+    more = output_paths("res", space=space, res="3", sub="01", ses="pre", task="rest",
+                        acq="mb4", run="2")
+    for group in more.values():
+        for path in group.values():
+            assert "/sub-01_ses-pre_task-rest_acq-mb4_run-2_" in path
+    prep = fmriprep_paths("fp", space=space, res=None, sub="01", ses="pre", task="rest")
+    assert str(prep["mask"]) == \
+        f"fp/sub-01/ses-pre/func/sub-01_ses-pre_task-rest_space-{space}_desc-brain_mask.nii.gz"

@@ -21,13 +21,18 @@ pytestmark = pytest.mark.slow
 
 
 
-def func(results, ses, suffix, mni=True):
-    stem = f"sub-01_ses-{ses}_task-rest" + (f"_space-{SPACE}_res-3" if mni else "")
-    return Path(results) / f"sub-01/ses-{ses}/func/{stem}_{suffix}"
+def outputs(results, ses):
+    """The fMRI stage's files of participant 01's session ``ses``: preprocessing keys as is,
+    denoising keys prefixed ``denoised_``."""
+    from prepost.fmri.stage import output_paths
+
+    p = output_paths(results, space=SPACE, res="3", sub="01", ses=ses, task="rest")
+    return {**{k: Path(v) for k, v in p["preproc"].items()},
+            **{f"denoised_{k}": Path(v) for k, v in p["denoise"].items()}}
 
 
 def targets(results):
-    return [str(func(results, s, "desc-denoised_qc.json")) for s in SESSIONS]
+    return [str(outputs(results, s)["denoised_qc"]) for s in SESSIONS]
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +58,8 @@ def study(tmp_path_factory):
 def test_contract_files_exist(study):
     res = study / "results"
     for ses in SESSIONS:
-        for name in ("desc-preproc_bold.nii.gz", "desc-brain_mask.nii.gz",
-                     "desc-denoised_bold.nii.gz", "desc-denoised_qc.json", "boldref.nii.gz"):
-            assert func(res, ses, name).is_file(), name
-        for name in ("desc-confounds_timeseries.tsv", "desc-confounds_timeseries.json",
-                     "desc-preproc_qc.json", "desc-fd_plot.png"):
-            assert func(res, ses, name, mni=False).is_file(), name
+        for key, path in outputs(res, ses).items():
+            assert path.is_file(), key
     assert (res / "benchmarks/fmri/sub-01_ses-pre_preproc.tsv").is_file()
     assert (res / "logs/fmri/sub-01_ses-pre_denoise.log").is_file()
 
@@ -68,9 +69,9 @@ def test_motion_matches_the_simulated_truth(study):
 
     res = study / "results"
     for ses in SESSIONS:
-        conf = pd.read_csv(func(res, ses, "desc-confounds_timeseries.tsv", mni=False), sep="\t",
+        conf = pd.read_csv(outputs(res, ses)["confounds"], sep="\t",
                            na_values="n/a")
-        qc = json.loads(func(res, ses, "desc-preproc_qc.json", mni=False).read_text())
+        qc = json.loads(outputs(res, ses)["qc"].read_text())
         truth = pd.read_csv(res / f"simulated/truth/sub-01/sub-01_ses-{ses}_task-rest_motion.tsv",
                             sep="\t")
         assert qc["n_dummy"] == int(truth.non_steady_state.sum()) == 2
@@ -92,7 +93,7 @@ def test_motion_matches_the_simulated_truth(study):
 def test_confounds_are_read_by_nilearn(study):
     from nilearn.interfaces.fmriprep import load_confounds
 
-    bold = func(study / "results", "pre", "desc-preproc_bold.nii.gz")
+    bold = outputs(study / "results", "pre")["bold"]
     conf, sample_mask = load_confounds(
         str(bold), strategy=("motion", "high_pass", "wm_csf", "compcor", "scrub"),
         motion="full", wm_csf="basic", compcor="anat_separated", n_compcor=5,
@@ -115,9 +116,9 @@ def test_denoised_bold_is_in_template_space(study):
     brain = image.resample_to_img(tpl["brain"], ref, force_resample=True,
                                   copy_header=True).get_fdata()
     for ses in SESSIONS:
-        pre = nib.load(func(res, ses, "desc-preproc_bold.nii.gz"))
-        den = nib.load(func(res, ses, "desc-denoised_bold.nii.gz"))
-        qc = json.loads(func(res, ses, "desc-denoised_qc.json").read_text())
+        pre = nib.load(outputs(res, ses)["bold"])
+        den = nib.load(outputs(res, ses)["denoised_bold"])
+        qc = json.loads(outputs(res, ses)["denoised_qc"].read_text())
         assert den.shape[:3] == ref.shape and np.allclose(den.affine, ref.affine)
         assert den.shape[3] == len(qc["sample_mask"]) == qc["n_retained"]
         assert qc["n_volumes"] == 58 and not qc["excluded"]
@@ -154,9 +155,9 @@ def test_excluded_run_writes_everything(study, tmp_path):
     out = snakemake(*targets(res2), "--cores", "2", "--configfile", str(path), "--forcerun",
                     "fmri_denoise", cwd=tmp_path)
     for ses in SESSIONS:
-        qc = json.loads(func(res2, ses, "desc-denoised_qc.json").read_text())
+        qc = json.loads(outputs(res2, ses)["denoised_qc"].read_text())
         assert qc["excluded"] is True and "below the minimum" in qc["reason"]
-        img = nib.load(func(res2, ses, "desc-denoised_bold.nii.gz"))
+        img = nib.load(outputs(res2, ses)["denoised_bold"])
         assert img.shape[3] == len(qc["sample_mask"]) > 0
         log = (res2 / f"logs/fmri/sub-01_ses-{ses}_denoise.log").read_text()
         assert "EXCLUDED" in log
@@ -165,17 +166,14 @@ def test_excluded_run_writes_everything(study, tmp_path):
 
 def _fake_fmriprep(results, dest):
     """fMRIPrep-named copies of this workflow's preprocessing outputs."""
+    from prepost.fmri.stage import fmriprep_paths
+
     for ses in SESSIONS:
-        d = dest / f"sub-01/ses-{ses}/func"
-        d.mkdir(parents=True)
-        stem = f"sub-01_ses-{ses}_task-rest"
-        shutil.copy(func(results, ses, "desc-preproc_bold.nii.gz"),
-                    d / f"{stem}_space-{SPACE}_res-3_desc-preproc_bold.nii.gz")
-        shutil.copy(func(results, ses, "desc-brain_mask.nii.gz"),
-                    d / f"{stem}_space-{SPACE}_res-3_desc-brain_mask.nii.gz")
-        for ext in ("tsv", "json"):
-            shutil.copy(func(results, ses, f"desc-confounds_timeseries.{ext}", mni=False),
-                        d / f"{stem}_desc-confounds_timeseries.{ext}")
+        ours = outputs(results, ses)
+        theirs = fmriprep_paths(dest, space=SPACE, res=3, sub="01", ses=ses, task="rest")
+        theirs["bold"].parent.mkdir(parents=True)
+        for key in ("bold", "mask", "confounds", "confounds_json"):
+            shutil.copy(ours[key], theirs[key])
 
 
 def test_fmriprep_input_gives_the_same_denoising(study, tmp_path):
@@ -192,14 +190,17 @@ def test_fmriprep_input_gives_the_same_denoising(study, tmp_path):
                     cwd=tmp_path)
     assert "fmri_preproc" not in out.stdout + out.stderr
     for ses in SESSIONS:
-        a = nib.load(func(study / "results", ses, "desc-denoised_bold.nii.gz")).get_fdata()
-        b = nib.load(func(tmp_path / "results", ses, "desc-denoised_bold.nii.gz")).get_fdata()
+        a = nib.load(outputs(study / "results", ses)["denoised_bold"]).get_fdata()
+        b = nib.load(outputs(tmp_path / "results", ses)["denoised_bold"]).get_fdata()
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-4)
-        qa = json.loads(func(study / "results", ses, "desc-denoised_qc.json").read_text())
-        qb = json.loads(func(tmp_path / "results", ses, "desc-denoised_qc.json").read_text())
+        qa = json.loads(outputs(study / "results", ses)["denoised_qc"].read_text())
+        qb = json.loads(outputs(tmp_path / "results", ses)["denoised_qc"].read_text())
         assert qa["sample_mask"] == qb["sample_mask"]
     # a missing fMRIPrep file is named when the DAG is built
-    missing = prep / "sub-01/ses-post/func/sub-01_ses-post_task-rest_desc-confounds_timeseries.tsv"
+    from prepost.fmri.stage import fmriprep_paths
+
+    missing = fmriprep_paths(prep, space=SPACE, res=3, sub="01", ses="post",
+                             task="rest")["confounds"]
     missing.unlink()
     res = snakemake(*targets(tmp_path / "results2"), "-n", "--cores", "1", "--configfile",
                     str(path), "--config", f"results_dir={tmp_path / 'results2'}",

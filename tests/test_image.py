@@ -36,6 +36,9 @@ def test_dimensionality_is_checked(tmp_path):
         load_img(four, ndim=3)
     with pytest.raises(InputError, match=r"three.nii.gz.*a 4D image"):
         load_img(three, ndim=4)
+    one = _write(tmp_path, "one.nii.gz", np.ones((4, 5, 6, 1), np.float32))
+    assert load_img(one, ndim=4).shape == (4, 5, 6, 1)  # a one-volume series stays 4D
+    assert load_img(one, ndim=3).shape == (4, 5, 6) and load_img(one).shape == (4, 5, 6)
     with pytest.raises(InputError, match="missing.nii.gz"):
         load_img(tmp_path / "missing.nii.gz")
     with pytest.raises(InputError, match="NIfTI"):
