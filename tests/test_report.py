@@ -230,14 +230,17 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert rows_with_ink > 0.3 and a.std() > 20
 
 
-def _job_inputs(dry_run_output, rule):
-    """Input files of the first job of ``rule`` in a dry run's job listing."""
+def dry_run_job(dry_run_output, rule):
+    """``{field: [values]}`` (input, output, wildcards ...) of the first job of ``rule`` in a dry
+    run's job listing."""
     lines = dry_run_output.splitlines()
-    start = lines.index(f"rule {rule}:")
-    for line in lines[start + 1:]:
-        if line.strip().startswith("input:"):
-            return line.split(":", 1)[1].strip().split(", ")
-    raise AssertionError(f"no input line for {rule}")
+    job = {}
+    for line in lines[lines.index(f"rule {rule}:") + 1:]:
+        if not line.startswith("    ") or ":" not in line:
+            break
+        key, value = line.strip().split(":", 1)
+        job[key] = value.strip().split(", ")
+    return job
 
 
 def test_report_takes_tacs_and_fits_from_the_pet_rules_without_a_tracer(tmp_path):
@@ -245,7 +248,7 @@ def test_report_takes_tacs_and_fits_from_the_pet_rules_without_a_tracer(tmp_path
     bids = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["bids"]
     cfg = small_config(tmp_path, bids={**bids, "tracer": None})
     res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path)
-    inputs = set(_job_inputs(res.stdout, "report_html"))
+    inputs = set(dry_run_job(res.stdout, "report_html")["input"])
     for sub in ("01", "02"):
         for ses in ("pre", "post"):
             out = pet_stage.output_paths(tmp_path / "results", sub=sub, ses=ses, trc=None)

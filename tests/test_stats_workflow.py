@@ -1,39 +1,16 @@
 """The statistics and report rules run by Snakemake on ready-made tidy tables and FC matrices."""
 
-import json
 import zipfile
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from prepost.connectivity import stage as conn_stage
+from prepost.stats import stage as stats_stage
+from runner import ROOT, dry_run_jobs, small_config, snakemake
+from test_report import dry_run_job
 from test_stats_group import participants, study_table
-from runner import dry_run_jobs, snakemake
-
-
-
-
-def write_relmats(results, n, rng):
-    """Schaefer100 Pearson matrices with a planted within-Default decrease."""
-    from prepost.connectivity.atlas import load_atlas
-
-    atlas = load_atlas("Schaefer100")
-    names, nets = atlas.table["name"].tolist(), atlas.parcel_networks
-    base = np.arctanh(np.where(nets[:, None] == nets[None, :], 0.5, 0.15))
-    dm = nets == "Default"
-    for i in range(1, n + 1):
-        subj = 0.05 * rng.standard_normal(base.shape)
-        for ses, eff in (("pre", 0.0), ("post", -0.15)):
-            z = base + subj + 0.08 * rng.standard_normal(base.shape)
-            z[np.ix_(dm, dm)] += eff
-            r = np.tanh((z + z.T) / 2)
-            np.fill_diagonal(r, 1.0)
-            d = results / f"sub-{i:02d}/ses-{ses}/func"
-            d.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(r, index=pd.Index(names, name="node"), columns=names).to_csv(
-                d / f"sub-{i:02d}_ses-{ses}_task-rest_atlas-Schaefer100_meas-pearson_relmat.tsv",
-                sep="\t", float_format="%.6f")
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +26,13 @@ def study(tmp_path_factory):
     table.to_csv(tmp / "measures.tsv", sep="\t", index=False)
     participants(n).to_csv(tmp / "participants.tsv", sep="\t", index=False)
     results = tmp / "results"
-    write_relmats(results, n, np.random.default_rng(0))
     cfg = {"participants": str(tmp / "participants.tsv"), "results_dir": str(results),
            "modalities": {"fmri": False, "pet": False},
            "stats": {"extra_tables": [str(tmp / "measures.tsv")],
                      "paired": {"n_boot": 500},
-                     "nbs": {"atlases": ["Schaefer100"]},
                      "multimodal": {"n_perm": 2000}}}
     (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
-    targets = [str(results / f"group/{f}") for f in (
-        "group_table.tsv", "exclusions.tsv", "paired.tsv", "mixed.tsv", "multimodal.tsv",
-        "hypotheses.tsv", "nbs/atlas-Schaefer100_meas-pearson_nbs.json")]
-    targets.append(str(results / "report/report.html"))
+    targets = list(stats_stage.output_paths(results).values()) + [str(results / "report/report.html")]
     return tmp, results, targets
 
 
@@ -80,12 +52,8 @@ def test_stats_and_report_rules_run(study):
     assert h.loc["SomMot-Default FC increases", "verdict"] == "supported"
     mixed = pd.read_csv(results / "group/mixed.tsv", sep="\t")
     assert {"session[T.post]", "followup_days", "age"} <= set(mixed.term)
-    nbs = json.loads((results / "group/nbs/atlas-Schaefer100_meas-pearson_nbs.json").read_text())
-    # sub-05's post fMRI session is excluded by QC, so it is left out of the NBS
-    assert nbs["left_out"] == ["sub-05"] and nbs["n_subjects"] == 10 and nbs["exact"]
-    assert nbs["components"][0]["p"] < 0.01
     html = (results / "report/report.html").read_text()
-    assert "glass brain Schaefer100" in html and "sub-05" in html
+    assert "sub-05" in html and "Hypotheses" in html
 
     # snakemake --report bundles the tables and the page
     snakemake(*targets, "--cores", "1", "--configfile", str(tmp / "config.yaml"), "--report",
@@ -93,7 +61,7 @@ def test_stats_and_report_rules_run(study):
     with zipfile.ZipFile(tmp / "report.zip") as z:
         names = z.namelist()
     for f in ("hypotheses.tsv", "paired.tsv", "exclusions.tsv", "multimodal.tsv",
-              "report.html", "atlas-Schaefer100_meas-pearson_nbs.json"):
+              "report.html"):
         assert any(n.endswith(f) for n in names), (f, names[:20])
 
     # changing the significance level reruns only the hypotheses and the report
@@ -131,3 +99,29 @@ def test_formula_with_unknown_covariate_fails_at_dag_time(tmp_path):
     res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path, check=False)
     out = res.stdout + res.stderr
     assert res.returncode != 0 and "bmi" in out and "stats.mixed.formula" in out
+
+
+def test_nbs_reads_the_connectivity_stage_matrices(tmp_path):
+    # NBS takes the Pearson matrices connectivity_fc writes, for every participant and session
+    cfg = small_config(tmp_path, connectivity={**yaml.safe_load(
+        (ROOT / "config" / "config.yaml").read_text())["connectivity"], "atlases": ["Schaefer100"]})
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path)
+    job = dry_run_job(res.stdout, "stats_nbs")
+    fmri = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["fmri"]
+    expected = {
+        conn_stage.output_paths(tmp_path / "results", sub=sub, ses=ses, task="rest",
+                                space="MNI152NLin2009aSym", res=str(fmri["resolution_mm"]),
+                                atlas="Schaefer100", meas="pearson")["relmat"]
+        for sub in ("01", "02") for ses in ("pre", "post")}
+    assert set(job["input"]) == expected | {stats_stage.output_paths(tmp_path / "results")["exclusions"]}
+    assert "connectivity_fc" in dry_run_jobs(res)
+
+
+def test_nbs_atlas_without_connectivity_matrices_fails_at_dag_time(tmp_path):
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg = small_config(tmp_path, connectivity={**default["connectivity"], "atlases": ["Schaefer100"]},
+                       stats={**default["stats"], "nbs": {**default["stats"]["nbs"],
+                                                          "atlases": ["Schaefer200"]}})
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path, check=False)
+    assert res.returncode != 0
+    assert "stats.nbs.atlases" in res.stdout + res.stderr and "Schaefer200" in res.stdout + res.stderr

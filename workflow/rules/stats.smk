@@ -2,6 +2,7 @@
 # the Network-Based Statistic on Pearson matrices, change correlations and hypothesis verdicts.
 # Inputs are the tidy tables of the stages (TIDY_TABLES) plus stats.extra_tables; with none of
 # them, the rules still parse and no target of this stage is requested.
+from prepost.errors import ConfigError
 from prepost.stats import group as pgroup
 from prepost.stats import hypotheses as phyp
 from prepost.stats import stage as pstats
@@ -34,20 +35,23 @@ pgroup.check_formula(
 )
 
 # NBS: the Pearson matrices of the connectivity stage (stats.nbs.atlases, or every atlas of it)
+_nbs_unknown = sorted(set(STATS_CFG["nbs"]["atlases"]) - set(CONN_ATLASES))
+if _nbs_unknown:
+    raise ConfigError(
+        None,
+        "stats.nbs.atlases",
+        f"atlases of connectivity.atlases {list(CONN_ATLASES)}",
+        _nbs_unknown,
+    )
 NBS_ATLASES = (
-    [a for a in (STATS_CFG["nbs"]["atlases"] or CONN_ATLASES) if a in CONN_ATLASES]
-    if FMRI and STATS_ON
-    else []
+    list(STATS_CFG["nbs"]["atlases"] or CONN_ATLASES) if FMRI and STATS_ON else []
 )
 NBS_RELMAT = rules.connectivity_fc.output.relmat
 NBS_OUT = pstats.nbs_output_paths(
     RESULTS, atlas="{atlas}", baseline=SESSIONS[0], followup=SESSIONS[1]
 )
 STATS_OUT = pstats.output_paths(RESULTS)
-STATS_LOG = lambda step: {
-    "log": f"{LOGS}/stats/{step}.log",
-    "benchmark": f"{RESULTS}/benchmarks/stats/{step}.tsv",
-}
+STATS_LOG = lambda step: pstats.log_paths(RESULTS, step)
 
 STAGE_TARGETS["stats"] = (
     list(STATS_OUT.values()) + expand(NBS_OUT["summary"], atlas=NBS_ATLASES)

@@ -23,6 +23,7 @@ __all__ = [
     "GROUP_TABLES",
     "output_paths",
     "nbs_output_paths",
+    "log_paths",
     "read_group_table",
     "read_paired",
     "fmri_excluded_participants",
@@ -83,6 +84,12 @@ def nbs_output_paths(results, *, atlas, baseline, followup, meas="pearson"):
             "t": nbs("relmat", ".tsv", stat="t"),
             "mean_baseline": nbs("relmat", ".tsv", ses=baseline, desc="mean"),
             "mean_followup": nbs("relmat", ".tsv", ses=followup, desc="mean")}
+
+
+def log_paths(results, step):
+    """``{"log": ..., "benchmark": ...}`` of the statistics job ``step`` (e.g. ``paired``)."""
+    return {"log": f"{results}/logs/stats/{step}.log",
+            "benchmark": f"{results}/benchmarks/stats/{step}.tsv"}
 
 
 def read_group_table(path):
