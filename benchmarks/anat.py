@@ -67,7 +67,8 @@ def run_prepost(path, truth, refine=False, threads=1, bias_correction=True):
     with tempfile.TemporaryDirectory() as d:
         t0, c0 = time.perf_counter(), _cpu()
         res = anat.process_t1w(path, transform_paths=anat.output_paths(d, sub="x", ses=None),
-                               refine=refine, n_threads=threads, bias_correction=bias_correction)
+                               template_resolution=2, transform="SyN", seed=1, refine=refine,
+                               n_threads=threads, bias_correction=bias_correction)
         wall, cpu = time.perf_counter() - t0, _cpu() - c0
     return {"wall": wall, "cpu": cpu, "dice_brain": anat.dice(res["brain_mask"], truth["brain"]),
             "dice_gm": anat.dice(res["probseg"]["GM"], truth["gm"]), "qc": res["qc"]}

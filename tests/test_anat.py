@@ -24,6 +24,10 @@ DEG = np.pi / 180
 TO_MNI = (np.diag([1.06, 0.97, 1.03, 1.0])
           @ simulate.rigid_matrix([5.0, -3.0, 4.0, 5 * DEG, -3 * DEG, 4 * DEG]))
 
+# the config's anat settings (config/config.yaml), one ITK thread
+SETTINGS = {"template_resolution": 2, "transform": "SyN", "bias_correction": True,
+            "refine": False, "seed": 1, "n_threads": 1}
+
 
 def _phantom(seed=3):
     aff, shape = simulate.grid_affine(VOXEL)
@@ -43,7 +47,7 @@ def run(tmp_path_factory):
     path = out / "sub-01_ses-pre_T1w.nii.gz"
     img.to_filename(path)
     res = anat.process_t1w(path, transform_paths=anat.output_paths(out, sub="01", ses="pre"),
-                           template_resolution=2, n_threads=1, seed=1, truth_mask=truth["brain"])
+                           **SETTINGS, truth_mask=truth["brain"])
     return {"dir": out, "t1w": img, "path": path, "truth": truth, "res": res}
 
 
@@ -190,12 +194,12 @@ def test_bad_inputs_name_the_file(tmp_path):
     four = tmp_path / "four_T1w.nii.gz"
     nib.Nifti1Image(np.ones((8, 8, 8, 3), np.float32), np.eye(4)).to_filename(four)
     with pytest.raises(InputError, match="four_T1w.nii.gz") as err:
-        anat.process_t1w(four)
+        anat.process_t1w(four, **SETTINGS)
     assert "3D" in str(err.value)
     text = tmp_path / "notnifti_T1w.nii.gz"
     text.write_text("not an image\n")
     with pytest.raises(InputError, match="notnifti_T1w.nii.gz"):
-        anat.process_t1w(text)
+        anat.process_t1w(text, **SETTINGS)
     with pytest.raises(InputError, match="missing_T1w.nii"):
         anat.load_t1w(tmp_path / "missing_T1w.nii")
     flat = tmp_path / "flat_T1w.nii"

@@ -66,11 +66,11 @@ def test_contract_files_exist(study):
 
 def test_motion_matches_the_simulated_truth(study):
     from prepost import registration
+    from prepost.fmri import motion
 
     res = study / "results"
     for ses in SESSIONS:
-        conf = pd.read_csv(outputs(res, ses)["confounds"], sep="\t",
-                           na_values="n/a")
+        conf = pd.read_csv(outputs(res, ses)["confounds"], sep="\t", na_values="n/a")
         qc = json.loads(outputs(res, ses)["qc"].read_text())
         truth = pd.read_csv(res / f"simulated/truth/sub-01/sub-01_ses-{ses}_task-rest_motion.tsv",
                             sep="\t")

@@ -622,9 +622,9 @@ def dice(a, b, *, threshold=0.5):
 
 # ----------------------------------------------------------------------------------------------
 # One session
-def process_t1w(t1w_img, *, transform_paths=None, space=TEMPLATE, template_resolution=2,
-                transform="SyN", bias_correction=True, mask_dilation_mm=10.0, refine=False,
-                prior_weight=0.5, n_threads=1, seed=1, truth_mask=None):
+def process_t1w(t1w_img, *, template_resolution, transform, bias_correction, refine, seed,
+                n_threads, transform_paths=None, space=TEMPLATE, mask_dilation_mm=10.0,
+                prior_weight=0.5, truth_mask=None):
     """Bias correction, MNI normalisation, brain mask and tissue probabilities of one T1w.
 
     Parameters
