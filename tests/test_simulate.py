@@ -2,6 +2,7 @@
 
 import filecmp
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,37 @@ def test_simulated_sidecars_pass_the_bids_checks(small_study):
     inv = bids.inventory(study)
     assert set(inv.pet_frames) == {31} and set(inv.bold_volumes) == {30}
     assert set(inv.blood_recordings) == {"autosampler,manual"}
+
+
+def test_written_files_are_the_ones_the_path_builders_name(small_study):
+    """The workflow declares the simulator's outputs from the same builders it writes with."""
+    bids_dir, truth_dir = small_study / "bids", small_study / "truth"
+    written = {p for p in small_study.rglob("*") if p.is_file()}
+    named = {bids_dir / "README"} | set(simulate.dataset_paths(bids_dir, truth_dir).values())
+    for sub in ("01", "02"):
+        named |= {Path(p) for p in simulate.subject_outputs(bids_dir, truth_dir, sub, params=SMALL)}
+    assert written == named
+
+
+def test_true_t1w_to_mni_is_the_recorded_geometry(small_study):
+    """t1w_to_mni (what tests use) and the geometry the simulator records agree."""
+    for sub in ("01", "02"):
+        for ses in ("pre", "post"):
+            geo = json.loads(simulate.truth_paths(small_study / "truth", sub, ses)["geometry"]
+                             .read_text())
+            np.testing.assert_allclose(simulate.t1w_to_mni(sub, ses), geo["t1w_to_mni"],
+                                       atol=1e-11)
+
+
+def test_maps_on_a_grid_sample_the_source_maps():
+    """On the template's own 1 mm grid, with no transform, the sampled maps are the maps."""
+    maps = simulate.mni_maps(1.0)
+    ijk = (slice(80, 100), slice(100, 120), slice(70, 90))
+    aff = maps["affine"].copy()
+    aff[:3, 3] += aff[:3, :3] @ [80, 100, 70]
+    got = simulate.mni_maps_on_grid(aff, (20, 20, 20), voxel_mm=1.0, keys=("gm", "labels"))
+    np.testing.assert_allclose(got["gm"], maps["gm"][ijk], atol=1e-6)
+    np.testing.assert_array_equal(got["labels"], maps["labels"][ijk])
 
 
 def test_realistic_motion_and_tsnr(small_study):
