@@ -317,6 +317,9 @@ def _uniform_grid(t_s, values, source, names, t_needed_s, step_s=None):
 
 class _PlasmaInput:
     def __init__(self, cp_t, cp, cb, frame_start_s, frame_duration_s, source, grid_step_s=None):
+        frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s,
+                                                       source=source, fields=_FRAME_ARGS)
+        self.n_frames = frame_start_s.size
         fe_s = frame_start_s + frame_duration_s
         if cb is None:
             tg, (cpg,) = _uniform_grid(cp_t, [cp], source, ["parent_plasma"], fe_s[-1], grid_step_s)
@@ -384,8 +387,6 @@ def one_tcm_model(cp_t, cp, cb, frame_start_s, frame_duration_s, K1, k2, vb=0.0,
     ndarray
         Frame-mean concentrations (unit of ``cp``).
     """
-    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
-                                                   fields=_FRAME_ARGS)
     inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
     return _tcm1_pred(inp, float(K1), float(k2), float(vb))
 
@@ -397,8 +398,6 @@ def two_tcm_model(cp_t, cp, cb, frame_start_s, frame_duration_s, K1, k2, k3, k4,
     is ``K1/(a1-a2) * [(k3+k4-a2) exp(-a2 t) + (a1-k3-k4) exp(-a1 t)]`` with
     ``a1,2 = (k2+k3+k4 +/- sqrt((k2+k3+k4)^2 - 4 k2 k4))/2``.
     """
-    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
-                                                   fields=_FRAME_ARGS)
     inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
     return _tcm2_pred(inp, float(K1), float(k2), float(k3), float(k4), float(vb))
 
@@ -593,11 +592,9 @@ def one_tcm(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, vb=None, weights
     FitResult
         Estimates K1 (mL/cm3/min), k2 (1/min), vB, VT (mL/cm3).
     """
-    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
-                                                   fields=_FRAME_ARGS)
-    y = check_tac(tac, frame_start_s.size, source=source)
-    w = _weights(weights, frame_start_s.size, source)
     inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source, grid_step_s)
+    y = check_tac(tac, inp.n_frames, source=source)
+    w = _weights(weights, inp.n_frames, source)
     fit_vb = vb is None
     names = ["K1", "k2", "vB"] if fit_vb else ["K1", "k2"]
     out_names = names + ["VT"] if fit_vb else names + ["vB", "VT"]
@@ -642,11 +639,9 @@ def two_tcm(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, vb=None, weights
     delta method. Several starting points are tried (the 1TCM solution and a small grid in
     k3, k4) and the lowest-RSS solution is kept.
     """
-    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
-                                                   fields=_FRAME_ARGS)
-    y = check_tac(tac, frame_start_s.size, source=source)
-    w = _weights(weights, frame_start_s.size, source)
     inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source, grid_step_s)
+    y = check_tac(tac, inp.n_frames, source=source)
+    w = _weights(weights, inp.n_frames, source)
     fit_vb = vb is None
     names = ["K1", "k2", "k3", "k4", "vB"] if fit_vb else ["K1", "k2", "k3", "k4"]
     out_names = ["K1", "k2", "k3", "k4", "vB", "VT", "VND"]
@@ -744,10 +739,8 @@ def logan_plasma(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=30 
     FitResult
         Estimates VT (mL/cm3, SE from OLS) and intercept (min); ``n_params`` 2.
     """
-    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
-                                                   fields=_FRAME_ARGS)
-    y = check_tac(tac, frame_start_s.size, source=source)
     inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
+    y = check_tac(tac, inp.n_frames, source=source)
     names = ["VT", "intercept"]
     bad = _tac_precheck(y, "logan", names)
     if bad is not None:
@@ -793,10 +786,8 @@ def ma1(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=30 * 60.0, v
     FitResult
         Estimates VT (mL/cm3), a (mL/cm3/min), b (1/min); ``n_params`` 2.
     """
-    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
-                                                   fields=_FRAME_ARGS)
-    y = check_tac(tac, frame_start_s.size, source=source)
     inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
+    y = check_tac(tac, inp.n_frames, source=source)
     names = ["VT", "a", "b"]
     bad = _tac_precheck(y, "ma1", names)
     if bad is not None:
