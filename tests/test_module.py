@@ -2,7 +2,7 @@
 
 A study folder outside the repository holds its own Snakefile that imports prepost with
 ``module`` and ``use rule * from prepost [as prepost_*]``, as the Snakemake catalog composes
-workflows, and runs a small simulated study to the report.
+workflows, and runs a small simulated study to the report (with the prefix; without it, the DAG is checked).
 """
 
 import html
@@ -50,6 +50,8 @@ def test_study_runs_through_the_module_to_the_report(tmp_path, prefix):
     jobs = dry_run_jobs(_run_host(tmp_path, "-n").stdout)
     assert jobs[f"{prefix}simulate_subject"] == 2 and jobs[f"{prefix}report_html"] == 1
     assert all(rule.startswith(prefix) for rule in jobs if rule not in {"all", "total"}), jobs
+    if not prefix:
+        return  # without a prefix the rules are the workflow's own, run end to end elsewhere
 
     _run_host(tmp_path)
     # the importing workflow's config names no hypothesis: the defaults (the schema's) hold them
