@@ -69,7 +69,12 @@ stop() {
     pkill -x slurmd 2>/dev/null || true
     pkill -x slurmctld 2>/dev/null || true
     pkill -x munged 2>/dev/null || true
-    rm -rf "$STATE"
+    # slurmctld saves its state on SIGTERM: remove the folder once the daemons have exited
+    for _ in $(seq 1 50); do
+        pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || pgrep -x munged >/dev/null || break
+        sleep 0.2
+    done
+    rm -rf "$STATE" 2>/dev/null || true
 }
 
 case "${1:-}" in
