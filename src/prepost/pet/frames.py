@@ -17,7 +17,7 @@ import numpy as np
 
 from prepost.errors import InputError
 
-__all__ = ["FRAME_FIELDS", "check_frames", "check_tac", "mid_times", "window_bounds", "window_mean",
+__all__ = ["FRAME_FIELDS", "as_1d", "check_frames", "check_tac", "mid_times", "window_bounds", "window_mean",
            "window_weights"]
 
 #: BIDS sidecar fields of the frame starts and durations (named in error messages).
@@ -26,12 +26,16 @@ FRAME_FIELDS = ("FrameTimesStart", "FrameDuration")
 _TOL_S = 1e-6
 
 
-def _as_1d(values, field, source):
+def as_1d(values, field, source, n=None):
+    """``values`` as a flat float array; with ``n``, exactly ``n`` of them (one per frame)."""
     try:
         a = np.asarray(values, dtype=float).ravel()
     except (TypeError, ValueError) as exc:
         raise InputError(file=source, field=field, expected="numeric values",
                          found=str(exc)) from None
+    if n is not None and a.size != n:
+        raise InputError(file=source, field=field, expected=f"{n} values (one per frame)",
+                         found=f"{a.size}")
     return a
 
 
@@ -62,8 +66,8 @@ def check_frames(frame_start_s, frame_duration_s, n_frames=None, *, source=None,
         before the previous one ends.
     """
     f_start, f_dur = fields
-    frame_start_s = _as_1d(frame_start_s, f_start, source)
-    frame_duration_s = _as_1d(frame_duration_s, f_dur, source)
+    frame_start_s = as_1d(frame_start_s, f_start, source)
+    frame_duration_s = as_1d(frame_duration_s, f_dur, source)
     if frame_start_s.size == 0:
         raise InputError(file=source, field=f_start, expected="at least one frame", found="none")
     if frame_duration_s.size != frame_start_s.size:
@@ -107,7 +111,7 @@ def check_tac(values, n_frames, *, source=None, name="tac"):
     InputError
         Non-numeric values, a count other than ``n_frames``, or NaN/inf.
     """
-    tac = _as_1d(values, name, source)
+    tac = as_1d(values, name, source)
     if tac.size != int(n_frames):
         raise InputError(file=source, field=name, expected=f"{int(n_frames)} values (one per frame)",
                          found=f"{tac.size}")

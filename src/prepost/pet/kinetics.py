@@ -54,7 +54,7 @@ from scipy.optimize import least_squares
 from scipy.signal import lfilter
 
 from prepost.errors import InputError
-from prepost.pet.frames import check_frames, check_tac, window_mean
+from prepost.pet.frames import as_1d, check_frames, check_tac, window_mean
 
 __all__ = [
     "FitResult",
@@ -164,19 +164,6 @@ def _failed(model, names, reason, n_params=0):
 
 
 # --------------------------------------------------------------------------------------------
-# input validation
-# --------------------------------------------------------------------------------------------
-def _as_1d(x, name, source, n=None):
-    try:
-        a = np.asarray(x, dtype=float).ravel()
-    except (TypeError, ValueError) as exc:
-        raise InputError(file=source, field=name, expected="numeric values", found=str(exc)) from None
-    if n is not None and a.size != n:
-        raise InputError(file=source, field=name, expected=f"{n} values (one per frame)", found=f"{a.size}")
-    return a
-
-
-# --------------------------------------------------------------------------------------------
 # piecewise-linear integrals and exact exponential convolution
 # --------------------------------------------------------------------------------------------
 def _cumint_at(t, y, tq):
@@ -208,8 +195,8 @@ def frame_average(t_fine, c_fine, frame_start_s, frame_duration_s, source=None):
     ndarray, shape (n,)
         Frame means (exact trapezoid integration, including partial intervals at frame edges).
     """
-    t = _as_1d(t_fine, "t_fine", source)
-    c = _as_1d(c_fine, "c_fine", source, n=t.size)
+    t = as_1d(t_fine, "t_fine", source)
+    c = as_1d(c_fine, "c_fine", source, n=t.size)
     frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
                                                    fields=_FRAME_ARGS)
     if t.size < 2 or np.any(np.diff(t) <= 0):
@@ -281,8 +268,8 @@ class _Grid:
 
 def _uniform_grid(t_s, values, source, names, t_needed_s, step_s=None):
     """Put curves sampled at t_s (s) on a uniform grid in minutes starting at 0."""
-    t = _as_1d(t_s, "time", source)
-    vals = [_as_1d(v, nm, source, n=t.size) for v, nm in zip(values, names)]
+    t = as_1d(t_s, "time", source)
+    vals = [as_1d(v, nm, source, n=t.size) for v, nm in zip(values, names)]
     if t.size < 2:
         raise InputError(file=source, field="time", expected="at least 2 input samples")
     if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
@@ -408,7 +395,7 @@ def two_tcm_model(cp_t, cp, cb, frame_start_s, frame_duration_s, K1, k2, k3, k4,
 def _weights(weights, n, source):
     if weights is None:
         return np.ones(n)
-    w = _as_1d(weights, "weights", source, n=n)
+    w = as_1d(weights, "weights", source, n=n)
     if np.any(~np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
         raise InputError(file=source, field="weights", expected="finite non-negative weights, not all zero")
     return w
@@ -1118,8 +1105,8 @@ def _tac_table(tacs, models, source):
     unknown = [m for m in models if m not in _ALL_MODELS]
     if unknown:
         raise InputError(field="models", expected=f"any of {sorted(_ALL_MODELS)}", found=f"{unknown}")
-    start = _as_1d(tacs["frame_start"], "frame_start", source)
-    end = _as_1d(tacs["frame_end"], "frame_end", source)
+    start = as_1d(tacs["frame_start"], "frame_start", source)
+    end = as_1d(tacs["frame_end"], "frame_end", source)
     frame_start_s, frame_duration_s = check_frames(start, end - start, source=source,
                                                    fields=("frame_start", "frame_end"))
     rois = [c for c in tacs.columns if c not in ("frame_start", "frame_end")]
