@@ -22,8 +22,8 @@ from prepost.paths import derivative
 __all__ = [
     "BLOOD_COLUMNS", "BOLD_REQUIRED", "LABEL_RE", "PET_REQUIRED", "PET_UNITS", "SessionFiles",
     "check_blood", "check_blood_coverage", "check_bold", "check_label", "check_pet",
-    "collect_study", "find_one", "find_session_files", "inventory", "output_paths",
-    "read_json", "read_participants", "sidecar", "sidecar_paths", "write_derivative_description",
+    "collect_study", "find_one", "find_session_files", "inventory", "matches", "output_paths",
+    "parse_name", "read_json", "read_participants", "sidecar", "sidecar_paths", "write_derivative_description",
     "write_inventory",
 ]
 
@@ -118,11 +118,31 @@ def check_label(value, what, source="config"):
 
 # ----------------------------------------------------------------------------------------------
 # discovery
-def _entities(name):
-    stem = name.split(".")[0]
+def parse_name(name):
+    """BIDS entities and suffix of a file name: ``({"sub": "01", "task": "rest"}, "bold")``."""
+    stem = Path(name).name.split(".")[0]
     parts = stem.split("_")
     ents = dict(p.split("-", 1) for p in parts[:-1] if "-" in p)
     return ents, parts[-1]
+
+
+def matches(entities, filters):
+    """Whether a file's ``entities`` pass ``filters`` (entity: label, list of labels, or None).
+
+    A label filter requires the entity with that label; None requires the entity to be absent;
+    a list accepts any of its labels. Entities not named in ``filters`` are not constrained.
+    """
+    for key, want in (filters or {}).items():
+        have = entities.get(key)
+        if want is None:
+            if have is not None:
+                return False
+        elif isinstance(want, (list, tuple)):
+            if have not in {str(w) for w in want}:
+                return False
+        elif have != str(want):
+            return False
+    return True
 
 
 def find_one(folder, pattern, source_desc):
@@ -140,18 +160,18 @@ def sidecar_paths(bids_dir, data_path):
     """JSON sidecars that apply to ``data_path`` (BIDS inheritance principle), nearest first."""
     data_path = Path(data_path)
     bids_dir = Path(bids_dir)
-    ents, suffix = _entities(data_path.name)
+    ents, suffix = parse_name(data_path.name)
     found = []
     folder = data_path.parent
     while True:
         for js in sorted(folder.glob(f"*_{suffix}.json")):
-            jents, jsuf = _entities(js.name)
+            jents, jsuf = parse_name(js.name)
             if jsuf == suffix and all(ents.get(k) == v for k, v in jents.items()):
                 found.append(js)
         if folder == bids_dir or folder.parent == folder or bids_dir not in folder.parents:
             break
         folder = folder.parent
-    found.sort(key=lambda p: (-len(p.parts), -len(_entities(p.name)[0])))
+    found.sort(key=lambda p: (-len(p.parts), -len(parse_name(p.name)[0])))
     return found
 
 
@@ -195,7 +215,7 @@ def find_session_files(bids_dir, participant, session, task="rest", tracer=None)
     if sf.pet is not None:
         sf.pet_json = _nearest_json(bids_dir, sf.pet)
         for tsv in sorted((root / "pet").glob(f"{stem}_{trc}recording-*_blood.tsv")):
-            rec = _entities(tsv.name)[0]["recording"]
+            rec = parse_name(tsv.name)[0]["recording"]
             sf.blood[rec] = (tsv, tsv.with_suffix(".json"))
     return sf
 
