@@ -22,7 +22,15 @@ Every model returns a :class:`FitResult` with estimates, standard errors, AIC, n
 parameters, ``fit_ok`` and a ``flag`` string. For non-linear least squares (NLS) the standard
 errors come from the covariance ``s^2 (J^T W J)^-1`` with ``s^2 = RSS_w/(n-p)`` at the solution;
 derived quantities (VT, ...) use the delta method. For the linear (graphical) methods the SEs
-come from the ordinary least-squares covariance. AIC is ``n*log(RSS/n) + 2k`` with ``RSS`` the
+come from the (weighted, when frame ``weights`` are given) least-squares covariance.
+
+Graphical methods (Logan, MA1, reference Logan) regress the frames after t*: given as a time
+(``tstar_s``, frames whose mid-time is at or after it) or as a count of last frames
+(``tstar_frames``), never both. Their tissue integrals (:func:`tissue_integral`) sum the frames
+exactly and bridge a gap between frames (and the time from injection to the first frame)
+linearly between the neighbouring frame mid-points, so a missing frame is not counted as zero
+activity; SRTM's reference curve is linear between mid-points too. A long gap
+(:func:`frame_gaps`) is named in ``flag`` without failing the fit. AIC is ``n*log(RSS/n) + 2k`` with ``RSS`` the
 (weighted) residual sum of squares, ``n`` the number of frames used and ``k`` the number of
 fitted parameters; this differs from a full Gaussian log-likelihood AIC by a constant for fixed
 ``n``, so only differences between models fitted to the same frames are meaningful.
@@ -61,7 +69,11 @@ __all__ = [
     "DEFAULT_BOUNDS",
     "DEFAULT_VT_BOUNDS",
     "DEFAULT_BP_BOUNDS",
+    "DEFAULT_TSTAR_S",
+    "GAP_FLAG_S",
     "frame_average",
+    "frame_gaps",
+    "tissue_integral",
     "one_tcm_model",
     "two_tcm_model",
     "one_tcm",
@@ -92,6 +104,14 @@ DEFAULT_BOUNDS = {
 DEFAULT_VT_BOUNDS = (0.5, 100.0)
 #: Plausible range of BPND; estimates outside are flagged (DVR is checked as 1 + BPND).
 DEFAULT_BP_BOUNDS = (-0.5, 30.0)
+
+#: A frame gap longer than this (s), or than the longer of its neighbouring frames, is named in
+#: the flag of the graphical and reference-tissue fits (:func:`frame_gaps`); the fit stays valid.
+GAP_FLAG_S = 300.0
+#: Default t* (s) of the graphical methods when neither ``tstar_s`` nor ``tstar_frames`` is given.
+DEFAULT_TSTAR_S = 30 * 60.0
+# frame edges written as decimal seconds may differ by rounding: smaller gaps are no gaps
+_GAP_TOL_S = 1e-6
 
 # parameters whose ending at a bound invalidates the fit (vB at 0 is common and accepted)
 _CRITICAL_AT_BOUND = {"K1", "k2", "k3", "k4", "R1"}
@@ -674,23 +694,144 @@ def two_tcm(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, vb=None, weights
 # --------------------------------------------------------------------------------------------
 # graphical methods with plasma input
 # --------------------------------------------------------------------------------------------
+def _gap_areas(tac, fs_min, fe_min):
+    """Area (conc*min) of the gap before each frame (the first: from injection, t = 0) under the
+    line through the neighbouring frame mid-points (through (0, 0) before the first frame).
+
+    Exactly zero where frames abut (gaps below 1e-6 s), so a gap-free schedule keeps the exact
+    frame sums. ``tac`` may be 2D (voxels x frames).
+    """
+    mid = 0.5 * (fs_min + fe_min)
+    prev_end = np.concatenate([[0.0], fe_min[:-1]])
+    gap = fs_min - prev_end
+    gap = np.where(gap > _GAP_TOL_S / _SEC_PER_MIN, gap, 0.0)
+    prev_mid = np.concatenate([[0.0], mid[:-1]])
+    frac = (0.5 * (prev_end + fs_min) - prev_mid) / (mid - prev_mid)  # gap centre on that line
+    tac = np.asarray(tac, float)
+    prev_val = np.concatenate([np.zeros(tac.shape[:-1] + (1,)), tac[..., :-1]], axis=-1)
+    return gap * (prev_val + frac * (tac - prev_val))
+
+
 def _cum_mid(tac, fs_min, fe_min):
-    """Integral of the TAC from 0 to each frame mid-time (min*conc): exact sum of the preceding
-    frames (frame mean x duration) plus half of the current frame."""
-    dur = fe_min - fs_min
-    prev = np.concatenate([[0.0], np.cumsum(tac * dur)])[:-1]
-    return prev + 0.5 * tac * dur
+    """Integral of the TAC from injection (t = 0) to each frame mid-time (conc*min).
+
+    Frames count exactly (frame mean x duration, half of the current frame); a gap between
+    frames, and the time before the first frame, count as the line through the neighbouring
+    frame mid-points (from zero at t = 0), not as zero activity. ``tac`` may be 2D (voxels x
+    frames, integrated along the last axis).
+    """
+    tac = np.asarray(tac, float)
+    area = tac * (fe_min - fs_min)
+    gaps = _gap_areas(tac, fs_min, fe_min)  # zeros for abutting frames from t = 0
+    done = np.cumsum(area + gaps, axis=-1)
+    prev = np.concatenate([np.zeros(done.shape[:-1] + (1,)), done[..., :-1]], axis=-1)
+    return prev + gaps + 0.5 * area
 
 
-def _ols(x, y):
-    """y = b0 + b1 x; returns (coef, cov, rss)."""
-    X = np.column_stack([np.ones_like(x), x])
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    r = y - X @ coef
+def tissue_integral(tac, frame_start_s, frame_duration_s):
+    """Integral of a frame-mean TAC from injection to each frame mid-time, bridging gaps.
+
+    The integral used by the graphical methods (:func:`logan_plasma`, :func:`ma1`,
+    :func:`logan_reference`): each frame contributes its mean x duration (half of it for the
+    current frame); a gap between two frames contributes the area under the line through their
+    mid-points, and the time from injection (t = 0) to the first frame the area under the line
+    from zero to the first mid-point. A gap thus never counts as zero activity.
+
+    Parameters
+    ----------
+    tac : array-like, shape (n_frames,) or (n_voxels, n_frames)
+        Frame means.
+    frame_start_s, frame_duration_s : array-like, shape (n_frames,)
+        Frames (s).
+
+    Returns
+    -------
+    ndarray, same shape as ``tac``
+        Integrals in concentration x **minutes** (the unit of the kinetic models).
+    """
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s,
+                                                   fields=_FRAME_ARGS)
+    fs_min = frame_start_s / _SEC_PER_MIN
+    return _cum_mid(tac, fs_min, fs_min + frame_duration_s / _SEC_PER_MIN)
+
+
+def frame_gaps(frame_start_s, frame_duration_s, min_gap_s=GAP_FLAG_S):
+    """Long gaps in a frame schedule, as a note for a fit's flag ('' when none).
+
+    A gap (the time between one frame's end and the next frame's start, or from injection to
+    the first frame) is long when it exceeds ``min_gap_s`` or the duration of the longer of its
+    neighbouring frames: the integrals then rest on a straight line over a stretch the scan did
+    not measure.
+
+    Parameters
+    ----------
+    frame_start_s, frame_duration_s : array-like
+        Frames (s).
+    min_gap_s : float, default=GAP_FLAG_S
+        Gaps longer than this (s) are always named.
+
+    Returns
+    -------
+    str
+    """
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s,
+                                                   fields=_FRAME_ARGS)
+    prev_end = np.concatenate([[0.0], (frame_start_s + frame_duration_s)[:-1]])
+    gap = frame_start_s - prev_end
+    neighbour = np.maximum(frame_duration_s, np.concatenate([[0.0], frame_duration_s[:-1]]))
+    long = (gap > _GAP_TOL_S) & ((gap > min_gap_s) | (gap > neighbour))
+    if not long.any():
+        return ""
+    spans = ", ".join(f"{g:.0f} s before the frame at {s:.0f} s" for g, s in
+                      zip(gap[long], frame_start_s[long]))
+    return f"long frame gap(s) bridged linearly: {spans}"
+
+
+def _wls(X, y, w):
+    """Weighted least squares of ``y`` on the columns of ``X`` (``w`` = None: ordinary).
+
+    Returns (coef, cov, rss) with ``rss`` the weighted residual sum of squares and
+    ``cov = (X' W X)^-1 rss / (n - p)``, as statsmodels' WLS.
+    """
+    sw = np.ones_like(y) if w is None else np.sqrt(w)
+    Xw, yw = X * sw[:, None], y * sw
+    coef, *_ = np.linalg.lstsq(Xw, yw, rcond=None)
+    r = yw - Xw @ coef
     rss = float(r @ r)
-    dof = max(y.size - 2, 1)
-    cov = np.linalg.pinv(X.T @ X) * rss / dof
+    dof = max(y.size - X.shape[1], 1)
+    cov = np.linalg.pinv(Xw.T @ Xw) * rss / dof
     return coef, cov, rss
+
+
+def _tstar_selection(mid_min, tstar_s, tstar_frames, source):
+    """Frames of the linear phase: mid-time ``>= tstar_s``, or the last ``tstar_frames`` frames.
+
+    Both None: t* = :data:`DEFAULT_TSTAR_S`. Giving both, or fewer than 3 or more than the
+    scan's frames as ``tstar_frames``, raises InputError; too late a ``tstar_s`` is flagged by
+    the fit (fewer than 3 frames after t*).
+    """
+    n = mid_min.size
+    if tstar_frames is None:
+        t = DEFAULT_TSTAR_S if tstar_s is None else float(tstar_s)
+        return mid_min >= t / _SEC_PER_MIN
+    if tstar_s is not None:
+        raise InputError(file=source, field="tstar_frames",
+                         expected="t* either as tstar_s (s) or as tstar_frames (a count of last "
+                                  "frames), not both; set the other to null",
+                         found=f"tstar_s={tstar_s}, tstar_frames={tstar_frames}")
+    k = float(tstar_frames)
+    if not (k == int(k) and 3 <= k <= n):
+        raise InputError(file=source, field="tstar_frames",
+                         expected=f"a whole number of last frames from 3 to {n} (the scan's frames)",
+                         found=f"{tstar_frames}")
+    return np.arange(n) >= n - int(k)
+
+
+def _frame_weights(weights, sel, source):
+    """Weights of the selected frames (None stays None, i.e. ordinary least squares)."""
+    if weights is None:
+        return None
+    return _weights(weights, sel.size, source)[sel]
 
 
 def _tissue_tac(y, vb, inp):
@@ -700,44 +841,62 @@ def _tissue_tac(y, vb, inp):
     return (y - vb * cb) / (1.0 - vb)
 
 
-def logan_plasma(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=30 * 60.0, vb=None,
-                 vt_bounds=DEFAULT_VT_BOUNDS, source=None):
+def logan_plasma(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=None, vb=None,
+                 vt_bounds=DEFAULT_VT_BOUNDS, source=None, *, weights=None, tstar_frames=None):
     """Logan graphical analysis with arterial input (Logan 1990).
 
-    For frames whose mid-time is ``>= tstar_s``, regress
-    ``int_0^t C_T / C_T(t)`` on ``int_0^t Cp / C_T(t)``; the slope is VT (mL/cm3).
-    ``C_T(t)`` is the frame mean at the frame mid-time ``t``; ``int_0^t C_T`` is the exact sum of
-    the preceding frames plus half the current frame; ``int_0^t Cp`` is exact on the input.
+    For the frames of the linear phase (mid-time ``>= tstar_s``, or the last ``tstar_frames``
+    frames), regress ``int_0^t C_T / C_T(t)`` on ``int_0^t Cp / C_T(t)``; the slope is VT
+    (mL/cm3). ``C_T(t)`` is the frame mean at the frame mid-time ``t``; ``int_0^t C_T`` is
+    :func:`tissue_integral` (exact frame sums, gaps bridged linearly); ``int_0^t Cp`` is exact
+    on the input.
 
     Parameters
     ----------
     cp_t, cp, cb, frame_start_s, frame_duration_s, tac, source
         As in :func:`one_tcm` (``cb`` only used when ``vb`` is given).
-    tstar_s : float
-        Start of the linear phase t* (s); default 30 min.
+    tstar_s : float or None
+        Start of the linear phase t* (s); None (and no ``tstar_frames``) = 30 min.
     vb : float or None
         If given, the TAC is corrected for blood, ``C_T = (C_PET - vB*Cb)/(1 - vB)``; None
         applies no correction (a vB of 5% then biases VT by a few %).
     vt_bounds : tuple of float
         Plausible VT range (mL/cm3).
+    weights : array-like or None
+        Per-frame weights (inverse variance up to a scale): weighted least squares on the
+        frames after t*; None = ordinary least squares.
+    tstar_frames : int or None
+        t* as a count of last frames (at least 3), instead of ``tstar_s``; giving both raises
+        InputError.
 
     Returns
     -------
     FitResult
-        Estimates VT (mL/cm3, SE from OLS) and intercept (min); ``n_params`` 2.
+        Estimates VT (mL/cm3, SE from the (weighted) least-squares covariance) and intercept
+        (min); ``n_params`` 2. Long frame gaps (:func:`frame_gaps`) are named in ``flag``.
     """
     inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
     y = check_tac(tac, inp.n_frames, source=source)
+    sel = _tstar_selection(inp.mid, tstar_s, tstar_frames, source)
+    w = _frame_weights(weights, sel, source)
     names = ["VT", "intercept"]
     bad = _tac_precheck(y, "logan", names)
     if bad is not None:
         return bad
     ct = _tissue_tac(y, vb, inp)
-    sel = inp.mid >= tstar_s / _SEC_PER_MIN
-    return _linear_graphical("logan", ct, sel, inp.int_cp_mid, _cum_mid(ct, inp.start_min, inp.end_min), vt_bounds)
+    res = _linear_graphical("logan", ct, sel, inp.int_cp_mid, _cum_mid(ct, inp.start_min, inp.end_min),
+                            vt_bounds, w=w)
+    _gap_note(res, frame_start_s, frame_duration_s)
+    return res
 
 
-def _linear_graphical(model, ct, sel, int_in, int_ct, vt_bounds, key="VT", plaus_label="VT"):
+def _gap_note(res, frame_start_s, frame_duration_s):
+    note = frame_gaps(frame_start_s, frame_duration_s)
+    if note:
+        _add_flag(res, note, fail=False)
+
+
+def _linear_graphical(model, ct, sel, int_in, int_ct, vt_bounds, key="VT", plaus_label="VT", w=None):
     names = [key, "intercept"]
     if sel.sum() < 3:
         return _failed(model, names, f"fewer than 3 frames after t* ({int(sel.sum())})", 2)
@@ -746,7 +905,7 @@ def _linear_graphical(model, ct, sel, int_in, int_ct, vt_bounds, key="VT", plaus
         return _failed(model, names, "non-positive TAC value after t*", 2)
     x = int_in[sel] / c
     yy = int_ct[sel] / c
-    coef, cov, rss = _ols(x, yy)
+    coef, cov, rss = _wls(np.column_stack([np.ones_like(x), x]), yy, w)
     est = {key: float(coef[1]), "intercept": float(coef[0])}
     se = {key: float(np.sqrt(cov[1, 1])), "intercept": float(np.sqrt(cov[0, 0]))}
     n = int(sel.sum())
@@ -759,14 +918,14 @@ def _linear_graphical(model, ct, sel, int_in, int_ct, vt_bounds, key="VT", plaus
     return res
 
 
-def ma1(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=30 * 60.0, vb=None,
-        vt_bounds=DEFAULT_VT_BOUNDS, source=None):
+def ma1(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=None, vb=None,
+        vt_bounds=DEFAULT_VT_BOUNDS, source=None, *, weights=None, tstar_frames=None):
     """Ichise multilinear analysis MA1 (Ichise 2002).
 
-    For frames with mid-time ``>= tstar_s``, ordinary least squares (no intercept) of
-    ``C_T(t) = a * int_0^t Cp + b * int_0^t C_T``; ``VT = -a/b`` (mL/cm3) with SE by the delta
-    method from the OLS covariance of (a, b). Integrals and blood correction as in
-    :func:`logan_plasma`. Parameters are as in :func:`logan_plasma`.
+    For the frames after t* (as in :func:`logan_plasma`), least squares (no intercept, weighted
+    with ``weights``) of ``C_T(t) = a * int_0^t Cp + b * int_0^t C_T``; ``VT = -a/b`` (mL/cm3)
+    with SE by the delta method from the covariance of (a, b). Integrals (gaps bridged),
+    blood correction, t* and weights as in :func:`logan_plasma`, whose parameters these are.
 
     Returns
     -------
@@ -775,21 +934,19 @@ def ma1(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=30 * 60.0, v
     """
     inp = _PlasmaInput(cp_t, cp, cb, frame_start_s, frame_duration_s, source)
     y = check_tac(tac, inp.n_frames, source=source)
+    sel = _tstar_selection(inp.mid, tstar_s, tstar_frames, source)
+    w = _frame_weights(weights, sel, source)
     names = ["VT", "a", "b"]
     bad = _tac_precheck(y, "ma1", names)
     if bad is not None:
         return bad
     ct = _tissue_tac(y, vb, inp)
-    sel = inp.mid >= tstar_s / _SEC_PER_MIN
     if sel.sum() < 3:
         return _failed("ma1", names, f"fewer than 3 frames after t* ({int(sel.sum())})", 2)
     X = np.column_stack([inp.int_cp_mid[sel], _cum_mid(ct, inp.start_min, inp.end_min)[sel]])
     yy = ct[sel]
-    coef, *_ = np.linalg.lstsq(X, yy, rcond=None)
-    r = yy - X @ coef
-    rss = float(r @ r)
+    coef, cov, rss = _wls(X, yy, w)
     n = yy.size
-    cov = np.linalg.pinv(X.T @ X) * rss / max(n - 2, 1)
     a, b = coef
     vt = -a / b
     g = np.array([-1.0 / b, a / b ** 2])
@@ -802,6 +959,7 @@ def ma1(cp_t, cp, cb, frame_start_s, frame_duration_s, tac, tstar_s=30 * 60.0, v
     else:
         _check_range(res, "VT", vt_bounds, "VT")
     _negative_note(res, y)
+    _gap_note(res, frame_start_s, frame_duration_s)
     return res
 
 
@@ -931,7 +1089,9 @@ def srtm(target, reference, frame_start_s, frame_duration_s, weights=None, bound
          bp_bounds=DEFAULT_BP_BOUNDS, grid_step_s=1.0, source=None):
     """Simplified reference tissue model (Lammertsma & Hume 1996).
 
-    Model as in :func:`srtm_model`. A basis-function search (Gunn 1997; 200 values of
+    Model as in :func:`srtm_model`; its reference curve is linear between frame mid-points
+    (from zero at t = 0), so a gap between frames is bridged, not counted as zero activity, and
+    a long gap is named in ``flag`` (:func:`frame_gaps`). A basis-function search (Gunn 1997; 200 values of
     ``k2a = k2/(1+BPND)`` log-spaced within the bounds) gives starting values, then bounded NLS
     refines R1, k2 and BPND and gives their SEs.
 
@@ -1003,15 +1163,18 @@ def srtm(target, reference, frame_start_s, frame_duration_s, weights=None, bound
     out.fitted = pred(res.x)
     _check_range(out, "BPND", bp_bounds, "BPND")
     _negative_note(out, y)
+    _gap_note(out, frame_start_s, frame_duration_s)
     return out
 
 
-def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=30 * 60.0, k2prime=None,
-                    bp_bounds=DEFAULT_BP_BOUNDS, source=None):
+def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=None, k2prime=None,
+                    bp_bounds=DEFAULT_BP_BOUNDS, source=None, *, weights=None, tstar_frames=None):
     """Logan reference-tissue graphical analysis (Logan 1996).
 
-    For frames with mid-time ``>= tstar_s`` regress ``int_0^t C_T / C_T(t)`` on
-    ``(int_0^t C_R + C_R(t)/k2') / C_T(t)``; the slope is DVR and ``BPND = DVR - 1``.
+    For the frames after t* (mid-time ``>= tstar_s`` or the last ``tstar_frames`` frames, as in
+    :func:`logan_plasma`) regress ``int_0^t C_T / C_T(t)`` on
+    ``(int_0^t C_R + C_R(t)/k2') / C_T(t)``; the slope is DVR and ``BPND = DVR - 1``. Both
+    integrals are :func:`tissue_integral` (gaps between frames bridged linearly).
 
     Parameters
     ----------
@@ -1019,8 +1182,8 @@ def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=
         Frame-mean TACs.
     frame_start_s, frame_duration_s : array-like
         Frames (s).
-    tstar_s : float
-        t* (s), default 30 min.
+    tstar_s : float or None
+        t* (s); None (and no ``tstar_frames``) = 30 min.
     k2prime : float, 'srtm' or None
         Reference efflux rate k2' (1/min). A float is used as given (e.g. a population value).
         'srtm' estimates it as ``k2/R1`` from :func:`srtm` fitted to the same target and
@@ -1029,30 +1192,36 @@ def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=
         (k2 = 0.015/min) this underestimates DVR by about 20%, so prefer 'srtm' or a value.
     bp_bounds : tuple of float
         Plausible BPND range (DVR checked as 1 + range).
+    weights : array-like or None
+        Per-frame weights: weighted least squares after t* (also passed to SRTM for k2').
+    tstar_frames : int or None
+        t* as a count of last frames (at least 3), instead of ``tstar_s``.
 
     Returns
     -------
     FitResult
-        Estimates DVR, BPND, intercept (min); SE of DVR and BPND from OLS.
+        Estimates DVR, BPND, intercept (min); SE of DVR and BPND from the (weighted) least
+        squares. Long frame gaps are named in ``flag``.
     """
     frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, source=source,
                                                    fields=_FRAME_ARGS)
     y = check_tac(target, frame_start_s.size, source=source, name="target")
     r = check_tac(reference, frame_start_s.size, source=source, name="reference")
     names = ["DVR", "BPND", "intercept"]
+    fs_m, fe_m = frame_start_s / _SEC_PER_MIN, (frame_start_s + frame_duration_s) / _SEC_PER_MIN
+    mid = 0.5 * (fs_m + fe_m)
+    sel = _tstar_selection(mid, tstar_s, tstar_frames, source)
+    w = _frame_weights(weights, sel, source)
     bad = _tac_precheck(y, "logan_ref", names)
     if bad is not None:
         return bad
-    fs_m, fe_m = frame_start_s / _SEC_PER_MIN, (frame_start_s + frame_duration_s) / _SEC_PER_MIN
-    mid = 0.5 * (fs_m + fe_m)
-    sel = mid >= tstar_s / _SEC_PER_MIN
     int_r = _cum_mid(r, fs_m, fe_m)
     k2p_note = None
     if isinstance(k2prime, str):
         if k2prime.lower() != "srtm":
             raise InputError(file=source, field="k2prime", expected="a positive float (1/min), 'srtm' or None",
                              found=k2prime)
-        fit = srtm(y, r, frame_start_s, frame_duration_s, source=source)
+        fit = srtm(y, r, frame_start_s, frame_duration_s, weights=weights, source=source)
         if not (fit.fit_ok and np.isfinite(fit.estimates["k2prime"]) and fit.estimates["k2prime"] > 0):
             return _failed("logan_ref", names, f"k2' from SRTM not available ({fit.flag})", 2)
         k2prime = fit.estimates["k2prime"]
@@ -1064,7 +1233,7 @@ def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=
         int_r = int_r + r / kp
     dvr_bounds = (1 + bp_bounds[0], 1 + bp_bounds[1])
     res = _linear_graphical("logan_ref", y, sel, int_r, _cum_mid(y, fs_m, fe_m), dvr_bounds,
-                            key="DVR", plaus_label="DVR")
+                            key="DVR", plaus_label="DVR", w=w)
     res.estimates = {"DVR": res.estimates["DVR"], "BPND": res.estimates["DVR"] - 1,
                      "intercept": res.estimates["intercept"]}
     res.se = {"DVR": res.se["DVR"], "BPND": res.se["DVR"], "intercept": res.se["intercept"]}
@@ -1072,6 +1241,7 @@ def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=
         _add_flag(res, "k2' not given: C_R/k2' term omitted", fail=False)
     elif k2p_note:
         _add_flag(res, k2p_note, fail=False)
+    _gap_note(res, frame_start_s, frame_duration_s)
     return res
 
 
@@ -1135,24 +1305,25 @@ def _plasma_arrays(input, models, frame_start_s, frame_duration_s, input_source)
 
 
 def _model_fitters(frame_start_s, frame_duration_s, plasma, ref, *, source, bounds, vb, weights,
-                   tstar_s, suvr_window_s, k2prime, vt_bounds, bp_bounds, injected_dose_bq,
-                   weight_kg):
+                   tstar_s, tstar_frames, suvr_window_s, k2prime, vt_bounds, bp_bounds,
+                   injected_dose_bq, weight_kg):
     """model name -> function of one region's TAC returning its :class:`FitResult`."""
     frames = (frame_start_s, frame_duration_s)
     cp_t, cp, cb = plasma
+    tstar = {"tstar_s": tstar_s, "tstar_frames": tstar_frames, "weights": weights}
     return {
         "1tcm": lambda y: one_tcm(cp_t, cp, cb, *frames, y, vb=vb, weights=weights,
                                   bounds=bounds.get("1tcm"), vt_bounds=vt_bounds, source=source),
         "2tcm": lambda y: two_tcm(cp_t, cp, cb, *frames, y, vb=vb, weights=weights,
                                   bounds=bounds.get("2tcm"), vt_bounds=vt_bounds, source=source),
-        "logan": lambda y: logan_plasma(cp_t, cp, cb, *frames, y, tstar_s=tstar_s, vb=vb,
-                                        vt_bounds=vt_bounds, source=source),
-        "ma1": lambda y: ma1(cp_t, cp, cb, *frames, y, tstar_s=tstar_s, vb=vb,
-                             vt_bounds=vt_bounds, source=source),
+        "logan": lambda y: logan_plasma(cp_t, cp, cb, *frames, y, vb=vb, vt_bounds=vt_bounds,
+                                        source=source, **tstar),
+        "ma1": lambda y: ma1(cp_t, cp, cb, *frames, y, vb=vb, vt_bounds=vt_bounds, source=source,
+                             **tstar),
         "srtm": lambda y: srtm(y, ref, *frames, weights=weights, bounds=bounds.get("srtm"),
                                bp_bounds=bp_bounds, source=source),
-        "logan_ref": lambda y: logan_reference(y, ref, *frames, tstar_s=tstar_s, k2prime=k2prime,
-                                               bp_bounds=bp_bounds, source=source),
+        "logan_ref": lambda y: logan_reference(y, ref, *frames, k2prime=k2prime,
+                                               bp_bounds=bp_bounds, source=source, **tstar),
         "suvr": lambda y: suvr(y, ref, *frames, window_s=suvr_window_s, source=source),
         "suv": lambda y: suv(y, *frames, injected_dose_bq, weight_kg, window_s=suvr_window_s,
                              source=source),
@@ -1160,9 +1331,10 @@ def _model_fitters(frame_start_s, frame_duration_s, plasma, ref, *, source, boun
 
 
 def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "ma1"), bounds=None,
-               vb=None, tstar_s=30 * 60.0, suvr_window_s=(60 * 60.0, 90 * 60.0), k2prime="srtm",
+               vb=None, tstar_s=None, suvr_window_s=(60 * 60.0, 90 * 60.0), k2prime="srtm",
                vt_bounds=DEFAULT_VT_BOUNDS, bp_bounds=DEFAULT_BP_BOUNDS, weights=None,
-               injected_dose_bq=None, weight_kg=None, source=None, input_source=None):
+               injected_dose_bq=None, weight_kg=None, source=None, input_source=None,
+               tstar_frames=None):
     """Fit several models to every region of a TAC table.
 
     Parameters
@@ -1183,8 +1355,13 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
     vb : float or None
         Fixed blood volume for compartment models (None = fitted) and blood correction for
         Logan/MA1 (None = none).
-    tstar_s : float
-        t* for graphical methods (s), default 30 min.
+    tstar_s : float or None
+        t* of the graphical methods (Logan, MA1, reference Logan), s: the frames whose mid-time
+        is ``>= tstar_s`` are regressed. None (and no ``tstar_frames``) = 30 min.
+    tstar_frames : int or None
+        t* as a count of last frames: the graphical methods regress the last ``tstar_frames``
+        frames (3 to the number of frames). Exclusive with ``tstar_s``: giving both raises
+        InputError, as does a count outside 3..n_frames, before any fit.
     suvr_window_s : tuple of float
         SUV/SUVR window (s).
     k2prime : float, 'srtm' or None
@@ -1192,7 +1369,8 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
     vt_bounds, bp_bounds : tuple of float
         Plausible ranges for VT (mL/cm3) and BPND.
     weights : array-like or None
-        Per-frame weights for NLS models.
+        Per-frame weights (inverse variance up to a scale) for every fitted model: NLS
+        (1TCM, 2TCM, SRTM) and weighted least squares (Logan, MA1, reference Logan).
     injected_dose_bq, weight_kg : float, optional
         Needed for 'suv'.
     source, input_source : str, optional
@@ -1220,11 +1398,17 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
                              expected=f"a region column for models {sorted(set(models) & _REF_MODELS)}",
                              found=f"{reference_roi!r}")
         ref = check_tac(tacs[reference_roi], frame_start_s.size, source=source, name=reference_roi)
+    if any(m in ("logan", "ma1", "logan_ref") for m in models):  # t* checked once, before fitting
+        mid_min = (frame_start_s + 0.5 * frame_duration_s) / _SEC_PER_MIN
+        _tstar_selection(mid_min, tstar_s, tstar_frames, source)
+    if weights is not None:
+        _weights(weights, frame_start_s.size, source)
     if "suv" in models and (injected_dose_bq is None or weight_kg is None):
         raise InputError(field="injected_dose_bq/weight_kg", expected="dose (Bq) and weight (kg) for 'suv'")
     fitters = _model_fitters(
         frame_start_s, frame_duration_s, plasma, ref, source=source, bounds=bounds, vb=vb,
-        weights=weights, tstar_s=tstar_s, suvr_window_s=suvr_window_s, k2prime=k2prime,
+        weights=weights, tstar_s=tstar_s, tstar_frames=tstar_frames, suvr_window_s=suvr_window_s,
+        k2prime=k2prime,
         vt_bounds=vt_bounds, bp_bounds=bp_bounds, injected_dose_bq=injected_dose_bq,
         weight_kg=weight_kg)
 
