@@ -92,10 +92,15 @@ def run_kinetics(inp, out, p, wc, threads):
     if p.pvc == "gtm":
         tables["gtm"] = (read_tsv(inp.pvc), str(inp.pvc))
     input_df = read_tsv(inp.input) if "input" in inp.keys() else None
+    suv = {}
+    if "pet_json" in inp.keys():
+        meta, _, _, units = stage.pet_sidecar(inp.pet_json)
+        dose, weight = stage.check_suv_inputs(meta, p.weight_kg, source=inp.pet_json)
+        suv = {"injected_dose_bq": dose, "weight_kg": weight, "units": units}
     kin = stage.kinetics_step(tables, input_df=input_df, models=p.models,
                               reference_roi=p.reference_roi, tstar_s=p.tstar_s,
-                              suvr_window_s=p.suvr_window_s, vb=p.vb, vt_bounds=p.vt_bounds,
-                              bp_bounds=p.bp_bounds)
+                              tstar_frames=p.tstar_frames, suvr_window_s=p.suvr_window_s, vb=p.vb,
+                              vt_bounds=p.vt_bounds, bp_bounds=p.bp_bounds, **suv)
     io.write_tsv(kin, out.table, float_format="%.6g")
     long = stage.long_table(kin, p.participant_id, wc.session, p.pvc)
     io.write_tsv(long, out.long, float_format="%.6g")
@@ -118,8 +123,8 @@ def run_maps(inp, out, p, wc, threads):
     ref_tac = read_tsv(inp.tacs)[p.reference_roi].to_numpy(float)
     maps, _ = stage.maps_step(pet_mni, starts, durations, mask, reference_tac=ref_tac,
                               input_df=input_df, suvr_window_s=p.suvr_window_s,
-                              tstar_s=p.tstar_s, vb=p.vb, k2a_range=p.k2a_range,
-                              n_basis=p.n_basis)
+                              tstar_s=p.tstar_s, tstar_frames=p.tstar_frames, vb=p.vb,
+                              k2a_range=p.k2a_range, n_basis=p.n_basis, maps=p.maps)
     for name, img in maps.items():
         io.write_nifti(img, out[name])
 

@@ -17,13 +17,18 @@ import numpy as np
 
 from prepost.errors import InputError
 
-__all__ = ["FRAME_FIELDS", "as_1d", "check_frames", "check_tac", "mid_times", "window_bounds", "window_mean",
-           "window_weights"]
+__all__ = ["FRAME_FIELDS", "MAX_DYNAMIC_START_S", "MIN_DYNAMIC_FRAMES", "as_1d", "check_frames",
+           "check_tac", "mid_times", "scan_kind", "window_bounds", "window_mean", "window_weights"]
 
 #: BIDS sidecar fields of the frame starts and durations (named in error messages).
 FRAME_FIELDS = ("FrameTimesStart", "FrameDuration")
 # frame edges written as decimal seconds may differ by rounding
 _TOL_S = 1e-6
+#: A scan is dynamic (kinetic models can be fitted) with at least this many frames ...
+MIN_DYNAMIC_FRAMES = 6
+#: ... the first of them starting at most this long after injection (s): the models integrate
+#: the tissue curve from injection, which a late static acquisition does not cover.
+MAX_DYNAMIC_START_S = 300.0
 
 
 def as_1d(values, field, source, n=None):
@@ -118,6 +123,28 @@ def check_tac(values, n_frames, *, source=None, name="tac"):
     if not np.all(np.isfinite(tac)):
         raise InputError(file=source, field=name, expected="finite TAC values", found="NaN/inf")
     return tac
+
+
+def scan_kind(frame_start_s, frame_duration_s):
+    """``'dynamic'`` or ``'static'``: what a scan's frames support.
+
+    A dynamic scan has at least :data:`MIN_DYNAMIC_FRAMES` frames and starts within
+    :data:`MAX_DYNAMIC_START_S` of injection; anything else (one frame, or a few frames of a late
+    acquisition) is static: SUV and SUVR only.
+
+    Parameters
+    ----------
+    frame_start_s, frame_duration_s : array-like of float
+        Checked frames (s), e.g. from :func:`check_frames`.
+
+    Returns
+    -------
+    str
+    """
+    start = np.atleast_1d(np.asarray(frame_start_s, float))
+    if start.size >= MIN_DYNAMIC_FRAMES and start[0] <= MAX_DYNAMIC_START_S:
+        return "dynamic"
+    return "static"
 
 
 def mid_times(frame_start_s, frame_duration_s):

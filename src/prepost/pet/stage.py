@@ -23,12 +23,18 @@ from prepost.errors import InputError
 from prepost.paths import derivative
 from prepost.pet import blood as pblood
 from prepost.pet import kinetics, preproc, pvc, roi, tacs
-from prepost.pet.frames import check_frames
+from prepost.pet.frames import check_frames, scan_kind, window_bounds
 
 __all__ = [
     "MAPS",
     "MEASURES",
+    "STATIC_MAPS",
+    "STATIC_MODELS",
     "output_paths",
+    "plan_study",
+    "injected_dose_bq",
+    "body_weight_kg",
+    "check_suv_inputs",
     "pet_sidecar",
     "frames_of",
     "motion_step",
@@ -61,6 +67,16 @@ MEASURES = {
 #: Voxel-wise maps: ``stat`` entity of the file name -> what it holds.
 MAPS = {"SUVR": "SUV ratio over the SUVR window", "BPNDsrtm": "basis-function SRTM BPND",
         "VTlogan": "plasma-input Logan VT"}
+
+
+#: Kinetic models a static (single- or few-frame) scan supports.
+STATIC_MODELS = ("suv", "suvr")
+#: Parametric maps a static scan supports.
+STATIC_MAPS = ("SUVR",)
+
+#: BIDS ``InjectedRadioactivityUnits`` -> factor to Bq.
+_DOSE_FACTORS = {"bq": 1.0, "kbq": 1e3, "mbq": 1e6, "gbq": 1e9, "ci": 3.7e10, "mci": 3.7e7,
+                 "uci": 3.7e4, "µci": 3.7e4, "nci": 37.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,6 +147,211 @@ def output_paths(results, *, sub, ses, trc=None, space="MNI152NLin2009aSym", res
 
 
 # --------------------------------------------------------------------------------------------
+# what the scans support (decided when the DAG is built)
+# --------------------------------------------------------------------------------------------
+def _fmt_window(w):
+    return f"[{float(w[0]):g}, {'scan end' if w[1] is None else f'{float(w[1]):g}'}] s"
+
+
+def plan_study(frames, *, models, maps, suvr_window_s, coreg_window_s, motion_min_start_s,
+               tstar_s=None, tstar_frames=None):
+    """Which PET steps a study's scans support, with per-session parameters.
+
+    Every session must hold the same kind of scan (:func:`prepost.pet.frames.scan_kind`). A
+    dynamic study keeps the configuration as it is. A static study (one frame, or a few frames of
+    a late acquisition) keeps the models of :data:`STATIC_MODELS` and the maps of
+    :data:`STATIC_MAPS`; its coregistration sums the whole scan; its SUVR window is the whole scan
+    when the configured window does not lie within it; a single frame passes motion correction
+    unchanged and a few frames are all registered to their mean.
+
+    Parameters
+    ----------
+    frames : dict
+        ``{(participant, session): (frame_start_s, frame_duration_s, source)}``; ``source`` is
+        the sidecar named in messages.
+    models, maps : sequence of str
+        Configured kinetic models (``pet.models``, those the inputs allow) and parametric maps.
+    suvr_window_s, coreg_window_s : (float, float or None)
+        ``pet.suvr_window_s`` and ``pet.coreg.window_s``.
+    motion_min_start_s : float
+        ``pet.motion.min_start_s``.
+    tstar_s : float or None
+        ``pet.tstar_s``.
+    tstar_frames : int or None
+        ``pet.tstar_frames`` (t* as the count of last frames); exclusive with ``tstar_s``.
+
+    Returns
+    -------
+    dict
+        ``kind`` ('dynamic' or 'static'), ``models``, ``maps`` (lists), ``messages`` (what is
+        left out and why, one line each) and ``sessions``: per key of ``frames`` a dict of
+        ``suvr_window_s``, ``coreg_window_s``, ``motion_min_start_s``, ``tstar_s`` and
+        ``tstar_frames``.
+
+    Raises
+    ------
+    InputError
+        Sessions of both kinds, t* given both ways or as more frames than a scan has, or a
+        static study with none of :data:`STATIC_MODELS` configured.
+    """
+    if tstar_frames is not None and tstar_s is not None:
+        raise InputError(field="pet.tstar_frames", expected="t* either in seconds (pet.tstar_s) or "
+                         "as a count of last frames (pet.tstar_frames): set pet.tstar_s: null to "
+                         "use pet.tstar_frames", found=f"tstar_s={tstar_s}, tstar_frames={tstar_frames}")
+    kinds = {key: scan_kind(st, du) for key, (st, du, _) in frames.items()}
+    by_kind = {}
+    for key, kind in kinds.items():
+        by_kind.setdefault(kind, []).append(f"sub-{key[0]} ses-{key[1]}")
+    if len(by_kind) > 1:
+        raise InputError(field="FrameTimesStart", expected="the same kind of PET scan in every "
+                         "session (dynamic: at least 6 frames from injection; static: one frame or "
+                         "a few late frames)",
+                         found="; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(by_kind.items())))
+    kind = next(iter(kinds.values()), "dynamic")
+    sessions, messages = {}, []
+    models, maps = list(models), list(maps)
+    if kind == "dynamic":
+        for key, (st, du, src) in frames.items():
+            if tstar_frames is not None and int(tstar_frames) > len(st):
+                raise InputError(file=src, field="FrameDuration",
+                                 expected=f"more frames than pet.tstar_frames ({tstar_frames})",
+                                 found=f"{len(st)} frames")
+            sessions[key] = {"suvr_window_s": suvr_window_s, "coreg_window_s": coreg_window_s,
+                             "motion_min_start_s": motion_min_start_s, "tstar_s": tstar_s,
+                             "tstar_frames": tstar_frames}
+        return {"kind": kind, "models": models, "maps": maps, "sessions": sessions,
+                "messages": messages}
+    dropped = [m for m in models if m not in STATIC_MODELS]
+    models = [m for m in models if m in STATIC_MODELS]
+    if not models:
+        raise InputError(field="pet.models", expected=f"any of {list(STATIC_MODELS)} for static PET "
+                         "scans (one frame or a few late frames)", found=str(dropped))
+    if dropped:
+        messages.append(f"PET: static scans (one frame or a few late frames): models {dropped} "
+                        f"need a dynamic scan from injection and are left out; fitted: {models}")
+    left = [m for m in maps if m not in STATIC_MAPS]
+    maps = [m for m in maps if m in STATIC_MAPS]
+    if left:
+        messages.append(f"PET: static scans: parametric maps {left} are left out; made: {maps}")
+    messages.append("PET: static scans: the coregistration sums the whole scan (pet.coreg.window_s "
+                    "is not used)")
+    lo, hi = window_bounds(suvr_window_s)
+    for key, (st, du, src) in frames.items():
+        st, du = np.asarray(st, float), np.asarray(du, float)
+        start, end = float(st[0]), float(st[-1] + du[-1])
+        window = suvr_window_s
+        if lo < start - 1e-6 or hi > end + 1e-6:
+            window = [start, end]
+            messages.append(f"PET: sub-{key[0]} ses-{key[1]}: static scan {start:g}-{end:g} s "
+                            f"({src}) does not hold pet.suvr_window_s {_fmt_window(suvr_window_s)}: "
+                            "SUV and SUVR average the whole scan")
+        sessions[key] = {"suvr_window_s": window, "coreg_window_s": [start, None],
+                         "motion_min_start_s": start, "tstar_s": tstar_s,
+                         "tstar_frames": tstar_frames}
+    n_frames = sorted({len(st) for st, _, _ in frames.values()})
+    if n_frames == [1]:
+        messages.append("PET: single-frame scans: no frame motion correction (the image passes "
+                        "through pet_motion unchanged)")
+    else:
+        messages.append(f"PET: static scans of {'/'.join(map(str, n_frames))} frames: every frame "
+                        "is registered to their mean (pet.motion.min_start_s is not used)")
+    return {"kind": kind, "models": models, "maps": maps, "sessions": sessions,
+            "messages": messages}
+
+
+# --------------------------------------------------------------------------------------------
+# SUV: injected dose and body weight
+# --------------------------------------------------------------------------------------------
+def injected_dose_bq(meta, source=None):
+    """Injected radioactivity (Bq) from a PET sidecar's ``InjectedRadioactivity`` and
+    ``InjectedRadioactivityUnits`` (BIDS-PET; MBq when the unit is absent).
+
+    Raises
+    ------
+    InputError
+        The dose is missing, not a positive number, or its unit unknown.
+    """
+    value = meta.get("InjectedRadioactivity")
+    try:
+        dose = float(value)
+    except (TypeError, ValueError):
+        raise InputError(file=source, field="InjectedRadioactivity", expected="the injected "
+                         "radioactivity (a number, with InjectedRadioactivityUnits) for the SUV",
+                         found=repr(value)) from None
+    unit = str(meta.get("InjectedRadioactivityUnits", "MBq"))
+    factor = _DOSE_FACTORS.get(unit.strip().lower())
+    if factor is None:
+        raise InputError(file=source, field="InjectedRadioactivityUnits",
+                         expected=f"a radioactivity unit ({', '.join(['Bq', 'kBq', 'MBq', 'GBq', 'mCi', 'uCi', 'nCi'])})",
+                         found=repr(unit))
+    if not (np.isfinite(dose) and dose > 0):
+        raise InputError(file=source, field="InjectedRadioactivity", expected="a positive dose",
+                         found=repr(value))
+    return dose * factor
+
+
+def body_weight_kg(meta, participant_weight=None):
+    """Body weight (kg) for the SUV: the sidecar's ``BodyWeight`` (BIDS-PET, kg), else the
+    participants table's value (``pet.weight_column``).
+
+    Returns
+    -------
+    float or None
+        None when neither gives a number.
+    """
+    for value in (meta.get("BodyWeight"), participant_weight):
+        try:
+            w = float(value)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(w):
+            return w
+    return None
+
+
+def check_suv_inputs(meta, participant_weight=None, *, source, participants=None,
+                     weight_column=None):
+    """Dose (Bq) and body weight (kg) of one scan for the SUV, checked when the DAG is built.
+
+    Parameters
+    ----------
+    meta : dict
+        The PET sidecar.
+    participant_weight : object
+        The participant's value in the ``weight_column`` of the participants table (None when
+        no column is configured).
+    source : str
+        The PET sidecar, named in errors.
+    participants, weight_column : str or None
+        The participants table and ``pet.weight_column``, named in errors.
+
+    Returns
+    -------
+    (float, float)
+        ``(injected_dose_bq, weight_kg)``.
+
+    Raises
+    ------
+    InputError
+        No dose, or no body weight in the sidecar nor the participants table.
+    """
+    dose = injected_dose_bq(meta, source)
+    weight = body_weight_kg(meta, participant_weight)
+    if weight is None:
+        where = (f"nor a number in column {weight_column!r} of {participants}" if weight_column
+                 else "and no participants column is configured (set pet.weight_column, e.g. "
+                      "'weight')")
+        raise InputError(file=source, field="BodyWeight", expected="the body weight (kg) for the "
+                         f"'suv' model: none in the sidecar {where}",
+                         found=repr(meta.get("BodyWeight", participant_weight)))
+    if not 10 <= weight <= 400:
+        raise InputError(file=source if meta.get("BodyWeight") is not None else participants,
+                         field="BodyWeight" if meta.get("BodyWeight") is not None else weight_column,
+                         expected="a body weight in kg (10-400)", found=f"{weight:g}")
+    return dose, weight
+
+
+# --------------------------------------------------------------------------------------------
 # frames
 # --------------------------------------------------------------------------------------------
 def pet_sidecar(pet_json, bids_dir=None, pet_path=None):
@@ -161,12 +382,28 @@ def frames_of(pet_json):
 # --------------------------------------------------------------------------------------------
 def motion_step(pet, frame_start_s, frame_duration_s, *, min_start_s, method, fwhm_mm):
     """Frame motion correction (:func:`prepost.pet.preproc.frame_motion_correct`; its
-    ``min_start_s``, ``method`` and ``fwhm_mm``).
+    ``min_start_s``, ``method`` and ``fwhm_mm``). A single frame (3D image or one volume) passes
+    through unchanged, as a one-frame 4D image with zero motion.
 
     Returns (corrected 4D image, per-frame parameter table, summary dict).
     """
     t0 = time.perf_counter()
-    corrected, table = preproc.frame_motion_correct(pet, frame_start_s, frame_duration_s,
+    img = nib.load(pet) if isinstance(pet, (str, Path)) else pet
+    if img.ndim == 3 or img.shape[3] == 1:
+        # one frame: nothing to align; the image passes through as a one-frame 4D PET
+        data = np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3] + (1,))
+        corrected = nib.Nifti1Image(data, img.affine)
+        corrected.header.set_xyzt_units("mm", "sec")
+        table = pd.DataFrame({"frame_start": np.asarray(frame_start_s, float),
+                              "frame_duration": np.asarray(frame_duration_s, float),
+                              **{k: [0.0] for k in preproc.PARAM_NAMES}, "fd_mm": [0.0],
+                              "corrected": [0]})
+        summary = {"seconds": time.perf_counter() - t0, "method": "none (one frame)",
+                   "min_start_s": min_start_s, "max_fd_mm": 0.0, "max_translation_mm": 0.0,
+                   "frames_corrected": 0}
+        log.info("motion: one frame, passed through unchanged")
+        return corrected, table, summary
+    corrected, table = preproc.frame_motion_correct(img, frame_start_s, frame_duration_s,
                                                     min_start_s=min_start_s, method=method,
                                                     fwhm_mm=fwhm_mm)
     summary = {"seconds": time.perf_counter() - t0, "method": method, "min_start_s": min_start_s,
@@ -389,13 +626,21 @@ def blood_step(recordings, *, scan_end_s, units, parent_fraction_model, grid_ste
 # kinetics
 # --------------------------------------------------------------------------------------------
 def kinetics_step(tac_tables, *, input_df, models, reference_roi, tstar_s, suvr_window_s, vb,
-                  vt_bounds, bp_bounds, bounds=None, injected_dose_bq=None, weight_kg=None):
+                  vt_bounds, bp_bounds, bounds=None, injected_dose_bq=None, weight_kg=None,
+                  units="kBq/mL", tstar_frames=None):
     """Fit every model to every TAC table.
 
     Parameters
     ----------
     tac_tables : dict
         ``{pvc label ('none', 'gtm'): (DataFrame, source path)}``.
+    tstar_s, tstar_frames : float or int or None
+        t* in seconds, or as the count of last frames (exclusive).
+    injected_dose_bq, weight_kg : float or None
+        Injected radioactivity (Bq) and body weight (kg) of the 'suv' model.
+    units : str
+        Concentration unit of the TACs: the SUV divides the concentration in Bq/mL by the dose
+        per gram, ``SUV = C [Bq/mL] / (dose [Bq] / weight [g])``.
 
     Returns
     -------
@@ -403,13 +648,19 @@ def kinetics_step(tac_tables, *, input_df, models, reference_roi, tstar_s, suvr_
         :func:`prepost.pet.kinetics.fit_models` rows with a ``pvc`` column.
     """
     out = []
+    # the model divides the TAC as it is by dose/weight: give the dose in the TACs' unit (x/mL
+    # with a dose in x), so the SUV is the same for TACs in Bq/mL or kBq/mL
+    dose = (None if injected_dose_bq is None
+            else float(injected_dose_bq) / pblood.concentration_factor(units, field="Units"))
+    # t* as a count of frames is passed only when set
+    tstar = {"tstar_frames": int(tstar_frames)} if tstar_frames is not None else {}
     for label, (df, src) in tac_tables.items():
         t0 = time.perf_counter()
         res = kinetics.fit_models(df, input=input_df, reference_roi=reference_roi, models=models,
                                   bounds=bounds, vb=vb, tstar_s=tstar_s,
                                   suvr_window_s=tuple(suvr_window_s), vt_bounds=tuple(vt_bounds),
-                                  bp_bounds=tuple(bp_bounds), injected_dose_bq=injected_dose_bq,
-                                  weight_kg=weight_kg, source=src)
+                                  bp_bounds=tuple(bp_bounds), injected_dose_bq=dose,
+                                  weight_kg=weight_kg, source=src, **tstar)
         res.insert(0, "pvc", label)
         n_bad = int((~res.drop_duplicates(["roi", "model"]).fit_ok).sum())
         log.info("kinetics (pvc %s): %d fits, %d flagged (%.1f s)", label,
@@ -495,31 +746,36 @@ def pet_to_mni(pet, xfm, t1w_to_mni, mni_ref, interpolation="linear"):
 
 
 def maps_step(pet_mni, frame_start_s, frame_duration_s, mask, *, reference_tac, input_df,
-              suvr_window_s, tstar_s, vb, k2a_range, n_basis):
+              suvr_window_s, tstar_s, vb, k2a_range, n_basis, maps=tuple(MAPS), tstar_frames=None):
     """Voxel-wise SUVR, plasma Logan VT (when an input is given) and basis-function SRTM BPND.
+
+    ``maps`` limits the maps made (a static scan: SUVR only); t* of the Logan VT is
+    ``tstar_s`` or the last ``tstar_frames`` frames.
 
     Returns (dict name -> image, dict name -> seconds).
     """
+    wanted = set(maps)
     maps, secs = {}, {}
     t0 = time.perf_counter()
     maps["SUVR"] = tacs.voxelwise_suvr(pet_mni, frame_start_s, frame_duration_s,
                                        reference_tac=reference_tac, window_s=suvr_window_s,
                                        mask_img=mask)
     secs["SUVR"] = time.perf_counter() - t0
-    if input_df is not None:
+    if input_df is not None and "VTlogan" in wanted:
         t0 = time.perf_counter()
         cb = input_df["whole_blood"].to_numpy(float) if "whole_blood" in input_df else None
         maps["VTlogan"], _ = tacs.voxelwise_logan_vt(
             pet_mni, frame_start_s, frame_duration_s, input_df["time"].to_numpy(float),
             input_df["parent_plasma"].to_numpy(float),
-            mask_img=mask, tstar_s=tstar_s, cb=cb, vb=vb)
+            mask_img=mask, tstar_s=tstar_s, cb=cb, vb=vb, tstar_frames=tstar_frames)
         secs["VTlogan"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    maps["BPNDsrtm"], _, _ = tacs.voxelwise_srtm_bpnd(pet_mni, frame_start_s, frame_duration_s,
-                                                      reference_tac, mask_img=mask,
-                                                      k2a_range=tuple(k2a_range),
-                                                      n_basis=int(n_basis))
-    secs["BPNDsrtm"] = time.perf_counter() - t0
+    if "BPNDsrtm" in wanted:
+        t0 = time.perf_counter()
+        maps["BPNDsrtm"], _, _ = tacs.voxelwise_srtm_bpnd(pet_mni, frame_start_s, frame_duration_s,
+                                                          reference_tac, mask_img=mask,
+                                                          k2a_range=tuple(k2a_range),
+                                                          n_basis=int(n_basis))
+        secs["BPNDsrtm"] = time.perf_counter() - t0
     for k, v in secs.items():
         log.info("map %s: %.2f s", k, v)
     return maps, secs

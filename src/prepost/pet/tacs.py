@@ -184,7 +184,7 @@ def _to_img(values, idx, shape, affine, fill=np.nan):
 
 
 def voxelwise_logan_vt(pet_img, frame_start_s, frame_duration_s, cp_t, cp, *, mask_img=None,
-                       tstar_s=30 * 60.0, cb=None, vb=None, chunk=200_000):
+                       tstar_s=30 * 60.0, cb=None, vb=None, chunk=200_000, tstar_frames=None):
     """Voxel-wise Logan (1990) VT with an arterial input, vectorised over voxels.
 
     Same estimator as :func:`prepost.pet.kinetics.logan_plasma`: for frames whose mid-time is
@@ -204,8 +204,11 @@ def voxelwise_logan_vt(pet_img, frame_start_s, frame_duration_s, cp_t, cp, *, ma
         prepended when the first time is > 0.
     mask_img : nibabel image or None
         Voxels to fit (e.g. the brain mask on the PET grid); None fits every voxel.
-    tstar_s : float, default=1800
-        Start of the linear phase (s).
+    tstar_s : float or None, default=1800
+        Start of the linear phase (s): frames whose mid-time is ``>= tstar_s``.
+    tstar_frames : int or None
+        The linear phase as the last ``tstar_frames`` frames instead (``tstar_s`` must then be
+        None), as in :func:`prepost.pet.kinetics.logan_plasma`.
     cb, vb : array-like, float or None
         Whole blood at ``cp_t`` and a fixed blood fraction: if ``vb`` is given, the voxel TACs
         are corrected ``(C - vb Cb) / (1 - vb)`` first (``cb`` defaults to ``cp``).
@@ -243,7 +246,13 @@ def voxelwise_logan_vt(pet_img, frame_start_s, frame_duration_s, cp_t, cp, *, ma
             raise InputError(field="cb", expected="whole blood at the input times", found=f"{cbv.size} values")
         cumb = np.concatenate([[0.0], np.cumsum(0.5 * (cbv[1:] + cbv[:-1]) * np.diff(tm))])
         cb_mean = (np.interp(fem, tm, cumb) - np.interp(fsm, tm, cumb)) / (fem - fsm)
-    sel = mid >= tstar_s / 60.0
+    if tstar_frames is not None:
+        if tstar_s is not None:
+            raise InputError(field="tstar_frames", expected="t* either as tstar_s or as "
+                             "tstar_frames, not both", found=f"tstar_s={tstar_s}")
+        sel = np.arange(mid.size) >= mid.size - int(tstar_frames)
+    else:
+        sel = mid >= (30 * 60.0 if tstar_s is None else float(tstar_s)) / 60.0
     if sel.sum() < 3:
         raise InputError(field="tstar_s", expected="at least 3 frames after t*", found=f"{int(sel.sum())}")
     dur = fem - fsm
