@@ -392,7 +392,13 @@ def write_confounds(confounds, metadata, out_tsv):
 
 
 def read_confounds(path):
-    """Read a confounds TSV and its JSON sidecar (empty dict if absent)."""
+    """Read a confounds TSV and its JSON sidecar (empty dict if absent).
+
+    Any fMRIPrep naming: ``desc-confounds_timeseries`` (20.2 and later, and the built-in
+    confounds) or ``desc-confounds_regressors`` (1.4 to 20.1); the sidecar is the ``.json`` of
+    the same name. The table's ``attrs['source']`` holds the path, which errors of
+    :func:`prepost.fmri.denoise.select_confounds` name.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(file=path, field="confounds", expected="an existing TSV file",
@@ -400,4 +406,5 @@ def read_confounds(path):
     df = read_tsv(path, what="a confounds table (one numeric column per regressor)", numeric="all")
     js = path.with_suffix(".json")
     meta = read_json_object(js, "the confounds JSON sidecar") if js.exists() else {}
+    df.attrs["source"] = str(path)  # kept through row/column selection; named in errors
     return df, meta

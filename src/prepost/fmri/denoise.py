@@ -19,6 +19,14 @@ Strategies (columns of an fMRIPrep-style confounds table, :mod:`prepost.fmri.con
 for ``default``/``36P``; only the signal for ``simple``). Non-steady-state volumes present in the
 table (``non_steady_state_outlierNN``) are always censored.
 
+The columns are chosen by the loaders of :func:`nilearn.interfaces.fmriprep.load_confounds`
+(``motion``, ``wm_csf``, ``global_signal`` ``'full'``/``'basic'``, ``compcor='anat_separated'``
+with ``n_compcor=5``, ``high_pass``, non-steady-state), which know every fMRIPrep release from
+1.4 on: up to 20.2 the WM and CSF components are ``a_comp_cor_NN`` told apart by the sidecar's
+``Mask``; from 21.0 they are ``w_comp_cor_NN`` and ``c_comp_cor_NN`` (``a_comp_cor_NN`` is then
+the combined mask, not used). Components are taken in the order of their number (the order of
+decreasing variance explained), never in text order. The built-in confounds use the same format.
+
 Cleaning follows XCP-D's order: (1) ordinary least squares of the data on the confounds plus a
 mean and a linear trend, fitted on the retained volumes only and applied to all volumes (own
 code, a single ``lstsq``: :func:`nilearn.signal.clean` would filter signals and confounds first
@@ -35,35 +43,46 @@ through the filter, and (4) removal of the censored volumes.
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
+# nilearn's component loaders and CompCor chooser, not the public load_confounds: that one takes
+# the path of a BOLD image and finds the confounds file by name next to it, whereas denoising
+# works on a table already read (arrays in tests, runs with their non-steady-state volumes
+# removed, built-in confounds) and must name our config keys in its errors.
+from nilearn.interfaces.fmriprep import load_confounds_components as _nl
+from nilearn.interfaces.fmriprep.load_confounds_compcor import find_compcor
+from nilearn.interfaces.fmriprep.load_confounds_utils import MissingConfoundError
+
 from prepost.errors import InputError
 
-__all__ = ["STRATEGIES", "DenoiseResult", "censor_mask", "denoise", "select_confounds"]
+__all__ = ["STRATEGIES", "DenoiseResult", "censor_mask", "confound_columns", "denoise",
+           "select_confounds"]
 
 _MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+_TISSUE = ["white_matter", "csf"]
+# column order of each nilearn model (nilearn's own order of the suffixes comes from a set, so
+# it can change between processes; a fixed order keeps results reproducible to the last bit)
+_SUFFIXES = {"basic": [""], "full": ["", "_derivative1", "_power2", "_derivative1_power2"]}
+_COMPCOR = re.compile(r"^([a-z])_comp_cor_(\d+)$")
+_PREFIX_MASK = {"w": "WM", "c": "CSF"}
 
-
-def _expand(cols):
-    out = []
-    for c in cols:
-        out += [c, f"{c}_derivative1", f"{c}_power2", f"{c}_derivative1_power2"]
-    return out
-
-
-#: Strategy definitions: confound columns, number of aCompCor components per WM/CSF mask,
-#: whether the cosine basis is included and whether censoring applies by default.
+#: Strategy definitions in the terms of nilearn's ``load_confounds``: motion, wm_csf and
+#: global_signal models (None: not used; global_signal only with GSR), CompCor method and count
+#: per mask, whether the cosine basis (high_pass) is included and whether censoring applies by
+#: default.
 STRATEGIES = {
-    "default": {"columns": _expand(_MOTION), "acompcor": 5, "cosine": True, "censor": True,
-                "gsr": _expand(["global_signal"])},
-    "36P": {"columns": _expand(_MOTION + ["white_matter", "csf"]), "acompcor": 0,
-            "cosine": False, "censor": True, "gsr": _expand(["global_signal"])},
-    "simple": {"columns": _MOTION + ["white_matter", "csf"], "acompcor": 0, "cosine": False,
-               "censor": False, "gsr": ["global_signal"]},
+    "default": {"motion": "full", "wm_csf": None, "global_signal": "full",
+                "compcor": "anat_separated", "n_compcor": 5, "high_pass": True, "censor": True},
+    "36P": {"motion": "full", "wm_csf": "full", "global_signal": "full", "compcor": None,
+            "n_compcor": 0, "high_pass": False, "censor": True},
+    "simple": {"motion": "basic", "wm_csf": "basic", "global_signal": "basic", "compcor": None,
+               "n_compcor": 0, "high_pass": False, "censor": False},
 }
 
 
@@ -77,7 +96,115 @@ def _parse_strategy(strategy, gsr):
     return name, bool(gsr)
 
 
-def select_confounds(confounds_df, strategy="default", gsr=False, metadata=None):
+def _sidecar(source):
+    return None if source is None else Path(source).with_suffix(".json")
+
+
+def _group(raw, component, model, bases, source, label):
+    """Columns of one nilearn component (motion, wm_csf, global_signal) in a fixed order."""
+    wanted = [b + s for b in bases for s in _SUFFIXES[model]]
+    try:
+        got = set(getattr(_nl, f"_load_{component}")(raw, model).columns)
+    except (MissingConfoundError, KeyError):  # none found / some missing (nilearn's KeyError)
+        got = None
+    if got != set(wanted):
+        missing = [c for c in wanted if c not in raw.columns]
+        hint = ("every fMRIPrep release writes them" if component == "motion" else
+                "set fmri.denoise.gsr: false" if component == "global_signal" else
+                "set fmri.denoise.strategy: default (CompCor instead of WM/CSF means)")
+        raise InputError(file=source, field=missing[0] if missing else component,
+                         expected=f"columns {wanted} for strategy '{label}' ({component}="
+                         f"'{model}'; {hint})", found=f"missing {missing}")
+    return wanted
+
+
+def _compcor(raw, metadata, spec, source, label):
+    """WM then CSF CompCor columns, each in the order of their component number."""
+    js = _sidecar(source)
+    named = {}  # prefix -> [(number, name, entry)] of the retained components in the sidecar
+    for k, v in (metadata or {}).items():
+        m = _COMPCOR.match(k)
+        if m and isinstance(v, dict) and v.get("Retained", True) is not False:
+            named.setdefault(m.group(1), []).append((int(m.group(2)), k, v))
+    masks = {k: v.get("Mask") or _PREFIX_MASK.get(p) for p, comps in named.items()
+             for _, k, v in comps}
+    howto = ("set fmri.denoise.strategy: 36P or simple to denoise without CompCor")
+    if not {"WM", "CSF"} & set(masks.values()):
+        raise InputError(
+            file=js, field="Mask", expected=f"a confounds JSON sidecar giving the Mask (WM, CSF) "
+            f"of each CompCor component (a_comp_cor_NN up to fMRIPrep 20.2, w_comp_cor_NN and "
+            f"c_comp_cor_NN from 21.0), which strategy '{label}' needs; {howto}",
+            found="no sidecar" if not metadata else "no CompCor component of the WM or CSF mask")
+    # nilearn derives the names from a count (prefix_comp_cor_00, _01, ...): components numbered
+    # without padding or with gaps are renumbered by their number first, then mapped back
+    canon, back = {k: v for k, v in metadata.items() if "_comp_cor" not in k}, {}
+    for p, comps in named.items():
+        for i, (_, k, v) in enumerate(sorted(comps, key=lambda t: t[0])):
+            new = f"{p}_comp_cor_{i:02d}"
+            canon[new] = {**v, "Mask": masks[k] or "unknown"}
+            back[new] = k
+    picked = [back[c] for c in find_compcor(canon, spec["compcor"], spec["n_compcor"])]
+    out = []
+    for mask in ("WM", "CSF"):
+        cols = [c for c in picked if masks[c] == mask]
+        if not cols:
+            raise InputError(file=js, field="Mask", expected=f"CompCor components of the {mask} "
+                             f"mask for strategy '{label}'; {howto}",
+                             found=f"masks {sorted(set(map(str, masks.values())))}")
+        out += cols
+    missing = [c for c in out if c not in raw.columns]
+    if missing:
+        raise InputError(file=source, field=missing[0], expected="a column for each CompCor "
+                         "component its JSON sidecar lists", found=f"missing {missing}")
+    return out
+
+
+def confound_columns(columns, metadata=None, strategy="default", gsr=False, source=None):
+    """Names of the confound columns a strategy takes from a confounds table.
+
+    Needs only the column names and the sidecar, so it also checks a table before any data are
+    read.
+
+    Parameters
+    ----------
+    columns : iterable of str
+        Columns of the confounds table.
+    metadata : dict or None
+        The JSON sidecar; ``default`` needs it to tell the WM and CSF CompCor components apart.
+    strategy, gsr : see :func:`select_confounds`.
+    source : path-like or None
+        The confounds file, named in errors.
+
+    Returns
+    -------
+    list of str
+        Motion, WM/CSF, global signal, CompCor (WM then CSF, each by component number) and
+        cosine columns, in this order.
+
+    Raises
+    ------
+    InputError
+        A column or sidecar field the strategy needs is absent (names the file, the field and the
+        key to set).
+    """
+    name, gsr = _parse_strategy(strategy, gsr)
+    label = name + ("_gsr" if gsr else "")
+    spec = STRATEGIES[name]
+    raw = pd.DataFrame(columns=[str(c) for c in columns])
+    cols = _group(raw, "motion", spec["motion"], _MOTION, source, label)
+    if spec["wm_csf"]:
+        cols += _group(raw, "wm_csf", spec["wm_csf"], _TISSUE, source, label)
+    if gsr:
+        cols += _group(raw, "global_signal", spec["global_signal"], ["global_signal"], source,
+                       label)
+    if spec["compcor"]:
+        cols += _compcor(raw, metadata, spec, source, label)
+    if spec["high_pass"]:
+        cols += [c for c in _nl._load_high_pass(raw).columns if c not in cols]
+    return cols
+
+
+def select_confounds(confounds_df, strategy="default", gsr=False, metadata=None, source=None):
     """Design matrix of a denoising strategy from a confounds table.
 
     Parameters
@@ -89,38 +216,20 @@ def select_confounds(confounds_df, strategy="default", gsr=False, metadata=None)
     gsr : bool, default=False
         Add global signal regression.
     metadata : dict or None
-        The JSON sidecar; needed by ``default`` to tell the WM and CSF aCompCor components apart
+        The JSON sidecar; needed by ``default`` to tell the WM and CSF CompCor components apart
         (their ``Mask``). Without it, ``default`` raises :class:`InputError`.
+    source : path-like or None
+        The confounds file, named in errors (default: ``confounds_df.attrs['source']``, set by
+        :func:`prepost.fmri.confounds.read_confounds`).
 
     Returns
     -------
     pandas.DataFrame
-        Selected columns; NaN (first rows of derivatives) replaced by 0, as XCP-D.
+        Selected columns (:func:`confound_columns`); NaN (first rows of derivatives) replaced
+        by 0, as XCP-D.
     """
-    name, gsr = _parse_strategy(strategy, gsr)
-    spec = STRATEGIES[name]
-    cols = list(spec["columns"])
-    if gsr:
-        cols += [c for c in spec["gsr"] if c not in cols]
-    if spec["acompcor"]:
-        if not metadata:
-            raise InputError(field="metadata", expected="the confounds JSON sidecar (it gives "
-                             "the mask of each a_comp_cor column)", found="none")
-        for mask in ("WM", "CSF"):
-            comps = [c for c, m in metadata.items()
-                     if c.startswith("a_comp_cor_") and isinstance(m, dict)
-                     and m.get("Mask") == mask and m.get("Retained", True)]
-            comps = sorted(comps)[: spec["acompcor"]]
-            if not comps:
-                raise InputError(field="a_comp_cor", expected=f"aCompCor components of the "
-                                 f"{mask} mask in the sidecar", found="none")
-            cols += comps
-    if spec["cosine"]:
-        cols += [c for c in confounds_df.columns if c.startswith("cosine")]
-    missing = [c for c in cols if c not in confounds_df.columns]
-    if missing:
-        raise InputError(field="confounds", expected=f"columns for strategy '{strategy}'",
-                         found=f"missing {missing}")
+    source = source if source is not None else confounds_df.attrs.get("source")
+    cols = confound_columns(confounds_df.columns, metadata, strategy, gsr, source)
     return confounds_df[cols].astype(float).fillna(0.0)
 
 
@@ -132,6 +241,12 @@ def censor_mask(fd, std_dvars=None, fd_threshold=0.5, dvars_threshold=1.5, min_s
     flags; None disables a criterion). Runs of kept volumes shorter than ``min_segment``
     between flagged volumes or the run edges are removed too (Power 2014; the same rule as
     nilearn's ``scrub`` option).
+
+    Own code rather than nilearn's ``load_confounds(scrub=...)``: that one needs both the FD
+    and the std DVARS column and both thresholds (``fmri.denoise.dvars_threshold: null``, FD
+    only as XCP-D, is the default here), and it applies the minimum segment length without
+    counting the non-steady-state volumes as segment boundaries. With both criteria and no
+    ``extra`` volumes the result is nilearn's.
 
     Parameters
     ----------
@@ -241,7 +356,8 @@ def denoise(img_or_array, confounds, mask=None, t_r=None, strategy="default", gs
         ``(data, sample_mask, qc)``. ``data`` is a 4D image of the kept volumes for image input
         and a (T_kept, V) array for array input; None when too few volumes remain to fit the
         model. ``qc`` holds ``n_volumes, n_censored, n_retained, retained_s, excluded, reason,
-        mean_fd, tsnr_raw, tsnr_denoised, n_regressors, strategy``.
+        mean_fd, tsnr_raw, tsnr_denoised, n_regressors, confound_columns (the names of the
+        regressors, in design order), strategy``.
     """
     from nilearn import signal
 
@@ -255,7 +371,7 @@ def denoise(img_or_array, confounds, mask=None, t_r=None, strategy="default", gs
     do_censor = STRATEGIES[name]["censor"] if censor is None else bool(censor)
     keep, fd = _sample_mask(df, do_censor, fd_threshold=fd_threshold,
                             dvars_threshold=dvars_threshold, min_segment=min_segment)
-    design = select_confounds(df, name, gsr, meta)
+    design = select_confounds(df, name, gsr, meta)  # errors name df.attrs["source"]
     qc, mean_raw = _qc_before(x, keep, fd, design, t_r, name + ("_gsr" if gsr else ""),
                               min_retained_s)
     if int(keep.sum()) <= design.shape[1] + 2:
@@ -320,9 +436,8 @@ def _sample_mask(df, do_censor, *, fd_threshold, dvars_threshold, min_segment):
     """Volumes kept (non-steady-state volumes always out; motion censoring when asked) and FD."""
     n = len(df)
     nss = np.zeros(n, bool)
-    for c in df.columns:
-        if c.startswith("non_steady_state_outlier"):
-            nss |= df[c].to_numpy(float) > 0.5
+    for c in _nl._load_non_steady_state(df).columns:
+        nss |= df[c].to_numpy(float) > 0.5
     fd = df["framewise_displacement"].to_numpy(float) if "framewise_displacement" in df else None
     sd = df["std_dvars"].to_numpy(float) if "std_dvars" in df else None
     if not do_censor:
@@ -344,6 +459,7 @@ def _qc_before(x, keep, fd, design, t_r, strategy, min_retained_s):
         "n_retained": n_keep,
         "retained_s": float(n_keep * t_r),
         "n_regressors": int(design.shape[1]),
+        "confound_columns": [str(c) for c in design.columns],
         "mean_fd": float(np.nanmean(fd)) if fd is not None else float("nan"),
         "excluded": False,
         "reason": "",
