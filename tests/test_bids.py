@@ -159,11 +159,132 @@ def test_sidecar_inheritance(study):
     assert meta["RepetitionTime"] == 2.0 and len(used) == 2
 
 
-def test_ambiguous_runs_are_an_error(study):
-    src = study / "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_bold.nii.gz"
-    shutil.copy(src, src.with_name("sub-01_ses-pre_task-rest_run-2_bold.nii.gz"))
+def _runs(study, runs=("1", "2", "10"), echoes=None):
+    """Turn sub-01 ses-pre's BOLD into runs (and echoes) of the same image and sidecar."""
+    func = study / "sub-01/ses-pre/func"
+    src = func / "sub-01_ses-pre_task-rest_bold.nii.gz"
+    js = func / "sub-01_ses-pre_task-rest_bold.json"
+    for run in runs:
+        for echo in echoes or [None]:
+            stem = f"sub-01_ses-pre_task-rest_run-{run}" + (f"_echo-{echo}" if echo else "")
+            shutil.copy(src, func / f"{stem}_bold.nii.gz")
+            shutil.copy(js, func / f"{stem}_bold.json")
+    src.unlink()
+    js.unlink()
+    return func
+
+
+def test_every_rest_run_is_found_in_run_order(study):
+    func = _runs(study)
+    (func / "sub-01_ses-pre_task-other_bold.nii.gz").write_bytes(b"not read")
+    sf = bids.collect_study(study, ["01", "02"], ["pre", "post"])[("01", "pre")]
+    assert [r.entities for r in sf.bold_runs] == [{"task": "rest", "run": r} for r in ("1", "2", "10")]
+    assert [r.bold.name for r in sf.bold_runs] == [
+        f"sub-01_ses-pre_task-rest_run-{r}_bold.nii.gz" for r in ("1", "2", "10")]
+    assert sf.bold_runs[2].bold_json.name == "sub-01_ses-pre_task-rest_run-10_bold.json"
+    assert (sf.bold, sf.bold_json) == (sf.bold_runs[0].bold, sf.bold_runs[0].bold_json)
+    table = bids.inventory(bids.collect_study(study, ["01"], ["pre"]), study)
+    assert table.bold[0].count(",") == 2 and table.bold_volumes[0].count(",") == 2
+
+
+def test_each_run_is_checked(study):
+    func = _runs(study)
+    js = func / "sub-01_ses-pre_task-rest_run-10_bold.json"
+    _edit_json(js, lambda m: m.pop("RepetitionTime"))
     (msg,) = _problems(study)
-    assert "exactly one" in msg and "run-2" in msg
+    assert str(js) in msg and "'RepetitionTime'" in msg
+
+
+def test_bold_filters_select_runs(study):
+    _runs(study)
+    filters = {"bold": {"run": [1, 2]}}
+    sf = bids.collect_study(study, ["01"], ["pre"], filters=filters)[("01", "pre")]
+    assert [r.entities["run"] for r in sf.bold_runs] == ["1", "2"]
+    with pytest.raises(ValidationReport) as info:
+        bids.collect_study(study, ["01"], ["pre"], filters={"bold": {"run": None}})
+    (msg,) = info.value.problems
+    assert "resting BOLD run" in msg and "'bids.filters.bold'" in msg
+
+
+def test_echoes_of_a_run_need_a_filter_unless_fmriprep_reads_them(study):
+    _runs(study, runs=("1",), echoes=("1", "2"))
+    (msg,) = _problems(study, subjects=("01",), sessions=("pre",))
+    assert "echo-1" in msg and "echo-2" in msg and "'bids.filters.bold'" in msg
+    sf = bids.collect_study(study, ["01"], ["pre"], filters={"bold": {"echo": 2}})[("01", "pre")]
+    assert sf.bold.name == "sub-01_ses-pre_task-rest_run-1_echo-2_bold.nii.gz"
+    # fMRIPrep mode: the echoes are one run (fMRIPrep combines them), and nothing raw is checked
+    sf = bids.collect_study(study, ["01"], ["pre"], bold_raw=False)[("01", "pre")]
+    assert [r.entities for r in sf.bold_runs] == [{"task": "rest", "run": "1"}]
+
+
+def test_fmriprep_mode_needs_no_raw_bold(study):
+    for path in study.glob("sub-*/ses-*/func/*"):
+        path.unlink()
+    assert any("resting BOLD" in p for p in _problems(study))
+    got = bids.collect_study(study, ["01", "02"], ["pre", "post"], bold_raw=False)
+    assert all(sf.bold_runs == [] and sf.bold is None for sf in got.values())
+
+
+def test_several_t1w_name_the_filter(study):
+    anat = study / "sub-02/ses-post/anat"
+    t1w = anat / "sub-02_ses-post_T1w.nii.gz"
+    shutil.copy(t1w, anat / "sub-02_ses-post_acq-mprage_T1w.nii.gz")
+    (msg,) = _problems(study)
+    assert "acq-mprage" in msg and "sub-02_ses-post_T1w.nii.gz" in msg
+    assert "'bids.filters.t1w'" in msg
+    got = bids.collect_study(study, ["02"], ["post"], filters={"t1w": {"acq": None}})
+    assert got[("02", "post")].t1w == t1w
+
+
+def _pet_files(study, sub="01", ses="pre"):
+    return sorted((study / f"sub-{sub}/ses-{ses}/pet").glob("*"))
+
+
+def _retrace(study, sub, ses, old="trc-UCBJ_", new="trc-FDG_", copy=False):
+    for f in _pet_files(study, sub, ses):
+        if old in f.name:
+            (shutil.copy if copy else shutil.move)(f, f.with_name(f.name.replace(old, new)))
+
+
+def test_tracer_is_taken_from_the_data(study):
+    got = bids.collect_study(study, ["01", "02"], ["pre", "post"])
+    assert {sf.tracer for sf in got.values()} == {"UCBJ"} and bids.study_tracer(got) == "UCBJ"
+    for sub in ("01", "02"):
+        for ses in ("pre", "post"):
+            _retrace(study, sub, ses, new="")
+    got = bids.collect_study(study, ["01", "02"], ["pre", "post"])
+    assert bids.study_tracer(got) is None
+    assert set(got[("01", "pre")].blood) == {"manual", "autosampler"}
+
+
+def test_sessions_must_agree_on_the_tracer(study):
+    _retrace(study, "02", "post")
+    (msg,) = _problems(study)
+    assert "trc-FDG: sub-02_ses-post_trc-FDG_pet.nii.gz" in msg and "trc-UCBJ" in msg
+    assert "'bids.tracer'" in msg
+
+
+def test_several_pets_name_them_and_the_keys(study):
+    _retrace(study, "01", "pre", copy=True)
+    (msg,) = _problems(study)
+    assert "sub-01_ses-pre_trc-FDG_pet.nii.gz" in msg and "sub-01_ses-pre_trc-UCBJ_pet.nii.gz" in msg
+    assert "'bids.tracer'" in msg and "'bids.filters.pet'" in msg
+    got = bids.collect_study(study, ["01", "02"], ["pre", "post"], tracer="UCBJ")
+    assert got[("01", "pre")].pet.name == "sub-01_ses-pre_trc-UCBJ_pet.nii.gz"
+    # the blood of the other tracer is not this scan's
+    assert all("FDG" not in tsv.name for tsv, _ in got[("01", "pre")].blood.values())
+
+
+def test_rec_filter_selects_the_pet(study):
+    _retrace(study, "01", "pre", old="trc-UCBJ_pet", new="trc-UCBJ_rec-acstat_pet", copy=True)
+    _retrace(study, "01", "pre", old="trc-UCBJ_pet", new="trc-UCBJ_rec-acdyn_pet")
+    (msg,) = _problems(study)
+    assert "rec-acdyn" in msg and "rec-acstat" in msg
+    got = bids.collect_study(study, ["01"], ["pre"], filters={"pet": {"rec": "acdyn"}})
+    sf = got[("01", "pre")]
+    assert sf.pet.name == "sub-01_ses-pre_trc-UCBJ_rec-acdyn_pet.nii.gz"
+    assert sf.pet_json.name == "sub-01_ses-pre_trc-UCBJ_rec-acdyn_pet.json"
+    assert set(sf.blood) == {"manual", "autosampler"}
 
 
 @pytest.mark.parametrize("bad", ["sub-../x", "sub-0 1", "sub-a/b", "01", "sub-"])

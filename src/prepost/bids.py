@@ -20,10 +20,11 @@ from prepost.errors import BIDSError, InputError, ValidationReport
 from prepost.paths import derivative
 
 __all__ = [
-    "BLOOD_COLUMNS", "BOLD_REQUIRED", "LABEL_RE", "PET_REQUIRED", "PET_UNITS", "SessionFiles",
-    "check_blood", "check_blood_coverage", "check_bold", "check_label", "check_pet",
-    "collect_study", "find_one", "find_session_files", "inventory", "matches", "output_paths",
-    "parse_name", "read_json", "read_participants", "sidecar", "sidecar_paths", "write_derivative_description",
+    "BLOOD_COLUMNS", "BOLD_REQUIRED", "FILTER_ENTITIES", "LABEL_RE", "PET_REQUIRED", "PET_UNITS",
+    "BoldRun", "SessionFiles", "check_blood", "check_blood_coverage", "check_bold", "check_label",
+    "check_pet", "check_protocol", "collect_study", "find_one", "find_session_files",
+    "injected_bq", "inventory", "matches", "output_paths", "parse_name", "read_json",
+    "read_participants", "sidecar", "sidecar_paths", "study_tracer", "write_derivative_description",
     "write_inventory",
 ]
 
@@ -53,6 +54,12 @@ class SessionFiles:
     pet: Path | None = None
     pet_json: Path | None = None
     blood: dict = field(default_factory=dict)  # recording label -> (tsv, json)
+    # every resting BOLD run (BoldRun), sorted by run; ``bold``/``bold_json`` are the first one's
+    bold_runs: list = field(default_factory=list)
+    tracer: str | None = None  # the PET's trc- label (None: the file has no trc- entity)
+    # frame times of the PET (seconds, from its sidecar): stages decide what a static scan supports
+    pet_frame_start_s: list | None = None
+    pet_frame_duration_s: list | None = None
 
     def as_dict(self, root=None):
         """Row of the inventory; paths relative to ``root`` when given."""
@@ -70,27 +77,57 @@ class SessionFiles:
         return {k: _fmt(v) for k, v in d.items()}
 
 
+@dataclass
+class BoldRun:
+    """One resting BOLD run of a session.
+
+    ``entities`` are the run's entities beyond ``sub``/``ses`` and ``echo`` (e.g.
+    ``{"task": "rest", "run": "1"}``), for derivative names; ``bold`` and ``bold_json`` its image and nearest sidecar (for a
+    multi-echo run read through fMRIPrep, the first echo).
+    """
+
+    entities: dict
+    bold: Path
+    bold_json: Path | None = None
+
+
 # ----------------------------------------------------------------------------------------------
 # participants.tsv
 def read_participants(path):
     """Read and check participants.tsv; returns the table with labels in column ``label``.
 
-    IDs must be ``sub-<alphanumeric>`` and unique. Path characters (``/``, ``..``, spaces) are
-    rejected here, before any path is built from an ID.
+    Any column names are accepted (BIDS only recommends snake_case) and ``n/a`` marks a missing
+    value. IDs must be ``sub-<alphanumeric>`` and unique. Path characters (``/``, ``..``,
+    spaces) are rejected here, before any path is built from an ID. Column names must be unique
+    and map to distinct formula terms (:func:`prepost.stats.covariates.covariate_terms`);
+    typed covariates, matched by their term (``age`` also as ``Age``, ``followup_days``), must
+    be numbers >= 0 or ``n/a``. Every problem names the file, the line and the column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns as written in the file (headers stripped of surrounding blanks), typed
+        covariates as numbers, plus ``label``.
+
+    Raises
+    ------
+    InputError, ValidationReport
     """
+    from prepost.stats.covariates import TYPED_COVARIATES, covariate_terms
+
     path = Path(path)
     if not path.exists():
         raise InputError(path, None, "a participants.tsv file (tab separated, column participant_id)",
                          "no such file")
-    try:
-        df = pd.read_csv(path, sep="\t", dtype={"participant_id": str}, na_values=["n/a"],
-                         keep_default_na=False)
-    except Exception as exc:  # pandas raises many types on malformed text
-        raise InputError(path, None, "a tab-separated table", f"unreadable ({exc})") from None
+    df = _read_participants_tsv(path)
     if "participant_id" not in df.columns:
         raise InputError(path, "participant_id", "a participant_id column",
                          f"columns {list(df.columns)}")
+    terms = covariate_terms(df.columns, source=str(path))
     problems = []
+    for col, term in terms.items():
+        if term in TYPED_COVARIATES:
+            df[col] = _typed_covariate(df[col], path, col, *TYPED_COVARIATES[term], problems)
     for i, pid in enumerate(df.participant_id, start=2):
         pid_s = "" if pd.isna(pid) else str(pid)
         label = pid_s[4:] if pid_s.startswith("sub-") else None
@@ -107,6 +144,34 @@ def read_participants(path):
     df = df.copy()
     df["label"] = df.participant_id.str[4:]
     return df
+
+
+def _read_participants_tsv(path):
+    """participants.tsv as a DataFrame: ``n/a`` missing, headers stripped and unique."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            header = [h.strip() for h in f.readline().rstrip("\r\n").split("\t")]
+        df = pd.read_csv(path, sep="\t", dtype={"participant_id": str}, na_values=["n/a"],
+                         keep_default_na=False, encoding="utf-8-sig")
+    except Exception as exc:  # pandas raises many types on malformed text
+        raise InputError(path, None, "a tab-separated table", f"unreadable ({exc})") from None
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise InputError(path, ", ".join(dup), "each column name once (line 1)", "repeated")
+    df.columns = header
+    return df
+
+
+def _typed_covariate(values, path, column, expected, minimum, problems):
+    """``values`` as numbers (a numeric column keeps its dtype); a cell that is not ``n/a`` nor
+    a number >= ``minimum`` is a problem naming the file, its line (the header is line 1) and
+    the column."""
+    out = values if pd.api.types.is_numeric_dtype(values) else pd.to_numeric(values, errors="coerce")
+    bad = (values.notna() & out.isna()) | (out < minimum)
+    for i in np.flatnonzero(bad.to_numpy()):
+        problems.append(f"{path}: line {i + 2}, column {column!r}: expected {expected} or n/a, "
+                        f"found {values.iloc[i]!r}")
+    return out
 
 
 def check_label(value, what, source="config"):
@@ -145,15 +210,114 @@ def matches(entities, filters):
     return True
 
 
-def find_one(folder, pattern, source_desc):
-    """The single file in ``folder`` matching ``pattern``; None if none; error if several."""
+def find_one(folder, pattern, source_desc, key=None):
+    """The single file in ``folder`` matching ``pattern``; None if none; error if several.
+
+    ``key`` is the config key that selects one of several files (named in the error).
+    """
     if not folder.is_dir():
         return None
     hits = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
     if len(hits) > 1:
-        raise BIDSError(folder, source_desc, "exactly one matching file (set the entity filters in "
-                        "config 'bids')", ", ".join(h.name for h in hits))
+        how = f"set config '{key}'" if key else "select one with the config entity filters"
+        raise BIDSError(folder, source_desc, f"exactly one matching file ({how})",
+                        ", ".join(h.name for h in hits))
     return hits[0] if hits else None
+
+
+# Entities the config filters may constrain, per input (fMRIPrep's --bids-filter-file style).
+FILTER_ENTITIES = {"t1w": ("acq", "ce", "rec", "run"),
+                   "bold": ("acq", "ce", "rec", "dir", "run", "echo"),
+                   "pet": ("task", "acq", "ce", "rec", "run")}
+
+
+def _images(folder, suffix, filters, **required):
+    """NIfTI files in ``folder`` with ``suffix`` whose entities pass ``filters`` and ``required``."""
+    if not folder.is_dir():
+        return []
+    hits = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.name.endswith((".nii", ".nii.gz")):
+            continue
+        ents, suf = parse_name(p.name)
+        if suf == suffix and matches(ents, {**(filters or {}), **required}):
+            hits.append(p)
+    return hits
+
+
+def _run_key(path):
+    """Sort key of a run: numeric run label first (run-2 before run-10), then the name."""
+    run = parse_name(path.name)[0].get("run", "")
+    return (int(run) if run.isdigit() else float("inf"), run, path.name)
+
+
+def _several(folder, what, hits, keys):
+    return BIDSError(folder, what, "one file (select it with config " +
+                     " or ".join(f"'{k}'" for k in keys) + ")",
+                     ", ".join(h.name for h in hits))
+
+
+def find_session_files(bids_dir, participant, session, task="rest", tracer=None, filters=None,
+                       bold_raw=True):
+    """Locate one participant's and session's inputs (missing files are None).
+
+    Parameters
+    ----------
+    bids_dir : path-like
+        Dataset root.
+    participant, session : str
+        Labels without ``sub-``/``ses-``.
+    task, tracer : str or None
+        ``task-`` label of the resting BOLD runs; ``trc-`` label of the PET (None: the single PET
+        of the session, whatever its tracer).
+    filters : dict, optional
+        ``{"t1w": {...}, "bold": {...}, "pet": {...}}``, each entity -> label, list of labels or
+        None (entity absent); see :func:`matches`.
+    bold_raw : bool
+        Whether the raw BOLD is read (False in fMRIPrep mode: several echoes of a run are then
+        one run, and several files per run are not an error).
+
+    Raises
+    ------
+    BIDSError
+        When several files match where one is needed: the error lists them and the config key.
+    """
+    filters = filters or {}
+    root = Path(bids_dir) / f"sub-{participant}" / f"ses-{session}"
+    ident = {"sub": participant, "ses": session}
+    sf = SessionFiles(participant, session)
+    t1w = _images(root / "anat", "T1w", filters.get("t1w"), **ident)
+    if len(t1w) > 1:
+        raise _several(root / "anat", "T1w", t1w, ["bids.filters.t1w"])
+    sf.t1w = t1w[0] if t1w else None
+    runs = {}
+    for p in _images(root / "func", "bold", filters.get("bold"), **ident, task=task):
+        # echoes of a run are one run: fMRIPrep combines them; raw data need an echo filter
+        ents = {k: v for k, v in parse_name(p.name)[0].items() if k not in ("sub", "ses", "echo")}
+        runs.setdefault(tuple(sorted(ents.items())), []).append(p)
+    for key, paths in runs.items():
+        if len(paths) > 1 and bold_raw:
+            raise _several(root / "func", f"bold run {dict(key)}", paths, ["bids.filters.bold"])
+    for key, paths in sorted(runs.items(), key=lambda kv: _run_key(kv[1][0])):
+        sf.bold_runs.append(BoldRun(dict(key), paths[0], _nearest_json(bids_dir, paths[0])))
+    if sf.bold_runs:
+        sf.bold, sf.bold_json = sf.bold_runs[0].bold, sf.bold_runs[0].bold_json
+    pet_req = {**ident, "trc": tracer} if tracer else ident
+    pets = _images(root / "pet", "pet", filters.get("pet"), **pet_req)
+    if len(pets) > 1:
+        raise _several(root / "pet", "pet", pets, ["bids.tracer", "bids.filters.pet"])
+    if pets:
+        sf.pet = pets[0]
+        sf.pet_json = _nearest_json(bids_dir, sf.pet)
+        pet_ents = parse_name(sf.pet.name)[0]
+        sf.tracer = pet_ents.get("trc")
+        # blood recordings whose entities (beyond recording-) all agree with the PET's
+        for tsv in sorted((root / "pet").glob("*_blood.tsv")):
+            ents, _ = parse_name(tsv.name)
+            rec = ents.pop("recording", None)
+            if rec is not None and all(pet_ents.get(k) == v for k, v in ents.items()):
+                sf.blood[rec] = (tsv, tsv.with_suffix(".json"))
+    return sf
 
 
 def sidecar_paths(bids_dir, data_path):
@@ -199,25 +363,6 @@ def read_json(path):
     if not isinstance(obj, dict):
         raise InputError(path, None, "a JSON object", type(obj).__name__)
     return obj
-
-
-def find_session_files(bids_dir, participant, session, task="rest", tracer=None):
-    """Locate one participant's and session's inputs (missing files are None)."""
-    root = Path(bids_dir) / f"sub-{participant}" / f"ses-{session}"
-    stem = f"sub-{participant}_ses-{session}"
-    sf = SessionFiles(participant, session)
-    sf.t1w = find_one(root / "anat", f"{stem}_*T1w.nii*", "T1w")
-    sf.bold = find_one(root / "func", f"{stem}_*task-{task}_*bold.nii*", "bold")
-    trc = f"*trc-{tracer}_*" if tracer else "*"
-    sf.pet = find_one(root / "pet", f"{stem}_{trc}pet.nii*", "pet")
-    if sf.bold is not None:
-        sf.bold_json = _nearest_json(bids_dir, sf.bold)
-    if sf.pet is not None:
-        sf.pet_json = _nearest_json(bids_dir, sf.pet)
-        for tsv in sorted((root / "pet").glob(f"{stem}_{trc}recording-*_blood.tsv")):
-            rec = parse_name(tsv.name)[0]["recording"]
-            sf.blood[rec] = (tsv, tsv.with_suffix(".json"))
-    return sf
 
 
 def _nearest_json(bids_dir, data_path):
@@ -330,9 +475,17 @@ def check_pet(bids_dir, pet, problems):
                                 f"found a decrease at frame {int(np.argmax(np.diff(s) <= 0)) + 1}")
             elif np.any(s[1:] < s[:-1] + d[:-1] - 1e-6):
                 k = int(np.argmax(s[1:] < s[:-1] + d[:-1] - 1e-6))
-                problems.append(f"{where}: fields 'FrameTimesStart'/'FrameDuration': expected "
-                                f"non-overlapping frames, found frame {k + 2} starting at {s[k + 1]} "
-                                f"s before frame {k + 1} ends at {s[k] + d[k]} s")
+                msg = (f"{where}: fields 'FrameTimesStart'/'FrameDuration': expected "
+                       f"non-overlapping frames, found frame {k + 2} starting at {s[k + 1]:g} "
+                       f"s before frame {k + 1} ends at {s[k] + d[k]:g} s")
+                if _durations_look_like_ends(s, d):
+                    fixed = ", ".join(f"{v:g}" for v in (d - s)[:4])
+                    msg += (": the FrameDuration values look like frame end times (each reaches the "
+                            "next frame's start); BIDS-PET wants durations: write FrameDuration = "
+                            f"end - start ([{fixed}, ...])")
+                problems.append(msg)
+            else:
+                _check_time_units(s, d, where, problems)
     units = meta.get("Units")
     if units is not None and (not isinstance(units, str) or units.strip().lower() not in PET_UNITS):
         problems.append(f"{where}: field 'Units': expected a radioactivity concentration such as "
@@ -344,7 +497,154 @@ def check_pet(bids_dir, pet, problems):
     if ia is not None and (not isinstance(ia, (int, float)) or isinstance(ia, bool) or ia <= 0):
         problems.append(f"{where}: field 'InjectedRadioactivity': expected a positive number, found "
                         f"{ia!r}")
+    elif ia is not None and "InjectedRadioactivityUnits" in meta:
+        try:
+            injected_bq(meta, where)
+        except InputError as exc:
+            problems.append(str(exc))
     return meta
+
+
+# Frame-time plausibility (BIDS-PET times are seconds). A brain PET lasts minutes to hours: a scan
+# "ending" more than a day after injection, or a frame longer than 10,000 s (2.8 h), means
+# milliseconds; ten or more frames all ending within 200 s means minutes.
+MAX_SCAN_END_S = 86400.0
+MAX_FRAME_DURATION_S = 10000.0
+MIN_MULTIFRAME_END_S = 200.0
+MIN_MULTIFRAME_COUNT = 10
+
+
+def _check_time_units(s, d, where, problems):
+    end = float(s[-1] + d[-1])
+    if end > MAX_SCAN_END_S or float(d.max()) > MAX_FRAME_DURATION_S:
+        problems.append(f"{where}: fields 'FrameTimesStart'/'FrameDuration': expected seconds, "
+                        f"found a scan ending at {end:g} with frames up to {float(d.max()):g} long: "
+                        "the times look like milliseconds; divide them by 1000")
+    elif len(s) >= MIN_MULTIFRAME_COUNT and end < MIN_MULTIFRAME_END_S:
+        problems.append(f"{where}: fields 'FrameTimesStart'/'FrameDuration': expected seconds, "
+                        f"found {len(s)} frames ending at {end:g}: the times look like minutes; "
+                        "multiply them by 60")
+
+
+def _durations_look_like_ends(s, d):
+    """FrameDuration holding end times: increasing, each reaching the next frame's start."""
+    return len(d) > 1 and bool(np.all(np.diff(d) > 0) and np.all(d[:-1] >= s[1:] - 1e-6))
+
+
+# Radioactivity units of InjectedRadioactivityUnits, in Bq.
+_ACTIVITY_BQ = {"bq": 1.0, "kbq": 1e3, "mbq": 1e6, "gbq": 1e9, "ci": 3.7e10, "mci": 3.7e7,
+                "uci": 3.7e4, "µci": 3.7e4, "μci": 3.7e4, "nci": 37.0}
+
+
+def injected_bq(meta, where=None):
+    """Injected radioactivity of a PET sidecar in Bq, or None when the sidecar does not give it.
+
+    Parameters
+    ----------
+    meta : dict
+        PET sidecar (``InjectedRadioactivity`` and ``InjectedRadioactivityUnits``: Bq, kBq, MBq,
+        GBq, Ci, mCi, uCi/µCi, nCi, case-insensitive).
+    where : path-like, optional
+        The sidecar, for the error.
+
+    Raises
+    ------
+    InputError
+        When the value is not a positive number, or the units are missing or unknown.
+    """
+    ia = meta.get("InjectedRadioactivity")
+    if ia is None:
+        return None
+    where = where or "PET sidecar"
+    if not isinstance(ia, (int, float)) or isinstance(ia, bool) or ia <= 0:
+        raise InputError(where, "InjectedRadioactivity", "a positive number", repr(ia))
+    units = meta.get("InjectedRadioactivityUnits")
+    factor = _ACTIVITY_BQ.get(str(units).strip().lower()) if units is not None else None
+    if factor is None:
+        raise InputError(where, "InjectedRadioactivityUnits",
+                         "a radioactivity unit (Bq, kBq, MBq, GBq, mCi, uCi, nCi)",
+                         "it missing" if units is None else repr(units))
+    return float(ia) * factor
+
+
+def _window(value, end):
+    a, b = value
+    return float(a), float(end if b is None else b)
+
+
+def check_protocol(frame_start_s, frame_duration_s, pet, where, problems, blood=False):
+    """Check the configured PET protocol against one scan's frames (at DAG time).
+
+    Only the steps the configuration runs are checked, each naming the scan's sidecar, its end
+    and the key to set:
+
+    - ``pet.suvr_window_s`` (when ``suvr`` is a model or ``parametric_maps`` is on): the window
+      (end None: scan end) must lie within the scan, with a tolerance of 1 s;
+    - dynamic scans only (:func:`prepost.pet.frames.scan_kind`), which a static scan skips:
+      ``pet.tstar_s`` (frame mid-times; or ``pet.tstar_frames`` when ``tstar_s`` is null) leaves
+      at least 3 frames for the linear fit of Logan, MA1 or reference Logan when one is a model (plasma Logan maps with blood);
+      ``pet.coreg.window_s`` must lie within the scan; ``pet.motion.min_start_s`` must leave a
+      frame to register the others to.
+
+    Parameters
+    ----------
+    frame_start_s, frame_duration_s : list of float
+        The scan's frames (s), already checked by :func:`check_pet`.
+    pet : dict
+        The ``pet`` section of the configuration.
+    where : path-like
+        The scan's sidecar, for the messages.
+    problems : list of str
+        Problems are appended here.
+    blood : bool
+        Whether the session has arterial blood (plasma models and maps run).
+    """
+    from prepost.pet.frames import scan_kind
+
+    s = np.asarray(frame_start_s, float)
+    d = np.asarray(frame_duration_s, float)
+    if not s.size or s.size != d.size:
+        return
+    end = float(s[-1] + d[-1])
+    tol = 1.0
+    scan = f"{where} (frames from {s[0]:g} s to the scan end at {end:g} s)"
+    models = set(pet.get("models") or ())
+
+    def window_problem(key, value):
+        a, b = _window(value, end)
+        if a < s[0] - tol or b > end + tol or a >= end:
+            problems.append(f"{scan}: config '{key}': expected a window within the scan, found "
+                            f"[{a:g}, {b:g}] s; set '{key}' within [{s[0]:g}, {end:g}] (an end of "
+                            "null means the scan end)")
+
+    if ("suvr" in models or pet.get("parametric_maps")) and pet.get("suvr_window_s"):
+        window_problem("pet.suvr_window_s", pet["suvr_window_s"])
+    if scan_kind(s, d) != "dynamic":
+        return
+    linear = models & {"logan", "ma1", "logan_ref"}
+    if blood and pet.get("parametric_maps"):
+        linear.add("logan")
+    if linear:
+        n_frames = pet.get("tstar_frames")
+        mid = s + d / 2
+        if pet.get("tstar_s") is not None:
+            after = int(np.sum(mid >= float(pet["tstar_s"]) - 1e-6))
+            if after < 3:
+                problems.append(f"{scan}: config 'pet.tstar_s': expected at least 3 frames with "
+                                f"mid-times after t* for {', '.join(sorted(linear))}, found {after} "
+                                f"after {pet['tstar_s']:g} s; set 'pet.tstar_s' at most "
+                                f"{mid[-3]:g} (or 'pet.tstar_frames')")
+        elif n_frames is not None and not 3 <= n_frames <= s.size:
+            problems.append(f"{scan}: config 'pet.tstar_frames': expected 3 to the scan's {s.size} "
+                            f"frames, found {n_frames}")
+    coreg = (pet.get("coreg") or {}).get("window_s")
+    if coreg:
+        window_problem("pet.coreg.window_s", coreg)
+    min_start = (pet.get("motion") or {}).get("min_start_s")
+    if min_start is not None and not np.any(s >= float(min_start) - 1e-6):
+        problems.append(f"{scan}: config 'pet.motion.min_start_s': expected frames starting after "
+                        f"it (the motion reference), found none after {min_start:g} s; set it at "
+                        f"most {s[-1]:g}")
 
 
 def check_blood(tsv, json_path, problems):
@@ -417,7 +717,7 @@ def check_blood_coverage(recordings, scan_end_s, pet_json, problems, tolerance_s
 
 
 def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None, fmri=True, pet=True,
-                  check_images=True):
+                  check_images=True, filters=None, bold_raw=True, pet_config=None):
     """Find and check every participant's and session's inputs.
 
     Parameters
@@ -429,11 +729,20 @@ def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None,
     sessions : list of str
         Session labels (baseline, follow-up).
     task, tracer : str
-        BIDS ``task-`` and ``trc-`` labels to select (tracer None: any single PET).
+        BIDS ``task-`` and ``trc-`` labels to select (tracer None: the single PET of each session,
+        every session's with the same ``trc-`` label or none).
     fmri, pet : bool
         Which modalities the configured stages need.
     check_images : bool
         Also read NIfTI headers (frame count, TR, dimensionality).
+    filters : dict, optional
+        Entity filters of each input (config ``bids.filters``: ``t1w``, ``bold``, ``pet``).
+    bold_raw : bool
+        Whether the raw BOLD is read (False when fMRIPrep derivatives are: the raw BOLD is then
+        neither required nor checked).
+    pet_config : dict, optional
+        The ``pet`` configuration: when given, its frame windows are checked against each scan
+        (:func:`check_protocol`).
 
     Returns
     -------
@@ -467,34 +776,70 @@ def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None,
                                 f"{have or 'no sessions'}")
                 continue
             try:
-                sf = find_session_files(bids_dir, sub, ses, task=task, tracer=tracer)
+                sf = find_session_files(bids_dir, sub, ses, task=task, tracer=tracer,
+                                        filters=filters, bold_raw=bold_raw)
             except BIDSError as exc:
                 problems.append(str(exc))
                 continue
             if sf.t1w is None:
                 problems.append(f"{sesdir / 'anat'}: expected a T1w image "
-                                f"(sub-{sub}_ses-{ses}_T1w.nii.gz), found none")
-            if fmri:
-                if sf.bold is None:
+                                f"(sub-{sub}_ses-{ses}_T1w.nii.gz; config 'bids.filters.t1w'), "
+                                "found none")
+            if fmri and bold_raw:
+                if not sf.bold_runs:
                     problems.append(f"{sesdir / 'func'}: expected a resting BOLD run "
-                                    f"(sub-{sub}_ses-{ses}_task-{task}_bold.nii.gz), found none")
-                elif check_images:
-                    check_bold(bids_dir, sf.bold, problems)
-                elif sf.bold_json is None:
-                    problems.append(f"{sf.bold}: expected a JSON sidecar with RepetitionTime, "
-                                    "found none")
+                                    f"(sub-{sub}_ses-{ses}_task-{task}_bold.nii.gz; config "
+                                    "'bids.task', 'bids.filters.bold'), found none")
+                for run in sf.bold_runs:
+                    if check_images:
+                        check_bold(bids_dir, run.bold, problems)
+                    elif run.bold_json is None:
+                        problems.append(f"{run.bold}: expected a JSON sidecar with RepetitionTime, "
+                                        "found none")
             if pet:
                 if sf.pet is None:
+                    trc = f"trc-{tracer}_" if tracer else "[trc-<tracer>_]"
                     problems.append(f"{sesdir / 'pet'}: expected a PET image "
-                                    f"(sub-{sub}_ses-{ses}_trc-<tracer>_pet.nii.gz), found none")
-                elif check_images:
-                    meta = check_pet(bids_dir, sf.pet, problems)
-                    last = {tsv: check_blood(tsv, js, problems) for tsv, js in sf.blood.values()}
-                    check_blood_coverage(last, _scan_end(meta), sf.pet_json, problems)
+                                    f"(sub-{sub}_ses-{ses}_{trc}pet.nii.gz; config 'bids.tracer', "
+                                    "'bids.filters.pet'), found none")
+                else:
+                    n = len(problems)
+                    meta = check_pet(bids_dir, sf.pet, problems) if check_images else \
+                        (sidecar(bids_dir, sf.pet)[0] if sf.pet_json else {})
+                    if check_images:
+                        last = {tsv: check_blood(tsv, js, problems) for tsv, js in sf.blood.values()}
+                        check_blood_coverage(last, _scan_end(meta), sf.pet_json, problems)
+                    starts, durs = meta.get("FrameTimesStart"), meta.get("FrameDuration")
+                    if len(problems) == n and isinstance(starts, list) and isinstance(durs, list):
+                        sf.pet_frame_start_s = [float(v) for v in starts]
+                        sf.pet_frame_duration_s = [float(v) for v in durs]
+                        if pet_config is not None:
+                            check_protocol(starts, durs, pet_config, sf.pet_json, problems,
+                                           blood=bool(sf.blood))
             out[(sub, ses)] = sf
+    if pet and tracer is None:
+        _check_same_tracer(out, problems)
     if problems:
         raise ValidationReport(problems)
     return out
+
+
+def _check_same_tracer(study, problems):
+    labels = {}
+    for key, sf in sorted(study.items()):
+        if sf.pet is not None:
+            labels.setdefault(sf.tracer, []).append(sf.pet.name)
+    if len(labels) > 1:
+        found = "; ".join(f"{'trc-' + t if t else 'no trc-'}: {', '.join(names)}"
+                          for t, names in sorted(labels.items(), key=lambda kv: str(kv[0])))
+        problems.append(f"PET images: field 'trc': expected one tracer label in every session "
+                        f"(set config 'bids.tracer' or 'bids.filters.pet'), found {found}")
+
+
+def study_tracer(study):
+    """The ``trc-`` label shared by the PET images of ``study`` (None when they have none)."""
+    labels = {sf.tracer for sf in study.values() if sf.pet is not None}
+    return labels.pop() if len(labels) == 1 else None
 
 
 def _scan_end(meta):
@@ -516,6 +861,13 @@ def inventory(study, bids_dir=None):
             meta, _ = sidecar(_bids_root(sf.bold), sf.bold)
             row["bold_tr"] = meta.get("RepetitionTime")
             row["bold_volumes"] = nib.load(str(sf.bold)).shape[-1]
+            if len(sf.bold_runs) > 1:  # several runs: one comma-separated entry per run
+                runs = [SessionFiles(sub, ses, bold=r.bold, bold_json=r.bold_json).as_dict(
+                    Path(bids_dir) if bids_dir is not None else None) for r in sf.bold_runs]
+                row["bold"] = ",".join(str(r["bold"]) for r in runs)
+                row["bold_json"] = ",".join(str(r["bold_json"]) for r in runs)
+                row["bold_volumes"] = ",".join(str(nib.load(str(r.bold)).shape[-1])
+                                               for r in sf.bold_runs)
         if sf.pet is not None:
             meta, _ = sidecar(_bids_root(sf.pet), sf.pet)
             row["pet_frames"] = len(meta.get("FrameTimesStart", []))

@@ -29,6 +29,8 @@ rule bids_inventory:
         tracer=TRACER,
         fmri=FMRI,
         pet=PET,
+        filters=config["bids"]["filters"],
+        bold_raw=config["fmri"]["source"] != "fmriprep",
     script:
         "../scripts/bids.py"
 

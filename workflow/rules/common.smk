@@ -37,25 +37,32 @@ TRUTH_DIR = f"{RESULTS}/simulated/truth"
 # the inventory of the inputs and the derivatives' dataset_description.json
 BIDS_OUT = pbids.output_paths(RESULTS)
 TASK = config["bids"]["task"]
-TRACER = config["bids"]["tracer"]
 FMRI = config["modalities"]["fmri"]
 PET = config["modalities"]["pet"]
 LOGS = f"{RESULTS}/logs"
 
 if SIMULATED:
     STUDY = None
+    # the simulated PET images carry trc-UCBJ
+    TRACER = config["bids"]["tracer"] or "UCBJ"
 else:
-    # A user's dataset: find and check every file now, at DAG time.
+    # A user's dataset: find and check every file now, at DAG time. In fMRIPrep mode the raw BOLD
+    # is neither required nor checked (only the derivatives are read).
     STUDY = pbids.collect_study(
         BIDS_DIR,
         SUBJECTS,
         SESSIONS,
         task=TASK,
-        tracer=TRACER,
+        tracer=config["bids"]["tracer"],
         fmri=FMRI,
         pet=PET,
         check_images=config["bids"]["check_images"],
+        filters=config["bids"]["filters"],
+        bold_raw=config["fmri"]["source"] != "fmriprep",
+        pet_config=config["pet"],
     )
+    # the trc- label of every derivative name: configured, or the one the PET images share
+    TRACER = config["bids"]["tracer"] or pbids.study_tracer(STUDY)
 
 
 wildcard_constraints:
@@ -69,7 +76,7 @@ def _session_files(wildcards):
             BIDS_DIR,
             wildcards.subject,
             wildcards.session,
-            tracer=TRACER or "UCBJ",
+            tracer=TRACER,
             task=TASK,
         )
     sf = STUDY[(wildcards.subject, wildcards.session)]
@@ -112,11 +119,24 @@ def get_blood(wildcards):
     return out
 
 
+# Whether the raw BOLD is read (fMRIPrep mode reads only the derivatives).
+BOLD_RAW = config["fmri"]["source"] != "fmriprep"
+
+
+def bold_runs(subject, session):
+    """The resting BOLD runs of a session (prepost.bids.BoldRun: entities, bold, bold_json)."""
+    if SIMULATED:
+        f = psim.bids_paths(BIDS_DIR, subject, session, tracer=TRACER, task=TASK)
+        return [pbids.BoldRun({"task": TASK}, f["bold"], f["bold_json"])]
+    return STUDY[(subject, session)].bold_runs
+
+
 def get_session_inputs(wildcards):
     """Every input file of one participant and session that the configured modalities use."""
     files = [get_t1w(wildcards)]
-    if FMRI:
-        files += list(get_bold(wildcards).values())
+    if FMRI and BOLD_RAW:
+        for run in bold_runs(wildcards.subject, wildcards.session):
+            files += [str(run.bold), str(run.bold_json)]
     if PET:
         files += list(get_pet(wildcards).values()) + list(get_blood(wildcards).values())
     return files

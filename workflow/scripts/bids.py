@@ -11,7 +11,7 @@ def run_inventory(sm, log):
     p = sm.params
     bids_dir = Path(sm.input.description).parent
     study = bids.collect_study(bids_dir, p.subjects, p.sessions, task=p.task, tracer=p.tracer,
-                               fmri=p.fmri, pet=p.pet)
+                               fmri=p.fmri, pet=p.pet, filters=p.filters, bold_raw=p.bold_raw)
     table = bids.inventory(study, bids_dir)
     bids.write_inventory(table, sm.output.inventory)
     log.info("%d sessions found and checked", len(table))
