@@ -3,6 +3,7 @@
 # Inputs are the tidy tables of the stages (TIDY_TABLES) plus stats.extra_tables; with none of
 # them, the rules still parse and no target of this stage is requested.
 from prepost.errors import ConfigError
+from prepost.stats import covariates as pcov
 from prepost.stats import group as pgroup
 from prepost.stats import hypotheses as phyp
 from prepost.stats import stage as pstats
@@ -30,8 +31,12 @@ phyp.validate_measures(
     "stats.multimodal.pairs",
     extra=STATS_CFG["extra_measures"],
 )
+# participants.tsv columns enter formulas under their formula terms ('Age' -> age)
+STATS_TERMS = pcov.covariate_terms(PARTICIPANTS.columns, source=config["participants"])
 pgroup.check_formula(
-    STATS_CFG["mixed"]["formula"], ["value", "session", *PARTICIPANTS.columns]
+    STATS_CFG["mixed"]["formula"],
+    ["value", "session", *STATS_TERMS.values()],
+    terms=STATS_TERMS,
 )
 
 # NBS: the Pearson matrices of the connectivity stage (stats.nbs.atlases, or every atlas of it)
@@ -71,6 +76,7 @@ rule stats_group_table:
             caption="../report/exclusions.rst",
             category="Statistics",
         ),
+        covariates=STATS_OUT["covariates"],
     log:
         STATS_LOG("group_table")["log"],
     benchmark:

@@ -2,7 +2,8 @@
 
 from prepost import logs
 from prepost.io import write_json, write_tsv
-from prepost.stats import group, hypotheses, stage
+from prepost import bids
+from prepost.stats import covariates, group, hypotheses, stage
 
 log = logs.setup(snakemake.log[0])
 p = snakemake.params
@@ -11,6 +12,11 @@ inp, out = snakemake.input, snakemake.output
 
 def run_group_table():
     qc = dict(p.qc)
+    terms = covariates.covariate_table(bids.read_participants(inp.participants), inp.participants)
+    for r in terms.itertuples():
+        log.info("participants.tsv column %r -> formula term %r (%s, %d n/a)", r.column, r.term,
+                 r.kind, r.n_missing)
+    write_tsv(terms, out.covariates)
     table, exclusions = group.build_group_table(
         list(inp.tables), inp.participants, rules=qc["rules"],
         exclude_flagged=qc["exclude_flagged"], sessions=tuple(p.sessions))

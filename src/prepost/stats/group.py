@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 from prepost.connectivity.fc import fisher_z
+from prepost.bids import read_participants
 from prepost.errors import ConfigError, InputError
+from prepost.stats.covariates import covariate_terms, formula_term
 from prepost.stats import paired as _paired
 from prepost.stats.multimodal import change_correlation
 from prepost.stats.nbs import nbs_paired
@@ -134,36 +136,35 @@ def read_tidy(paths):
 
 
 def join_covariates(table, participants):
-    """Add the participants' covariates to every row.
+    """Add the participants' covariates to every row, named by their formula terms.
 
     Parameters
     ----------
     table : pandas.DataFrame
         Tidy table (:func:`read_tidy`).
     participants : pandas.DataFrame or path-like
-        participants.tsv: ``participant_id`` plus covariate columns.
+        participants.tsv (read and checked by :func:`prepost.bids.read_participants`):
+        ``participant_id`` plus covariate columns of any name; ``n/a`` is missing.
 
     Returns
     -------
     pandas.DataFrame
-        ``table`` with the covariate columns appended (left join on ``participant_id``).
+        ``table`` with the covariate columns appended (left join on ``participant_id``), each
+        under its formula term (:func:`prepost.stats.covariates.covariate_terms`: ``Age`` ->
+        ``age``), the name formulas use.
 
     Raises
     ------
     InputError
-        When a participant of the table is not in participants.tsv, or a covariate has the name
-        of a tidy column.
+        When a participant of the table is not in participants.tsv, two covariates map to the
+        same term, or a covariate maps to the name of a tidy column.
     """
     file = None
     if not isinstance(participants, pd.DataFrame):
         file = str(participants)
-        participants = pd.read_csv(participants, sep="\t", dtype={"participant_id": str},
-                                   na_values=["n/a"])
-    cov = participants.drop(columns=[c for c in ("label",) if c in participants.columns])
-    clash = [c for c in cov.columns if c != "participant_id" and c in (*KEY_COLUMNS, "value",
-                                                                      "flag", "source")]
-    if clash:
-        raise InputError(file, ", ".join(clash), "covariate names other than the tidy columns")
+        participants = read_participants(participants)
+    terms = covariate_terms(participants.columns, source=file)
+    cov = participants[["participant_id", *terms]].rename(columns=terms)
     unknown = sorted(set(table["participant_id"]) - set(cov["participant_id"]))
     if unknown:
         raise InputError(file, "participant_id", "every participant of the measure tables",
@@ -335,8 +336,12 @@ def formula_variables(formula):
     return names
 
 
-def check_formula(formula, columns):
-    """Raise :class:`ConfigError` unless every variable of ``formula`` is in ``columns``."""
+def check_formula(formula, columns, terms=None):
+    """Raise :class:`ConfigError` unless every variable of ``formula`` is in ``columns``.
+
+    ``terms`` (participants.tsv column -> formula term, :func:`covariate_terms`) lets the
+    message name the term of a column written as in the file (``Age`` -> ``age``).
+    """
     if "~" not in formula:
         raise ConfigError(None, "stats.mixed.formula", "a formula 'value ~ session + ...'",
                           formula)
@@ -345,9 +350,13 @@ def check_formula(formula, columns):
         raise ConfigError(None, "stats.mixed.formula", "'value' on the left-hand side", lhs)
     missing = [v for v in formula_variables(formula) if v not in set(columns)]
     if missing:
+        by_term = {formula_term(c): t for c, t in (terms or {}).items()}
+        hints = [f"{v!r} is written {by_term[formula_term(v)]!r}" for v in missing
+                 if formula_term(v) in by_term]
         raise ConfigError(None, "stats.mixed.formula",
-                          "variables among value, session and the participants.tsv columns "
-                          f"{sorted(set(columns) - {'value', 'session'})}", f"unknown {missing}")
+                          "variables among value, session and the formula terms of the "
+                          f"participants.tsv columns {sorted(set(columns) - {'value', 'session'})}"
+                          + (f" ({'; '.join(hints)})" if hints else ""), f"unknown {missing}")
 
 
 def mixed_models(table, measures, formula="value ~ session", baseline="pre", ci=0.95,

@@ -35,8 +35,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The stage's group tables: output key -> file suffix under ``<results>/group``.
-GROUP_TABLES = {"table": "group_table", "exclusions": "exclusions", "paired": "paired",
-                "mixed": "mixed", "multimodal": "multimodal", "hypotheses": "hypotheses"}
+GROUP_TABLES = {"table": "group_table", "exclusions": "exclusions", "covariates": "covariates",
+                "paired": "paired", "mixed": "mixed", "multimodal": "multimodal",
+                "hypotheses": "hypotheses"}
 
 
 def output_paths(results):
@@ -50,8 +51,9 @@ def output_paths(results):
     Returns
     -------
     dict of str
-        ``table`` (group_table.tsv), ``exclusions``, ``paired``, ``mixed``, ``multimodal`` and
-        ``hypotheses``, all TSV files in ``<results>/group``.
+        ``table`` (group_table.tsv), ``exclusions``, ``covariates`` (how each participants.tsv
+        column is named in the group table and formulas), ``paired``, ``mixed``,
+        ``multimodal`` and ``hypotheses``, all TSV files in ``<results>/group``.
     """
     return {k: derivative(f"{results}/group", suffix, ".tsv") for k, suffix in GROUP_TABLES.items()}
 
