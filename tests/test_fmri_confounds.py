@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from prepost.fmri.confounds import (
     read_confounds,
     write_confounds,
 )
+from prepost.fmri.denoise import select_confounds
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +189,67 @@ def test_written_file_loads_with_nilearn(run, tmp_path):
     lost = set(np.flatnonzero(ours)) - set(sample_mask)
     assert not lost, f"volumes kept by us but censored by nilearn: {sorted(lost)}"
     assert set(sample_mask) - set(np.flatnonzero(ours)) <= set(range(2, 7))
+    # the default strategy takes what nilearn's load_confounds takes for 24P + 5 WM and 5 CSF
+    # aCompCor + cosine, read from the written file
+    conf5, _ = load_confounds(str(bold), strategy=("motion", "compcor", "high_pass"),
+                              motion="full", compcor="anat_separated", n_compcor=5)
+    design = select_confounds(df2, "default", metadata=meta2)
+    assert set(design.columns) == set(conf5.columns)
+    assert [c for c in design if "comp_cor" in c] == [
+        c for mask in ("WM", "CSF") for c in sorted(meta) if c.startswith("a_comp_cor_")
+        and meta[c]["Mask"] == mask][:5]
+
+
+@pytest.mark.parametrize("name,desc", [("test_desc-confounds_regressors", "regressors"),
+                                       ("test-v21_desc-confounds_timeseries", "timeseries")])
+def test_fmriprep_files_of_both_namings_match_nilearn(tmp_path, name, desc):
+    """fMRIPrep 1.4-20.1 (``desc-confounds_regressors``) and >= 21 (``_timeseries``) files: the
+    strategies take the columns nilearn's public ``load_confounds`` takes from a derivative
+    folder (a tiny stand-in image: only its name is read)."""
+    import shutil
+    from importlib.resources import files
+
+    import nibabel as nib
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    data = files("nilearn.interfaces.fmriprep") / "data"
+    stem = tmp_path / "sub-01_ses-pre_task-rest_run-1"
+    tsv = Path(f"{stem}_desc-confounds_{desc}.tsv")
+    for ext in (".tsv", ".json"):
+        shutil.copy(data / f"{name}{ext}", tsv.with_suffix(ext))
+    bold = f"{stem}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz"
+    df, meta = read_confounds(tsv)
+    nib.Nifti1Image(np.zeros((2, 2, 2, len(df)), np.float32), np.eye(4)).to_filename(bold)
+    for strategy, kw in [
+            ("default", dict(strategy=("motion", "compcor", "high_pass"), motion="full",
+                             compcor="anat_separated", n_compcor=5)),
+            ("36P_gsr", dict(strategy=("motion", "wm_csf", "global_signal"), motion="full",
+                             wm_csf="full", global_signal="full")),
+            ("simple", dict(strategy=("motion", "wm_csf"), motion="basic", wm_csf="basic"))]:
+        conf, _ = load_confounds(bold, demean=False, **kw)
+        ours = select_confounds(df, strategy, metadata=meta)
+        assert set(ours.columns) == set(conf.columns), strategy
+        # same values after the first row, whose n/a is 0 here (XCP-D) and the second row's
+        # value in nilearn
+        np.testing.assert_allclose(ours[list(conf.columns)].to_numpy()[1:], conf.to_numpy()[1:],
+                                   rtol=0, atol=1e-12)
+
+
+def test_censor_mask_matches_nilearn_scrub():
+    """With both criteria and no non-steady-state volumes, censoring is nilearn's scrub."""
+    from nilearn.interfaces.fmriprep.load_confounds_components import _load_scrub
+
+    from prepost.fmri.denoise import censor_mask
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = 60
+        df = pd.DataFrame({"framewise_displacement": np.r_[np.nan, rng.gamma(2, 0.12, n - 1)],
+                           "std_dvars": np.r_[np.nan, rng.gamma(20, 0.06, n - 1)]})
+        onehot = _load_scrub(df, 5, 0.5, 1.5)
+        theirs = set(np.argmax(onehot.to_numpy(), axis=0)) if onehot.shape[1] else set()
+        ours = censor_mask(df.framewise_displacement, df.std_dvars, 0.5, 1.5, min_segment=5)
+        assert 0 < len(theirs) < n and set(np.flatnonzero(~ours)) == theirs
 
 
 def test_input_errors(run):

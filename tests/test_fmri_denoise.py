@@ -179,3 +179,145 @@ def test_default_strategy_recovers_network_signals(simulated):
                       min_retained_s=60)
     assert res_img.data.shape == mc.shape[:3] + (int(res.sample_mask.sum()),)
     np.testing.assert_allclose(res_img.data.get_fdata()[gm].T, res.data, rtol=1e-4, atol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------
+# confounds of every fMRIPrep release: nilearn's shipped files and a 20.2-style table
+_NILEARN_FILES = {
+    "1.4-20.1": "test_desc-confounds_regressors",
+    ">=21": "test-v21_desc-confounds_timeseries",
+}
+_MOTION24 = [f"{p}{s}" for p in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+             for s in ("", "_derivative1", "_power2", "_derivative1_power2")]
+
+
+def _nilearn_confounds(release):
+    from importlib.resources import files
+
+    from prepost.fmri.confounds import read_confounds
+
+    return read_confounds(files("nilearn.interfaces.fmriprep") / "data"
+                          / f"{_NILEARN_FILES[release]}.tsv")
+
+
+def _first_by_number(meta, mask, n=5):
+    """The first n CompCor components of a mask by component number, read from the sidecar."""
+    import re
+
+    comps = [(int(m.group(1)), k) for k, v in meta.items()
+             if (m := re.fullmatch(r"[acw]_comp_cor_(\d+)", k)) and v.get("Mask") == mask]
+    return [k for _, k in sorted(comps)[:n]]
+
+
+@pytest.mark.parametrize("release", sorted(_NILEARN_FILES))
+def test_default_takes_first_five_components_of_each_mask(release):
+    df, meta = _nilearn_confounds(release)
+    wm, csf = _first_by_number(meta, "WM"), _first_by_number(meta, "CSF")
+    cosine = [c for c in df.columns if c.startswith("cosine")]
+    d = select_confounds(df, "default", metadata=meta)
+    assert list(d.columns) == _MOTION24 + wm + csf + cosine
+    assert not d.isna().any().any()
+    if release == "1.4-20.1":
+        # a text sort would give a_comp_cor_100..104 for WM
+        assert wm == [f"a_comp_cor_{k}" for k in range(70, 75)]
+        assert csf == [f"a_comp_cor_{k}" for k in range(57, 62)]
+        assert len(cosine) == 4
+    else:
+        # from 21.0: w_comp_cor (WM) and c_comp_cor (CSF); a_comp_cor is the combined mask,
+        # and this run kept only 4 and 3 components (fMRIPrep's 50 % variance)
+        assert wm == [f"w_comp_cor_{k:02d}" for k in range(4)]
+        assert csf == [f"c_comp_cor_{k:02d}" for k in range(3)]
+        assert not any(c.startswith("a_comp_cor") for c in d.columns)
+    # the other strategies need no sidecar and take the same columns from either release
+    assert list(select_confounds(df, "36P").columns) == _MOTION24 + [
+        f"{p}{s}" for p in ("white_matter", "csf")
+        for s in ("", "_derivative1", "_power2", "_derivative1_power2")]
+    assert list(select_confounds(df, "simple_gsr").columns) == _MOTION24[::4] + [
+        "white_matter", "csf", "global_signal"]
+
+
+def _table_202(n=150, names="padded", seed=5):
+    """fMRIPrep 20.2-style table: a_comp_cor_0..120 (CSF 0-13, WM 14-110, combined 111-120)."""
+    rng = np.random.default_rng(seed)
+    cols = {c: rng.normal(size=n) for c in _MOTION24}
+    for c in _MOTION24[1::4] + _MOTION24[3::4]:  # derivatives: first row n/a
+        cols[c][0] = np.nan
+    meta = {}
+    for k in range(121):
+        name = f"a_comp_cor_{k:02d}" if names == "padded" else f"a_comp_cor_{k}"
+        cols[name] = rng.normal(size=n)
+        mask = "CSF" if k < 14 else "WM" if k <= 110 else "combined"
+        meta[name] = {"Method": "aCompCor", "Mask": mask, "Retained": True}
+    meta["dropped_0"] = {"Method": "aCompCor", "Mask": "WM", "Retained": False}
+    t = np.arange(n)
+    for k in range(3):
+        cols[f"cosine{k:02d}"] = np.cos(np.pi * (k + 1) * (t + 0.5) / n)
+    cols["framewise_displacement"] = np.r_[np.nan, rng.uniform(0, 0.6, n - 1)]
+    return pd.DataFrame(cols), meta
+
+
+@pytest.mark.parametrize("names", ["padded", "unpadded"])
+def test_202_components_in_numeric_order(names):
+    df, meta = _table_202(names=names)
+    fmt = "{:02d}" if names == "padded" else "{}"
+    d = select_confounds(df, "default", metadata=meta)
+    comps = [c for c in d.columns if "comp_cor" in c]
+    assert comps == [f"a_comp_cor_{fmt.format(k)}" for k in (14, 15, 16, 17, 18, 0, 1, 2, 3, 4)]
+    # shuffled sidecar order changes nothing
+    shuffled = dict(reversed(list(meta.items())))
+    assert list(select_confounds(df, "default", metadata=shuffled).columns) == list(d.columns)
+
+
+@pytest.mark.parametrize("censor", [False, True])
+def test_regression_equals_numpy_lstsq(censor):
+    df, meta = _table_202()
+    n = len(df)
+    rng = np.random.default_rng(7)
+    design = select_confounds(df, "default", metadata=meta)
+    x = design.to_numpy() @ rng.normal(size=(design.shape[1], 6)) \
+        + rng.normal(size=(n, 6)) + 100.0
+    res = denoise(x, df, t_r=2.0, strategy="default", metadata=meta, low_pass=None,
+                  high_pass=None, censor=censor, fd_threshold=0.5, min_segment=0,
+                  min_retained_s=0)
+    keep = (np.nan_to_num(df.framewise_displacement.to_numpy()) <= 0.5) if censor \
+        else np.ones(n, bool)
+    assert np.array_equal(res.sample_mask, keep) and (~keep).sum() >= (5 if censor else 0)
+    # plain least squares on the kept volumes: mean, linear trend and the chosen columns
+    a = np.column_stack([np.ones(n), np.linspace(-1, 1, n), design.to_numpy()])
+    beta, *_ = np.linalg.lstsq(a[keep], x[keep], rcond=None)
+    np.testing.assert_allclose(res.data, (x - a @ beta)[keep], rtol=0, atol=1e-8)
+    assert res.qc["confound_columns"] == list(design.columns)
+    assert res.qc["n_regressors"] == 24 + 10 + 3
+
+
+def test_missing_confounds_name_file_field_and_key(tmp_path):
+    import shutil
+    from importlib.resources import files
+
+    src = files("nilearn.interfaces.fmriprep") / "data" / "test_desc-confounds_regressors.tsv"
+    tsv = tmp_path / "sub-01_task-rest_desc-confounds_regressors.tsv"
+    shutil.copy(src, tsv)  # an early-1.x style file: no JSON sidecar
+    from prepost.fmri.confounds import read_confounds
+
+    df, meta = read_confounds(tsv)
+    assert meta == {} and df.attrs["source"] == str(tsv)
+    with pytest.raises(InputError) as e:
+        select_confounds(df, "default", metadata=meta)
+    msg = str(e.value)
+    assert str(tsv.with_suffix(".json")) in msg and "'Mask'" in msg
+    assert "fmri.denoise.strategy: 36P or simple" in msg and "no sidecar" in msg
+    assert list(select_confounds(df, "36P").columns)[:24] == _MOTION24  # no sidecar needed
+    # the source survives the removal of non-steady-state rows and columns
+    df2 = df.iloc[1:].reset_index(drop=True).drop(columns=["non_steady_state_outlier00"])
+    with pytest.raises(InputError, match="gsr: false") as e:
+        select_confounds(df2.drop(columns=["global_signal_power2"]), "36P_gsr")
+    assert str(tsv) in str(e.value) and "global_signal_power2" in str(e.value)
+    # a sidecar with WM components only
+    df3, meta3 = _nilearn_confounds(">=21")
+    meta3 = {k: v for k, v in meta3.items() if not k.startswith("c_comp_cor")}
+    with pytest.raises(InputError, match="CompCor components of the CSF mask"):
+        select_confounds(df3, "default", metadata=meta3)
+    # a component the sidecar lists but the table lacks
+    with pytest.raises(InputError, match="w_comp_cor_00"):
+        select_confounds(df3.drop(columns=["w_comp_cor_00"]), "default",
+                         metadata=_nilearn_confounds(">=21")[1])
