@@ -22,7 +22,7 @@ SPACE = "MNI152NLin2009aSym"
 SIM = {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 150, "voxel_mm": 6.0},
        "pet": {"voxel_mm": 8.0, "frames": [[2, 60], [4, 300]], "autosampler": False}}
 N_SUBJECTS = 4
-CONN_RULES = {"connectivity_timeseries", "connectivity_fc", "connectivity_measures",
+CONN_RULES = {"connectivity_session_qc", "connectivity_timeseries", "connectivity_fc", "connectivity_measures",
               "connectivity_tangent", "connectivity_gradients", "connectivity_alff_maps"}
 
 
@@ -345,3 +345,56 @@ def test_names_follow_the_bold_run_entities():
     assert stem.endswith("sub-01_ses-pre_task-rest_acq-mb4_space-MNI152NLin2009aSym_res-3")
     assert conn["relmat"] == f"{stem}_atlas-Schaefer100_meas-pearson_relmat.tsv"
     assert all(p.startswith(stem) for p in conn.values())
+
+
+def _run_qc(n_volumes, sample_mask, retained_s, mean_fd, excluded=False, t_r=2.0):
+    return {"excluded": excluded, "reason": "retained_s<240" if excluded else "", "t_r": t_r,
+            "n_volumes": n_volumes, "sample_mask": list(sample_mask), "retained_s": retained_s,
+            "mean_fd": mean_fd}
+
+
+def test_session_qc_combines_runs_and_drops_excluded_ones():
+    from prepost.connectivity import stage as cs
+
+    a = _run_qc(50, range(2, 50), 96.0, 0.10)
+    b = _run_qc(40, [0, 1, 5, 6], 8.0, 0.30, excluded=True)
+    c = _run_qc(30, range(0, 30, 2), 30.0, 0.20)
+    q = cs.session_qc([a, b, c], keys=["rest_run-1", "rest_run-2", "rest_run-3"])
+    assert not q["excluded"] and q["n_volumes"] == 80
+    assert q["sample_mask"] == list(range(2, 50)) + [50 + j for j in range(0, 30, 2)]
+    assert q["retained_s"] == 126.0
+    assert q["mean_fd"] == pytest.approx((0.10 * 50 + 0.20 * 30) / 80)
+    assert [r["used"] for r in q["runs"]] == [True, False, True]
+    # every run excluded: the session is, with each run's reason
+    q = cs.session_qc([b, {**a, "excluded": True, "reason": "x"}], keys=["r2", "r1"])
+    assert q["excluded"] and "run r2: retained_s<240" in q["reason"] and "run r1: x" in q["reason"]
+    # one run: its own record
+    assert {k: v for k, v in cs.session_qc([a]).items() if k != "runs"} == a
+
+
+def test_combined_fc_concatenates_or_averages_fisher_z():
+    from prepost.connectivity import stage as cs
+
+    rng = np.random.default_rng(3)
+    names = [f"p{i}" for i in range(6)]
+    mix = rng.standard_normal((6, 6))
+    x1 = pd.DataFrame(rng.standard_normal((40, 6)) @ mix, columns=names)
+    x2 = pd.DataFrame(rng.standard_normal((25, 6)) @ mix.T + 3.0, columns=names)
+    qcs = [_run_qc(45, range(5, 45), 80.0, 0.1), _run_qc(30, range(25), 50.0, 0.2)]
+    q = cs.session_qc(qcs)
+    cov = pd.DataFrame({"index": range(6), "name": names, "network": "Vis", "n_voxels": 5,
+                        "n_valid": 5, "coverage": 1.0, "kept": True})
+    ts, _ = cs.combine_timeseries([(x1, cov), (x2, cov)])
+    stacked = np.vstack([x1.to_numpy(), x2.to_numpy()])
+    off = ~np.eye(6, dtype=bool)
+    cat = cs.session_fc(ts, q, "pearson", combine="concatenate")
+    assert np.allclose(cat[off], np.corrcoef(stacked.T)[off], atol=1e-10)
+    avg = cs.session_fc(ts, q, "pearson", combine="average")
+    with np.errstate(divide="ignore"):  # the diagonal (r = 1) is not compared
+        z1, z2 = (np.arctanh(np.corrcoef(x.T.to_numpy())) for x in (x1, x2))
+    want = np.tanh((80.0 * z1 + 50.0 * z2) / 130.0)
+    assert np.allclose(avg[off], want[off], atol=1e-10)
+    # a parcel one run does not cover is missing from the session
+    cov2 = cov.assign(kept=[True] * 5 + [False])
+    ts2, cov_s = cs.combine_timeseries([(x1, cov), (x2.assign(p5=np.nan), cov2)])
+    assert ts2["p5"].isna().all() and not cov_s["kept"].iloc[5] and ts2["p0"].notna().all()

@@ -61,7 +61,7 @@ def test_contract_files_exist(study):
         for key, path in outputs(res, ses).items():
             assert path.is_file(), key
     assert (res / "benchmarks/fmri/sub-01_ses-pre_preproc.tsv").is_file()
-    assert (res / "logs/fmri/sub-01_ses-pre_denoise.log").is_file()
+    assert (res / "logs/fmri/sub-01_ses-pre_task-rest_denoise.log").is_file()
 
 
 def test_motion_matches_the_simulated_truth(study):
@@ -159,7 +159,7 @@ def test_excluded_run_writes_everything(study, tmp_path):
         assert qc["excluded"] is True and "below the minimum" in qc["reason"]
         img = nib.load(outputs(res2, ses)["denoised_bold"])
         assert img.shape[3] == len(qc["sample_mask"]) > 0
-        log = (res2 / f"logs/fmri/sub-01_ses-{ses}_denoise.log").read_text()
+        log = (res2 / f"logs/fmri/sub-01_ses-{ses}_task-rest_denoise.log").read_text()
         assert "EXCLUDED" in log
     assert "fmri_preproc" not in out.stdout + out.stderr
 

@@ -7,22 +7,25 @@ CONN = config["connectivity"]
 # {atlas file label: spec}; names, custom files and the hierarchy are checked now, at DAG time
 CONN_ATLASES = pconn.atlas_specs(CONN, base_dir=workflow.basedir)
 pconn.check_config(CONN, CONN_ATLASES)
-# named like the denoised BOLD they come from: the fMRI stage's run entities, space and grid
+# A session's measures combine its BOLD runs (fmri.combine_runs), so the names carry the
+# session's entities and task but no run entity; with one run they are named as its BOLD.
+CONN_SESSION = {"sub": "{subject}", "ses": "{session}"}
 CONN_OUT = pconn.output_paths(
     RESULTS,
     space=SPACE,
     res=pfmri.resolution_label(FMRI_CFG["resolution_mm"]),
-    **BOLD_RUN,
+    **CONN_SESSION,
+    task=TASK,
 )
 CONN_GROUP = pconn.group_output_paths(RESULTS)
-CONN_SESSION = {"sub": "{subject}", "ses": "{session}"}
 CONN_WILDCARDS = {"atlas": "|".join(CONN_ATLASES), "meas": "pearson|partial"}
 CONN_IDS = [(f"sub-{s}", ses) for s in SUBJECTS for ses in SESSIONS]  # expand() order
 CONN_RUNS = {"subject": SUBJECTS, "session": SESSIONS}
-# the fMRI stage's outputs that this stage reads
-CONN_BOLD = rules.fmri_denoise.output.bold
-CONN_MASK = rules.fmri_denoise.input.mask
-CONN_QC = rules.fmri_denoise.output.qc
+# the fMRI stage's outputs that this stage reads: every run of the session
+CONN_BOLD = pfmri.run_inputs(rules.fmri_denoise.output.bold, BOLD_RUNS)
+CONN_MASK = pfmri.run_inputs(rules.fmri_denoise.input.mask, BOLD_RUNS)
+CONN_RUN_QC = pfmri.run_inputs(rules.fmri_denoise.output.qc, BOLD_RUNS)
+COMBINE_RUNS = FMRI_CFG["combine_runs"]
 CONN_TIDY = expand(CONN_OUT["long"], **CONN_RUNS, atlas=CONN_ATLASES) + expand(
     CONN_GROUP["long"], atlas=CONN_ATLASES
 )
@@ -47,11 +50,33 @@ if FMRI:
     )
 
 
+rule connectivity_session_qc:
+    input:
+        qc=CONN_RUN_QC,
+    output:
+        qc=CONN_OUT["qc"],
+    log:
+        pconn.log_paths(RESULTS, "session_qc", **CONN_SESSION)["log"],
+    group:
+        "session"
+    conda:
+        "../../envs/connectivity.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        step="session_qc",
+        run_keys=lambda wildcards: BOLD_RUNS[(wildcards.subject, wildcards.session)],
+    script:
+        "../scripts/connectivity.py"
+
+
 rule connectivity_timeseries:
     input:
         bold=CONN_BOLD,
         mask=CONN_MASK,
-        qc=CONN_QC,
+        qc=CONN_RUN_QC,
     output:
         timeseries=CONN_OUT["timeseries"],
         coverage=CONN_OUT["coverage"],
@@ -82,7 +107,7 @@ rule connectivity_timeseries:
 rule connectivity_fc:
     input:
         timeseries=rules.connectivity_timeseries.output.timeseries,
-        qc=CONN_QC,
+        qc=rules.connectivity_session_qc.output.qc,
     output:
         relmat=CONN_OUT["relmat"],
     log:
@@ -106,6 +131,7 @@ rule connectivity_fc:
     params:
         step="fc",
         estimator=CONN["covariance_estimator"],
+        combine_runs=COMBINE_RUNS,
     script:
         "../scripts/connectivity.py"
 
@@ -113,7 +139,7 @@ rule connectivity_fc:
 rule connectivity_measures:
     input:
         timeseries=rules.connectivity_timeseries.output.timeseries,
-        qc=CONN_QC,
+        qc=rules.connectivity_session_qc.output.qc,
     output:
         network=CONN_OUT["network"],
         graph=CONN_OUT["graph"],
@@ -143,6 +169,7 @@ rule connectivity_measures:
         densities=CONN["graph_densities"],
         regions=CONN["regions"],
         band=CONN["alff"]["band"],
+        combine_runs=COMBINE_RUNS,
     script:
         "../scripts/connectivity.py"
 
@@ -151,7 +178,7 @@ rule connectivity_alff_maps:
     input:
         bold=CONN_BOLD,
         mask=CONN_MASK,
-        qc=CONN_QC,
+        qc=CONN_RUN_QC,
     output:
         alff=CONN_OUT["alff_map"],
         falff=CONN_OUT["falff_map"],
@@ -181,7 +208,7 @@ rule connectivity_tangent:
             **CONN_RUNS,
             allow_missing=True,
         ),
-        qc=expand(CONN_QC, **CONN_RUNS),
+        qc=expand(rules.connectivity_session_qc.output.qc, **CONN_RUNS),
     output:
         relmats=expand(CONN_OUT["tangent"], **CONN_RUNS, allow_missing=True),
         groupmean=CONN_GROUP["tangent_mean"],
@@ -211,7 +238,7 @@ rule connectivity_gradients:
             **CONN_RUNS,
             allow_missing=True,
         ),
-        qc=expand(CONN_QC, **CONN_RUNS),
+        qc=expand(rules.connectivity_session_qc.output.qc, **CONN_RUNS),
     output:
         reference=CONN_GROUP["reference"],
         aligned=CONN_GROUP["aligned"],

@@ -5,48 +5,85 @@ from prepost.fmri import stage as pfmri
 
 FMRI_CFG = config["fmri"]
 FMRI_DENOISE = FMRI_CFG["denoise"]
-# The entities of a BOLD run: every fMRI derivative name carries them (one place to add one).
-BOLD_RUN = {"sub": "{subject}", "ses": "{session}", "task": TASK}
+BOLD_FILTERS = (config["bids"].get("filters") or {}).get("bold")
+# The entities of a BOLD run: every per-run fMRI derivative name carries them (one place to add
+# one). {bold_run} is the run's key (prepost.fmri.stage.run_key): its entities from task- on,
+# "rest" or "rest_acq-mb_run-1", so a run of task- only keeps its usual name.
+BOLD_RUN = {"sub": "{subject}", "ses": "{session}", "task": "{bold_run}"}
 FMRI_OUT = pfmri.output_paths(
     RESULTS,
     space=SPACE,
     res=pfmri.resolution_label(FMRI_CFG["resolution_mm"]),
     **BOLD_RUN,
 )
-FUNC_LOGS = f"{LOGS}/fmri/sub-{{subject}}_ses-{{session}}"
-FUNC_BENCH = f"{RESULTS}/benchmarks/fmri/sub-{{subject}}_ses-{{session}}"
+FUNC_LOGS = f"{LOGS}/fmri/sub-{{subject}}_ses-{{session}}_task-{{bold_run}}"
+FUNC_BENCH = (
+    f"{RESULTS}/benchmarks/fmri/sub-{{subject}}_ses-{{session}}_task-{{bold_run}}"
+)
 FMRIPREP = FMRI and FMRI_CFG["source"] == "fmriprep"
-# fMRIPrep input: every file is looked up now, at DAG time; missing ones are all named at once
+# fMRIPrep input: every run is found and checked now, at DAG time; all problems named at once
 FMRIPREP_FILES = (
     pfmri.check_fmriprep(
         FMRI_CFG["fmriprep_dir"],
-        {
-            (s, ses): {k: v.format(subject=s, session=ses) for k, v in BOLD_RUN.items()}
-            for s in SUBJECTS
-            for ses in SESSIONS
-        },
+        [(s, ses) for s in SUBJECTS for ses in SESSIONS],
+        task=TASK,
+        filters=BOLD_FILTERS,
         space=FMRI_CFG["fmriprep_space"],
         res=FMRI_CFG["fmriprep_res"],
     )
     if FMRIPREP
     else {}
 )
+
+
+# raw BOLD runs of each session (built-in preprocessing); the simulated study has one per session
+BOLD_RAW = {
+    (s, ses): pfmri.raw_bold_runs(
+        [] if SIMULATED else STUDY[(s, ses)].bold_runs,
+        task=TASK,
+        default=(
+            get_bold(type("W", (), {"subject": s, "session": ses}))
+            if SIMULATED
+            else None
+        ),
+    )
+    for s in SUBJECTS
+    for ses in SESSIONS
+    if FMRI and not FMRIPREP
+}
+# {(subject, session): [run keys]}: every rest run of a session, each preprocessed on its own
+BOLD_RUNS = {
+    key: list(runs) for key, runs in (FMRIPREP_FILES if FMRIPREP else BOLD_RAW).items()
+}
+
+
+wildcard_constraints:
+    bold_run="|".join(
+        re.escape(k) for k in sorted({k for v in BOLD_RUNS.values() for k in v})
+    ),
+
+
 # the outputs both preprocessing rules (built in, fMRIPrep import) write
 FMRI_PREPROC = {k: v for k, v in FMRI_OUT["preproc"].items() if k != "boldref"}
 
 if FMRI:
-    STAGE_TARGETS["fmri"] = expand(
-        list(FMRI_PREPROC.values()) + list(FMRI_OUT["denoise"].values()),
-        subject=SUBJECTS,
-        session=SESSIONS,
-    )
+    STAGE_TARGETS["fmri"] = [
+        p.format(subject=s, session=ses, bold_run=k)
+        for (s, ses), keys in BOLD_RUNS.items()
+        for k in keys
+        for p in list(FMRI_PREPROC.values()) + list(FMRI_OUT["denoise"].values())
+    ]
 
 
 if not FMRIPREP:
 
     rule fmri_preproc:
         input:
-            unpack(get_bold),
+            unpack(
+                lambda wildcards: BOLD_RAW[(wildcards.subject, wildcards.session)][
+                    wildcards.bold_run
+                ]
+            ),
             t1w=rules.anat.output.preproc,
             t1w_mask=rules.anat.output.brain_mask,
             gm=rules.anat.output.GM,
@@ -88,9 +125,13 @@ else:
     rule fmri_import_fmriprep:
         input:
             unpack(
-                lambda wildcards: FMRIPREP_FILES[
-                    (wildcards.subject, wildcards.session)
-                ]
+                lambda wildcards: {
+                    k: v
+                    for k, v in FMRIPREP_FILES[(wildcards.subject, wildcards.session)][
+                        wildcards.bold_run
+                    ].items()
+                    if k in ("bold", "confounds", "confounds_json", "mask")
+                }
             ),
         output:
             **FMRI_PREPROC,
@@ -111,6 +152,9 @@ else:
             resolution_mm=FMRI_CFG["resolution_mm"],
             space=SPACE,
             fmriprep_space=FMRI_CFG["fmriprep_space"],
+            t_r=lambda wildcards: FMRIPREP_FILES[
+                (wildcards.subject, wildcards.session)
+            ][wildcards.bold_run]["t_r"],
             censor_fd_threshold=FMRI_DENOISE["fd_threshold"],
         script:
             "../scripts/fmri.py"

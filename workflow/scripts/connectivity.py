@@ -1,6 +1,7 @@
-"""Connectivity stage: the step named by the rule's ``params.step``: parcel time series
-(timeseries), FC matrices (fc), per-session tables (measures), voxel ALFF maps (alff_maps),
-group tangent FC (tangent) and gradients (gradients)."""
+"""Connectivity stage: the step named by the rule's ``params.step``: the session's QC over its
+runs (session_qc), parcel time series of its runs combined (timeseries), FC matrices (fc),
+per-session tables (measures), voxel ALFF maps (alff_maps), group tangent FC (tangent) and
+gradients (gradients)."""
 
 import pandas as pd
 
@@ -15,22 +16,36 @@ def read_ts(path):
     return pd.read_csv(path, sep="\t", na_values="n/a")
 
 
+def run_session_qc():
+    qc = stage.session_qc([stage.read_qc(f) for f in inp.qc], keys=list(p.run_keys))
+    io.write_json(qc, out.qc)
+    used = [r["key"] for r in qc["runs"] if r["used"]]
+    log.info("%d run(s), used: %s; retained %.0f s%s", len(qc["runs"]), ", ".join(used),
+             qc["retained_s"] or 0.0, f"; EXCLUDED: {qc['reason']}" if qc["excluded"] else "")
+
+
 def run_timeseries():
-    qc = stage.read_qc(inp.qc)
+    qcs = [stage.read_qc(f) for f in inp.qc]
+    sqc = stage.session_qc(qcs)
     atlas = stage.load_atlas_spec(p.atlas)
-    ts, cov = stage.parcel_timeseries(inp.bold, inp.mask, atlas, qc, p.min_coverage)
-    log.info("%s: %d volumes x %d parcels, %d below coverage %.2f%s", atlas.name, len(ts),
-             ts.shape[1], int((~cov["kept"]).sum()), p.min_coverage,
-             f" (excluded run: {qc['reason']})" if qc["excluded"] else "")
+    parts = []
+    for bold, mask, qc, run in zip(inp.bold, inp.mask, qcs, sqc["runs"]):
+        if run["used"]:
+            qc = {**qc, "excluded": sqc["excluded"]}
+            parts.append(stage.parcel_timeseries(bold, mask, atlas, qc, p.min_coverage))
+    ts, cov = stage.combine_timeseries(parts)
+    log.info("%s: %d volumes of %d run(s) x %d parcels, %d below coverage %.2f%s", atlas.name,
+             len(ts), len(parts), ts.shape[1], int((~cov["kept"]).sum()), p.min_coverage,
+             f" (excluded: {sqc['reason']})" if sqc["excluded"] else "")
     io.write_tsv(ts, out.timeseries, float_format="%.6g")
     io.write_tsv(cov, out.coverage, float_format="%.4f")
 
 
 def run_fc():
-    qc = stage.read_qc(inp.qc)
-    mat = stage.fc_relmat(read_ts(inp.timeseries), snakemake.wildcards.meas, p.estimator,
-                          excluded=qc["excluded"])
-    io.write_tsv(mat, out.relmat, float_format="%.6f")
+    qc, ts = stage.read_qc(inp.qc), read_ts(inp.timeseries)
+    mat = stage.session_fc(ts, qc, snakemake.wildcards.meas, p.estimator,
+                           combine=p.combine_runs)
+    io.write_tsv(stage.relmat_frame(mat, list(ts.columns)), out.relmat, float_format="%.6f")
 
 
 def run_measures():
@@ -39,7 +54,7 @@ def run_measures():
     tables = stage.session_measures(p.participant_id, snakemake.wildcards.session,
                                     read_ts(inp.timeseries), atlas, qc, hierarchy=dict(p.hierarchy),
                                     densities=list(p.densities), regions=dict(p.regions),
-                                    band=list(p.band))
+                                    band=list(p.band), combine=p.combine_runs)
     for name, df in tables.items():
         io.write_tsv(df, out[name], float_format="%.6g")
     log.info("%d tidy rows%s", len(tables["long"]),
@@ -47,8 +62,8 @@ def run_measures():
 
 
 def run_alff_maps():
-    qc = stage.read_qc(inp.qc)
-    alff, falff = stage.alff_maps(inp.bold, inp.mask, qc, band=list(p.band))
+    qcs = [stage.read_qc(f) for f in inp.qc]
+    alff, falff = stage.session_alff_maps(list(inp.bold), list(inp.mask), qcs, band=list(p.band))
     io.write_nifti(alff, out.alff)
     io.write_nifti(falff, out.falff)
 
@@ -78,7 +93,7 @@ def run_gradients():
     log.info("gradients of %d runs aligned to the group reference", len(parts))
 
 
-STEPS = {"timeseries": run_timeseries, "fc": run_fc, "measures": run_measures,
+STEPS = {"session_qc": run_session_qc, "timeseries": run_timeseries, "fc": run_fc, "measures": run_measures,
          "alff_maps": run_alff_maps, "tangent": run_tangent, "gradients": run_gradients}
 if p.step not in STEPS:
     raise ValueError(f"unknown step {p.step!r}; known steps: {', '.join(STEPS)}")

@@ -3,7 +3,6 @@ derivatives (fmri_import_fmriprep) and denoising (fmri_denoise); the rule names 
 ``params.step``."""
 
 import json
-import os
 
 from prepost import bids, io, logs
 from prepost.fmri import confounds as fconf
@@ -31,12 +30,9 @@ def run_preproc(inp, out, p, wildcards):
 
 
 def run_import_fmriprep(inp, out, p, wildcards):
-    t_r = None
-    side = inp.bold.replace(".nii.gz", ".json")
-    if os.path.exists(side):
-        t_r = json.loads(open(side).read()).get("RepetitionTime")
+    # TR of the derivative (its JSON, else its header), read when the DAG was built
     qc = stage.import_fmriprep(inp.bold, inp.confounds, out.bold, out.mask, out.confounds,
-                               mask=inp.get("mask"), resolution_mm=p.resolution_mm, t_r=t_r)
+                               mask=inp.get("mask"), resolution_mm=p.resolution_mm, t_r=p.t_r)
     if p.fmriprep_space != p.space:
         log.warning("fMRIPrep space %s written under the label %s", p.fmriprep_space, p.space)
     qc.update(fmriprep_space=p.fmriprep_space, space=p.space)
@@ -51,6 +47,7 @@ def run_denoise(inp, out, p, wildcards):
     extra = {k: pre[k] for k in ("coregistration_abs_corr", "coregistration_mattes_mi",
                                  "motion_reference_volume", "max_fd", "dummy_source",
                                  "slice_timing_corrected", "source") if k in pre}
+    extra["bold_run"] = wildcards.bold_run
     img, qc = stage.denoise_run(
         inp.bold, inp.mask, inp.confounds, strategy=p.strategy, gsr=p.gsr,
         fd_threshold=p.fd_threshold, dvars_threshold=p.dvars_threshold,
@@ -61,7 +58,9 @@ def run_denoise(inp, out, p, wildcards):
 
 
 def _run_label(wildcards):
-    return f"sub-{wildcards.subject}_ses-{wildcards.session}"
+    # a run named by its task alone (one run per session) keeps the short title
+    extra = f"_task-{wildcards.bold_run}" if "_" in wildcards.bold_run else ""
+    return f"sub-{wildcards.subject}_ses-{wildcards.session}{extra}"
 
 
 STEPS = {"preproc": run_preproc, "import_fmriprep": run_import_fmriprep, "denoise": run_denoise}

@@ -53,6 +53,11 @@ __all__ = [
     "check_config",
     "load_atlas_spec",
     "read_qc",
+    "COMBINE_RUNS",
+    "session_qc",
+    "combine_timeseries",
+    "session_fc",
+    "session_alff_maps",
     "parcel_timeseries",
     "covariance_estimator",
     "fc_relmat",
@@ -73,12 +78,16 @@ BUILTIN = ("Schaefer100", "Schaefer200", "Schaefer400", "Seitzman300")
 FC_KINDS = {"pearson": "correlation", "partial": "partial correlation"}
 TIDY = ["participant_id", "session", "modality", "measure", "region", "value", "flag", "atlas"]
 QC_MEASURES = ("mean_fd", "retained_s", "excluded")
+COMBINE_RUNS = ("concatenate", "average")
 
 
 # ----------------------------------------------------------------------------------------------
 # file names
 def output_paths(results, *, space, res, atlas="{atlas}", meas="{meas}", **run):
-    """Every file the connectivity stage writes for one BOLD run, named from its BIDS entities.
+    """Every file the connectivity stage writes for one session, named from its BIDS entities.
+
+    A session's measures combine its runs (:func:`session_qc`, :func:`combine_timeseries`), so
+    the names carry ``sub``, ``ses`` and ``task`` but no run entity.
 
     Parameters
     ----------
@@ -89,9 +98,9 @@ def output_paths(results, *, space, res, atlas="{atlas}", meas="{meas}", **run):
     atlas, meas : str
         Atlas label and FC measure (default: the wildcards ``{atlas}`` and ``{meas}``).
     **run : str
-        Entities of the BOLD run (``sub``, ``ses``, ``task`` ...; values may be Snakemake
-        wildcards such as ``"{subject}"``), the same as the fMRI stage's
-        (:func:`prepost.fmri.stage.output_paths`), so a new entity of the run is one more keyword.
+        Entities of the session's BOLD (``sub``, ``ses``, ``task``; values may be Snakemake
+        wildcards such as ``"{subject}"``), as in the fMRI stage's names
+        (:func:`prepost.fmri.stage.output_paths`).
 
     Returns
     -------
@@ -99,7 +108,7 @@ def output_paths(results, *, space, res, atlas="{atlas}", meas="{meas}", **run):
         ``timeseries``, ``coverage`` (connectivity_timeseries); ``relmat`` (connectivity_fc);
         ``network``, ``graph``, ``alff``, ``long`` (connectivity_measures); ``alff_map``,
         ``falff_map`` (connectivity_alff_maps); ``tangent`` (the session's tangent matrix,
-        connectivity_tangent).
+        connectivity_tangent); ``qc`` (the session's QC over its runs, connectivity_session_qc).
     """
     def func(suffix, ext, **entities):
         return derivative(results, suffix, ext, datatype="func", **run, space=space, res=res,
@@ -116,6 +125,7 @@ def output_paths(results, *, space, res, atlas="{atlas}", meas="{meas}", **run):
         "alff_map": func("boldmap", ".nii.gz", stat="alff"),
         "falff_map": func("boldmap", ".nii.gz", stat="falff"),
         "tangent": func("relmat", ".tsv", atlas=atlas, meas="tangent"),
+        "qc": func("qc", ".json", desc="combined"),
     }
 
 
@@ -307,6 +317,136 @@ def parcel_timeseries(bold, mask, atlas, qc, min_coverage=0.5):
     return pd.DataFrame(res.timeseries, columns=names), res.coverage
 
 
+# ----------------------------------------------------------------------------------------------
+# several runs of a session
+def session_qc(run_qcs, keys=None):
+    """QC record of a session from the fMRI QC records of its runs (in run order).
+
+    The runs used are the included ones (all of them when every run is excluded; the session is
+    then excluded, with the runs' reasons). Their retained volumes are concatenated (as XCP-D's
+    ``--combine-runs``): ``sample_mask`` indexes the concatenation of the used runs' steady-state
+    series (``n_volumes`` their sum), ``retained_s`` is summed and ``mean_fd`` weighted by the
+    runs' volume counts. ``runs`` lists every run (``key``, ``used``, ``excluded``, ``reason``,
+    ``retained_s``, ``n_rows`` = its rows in the session's time series). With one run the record
+    is that run's, plus ``runs``.
+
+    Raises
+    ------
+    InputError
+        Runs with different TRs (they cannot be concatenated).
+    """
+    qcs = [dict(q) for q in run_qcs]
+    keys = list(keys) if keys is not None else [str(i + 1) for i in range(len(qcs))]
+    if not qcs:
+        raise InputError(None, "runs", "at least one BOLD run in the session", "none")
+    t_rs = {round(float(q["t_r"]), 6) for q in qcs}
+    if len(t_rs) > 1:
+        raise InputError(None, "t_r", "one repetition time for every run of a session",
+                         sorted(t_rs))
+    included = [i for i, q in enumerate(qcs) if not q["excluded"]]
+    used = included or list(range(len(qcs)))
+    runs = [{"key": k, "used": i in used, "excluded": bool(q["excluded"]),
+             "reason": q.get("reason") or "", "retained_s": q.get("retained_s"),
+             "n_rows": len(q["sample_mask"])} for i, (k, q) in enumerate(zip(keys, qcs))]
+    if len(qcs) == 1:
+        return {**qcs[0], "runs": runs}
+    sm, offset = [], 0
+    for i in used:
+        sm += [offset + int(j) for j in qcs[i]["sample_mask"]]
+        offset += int(qcs[i]["n_volumes"])
+    n = np.array([float(qcs[i]["n_volumes"]) for i in used])
+    fd = np.array([np.nan if qcs[i].get("mean_fd") is None else float(qcs[i]["mean_fd"])
+                   for i in used])
+    ok = np.isfinite(fd)
+    ret = [qcs[i].get("retained_s") for i in used]
+    excluded = not included
+    reason = "; ".join(f"run {r['key']}: {r['reason'] or 'excluded'}" for r in runs
+                       if r["excluded"]) if excluded else ""
+    return {"excluded": excluded, "reason": reason, "t_r": float(qcs[0]["t_r"]),
+            "sample_mask": sm, "n_volumes": int(offset),
+            "retained_s": float(np.sum([r for r in ret if r is not None])),
+            "mean_fd": float(np.sum(fd[ok] * n[ok]) / np.sum(n[ok])) if ok.any() else None,
+            "n_retained": len(sm), "n_runs": len(qcs), "n_runs_used": len(used), "runs": runs}
+
+
+def combine_timeseries(parts):
+    """One session's parcel time series from its used runs' ``(timeseries, coverage)`` pairs:
+    rows concatenated in run order; a parcel is kept only when every run keeps it (its column
+    is NaN otherwise), and its coverage is the lowest of the runs'."""
+    if len(parts) == 1:
+        return parts[0]
+    ts = pd.concat([t for t, _ in parts], ignore_index=True)
+    cov = parts[0][1].copy()
+    for col in ("n_valid", "coverage"):
+        cov[col] = np.min(np.stack([c[col].to_numpy() for _, c in parts]), axis=0)
+    cov["kept"] = np.logical_and.reduce([c["kept"].to_numpy(bool) for _, c in parts])
+    ts.loc[:, ~cov["kept"].to_numpy()] = np.nan
+    return ts, cov
+
+
+def _run_segments(timeseries, qc):
+    """The used runs' row blocks of a session time series and their retained times (s)."""
+    runs = [r for r in qc.get("runs", []) if r["used"]]
+    if len(runs) < 2:
+        return [timeseries], [1.0]
+    bounds = np.cumsum([0] + [int(r["n_rows"]) for r in runs])
+    if bounds[-1] != len(timeseries):
+        raise InputError(None, "runs", f"{bounds[-1]} rows (the used runs' retained volumes)",
+                         len(timeseries))
+    t_r = float(qc["t_r"])
+    return ([timeseries.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+            [float(r["retained_s"]) if r.get("retained_s") is not None
+             else int(r["n_rows"]) * t_r for r in runs])
+
+
+def session_fc(timeseries, qc, kind="pearson", estimator="auto", combine="concatenate"):
+    """FC matrix of a session from its combined time series (:func:`combine_timeseries`).
+
+    ``concatenate``: the FC of the concatenated retained volumes (XCP-D ``--combine-runs``).
+    ``average``: each run's FC, Fisher z (arctanh) averaged with the runs' retained times as
+    weights, back to r (tanh): r = tanh(sum_i w_i artanh(r_i) / sum_i w_i). One run: its FC.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_parcels, n_parcels); NaN for an excluded session.
+    """
+    if combine not in COMBINE_RUNS:
+        raise ConfigError(None, "fmri.combine_runs", " or ".join(COMBINE_RUNS), repr(combine))
+    segs, w = _run_segments(timeseries, qc) if combine == "average" else ([timeseries], [1.0])
+    mats = [fc_relmat(s, kind, estimator, excluded=qc["excluded"]).set_index("node")
+            .to_numpy(float) for s in segs]
+    if len(mats) == 1:
+        return mats[0]
+    w = np.asarray(w, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.stack([_fc.fisher_z(m) for m in mats])
+        mean = np.tensordot(w, z, axes=1) / w.sum()
+    out = np.tanh(mean)
+    np.fill_diagonal(out, np.diag(mats[0]))
+    return out
+
+
+def session_alff_maps(bolds, masks, qcs, band=(0.01, 0.08)):
+    """Voxel ALFF and fALFF of a session: the maps of its used runs (:func:`alff_maps`)
+    averaged with the runs' retained times as weights (one run: its maps)."""
+    import nibabel as nib
+
+    sqc = session_qc(qcs)
+    used = [i for i, r in enumerate(sqc["runs"]) if r["used"]]
+    maps = [alff_maps(bolds[i], masks[i], {**qcs[i], "excluded": sqc["excluded"]}, band)
+            for i in used]
+    if len(maps) == 1:
+        return maps[0]
+    w = np.array([float(qcs[i].get("retained_s") or len(qcs[i]["sample_mask"])) for i in used])
+    out = []
+    for k in range(2):
+        data = np.stack([np.asarray(m[k].dataobj, float) for m in maps])
+        mean = np.tensordot(w, data, axes=1) / w.sum()
+        out.append(nib.Nifti1Image(mean.astype(np.float32), maps[0][k].affine))
+    return tuple(out)
+
+
 def covariance_estimator(name, n_volumes, n_parcels):
     """sklearn estimator for partial/tangent FC: None (empirical) or LedoitWolf.
 
@@ -377,8 +517,12 @@ def full_length(timeseries, qc):
 
 
 def session_measures(participant_id, session, timeseries, atlas, qc, hierarchy=None,
-                     densities=(0.1, 0.15, 0.2), regions=None, band=(0.01, 0.08)):
-    """Every per-session table of one run.
+                     densities=(0.1, 0.15, 0.2), regions=None, band=(0.01, 0.08),
+                     combine="concatenate"):
+    """Every per-session table of a session's time series (one run, or its runs combined).
+
+    FC-based tables use :func:`session_fc` with ``combine``; ALFF uses the concatenated
+    retained volumes at their ``sample_mask`` positions.
 
     Returns a dict of DataFrames: ``network`` (network pairs: network_a, network_b, type, fc_z),
     ``graph`` (per density and parcel: strength, eigenvector centrality, participation
@@ -402,7 +546,10 @@ def session_measures(participant_id, session, timeseries, atlas, qc, hierarchy=N
         ts, qc_use = timeseries, qc
     full, sm = full_length(ts, qc_use)
     kept = full[sm]
-    z = _fc.fisher_z(_fc.pearson(kept))
+    if combine == "average" and not excluded and len(_run_segments(ts, qc_use)[0]) > 1:
+        z = _fc.fisher_z(session_fc(ts, qc_use, "pearson", combine="average"))
+    else:
+        z = _fc.fisher_z(_fc.pearson(kept))
     nf = network_fc(z, nets, atlas.networks)
     rows = []
     for i, a in enumerate(atlas.networks):

@@ -51,9 +51,14 @@ __all__ = [
     "import_fmriprep",
     "n_leading_dummies",
     "output_paths",
+    "RUN_ENTITIES",
+    "find_fmriprep_runs",
     "plot_fd",
     "preprocess_bold",
+    "raw_bold_runs",
     "resolution_label",
+    "run_inputs",
+    "run_key",
 ]
 
 
@@ -415,40 +420,249 @@ def fmriprep_paths(fmriprep_dir, *, space, res=None, **run):
             "mask": func("mask", ".nii.gz", **mni, desc="brain")}
 
 
-def check_fmriprep(fmriprep_dir, runs, *, space, res=None):
-    """Every required fMRIPrep file of the study, or an :class:`InputError` naming each missing
-    one.
+# entities that name a BOLD run (beyond sub/ses); space/res/desc name fMRIPrep's outputs of it
+RUN_ENTITIES = ("task", "acq", "ce", "rec", "dir", "run", "echo")
+_FMRIPREP_CONFOUNDS = ("timeseries", "regressors")  # desc-confounds_<suffix>: >= 20.2, 1.4-20.1
+
+
+def run_key(entities):
+    """Label of a BOLD run in derivative names: its entities from ``task`` on, in BIDS order.
+
+    ``{"task": "rest"}`` -> ``'rest'``; ``{"task": "rest", "acq": "mb", "run": "1"}`` ->
+    ``'rest_acq-mb_run-1'``. Placed as the ``task`` entity of :func:`output_paths`, it gives
+    ``..._task-rest_acq-mb_run-1_space-...`` (a run with only ``task`` keeps its usual name).
+    """
+    from prepost.paths import bids_name
+
+    ents = {k: entities.get(k) for k in RUN_ENTITIES}
+    if not ents["task"]:
+        raise ValueError(f"a BOLD run needs a task entity, got {entities}")
+    return bids_name("x", "", **ents).removeprefix("task-").removesuffix("_x")
+
+
+def raw_bold_runs(bold_runs, task, default=None):
+    """``{run key: {"bold", "bold_json"}}`` of a session's raw BOLD runs.
+
+    Parameters
+    ----------
+    bold_runs : list
+        Objects with ``entities`` (from ``task`` on), ``bold`` and ``bold_json``
+        (:class:`prepost.bids.BoldRun`); may be empty.
+    task : str
+        Task label of the run ``default`` holds.
+    default : dict or None
+        ``{"bold", "bold_json"}`` of the single run of ``task``, used when ``bold_runs`` is empty
+        (the simulated study).
+    """
+    if not bold_runs:
+        return {run_key({"task": task}): dict(default or {})}
+    return {run_key(r.entities): {"bold": str(r.bold), "bold_json": str(r.bold_json)}
+            for r in bold_runs}
+
+
+def run_inputs(pattern, runs):
+    """Input function of a session-level rule: ``pattern`` (a per-run output with the
+    ``{subject}``, ``{session}`` and ``{bold_run}`` wildcards) for every run of the session.
+
+    ``runs`` maps ``(subject, session)`` to the session's run keys."""
+    def files(wildcards):
+        return [pattern.format(subject=wildcards.subject, session=wildcards.session, bold_run=k)
+                for k in runs[(wildcards.subject, wildcards.session)]]
+
+    return files
+
+
+def _labels(values):
+    return ", ".join(sorted({"(none)" if v is None else str(v) for v in values}))
+
+
+def _derivative_tr(bold, problems):
+    """(TR in s, volume count) of an fMRIPrep BOLD: its JSON ``RepetitionTime``, else the
+    header's; None and a problem when neither gives a positive TR or the image is not 4D."""
+    hdr = nib.load(bold).header
+    shape = hdr.get_data_shape()
+    if len(shape) != 4 or shape[3] < 2:
+        problems.append(f"{bold}: expected a 4D BOLD series, found shape {tuple(shape)}")
+        return None, None
+    zooms = hdr.get_zooms()
+    t_r = float(zooms[3]) if len(zooms) > 3 else 0.0
+    if hdr.get_xyzt_units()[1] == "msec":
+        t_r /= 1000.0
+    side = Path(str(bold).removesuffix(".gz").removesuffix(".nii") + ".json")
+    if side.is_file():
+        import json
+
+        try:
+            meta = json.loads(side.read_text())
+        except ValueError as exc:
+            problems.append(f"{side}: not readable JSON ({exc})")
+            meta = {}
+        if isinstance(meta, dict) and meta.get("RepetitionTime"):
+            js = float(meta["RepetitionTime"])
+            if t_r > 0 and abs(js - t_r) > 1e-3:
+                log.warning("%s: RepetitionTime %.4g s in the JSON, %.4g s in the header: the "
+                            "JSON's is used", bold, js, t_r)
+            t_r = js
+    if not t_r > 0:
+        problems.append(f"{bold}: field RepetitionTime: expected a positive TR (s) in the JSON "
+                        f"sidecar or the header, found {t_r!r}")
+        return None, int(shape[3])
+    return t_r, int(shape[3])
+
+
+def _count_rows(tsv):
+    with open(tsv, "rb") as f:
+        return max(sum(1 for line in f if line.strip()) - 1, 0)
+
+
+def _pick_space(cands, space, res, where):
+    """The fMRIPrep BOLD of one run among ``cands`` (path -> entities): the configured space and
+    res, else the only candidate; (path, None) or (None, problem)."""
+    res = None if res in (None, "") else str(res)
+    want = [p for p, e in cands.items() if e.get("space") == space and e.get("res") == res]
+    if len(want) == 1:
+        return want[0], None
+    template = {p: e for p, e in cands.items() if e.get("space")}  # no space-: native grid
+    if len(template) == 1:
+        p, e = next(iter(template.items()))
+        if e["space"] == space or e["space"].startswith("MNI"):
+            log.info("%s: fMRIPrep BOLD space-%s res-%s taken (the only one; configured "
+                     "space-%s res-%s)", where, e["space"], e.get("res"), space, res)
+            return p, None
+    spaces = _labels(e.get("space") for e in cands.values())
+    ress = _labels(e.get("res") for e in cands.values() if e.get("space") == space)
+    hint = (f"set fmri.fmriprep_res to one of: {ress}" if ress and any(
+        e.get("space") == space for e in cands.values())
+        else f"set fmri.fmriprep_space to one of: {spaces}")
+    names = ", ".join(sorted(Path(p).name for p in cands))
+    return None, (f"{where}: field fmri.fmriprep_space/fmri.fmriprep_res: expected "
+                  f"space-{space}" + (f"_res-{res}" if res else " (no res-)") +
+                  f"_desc-preproc_bold, found {names}; {hint}")
+
+
+def find_fmriprep_runs(fmriprep_dir, subject, session, *, task, filters=None, space,
+                       res=None, problems):
+    """The fMRIPrep runs of one session: ``{run key: files}`` (see :func:`check_fmriprep`);
+    problems are appended to ``problems``."""
+    from prepost.bids import matches, parse_name
+
+    folder = Path(fmriprep_dir) / f"sub-{subject}" / f"ses-{session}" / "func"
+    where = f"{folder}"
+    if not folder.is_dir():
+        problems.append(f"{folder}: expected the fMRIPrep func folder of sub-{subject} "
+                        f"ses-{session}, found none")
+        return {}
+    groups, seen = {}, []
+    for p in sorted(folder.glob("*_desc-preproc_bold.nii*")):
+        ents, suffix = parse_name(p.name)
+        if ents.get("sub") != subject or ents.get("ses") != session:
+            continue
+        seen.append(p.name)
+        run_ents = {k: ents[k] for k in RUN_ENTITIES if k in ents}
+        if ents.get("task") != task or not matches(run_ents, filters):
+            continue
+        groups.setdefault(run_key(run_ents), ({}, run_ents))[0][str(p)] = ents
+    if not groups:
+        problems.append(f"{where}: expected an fMRIPrep BOLD of task-{task} (config bids.task"
+                        f"{', bids.filters.bold ' + str(filters) if filters else ''}) ending "
+                        f"_desc-preproc_bold.nii.gz, found "
+                        f"{', '.join(seen) if seen else 'none'}")
+        return {}
+    out = {}
+    for key, (cands, run_ents) in sorted(groups.items()):
+        bold, problem = _pick_space(cands, space, res, f"{where} (task-{key})")
+        if problem:
+            problems.append(problem)
+            continue
+        e = cands[bold]
+        base = {"sub": subject, "ses": session, **run_ents}
+        files = {"bold": bold, "entities": run_ents}
+        mask = Path(derivative(fmriprep_dir, "mask", ".nii.gz", datatype="func", **base,
+                               space=e.get("space"), res=e.get("res"), desc="brain"))
+        if mask.is_file():
+            files["mask"] = str(mask)
+        for suf in _FMRIPREP_CONFOUNDS:
+            tsv = Path(derivative(fmriprep_dir, suf, ".tsv", datatype="func", **base,
+                                  desc="confounds"))
+            if tsv.is_file():
+                files["confounds"], files["confounds_json"] = str(tsv), str(tsv.with_suffix(
+                    ".json"))
+                break
+        if "confounds" not in files:
+            want = derivative(fmriprep_dir, "timeseries", ".tsv", datatype="func", **base,
+                              desc="confounds")
+            problems.append(f"{bold}: expected its confounds {want} (or ..._desc-confounds_"
+                            "regressors.tsv of fMRIPrep 1.4-20.1), found none")
+            continue
+        if not Path(files["confounds_json"]).is_file():
+            problems.append(f"{files['confounds']}: expected its JSON sidecar "
+                            f"{Path(files['confounds_json']).name} (CompCor metadata), found none")
+            continue
+        t_r, n = _derivative_tr(bold, problems)
+        if t_r is None:
+            continue
+        rows = _count_rows(files["confounds"])
+        if rows != n:
+            problems.append(f"{files['confounds']}: field rows: expected {n} (one per volume of "
+                            f"{Path(bold).name}), found {rows}")
+            continue
+        files.update(t_r=t_r, n_volumes=n)
+        out[key] = files
+    return out
+
+
+def check_fmriprep(fmriprep_dir, sessions, *, task, filters=None, space, res=None):
+    """Every fMRIPrep run of the study, found and checked when the DAG is built.
+
+    In each ``sub-<s>/ses-<ses>/func`` folder, the ``*_desc-preproc_bold.nii.gz`` files of
+    ``task`` whose entities pass ``filters`` (:func:`prepost.bids.matches`) are the runs (one
+    per run key, :func:`run_key`). Of each run the file of ``space``/``res`` is taken; when it
+    is absent and exactly one template-space file is there, that one (logged); otherwise the
+    problem lists the space and res labels found and the key to set. Confounds are
+    ``desc-confounds_timeseries`` (fMRIPrep >= 20.2) or ``desc-confounds_regressors``
+    (1.4-20.1), with their JSON. TR and volume count come from the derivative (JSON
+    ``RepetitionTime``, else the header), and the confounds must have one row per volume.
 
     Parameters
     ----------
     fmriprep_dir : str or path-like
         fMRIPrep derivatives root.
-    runs : dict
-        ``{key: entities of one BOLD run}`` (e.g. ``{("01", "pre"): {"sub": "01", ...}}``).
-    space, res : str
-        ``space-`` and ``res-`` labels of the fMRIPrep BOLD.
+    sessions : iterable of (str, str)
+        ``(subject, session)`` labels.
+    task : str
+        ``task-`` label (config ``bids.task``).
+    filters : dict or None
+        Entity filters of the BOLD runs (config ``bids.filters.bold``).
+    space, res : str or None
+        ``space-`` and ``res-`` labels of the fMRIPrep BOLD (config ``fmri.fmriprep_space``,
+        ``fmri.fmriprep_res``).
 
     Returns
     -------
     dict
-        ``{key: paths}`` (:func:`fmriprep_paths`; the mask is dropped when absent: optional).
+        ``{(subject, session): {run key: files}}``; files: ``bold``, ``confounds``,
+        ``confounds_json``, ``mask`` (when present), ``entities`` (of the run, from ``task``
+        on), ``t_r`` (s), ``n_volumes``.
+
+    Raises
+    ------
+    InputError
+        ``fmriprep_dir`` empty or missing.
+    ValidationReport
+        Every problem of every session at once.
     """
-    if not fmriprep_dir:
-        raise InputError(field="fmri.fmriprep_dir",
+    from prepost.errors import ValidationReport
+
+    if not fmriprep_dir or not Path(fmriprep_dir).is_dir():
+        raise InputError(file=fmriprep_dir or None, field="fmri.fmriprep_dir",
                          expected="the fMRIPrep derivatives folder when fmri.source is fmriprep",
-                         found="empty")
-    out, missing = {}, []
-    for key, run in runs.items():
-        p = fmriprep_paths(fmriprep_dir, space=space, res=res, **run)
-        missing += [str(p[k]) for k in ("bold", "confounds", "confounds_json")
-                    if not p[k].is_file()]
-        if not p["mask"].is_file():
-            p.pop("mask")
-        out[key] = {k: str(v) for k, v in p.items()}
-    if missing:
-        raise InputError(file=fmriprep_dir, field="fmri.source: fmriprep",
-                         expected="fMRIPrep outputs for every participant and session",
-                         found=f"{len(missing)} missing file(s):\n  - " + "\n  - ".join(missing))
+                         found="empty" if not fmriprep_dir else "no such folder")
+    problems, out = [], {}
+    for s, ses in sessions:
+        out[(s, ses)] = find_fmriprep_runs(fmriprep_dir, s, ses, task=task, filters=filters,
+                                           space=space, res=res, problems=problems)
+    if problems:
+        raise ValidationReport(problems)
     return out
 
 
