@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from prepost.errors import InputError
-from prepost.fmri.denoise import censor_mask, denoise, select_confounds
+from prepost.fmri.denoise import (
+    censor_mask,
+    check_confounds_file,
+    denoise,
+    select_confounds,
+)
 
 
 
@@ -216,6 +221,7 @@ def test_default_takes_first_five_components_of_each_mask(release):
     cosine = [c for c in df.columns if c.startswith("cosine")]
     d = select_confounds(df, "default", metadata=meta)
     assert list(d.columns) == _MOTION24 + wm + csf + cosine
+    assert check_confounds_file(df.attrs["source"]) == list(d.columns)
     assert not d.isna().any().any()
     if release == "1.4-20.1":
         # a text sort would give a_comp_cor_100..104 for WM
@@ -307,6 +313,10 @@ def test_missing_confounds_name_file_field_and_key(tmp_path):
     assert str(tsv.with_suffix(".json")) in msg and "'Mask'" in msg
     assert "fmri.denoise.strategy: 36P or simple" in msg and "no sidecar" in msg
     assert list(select_confounds(df, "36P").columns)[:24] == _MOTION24  # no sidecar needed
+    # the same checks from the header and sidecar alone, as when the DAG is built
+    with pytest.raises(InputError, match="'Mask'"):
+        check_confounds_file(tsv, "default")
+    assert check_confounds_file(tsv, "36P") == list(select_confounds(df, "36P").columns)
     # the source survives the removal of non-steady-state rows and columns
     df2 = df.iloc[1:].reset_index(drop=True).drop(columns=["non_steady_state_outlier00"])
     with pytest.raises(InputError, match="gsr: false") as e:

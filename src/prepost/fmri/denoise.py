@@ -61,8 +61,8 @@ from nilearn.interfaces.fmriprep.load_confounds_utils import MissingConfoundErro
 
 from prepost.errors import InputError
 
-__all__ = ["STRATEGIES", "DenoiseResult", "censor_mask", "confound_columns", "denoise",
-           "select_confounds"]
+__all__ = ["STRATEGIES", "DenoiseResult", "censor_mask", "check_confounds_file",
+           "confound_columns", "denoise", "select_confounds"]
 
 _MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 _TISSUE = ["white_matter", "csf"]
@@ -202,6 +202,40 @@ def confound_columns(columns, metadata=None, strategy="default", gsr=False, sour
     if spec["high_pass"]:
         cols += [c for c in _nl._load_high_pass(raw).columns if c not in cols]
     return cols
+
+
+def check_confounds_file(path, strategy="default", gsr=False):
+    """Columns a strategy will take from a confounds file, read from its header and sidecar
+    only (cheap enough for every run when the DAG is built).
+
+    Parameters
+    ----------
+    path : path-like
+        ``*_desc-confounds_timeseries.tsv`` or ``*_desc-confounds_regressors.tsv``; the sidecar is
+        the ``.json`` of the same name.
+    strategy, gsr : see :func:`select_confounds`.
+
+    Returns
+    -------
+    list of str
+        :func:`confound_columns`.
+
+    Raises
+    ------
+    InputError
+        The file is unreadable, or lacks a column or sidecar field the strategy needs.
+    """
+    from prepost.io import read_json_object
+
+    path = Path(path)
+    try:
+        columns = pd.read_csv(path, sep="\t", nrows=0).columns
+    except (OSError, ValueError) as err:
+        raise InputError(file=path, field="header", expected="a tab-separated confounds table",
+                         found=str(err)) from err
+    js = path.with_suffix(".json")
+    meta = read_json_object(js, "the confounds JSON sidecar") if js.is_file() else {}
+    return confound_columns(columns, meta, strategy, gsr, source=path)
 
 
 def select_confounds(confounds_df, strategy="default", gsr=False, metadata=None, source=None):
