@@ -97,3 +97,15 @@ def test_summed_image_weights_frames_by_overlap():
     summed = preproc.summed_image(img, START, DURATION, window_s=(90, 400))
     w = np.array([0, 30, 120, 160, 0]) / 310.0
     np.testing.assert_allclose(np.asarray(summed.dataobj), data @ w, rtol=1e-5)
+
+
+@pytest.mark.parametrize("start, duration, kind", [
+    ([0.0], [1200.0], "static"),                                   # one frame
+    ([3000.0, 3300.0, 3600.0, 3900.0], [300.0] * 4, "static"),     # 4 late frames (20 min)
+    (list(np.arange(0, 3600, 300.0)), [300.0] * 12, "dynamic"),    # from injection
+    ([600.0 + 300 * i for i in range(10)], [300.0] * 10, "static"),  # 10 frames, 10 min late
+    (list(START), list(DURATION), "static"),                       # only 5 frames
+])
+def test_scan_kind(start, duration, kind):
+    assert frames.scan_kind(*frames.check_frames(start, duration)) == kind
+    assert frames.MIN_DYNAMIC_FRAMES == 6 and frames.MAX_DYNAMIC_START_S == 300.0

@@ -133,3 +133,18 @@ def test_transform_list_with_a_warp_is_applied_as_written(tmp_path):
     np.testing.assert_allclose(np.asarray(out.dataobj), np.asarray(want.dataobj))
     # the block moves 4 mm (2 voxels) towards lower x on the reference grid
     np.testing.assert_allclose(np.asarray(out.dataobj)[6:10, 10:14, 9:13], 1.0)
+
+
+@pytest.mark.parametrize("shape", [(5, 4, 3), (5, 4, 3, 1)])
+def test_a_single_frame_passes_motion_correction_unchanged(shape):
+    """A static one-frame PET (3D or one volume): nothing to align, the image comes out as a
+    one-frame 4D image with zero motion."""
+    from prepost.pet import stage
+
+    data = np.random.default_rng(0).uniform(1, 5, shape).astype(np.float32)
+    out, table, summary = stage.motion_step(nib.Nifti1Image(data, np.eye(4)), [0.0], [1200.0],
+                                            min_start_s=120.0, method="gn", fwhm_mm=10.0)
+    assert out.shape == (5, 4, 3, 1)
+    np.testing.assert_array_equal(np.asarray(out.dataobj)[..., 0], data.reshape(5, 4, 3))
+    assert len(table) == 1 and float(table[list(preproc.PARAM_NAMES)].abs().to_numpy().max()) == 0
+    assert summary["frames_corrected"] == 0 and summary["max_fd_mm"] == 0.0

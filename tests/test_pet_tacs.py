@@ -151,3 +151,20 @@ def test_basis_function_srtm_recovers_bpnd():
     # the regional NLS fit agrees
     fit = kinetics.srtm(curves[5], ref, fs, fd)
     assert abs(fit.estimates["BPND"] - bp.get_fdata().ravel()[5]) < 0.02
+
+
+def test_voxelwise_logan_tstar_as_frames_equals_tstar_in_seconds():
+    """t* as the last 8 frames and t* at the 8th-last frame's start select the same frames (by
+    mid-time): the same map; giving both is refused."""
+    fs, fd = sim.frame_timing(sim.DEFAULTS["pet"]["frames"])
+    inp = {"feng": [400.0, 8.0, 2.5, -4.0, -0.25, -0.015], "delay_min": 0.25,
+           "parent_fraction_hill": [0.15, 1.8, 12.0], "blood_plasma_ratio": 0.9}
+    t = np.arange(0.0, fs[-1] + fd[-1] + 1.0, 1.0)
+    cp = sim.input_functions(inp)[0](t / 60.0)
+    curves = np.stack([sim.one_tcm_frames(inp, 0.3, 0.3 / v, 0.0, fs, fd) for v in (10, 20)])
+    img = nib.Nifti1Image(curves.reshape(2, 1, 1, -1).astype(np.float32), np.eye(4))
+    by_frames, _ = tacs.voxelwise_logan_vt(img, fs, fd, t, cp, tstar_s=None, tstar_frames=8)
+    by_seconds, _ = tacs.voxelwise_logan_vt(img, fs, fd, t, cp, tstar_s=fs[-8])
+    np.testing.assert_array_equal(by_frames.get_fdata(), by_seconds.get_fdata())
+    with pytest.raises(InputError, match="tstar_frames"):
+        tacs.voxelwise_logan_vt(img, fs, fd, t, cp, tstar_s=1800.0, tstar_frames=8)

@@ -19,10 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+import runner
 from runner import ROOT, dry_run_jobs, small_config, snakemake
 from scipy import stats
 
 from prepost import simulate as psim
+from prepost.errors import InputError
 from prepost.pet import kinetics, stage
 
 SPACE = "MNI152NLin2009aSym"
@@ -106,6 +108,124 @@ def test_script_rejects_an_unknown_step(tmp_path):
                            input=None, output=None, wildcards=None, threads=1)
     with pytest.raises(ValueError, match=r"unknown PET step 'nope'.*'kinetics'"):
         runpy.run_path(str(ROOT / "workflow" / "scripts" / "pet.py"), {"snakemake": fake})
+
+
+# --------------------------------------------------------------------------------------------
+# fast: what static scans support, SUV inputs
+# --------------------------------------------------------------------------------------------
+DEMO_FRAMES = psim.frame_timing(psim.DEFAULTS["pet"]["frames"])
+PLAN_ARGS = {"models": ["1tcm", "logan", "srtm", "logan_ref", "suvr", "suv"],
+             "maps": ["SUVR", "BPNDsrtm", "VTlogan"], "suvr_window_s": [3600, 5400],
+             "coreg_window_s": [1200, None], "motion_min_start_s": 120.0, "tstar_s": 1800}
+
+
+def test_dynamic_plan_keeps_the_configuration():
+    frames = {("01", s): (*DEMO_FRAMES, "pet.json") for s in SESSIONS}
+    plan = stage.plan_study(frames, **PLAN_ARGS)
+    assert plan["kind"] == "dynamic" and plan["messages"] == []
+    assert plan["models"] == PLAN_ARGS["models"] and plan["maps"] == PLAN_ARGS["maps"]
+    for params in plan["sessions"].values():
+        assert params == {"suvr_window_s": [3600, 5400], "coreg_window_s": [1200, None],
+                          "motion_min_start_s": 120.0, "tstar_s": 1800, "tstar_frames": None}
+
+
+def test_static_plan_keeps_suv_and_suvr_and_says_what_it_leaves_out():
+    frames = {("01", "pre"): (np.array([0.0]), np.array([1200.0]), "pre.json"),
+              ("01", "post"): (np.array([0.0]), np.array([1800.0]), "post.json")}
+    plan = stage.plan_study(frames, **{**PLAN_ARGS, "suvr_window_s": [600, 1500]})
+    assert plan["kind"] == "static"
+    assert plan["models"] == ["suvr", "suv"] and plan["maps"] == ["SUVR"]
+    text = "\n".join(plan["messages"])
+    for word in ("['1tcm', 'logan', 'srtm', 'logan_ref']", "['BPNDsrtm', 'VTlogan']",
+                 "no frame motion correction", "sub-01 ses-pre", "pre.json"):
+        assert word in text
+    assert "ses-post" not in text  # [600, 1500] s lies within the 1800 s scan
+    assert plan["sessions"]["01", "pre"]["suvr_window_s"] == [0.0, 1200.0]
+    assert plan["sessions"]["01", "post"]["suvr_window_s"] == [600, 1500]
+    assert plan["sessions"]["01", "pre"]["coreg_window_s"] == [0.0, None]
+    # a few late frames: every frame is registered
+    late = {("01", "pre"): (np.array([3000.0, 3300, 3600, 3900]), np.full(4, 300.0), "p.json")}
+    plan = stage.plan_study(late, **PLAN_ARGS)
+    assert plan["sessions"]["01", "pre"]["motion_min_start_s"] == 3000.0
+    assert "4 frames: every frame is registered" in "\n".join(plan["messages"])
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"frames": "mixed"}, ["same kind of PET scan", "dynamic: sub-01 ses-pre",
+                           "static: sub-01 ses-post"]),
+    ({"models": ["srtm", "logan"], "frames": "static"}, ["'pet.models'", "suv"]),
+    ({"tstar_frames": 5}, ["pet.tstar_s: null"]),
+    ({"tstar_frames": 40, "tstar_s": None}, ["pre.json", "more frames than pet.tstar_frames"]),
+])
+def test_plan_refuses(change, words):
+    kind = change.pop("frames", "dynamic")
+    static = (np.array([0.0]), np.array([1200.0]))
+    frames = {("01", "pre"): (*(static if kind == "static" else DEMO_FRAMES), "pre.json"),
+              ("01", "post"): (*(DEMO_FRAMES if kind == "dynamic" else static), "post.json")}
+    with pytest.raises(InputError) as err:
+        stage.plan_study(frames, **{**PLAN_ARGS, **change})
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_suv_of_a_uniform_image_is_the_closed_form():
+    """A uniform 2.5 kBq/mL image, 370 MBq injected, 72.5 kg: SUV = 2500 Bq/mL / (370e6 Bq /
+    72500 g), whatever unit the TACs carry."""
+    meta = {"InjectedRadioactivity": 370.0, "InjectedRadioactivityUnits": "MBq", "BodyWeight": 72.5}
+    dose, weight = stage.check_suv_inputs(meta, source="pet.json")
+    assert dose == 370e6 and weight == 72.5
+    expected = 2500.0 / (370e6 / 72500.0)
+    start, duration = np.array([0.0]), np.array([1200.0])
+    roi = np.zeros((4, 4, 3), bool)
+    roi[1:3, 1:3, :] = True
+    for units, value in (("kBq/mL", 2.5), ("Bq/mL", 2500.0)):
+        img = nib.Nifti1Image(np.full((4, 4, 3, 1), value, np.float32), np.eye(4))
+        df, _, _, _ = stage.tacs_step(img, start, duration, {"roi": roi, "ref": ~roi},
+                                      units=units, pvc_method="none", psf_fwhm_mm=5.0)
+        kin = stage.kinetics_step({"none": (df, "tacs.tsv")}, input_df=None, models=["suv", "suvr"],
+                                  reference_roi="ref", tstar_s=None, suvr_window_s=[0, 1200],
+                                  vb=None, vt_bounds=[0.5, 100], bp_bounds=[-0.5, 30],
+                                  injected_dose_bq=dose, weight_kg=weight, units=units)
+        suv = kin[(kin.roi == "roi") & (kin.parameter == "SUV")].estimate.iloc[0]
+        assert suv == pytest.approx(expected, rel=1e-9), units
+        assert kin[(kin.roi == "roi") & (kin.parameter == "SUVR")].estimate.iloc[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("meta, weight, words", [
+    ({"BodyWeight": 70}, None, ["'InjectedRadioactivity'", "pet.json"]),
+    ({"InjectedRadioactivity": 300, "InjectedRadioactivityUnits": "MBqq", "BodyWeight": 70}, None,
+     ["'InjectedRadioactivityUnits'", "'MBqq'"]),
+    ({"InjectedRadioactivity": 300}, None, ["'BodyWeight'", "set pet.weight_column"]),
+    ({"InjectedRadioactivity": 300}, float("nan"), ["'BodyWeight'", "column 'weight'"]),
+])
+def test_suv_inputs_name_the_missing_field(meta, weight, words):
+    column = "weight" if weight is not None else None
+    with pytest.raises(InputError) as err:
+        stage.check_suv_inputs(meta, weight, source="pet.json", participants="participants.tsv",
+                               weight_column=column)
+    for word in words:
+        assert word in str(err.value)
+    # the participants' weight is used when the sidecar has none
+    assert stage.check_suv_inputs({"InjectedRadioactivity": 10, "InjectedRadioactivityUnits": "mCi"},
+                                  68.0, source="pet.json") == (3.7e8, 68.0)
+
+
+def test_static_single_frame_study_dag(tmp_path):
+    """One 20-min frame: the DAG says what is left out; no blood, every other step runs."""
+    sim = {**runner.SMALL_SIMULATION, "pet": {**runner.SMALL_SIMULATION["pet"],
+                                              "frames": [[1, 1200]]}}
+    cfg = small_config(tmp_path, n=1, simulate=sim,
+                       pet={"min_volume_ml": 0.2, "models": ["srtm", "logan", "suvr", "suv"]})
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), *UNTIL, cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert dry_run_jobs(res) == {"simulate_subject": 1, "anat": 2, "pet_motion": 2, "pet_coreg": 2,
+                                 "pet_rois": 2, "pet_tacs": 2, "pet_kinetics": 2, "pet_maps": 2}
+    for words in ("models ['srtm', 'logan'] need a dynamic scan", "fitted: ['suvr', 'suv']",
+                  "parametric maps ['BPNDsrtm', 'VTlogan'] are left out",
+                  "static scan 0-1200 s", "no frame motion correction"):
+        assert words in out
+    maps = jobs_of(res, "pet_maps")
+    assert all(len(outs) == 1 and outs[0].endswith("_stat-SUVR_petmap.nii.gz") for _, outs in maps)
 
 
 # --------------------------------------------------------------------------------------------
