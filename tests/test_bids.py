@@ -333,3 +333,108 @@ def test_blood_times_in_minutes_labelled_seconds(study):
         df.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
     (msg,) = _problems(study)
     assert "minutes" in msg and "'time'" in msg
+
+
+def _pet_json(study, sub="01", ses="pre"):
+    return study / f"sub-{sub}/ses-{ses}/pet/sub-{sub}_ses-{ses}_trc-UCBJ_pet.json"
+
+
+@pytest.mark.parametrize("scale, hint", [(1000.0, "milliseconds; divide them by 1000"),
+                                         (1 / 60, "minutes; multiply them by 60")])
+def test_frame_times_in_other_units(study, scale, hint):
+    js = _pet_json(study)
+    _edit_json(js, lambda m: m.update(FrameTimesStart=[t * scale for t in m["FrameTimesStart"]],
+                                      FrameDuration=[t * scale for t in m["FrameDuration"]]))
+    (msg,) = _problems(study)
+    assert str(js) in msg and "expected seconds" in msg and hint in msg
+
+
+def test_durations_holding_end_times_get_the_hint(study):
+    js = _pet_json(study)
+
+    def ends(m):
+        m["FrameDuration"] = [s + d for s, d in zip(m["FrameTimesStart"], m["FrameDuration"])]
+
+    _edit_json(js, ends)
+    (msg,) = _problems(study)
+    assert "non-overlapping" in msg and "look like frame end times" in msg
+    assert "FrameDuration = end - start ([10, 10, 10, 10, ...])" in msg
+
+
+def test_a_single_static_frame_is_accepted_with_its_frame_times(study):
+    import nibabel as nib
+
+    pet = study / "sub-02/ses-post/pet/sub-02_ses-post_trc-UCBJ_pet.nii.gz"
+    img = nib.load(pet)
+    nib.Nifti1Image(np.asarray(img.dataobj)[..., -1], img.affine).to_filename(pet)
+    _edit_json(_pet_json(study, "02", "post"),
+               lambda m: m.update(FrameTimesStart=[5100.0], FrameDuration=[300.0]))
+    pet_cfg = {"models": ["logan", "suvr"], "tstar_s": 1800, "suvr_window_s": [5100, None],
+               "coreg": {"window_s": [1200, None]}, "motion": {"min_start_s": 120.0}}
+    got = bids.collect_study(study, ["01", "02"], ["pre", "post"], pet_config=pet_cfg)
+    sf = got[("02", "post")]
+    assert (sf.pet_frame_start_s, sf.pet_frame_duration_s) == ([5100.0], [300.0])
+    assert len(got[("01", "pre")].pet_frame_start_s) == 31
+
+
+@pytest.mark.parametrize("value, units, bq", [(550, "MBq", 550e6), (10, "mCi", 3.7e8),
+                                              (2.5e5, "kBq", 2.5e8), (300, "uCi", 1.11e7),
+                                              (3e8, "Bq", 3e8), (1, "GBq", 1e9)])
+def test_injected_radioactivity_in_bq(value, units, bq):
+    meta = {"InjectedRadioactivity": value, "InjectedRadioactivityUnits": units}
+    assert bids.injected_bq(meta) == pytest.approx(bq)
+
+
+def test_injected_radioactivity_needs_known_units(study):
+    assert bids.injected_bq({}) is None
+    with pytest.raises(InputError, match="InjectedRadioactivityUnits"):
+        bids.injected_bq({"InjectedRadioactivity": 5})
+    js = _pet_json(study)
+    _edit_json(js, lambda m: m.update(InjectedRadioactivityUnits="MBq/mL"))
+    (msg,) = _problems(study)
+    assert str(js) in msg and "'InjectedRadioactivityUnits'" in msg and "'MBq/mL'" in msg
+
+
+# a 90 min dynamic scan: 10 frames of 60 s, then 16 of 300 s (ends at 5400 s)
+DYN_START = [60.0 * i for i in range(10)] + [600.0 + 300.0 * i for i in range(16)]
+DYN_DUR = [60.0] * 10 + [300.0] * 16
+PROTOCOL = {"models": ["1tcm", "logan", "srtm", "suvr"], "parametric_maps": False,
+            "tstar_s": 1800, "suvr_window_s": [3600, 5400], "coreg": {"window_s": [1200, None]},
+            "motion": {"min_start_s": 120.0}}
+
+
+def _protocol(start=DYN_START, dur=DYN_DUR, blood=False, **pet):
+    found = []
+    bids.check_protocol(start, dur, {**PROTOCOL, **pet}, "x_pet.json", found, blood=blood)
+    return found
+
+
+@pytest.mark.parametrize("pet, key", [
+    ({"suvr_window_s": [3600, 6000]}, "pet.suvr_window_s"),
+    ({"suvr_window_s": [5400, None]}, "pet.suvr_window_s"),
+    ({"tstar_s": 4800}, "pet.tstar_s"),
+    ({"tstar_s": None, "tstar_frames": 30}, "pet.tstar_frames"),
+    ({"coreg": {"window_s": [6000, None]}}, "pet.coreg.window_s"),
+    ({"motion": {"min_start_s": 5200}}, "pet.motion.min_start_s"),
+])
+def test_protocol_outside_the_scan_names_the_key_and_the_end(pet, key):
+    assert _protocol() == []
+    (msg,) = _protocol(**pet)
+    assert msg.startswith("x_pet.json") and f"'{key}'" in msg and "5400 s" in msg
+
+
+def test_protocol_checks_only_what_is_configured():
+    # t* only for the linear plots (plasma Logan maps count when blood is there)
+    assert _protocol(models=["srtm", "suvr"], tstar_s=5000) == []
+    (msg,) = _protocol(models=["srtm"], tstar_s=5000, parametric_maps=True,
+                       suvr_window_s=[6000, 7000])
+    assert "'pet.suvr_window_s'" in msg
+    (msg,) = _protocol(models=["srtm"], tstar_s=5000, parametric_maps=True, blood=True)
+    assert "'pet.tstar_s'" in msg and "logan" in msg
+    # SUVR window only for SUVR (model or maps)
+    assert _protocol(models=["1tcm"], suvr_window_s=[6000, 7000]) == []
+    # a static scan: SUVR window checked, dynamic-only steps left to the stages
+    static = {"start": [3000.0], "dur": [600.0]}
+    assert _protocol(**static, suvr_window_s=[3000, None], tstar_s=4000) == []
+    (msg,) = _protocol(**static)
+    assert "'pet.suvr_window_s'" in msg and "3600 s" in msg

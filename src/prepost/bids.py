@@ -806,11 +806,13 @@ def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None,
                     n = len(problems)
                     meta = check_pet(bids_dir, sf.pet, problems) if check_images else \
                         (sidecar(bids_dir, sf.pet)[0] if sf.pet_json else {})
+                    pet_ok = len(problems) == n  # frames usable: the scan end is known
                     if check_images:
                         last = {tsv: check_blood(tsv, js, problems) for tsv, js in sf.blood.values()}
-                        check_blood_coverage(last, _scan_end(meta), sf.pet_json, problems)
+                        if pet_ok:
+                            check_blood_coverage(last, _scan_end(meta), sf.pet_json, problems)
                     starts, durs = meta.get("FrameTimesStart"), meta.get("FrameDuration")
-                    if len(problems) == n and isinstance(starts, list) and isinstance(durs, list):
+                    if pet_ok and isinstance(starts, list) and isinstance(durs, list):
                         sf.pet_frame_start_s = [float(v) for v in starts]
                         sf.pet_frame_duration_s = [float(v) for v in durs]
                         if pet_config is not None:
