@@ -210,6 +210,19 @@ def test_suv_inputs_name_the_missing_field(meta, weight, words):
                                   68.0, source="pet.json") == (3.7e8, 68.0)
 
 
+@pytest.mark.parametrize("n_frames", [1, 3])
+def test_pet_to_mni_keeps_the_frame_axis(tmp_path, n_frames):
+    """Identity transforms give the image back, also a one-frame (static) PET."""
+    from prepost import registration
+
+    eye = registration.write_ants_affine(np.eye(4), tmp_path / "id.mat")
+    data = np.random.default_rng(0).uniform(0, 1, (6, 5, 4, n_frames)).astype(np.float32)
+    ref = nib.Nifti1Image(np.zeros((6, 5, 4), np.float32), np.eye(4))
+    out = stage.pet_to_mni(nib.Nifti1Image(data, np.eye(4)), eye, [eye], ref)
+    assert out.shape == data.shape
+    np.testing.assert_allclose(np.asarray(out.dataobj), data, atol=1e-6)
+
+
 def test_static_single_frame_study_dag(tmp_path):
     """One 20-min frame: the DAG says what is left out; no blood, every other step runs."""
     sim = {**runner.SMALL_SIMULATION, "pet": {**runner.SMALL_SIMULATION["pet"],

@@ -738,11 +738,15 @@ def pet_to_mni(pet, xfm, t1w_to_mni, mni_ref, interpolation="linear"):
     img = nib.load(pet) if isinstance(pet, (str, Path)) else pet
     ref = nib.load(mni_ref) if isinstance(mni_ref, (str, Path)) else mni_ref
     tlist = [str(t) for t in t1w_to_mni] + [str(xfm)]
+    # a one-frame PET (static scan) is resampled as a 3D image and keeps its frame axis
+    one_frame = len(img.shape) == 4 and img.shape[3] == 1
+    if one_frame:
+        img = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32)[..., 0], img.affine)
     out = ants.apply_transforms(to_ants(ref), to_ants(img), tlist, interpolator=interpolation,
                                 imagetype=3 if len(img.shape) == 4 else 0,
                                 whichtoinvert=[False] * len(tlist))
-    res = from_ants(out)
-    return nib.Nifti1Image(np.asarray(res.dataobj, dtype=np.float32), ref.affine)
+    data = np.asarray(from_ants(out).dataobj, dtype=np.float32)
+    return nib.Nifti1Image(data[..., None] if one_frame else data, ref.affine)
 
 
 def maps_step(pet_mni, frame_start_s, frame_duration_s, mask, *, reference_tac, input_df,
