@@ -24,7 +24,10 @@ def study(tmp_path_factory):
     table.loc[(table.participant_id == "sub-02") & (table.session == "pre")
               & (table.measure == "VT_1tcm") & (table.region == "PCC"), "flag"] = "1TCM failed"
     table.to_csv(tmp / "measures.tsv", sep="\t", index=False)
-    participants(n).to_csv(tmp / "participants.tsv", sep="\t", index=False)
+    # headers as many BIDS datasets write them: 'Age' enters the formula as the term age
+    part = participants(n).rename(columns={"age": "Age"})
+    part["Gender"] = ["F", "M"] * (n // 2) + ["n/a"] * (n % 2)
+    part.to_csv(tmp / "participants.tsv", sep="\t", index=False)
     results = tmp / "results"
     cfg = {"participants": str(tmp / "participants.tsv"), "results_dir": str(results),
            "modalities": {"fmri": False, "pet": False},
@@ -52,6 +55,11 @@ def test_stats_and_report_rules_run(study):
     assert h.loc["SomMot-Default FC increases", "verdict"] == "supported"
     mixed = pd.read_csv(results / "group/mixed.tsv", sep="\t")
     assert {"session[T.post]", "followup_days", "age"} <= set(mixed.term)
+    cov = pd.read_csv(results / "group/covariates.tsv", sep="\t").set_index("column")
+    assert cov.loc["Age", "term"] == "age" and cov.loc["Gender", "kind"] == "categorical"
+    assert cov.loc["Gender", "n_missing"] == 1
+    log = (results / "logs/stats/group_table.log").read_text()
+    assert "participants.tsv column 'Age' -> formula term 'age'" in log
     html = (results / "report/report.html").read_text()
     assert "sub-05" in html and "Hypotheses" in html
 
