@@ -22,8 +22,9 @@ SPACE = "MNI152NLin2009aSym"
 SIM = {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 150, "voxel_mm": 6.0},
        "pet": {"voxel_mm": 8.0, "frames": [[2, 60], [4, 300]], "autosampler": False}}
 N_SUBJECTS = 4
-CONN_RULES = {"connectivity_session_qc", "connectivity_timeseries", "connectivity_fc", "connectivity_measures",
-              "connectivity_tangent", "connectivity_gradients", "connectivity_alff_maps"}
+CONN_RULES = {"connectivity_session_qc", "connectivity_timeseries", "connectivity_fc",
+              "connectivity_measures", "connectivity_tangent", "connectivity_gradients",
+              "connectivity_alff_maps"}
 
 
 
@@ -333,18 +334,22 @@ def test_excluded_run_gives_nan_outputs_with_flags(conn_study, tmp_path):
 
 
 def test_names_follow_the_bold_run_entities():
-    # a new entity of the BOLD run (acq-) reaches every connectivity name through the run
+    # a run's entities (acq-, run-) reach every per-run fMRI name; the session's connectivity
+    # names carry its task only (runs are combined); a run of task- only keeps the usual names
     from prepost.connectivity import stage as conn_stage
     from prepost.fmri import stage as fmri_stage
 
-    run = {"sub": "01", "ses": "pre", "task": "rest", "acq": "mb4"}
-    bold = fmri_stage.output_paths("r", space="MNI152NLin2009aSym", res="3", **run)
-    conn = conn_stage.output_paths("r", space="MNI152NLin2009aSym", res="3", atlas="Schaefer100",
-                                   meas="pearson", **run)
+    key = fmri_stage.run_key({"task": "rest", "run": "2", "acq": "mb4"})
+    assert key == "rest_acq-mb4_run-2" and fmri_stage.run_key({"task": "rest"}) == "rest"
+    bold = fmri_stage.output_paths("r", space=SPACE, res="3", sub="01", ses="pre", task=key)
     stem = bold["denoise"]["bold"].removesuffix("_desc-denoised_bold.nii.gz")
-    assert stem.endswith("sub-01_ses-pre_task-rest_acq-mb4_space-MNI152NLin2009aSym_res-3")
-    assert conn["relmat"] == f"{stem}_atlas-Schaefer100_meas-pearson_relmat.tsv"
-    assert all(p.startswith(stem) for p in conn.values())
+    assert stem == ("r/sub-01/ses-pre/func/"
+                    f"sub-01_ses-pre_task-rest_acq-mb4_run-2_space-{SPACE}_res-3")
+    conn = conn_stage.output_paths("r", space=SPACE, res="3", atlas="Schaefer100",
+                                   meas="pearson", sub="01", ses="pre", task="rest")
+    session = f"r/sub-01/ses-pre/func/sub-01_ses-pre_task-rest_space-{SPACE}_res-3"
+    assert conn["relmat"] == f"{session}_atlas-Schaefer100_meas-pearson_relmat.tsv"
+    assert all(p.startswith(session) for p in conn.values())
 
 
 def _run_qc(n_volumes, sample_mask, retained_s, mean_fd, excluded=False, t_r=2.0):

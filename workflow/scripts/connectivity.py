@@ -93,8 +93,9 @@ def run_gradients():
     log.info("gradients of %d runs aligned to the group reference", len(parts))
 
 
-STEPS = {"session_qc": run_session_qc, "timeseries": run_timeseries, "fc": run_fc, "measures": run_measures,
-         "alff_maps": run_alff_maps, "tangent": run_tangent, "gradients": run_gradients}
+STEPS = {"session_qc": run_session_qc, "timeseries": run_timeseries, "fc": run_fc,
+         "measures": run_measures, "alff_maps": run_alff_maps, "tangent": run_tangent,
+         "gradients": run_gradients}
 if p.step not in STEPS:
     raise ValueError(f"unknown step {p.step!r}; known steps: {', '.join(STEPS)}")
 STEPS[p.step]()

@@ -82,7 +82,9 @@ def output_paths(results, *, space, res, **run):
     **run : str
         Entities of the BOLD run (``sub``, ``ses``, ``task`` ...; values may be Snakemake
         wildcards such as ``"{subject}"``). Every name carries all of them, so a new entity of
-        the run is one more keyword here.
+        the run is one more keyword here. The workflow passes the run's key
+        (:func:`run_key`, e.g. ``rest_acq-mb_run-1``) as ``task``, so the names carry every
+        entity of the run in BIDS order.
 
     Returns
     -------
@@ -659,8 +661,14 @@ def check_fmriprep(fmriprep_dir, sessions, *, task, filters=None, space, res=Non
                          found="empty" if not fmriprep_dir else "no such folder")
     problems, out = [], {}
     for s, ses in sessions:
-        out[(s, ses)] = find_fmriprep_runs(fmriprep_dir, s, ses, task=task, filters=filters,
-                                           space=space, res=res, problems=problems)
+        runs = find_fmriprep_runs(fmriprep_dir, s, ses, task=task, filters=filters,
+                                  space=space, res=res, problems=problems)
+        t_rs = {k: f["t_r"] for k, f in runs.items()}
+        if len({round(t, 6) for t in t_rs.values()}) > 1:  # the session's runs are combined
+            problems.append(f"sub-{s} ses-{ses}: field RepetitionTime: expected one TR for the "
+                            f"runs of a session, found {t_rs}; choose runs with config "
+                            "bids.filters.bold")
+        out[(s, ses)] = runs
     if problems:
         raise ValidationReport(problems)
     return out
