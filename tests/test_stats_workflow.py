@@ -109,6 +109,22 @@ def test_formula_with_unknown_covariate_fails_at_dag_time(tmp_path):
     assert res.returncode != 0 and "bmi" in out and "stats.mixed.formula" in out
 
 
+def test_participants_column_names_checked_at_dag_time(tmp_path):
+    # a formula naming a column as written in the file is told its term; a bad age names the line
+    parts = tmp_path / "participants.tsv"
+    parts.write_text("participant_id\tAge\tfollowup_days\nsub-01\t30\t1\nsub-02\tn/a\t7\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"), "participants": str(parts),
+                                   "stats": {"mixed": {"formula": "value ~ session + Age"}}}))
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "stats.mixed.formula" in out and "'Age' is written 'age'" in out
+    parts.write_text("participant_id\tAge\nsub-01\t30\nsub-02\tthirty\n")
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and f"{parts}: line 3, column 'Age'" in out and "'thirty'" in out
+
+
 def test_nbs_reads_the_connectivity_stage_matrices(tmp_path):
     # NBS takes the Pearson matrices connectivity_fc writes, for every participant and session
     cfg = small_config(tmp_path, connectivity={**yaml.safe_load(
