@@ -805,7 +805,7 @@ def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None,
                 else:
                     n = len(problems)
                     meta = check_pet(bids_dir, sf.pet, problems) if check_images else \
-                        (sidecar(bids_dir, sf.pet)[0] if sf.pet_json else {})
+                        (_checked_sidecar(bids_dir, sf.pet, problems)[0] or {})
                     pet_ok = len(problems) == n  # frames usable: the scan end is known
                     if check_images:
                         last = {tsv: check_blood(tsv, js, problems) for tsv, js in sf.blood.values()}
