@@ -120,7 +120,7 @@ def get_blood(wildcards):
 
 
 # Whether the raw BOLD is read (fMRIPrep mode reads only the derivatives).
-BOLD_RAW = config["fmri"]["source"] != "fmriprep"
+READ_RAW_BOLD = config["fmri"]["source"] != "fmriprep"
 
 
 def bold_runs(subject, session):
@@ -134,7 +134,7 @@ def bold_runs(subject, session):
 def get_session_inputs(wildcards):
     """Every input file of one participant and session that the configured modalities use."""
     files = [get_t1w(wildcards)]
-    if FMRI and BOLD_RAW:
+    if FMRI and READ_RAW_BOLD:
         for run in bold_runs(wildcards.subject, wildcards.session):
             files += [str(run.bold), str(run.bold_json)]
     if PET:
