@@ -257,6 +257,14 @@ def test_tracer_is_taken_from_the_data(study):
     assert set(got[("01", "pre")].blood) == {"manual", "autosampler"}
 
 
+def test_a_configured_tracer_absent_lists_the_pets_there(study):
+    with pytest.raises(ValidationReport) as info:
+        bids.collect_study(study, ["01"], ["pre"], tracer="FDG")
+    (msg,) = info.value.problems
+    assert "_trc-FDG_pet.nii.gz" in msg and "'bids.tracer'" in msg
+    assert "found only sub-01_ses-pre_trc-UCBJ_pet.nii.gz" in msg
+
+
 def test_sessions_must_agree_on_the_tracer(study):
     _retrace(study, "02", "post")
     (msg,) = _problems(study)

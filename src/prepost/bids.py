@@ -799,9 +799,11 @@ def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None,
             if pet:
                 if sf.pet is None:
                     trc = f"trc-{tracer}_" if tracer else "[trc-<tracer>_]"
+                    there = [p.name for p in _images(sesdir / "pet", "pet", None)]
+                    found = f"only {', '.join(there)}" if there else "none"
                     problems.append(f"{sesdir / 'pet'}: expected a PET image "
                                     f"(sub-{sub}_ses-{ses}_{trc}pet.nii.gz; config 'bids.tracer', "
-                                    "'bids.filters.pet'), found none")
+                                    f"'bids.filters.pet'), found {found}")
                 else:
                     n = len(problems)
                     meta = check_pet(bids_dir, sf.pet, problems) if check_images else \
