@@ -446,3 +446,10 @@ def test_protocol_checks_only_what_is_configured():
     assert _protocol(**static, suvr_window_s=[3000, None], tstar_s=4000) == []
     (msg,) = _protocol(**static)
     assert "'pet.suvr_window_s'" in msg and "3600 s" in msg
+
+
+@pytest.mark.parametrize("filters, ok", [
+    ({"run": 1}, True), ({"run": "01"}, True), ({"run": [2, 1]}, True), ({"run": 2}, False),
+    ({"run": None}, False), ({"rec": None}, True), ({"rec": "acdyn"}, False), ({}, True)])
+def test_entity_filters(filters, ok):
+    assert bids.matches({"task": "rest", "run": "01"}, filters) is ok

@@ -195,17 +195,21 @@ def matches(entities, filters):
     """Whether a file's ``entities`` pass ``filters`` (entity: label, list of labels, or None).
 
     A label filter requires the entity with that label; None requires the entity to be absent;
-    a list accepts any of its labels. Entities not named in ``filters`` are not constrained.
+    a list accepts any of its labels. Numeric labels compare as numbers (``run: 1`` selects
+    ``run-01``). Entities not named in ``filters`` are not constrained.
     """
+    def same(have, want):
+        want = str(want)
+        return have == want or (have.isdigit() and want.isdigit() and int(have) == int(want))
+
     for key, want in (filters or {}).items():
         have = entities.get(key)
         if want is None:
             if have is not None:
                 return False
-        elif isinstance(want, (list, tuple)):
-            if have not in {str(w) for w in want}:
-                return False
-        elif have != str(want):
+        elif have is None:
+            return False
+        elif not any(same(have, w) for w in (want if isinstance(want, (list, tuple)) else [want])):
             return False
     return True
 
