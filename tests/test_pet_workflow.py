@@ -1,7 +1,8 @@
 """The PET stage as a workflow: the real chain on a small simulated study, scored against the truth.
 
 Fast: dry runs show that the PET file names follow the anatomy's template resolution and the tracer
-entity, and that the PET script refuses an unknown step. Slow: one participant (pre and post
+entity, and that the PET script refuses an unknown step; what static scans support (plan, DAG),
+SUV against its closed form and its missing inputs. Slow: one participant (pre and post
 sessions, PET at 4 mm, a 30 % planted PCC VT increase) runs simulate -> anat -> PET with
 snakemake; the tests score TACs, VT, its pre/post change, SUVR and the parametric maps against the
 simulator's truth, then check which rules a parameter change re-schedules and the flagging of failed
@@ -81,15 +82,16 @@ def test_output_paths_follow_the_entities():
             "res-2", "res-1"), key
 
 
-def test_template_resolution_1_and_no_tracer_build_the_dag(tmp_path):
-    """1 mm templates and no trc- entity: pet_maps reads the 1 mm T1w in MNI and writes res-1
-    maps, and no PET file name holds trc-."""
+def test_template_resolution_1_builds_the_dag(tmp_path):
+    """1 mm templates: pet_maps reads the 1 mm T1w in MNI and writes res-1 maps. The simulated
+    PET carries trc-UCBJ, which every PET name keeps (a dataset without trc-:
+    test_pet_realworld)."""
     cfg = small_config(tmp_path, n=1, anat={"template_resolution": 1}, bids={"tracer": None})
     res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), *UNTIL, cwd=tmp_path)
     assert dry_run_jobs(res)["pet_maps"] == 2
     results = tmp_path / "results"
     for ses in SESSIONS:
-        want = stage.output_paths(results, sub="01", ses=ses, trc=None, space=SPACE, res=1)
+        want = stage.output_paths(results, sub="01", ses=ses, trc="UCBJ", space=SPACE, res=1)
         maps = [(i, o) for i, o in jobs_of(res, "pet_maps") if want["map_SUVR"] in o]
         assert len(maps) == 1, ses
         inputs, outs = maps[0]
@@ -100,7 +102,7 @@ def test_template_resolution_1_and_no_tracer_build_the_dag(tmp_path):
         assert want["tacs"] in inputs
     pet_files = [p for rule in ("pet_motion", "pet_tacs", "pet_kinetics", "pet_maps")
                  for _, outs in jobs_of(res, rule) for p in outs]
-    assert pet_files and not [p for p in pet_files if "trc-" in p]
+    assert pet_files and all("_trc-UCBJ_" in p for p in pet_files)
 
 
 def test_script_rejects_an_unknown_step(tmp_path):

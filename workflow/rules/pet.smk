@@ -4,7 +4,6 @@
 from snakemake.logging import logger
 
 from prepost.errors import InputError
-from prepost.pet import frames as pframes
 from prepost.pet import roi as proi
 from prepost.pet import stage as pstage
 
@@ -29,84 +28,53 @@ PET_GTM = PET_CFG["pvc"] == "gtm"
 PET_MAPS = ["SUVR", "BPNDsrtm"] + (["VTlogan"] if PET_BLOOD else [])
 
 
-def _pet_frames():
-    """{(subject, session): (frame_start_s, frame_duration_s, sidecar)} of every scan, now."""
-    if SIMULATED:
-        frames = pframes.check_frames(
-            *psim.frame_timing(config["simulate"]["pet"]["frames"]),
-            source="config simulate.pet.frames",
-        )
-        return {
-            (s, ses): (*frames, "simulate.pet.frames")
+# every scan's frames, now: the simulated study's from its config, a user's from the sidecars
+PET_FRAMES = (
+    {}
+    if not PET
+    else (
+        {
+            (s, ses): (
+                *psim.frame_timing(config["simulate"]["pet"]["frames"]),
+                "simulate",
+            )
             for s in SUBJECTS
             for ses in SESSIONS
         }
-    out = {}
-    for key, sf in STUDY.items():
-        out[key] = (
-            *pstage.pet_sidecar(sf.pet_json, BIDS_DIR, sf.pet)[1:3],
-            str(sf.pet_json),
-        )
-    return out
-
-
-# what the scans support (static scans: SUV/SUVR only), said now; per-session windows and t*
-PET_PLAN = (
-    pstage.plan_study(
-        _pet_frames(),
-        models=PET_MODELS,
-        maps=PET_MAPS,
-        suvr_window_s=PET_CFG["suvr_window_s"],
-        coreg_window_s=PET_CFG["coreg"]["window_s"],
-        motion_min_start_s=PET_CFG["motion"]["min_start_s"],
-        tstar_s=PET_CFG["tstar_s"],
-        tstar_frames=PET_CFG["tstar_frames"],
+        if SIMULATED
+        else pstage.scan_frames(STUDY, BIDS_DIR)
     )
-    if PET
-    else {"kind": "dynamic", "models": PET_MODELS, "maps": PET_MAPS, "messages": []}
+)
+# what the scans support (static scans: SUV/SUVR only), said now; per-session windows and t*
+PET_PLAN = pstage.plan_study(
+    PET_FRAMES,
+    models=PET_MODELS,
+    maps=PET_MAPS,
+    suvr_window_s=PET_CFG["suvr_window_s"],
+    coreg_window_s=PET_CFG["coreg"]["window_s"],
+    motion_min_start_s=PET_CFG["motion"]["min_start_s"],
+    tstar_s=PET_CFG["tstar_s"],
+    tstar_frames=PET_CFG["tstar_frames"],
 )
 for _msg in PET_PLAN["messages"]:
     logger.warning(_msg)
 PET_MODELS, PET_MAPS = PET_PLAN["models"], PET_PLAN["maps"]
 # a static scan fits no plasma-input model: no arterial input is built
 PET_BLOOD = PET_BLOOD and PET_PLAN["kind"] == "dynamic"
-PET_WEIGHT_COLUMN = PET_CFG["weight_column"]
-if PET_WEIGHT_COLUMN is not None and PET_WEIGHT_COLUMN not in PARTICIPANTS.columns:
-    raise InputError(
-        file=config["participants"],
-        field=PET_WEIGHT_COLUMN,
-        expected="a body weight column (kg) named by pet.weight_column",
-        found=f"columns {[c for c in PARTICIPANTS.columns if c != 'label']}",
-    )
-
-
-def pet_session(key):
-    """Per-session PET parameter ``key`` of the plan (a params function)."""
-    return lambda wildcards: PET_PLAN["sessions"][
-        (wildcards.subject, wildcards.session)
-    ][key]
-
-
-def pet_weight_kg(wildcards):
-    """The participant's body weight from pet.weight_column (None without the column)."""
-    if PET_WEIGHT_COLUMN is None:
-        return None
-    row = PARTICIPANTS[PARTICIPANTS.label == wildcards.subject]
-    value = row[PET_WEIGHT_COLUMN].iloc[0]
-    return None if pd.isna(value) else float(value)
-
-
+# body weights for the SUV from pet.weight_column (the sidecar's BodyWeight comes first)
+PET_WEIGHTS = pstage.participant_weights(
+    PARTICIPANTS, PET_CFG["weight_column"], source=config["participants"]
+)
 # SUV needs the dose and body weight of every scan; a user's sidecars are read now (the
 # simulated ones carry both and are written by the simulation)
 if PET and "suv" in PET_MODELS and not SIMULATED:
-    for (_s, _ses), _sf in STUDY.items():
-        pstage.check_suv_inputs(
-            pbids.sidecar(BIDS_DIR, _sf.pet)[0],
-            pet_weight_kg(type("W", (), {"subject": _s, "session": _ses})),
-            source=str(_sf.pet_json),
-            participants=config["participants"],
-            weight_column=PET_WEIGHT_COLUMN,
-        )
+    pstage.check_study_suv(
+        STUDY,
+        BIDS_DIR,
+        PET_WEIGHTS,
+        participants=config["participants"],
+        weight_column=PET_CFG["weight_column"],
+    )
 # every PET file name, from its entities (wildcards for participant and session)
 PET_OUT = pstage.output_paths(
     RESULTS,
@@ -161,7 +129,7 @@ rule pet_motion:
     params:
         step="motion",
         bids_dir=BIDS_DIR,
-        min_start_s=pet_session("motion_min_start_s"),
+        min_start_s=pstage.session_param(PET_PLAN, "motion_min_start_s"),
         method=PET_CFG["motion"]["method"],
         fwhm_mm=PET_CFG["motion"]["fwhm_mm"],
     script:
@@ -194,7 +162,7 @@ rule pet_coreg:
         runtime=15,
     params:
         step="coreg",
-        window_s=pet_session("coreg_window_s"),
+        window_s=pstage.session_param(PET_PLAN, "coreg_window_s"),
         init=PET_CFG["coreg"]["init"],
     script:
         "../scripts/pet.py"
@@ -344,10 +312,10 @@ rule pet_kinetics:
         models=PET_MODELS,
         pvc=PET_CFG["pvc"],
         reference_roi=PET_CFG["reference_roi"],
-        tstar_s=pet_session("tstar_s"),
-        tstar_frames=pet_session("tstar_frames"),
-        suvr_window_s=pet_session("suvr_window_s"),
-        weight_kg=pet_weight_kg,
+        tstar_s=pstage.session_param(PET_PLAN, "tstar_s"),
+        tstar_frames=pstage.session_param(PET_PLAN, "tstar_frames"),
+        suvr_window_s=pstage.session_param(PET_PLAN, "suvr_window_s"),
+        weight_kg=lambda wildcards: PET_WEIGHTS[wildcards.subject],
         vb=PET_CFG["vb"],
         vt_bounds=PET_CFG["vt_bounds"],
         bp_bounds=PET_CFG["bp_bounds"],
@@ -383,9 +351,9 @@ rule pet_maps:
         step="maps",
         template_resolution=ANAT["template_resolution"],
         reference_roi=PET_CFG["reference_roi"],
-        suvr_window_s=pet_session("suvr_window_s"),
-        tstar_s=pet_session("tstar_s"),
-        tstar_frames=pet_session("tstar_frames"),
+        suvr_window_s=pstage.session_param(PET_PLAN, "suvr_window_s"),
+        tstar_s=pstage.session_param(PET_PLAN, "tstar_s"),
+        tstar_frames=pstage.session_param(PET_PLAN, "tstar_frames"),
         maps=PET_MAPS,
         vb=PET_CFG["vb"],
         k2a_range=PET_CFG["srtm_basis"]["k2a_range"],

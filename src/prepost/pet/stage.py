@@ -32,6 +32,10 @@ __all__ = [
     "STATIC_MODELS",
     "output_paths",
     "plan_study",
+    "scan_frames",
+    "session_param",
+    "participant_weights",
+    "check_study_suv",
     "injected_dose_bq",
     "body_weight_kg",
     "check_suv_inputs",
@@ -257,6 +261,57 @@ def plan_study(frames, *, models, maps, suvr_window_s, coreg_window_s, motion_mi
                         "is registered to their mean (pet.motion.min_start_s is not used)")
     return {"kind": kind, "models": models, "maps": maps, "sessions": sessions,
             "messages": messages}
+
+
+def scan_frames(study, bids_dir):
+    """Checked frames of every scan of a collected study (:func:`prepost.bids.collect_study`).
+
+    Returns ``{(participant, session): (frame_start_s, frame_duration_s, sidecar path)}``.
+    """
+    return {key: (*pet_sidecar(sf.pet_json, bids_dir, sf.pet)[1:3], str(sf.pet_json))
+            for key, sf in study.items()}
+
+
+def session_param(plan, key):
+    """A Snakemake params function giving the per-session value ``key`` of a
+    :func:`plan_study` plan."""
+    return lambda wildcards: plan["sessions"][(wildcards.subject, wildcards.session)][key]
+
+
+def participant_weights(participants, column, source=None):
+    """Body weight (kg) of each participant from a participants-table column.
+
+    Parameters
+    ----------
+    participants : pandas.DataFrame
+        The table with a ``label`` column (:func:`prepost.bids.read_participants`).
+    column : str or None
+        ``pet.weight_column``; None gives no weights.
+    source : str or None
+        The participants file, named in errors.
+
+    Returns
+    -------
+    dict
+        label -> float, or None where the value is missing (``n/a``) or not a number.
+    """
+    if column is None:
+        return {lab: None for lab in participants["label"]}
+    if column not in participants.columns:
+        raise InputError(file=source, field=column, expected="a body weight column (kg) named by "
+                         "pet.weight_column",
+                         found=f"columns {[c for c in participants.columns if c != 'label']}")
+    values = pd.to_numeric(participants[column], errors="coerce")
+    return {lab: None if pd.isna(v) else float(v) for lab, v in zip(participants["label"], values)}
+
+
+def check_study_suv(study, bids_dir, weights, *, participants=None, weight_column=None):
+    """:func:`check_suv_inputs` for every scan of a collected study (when the DAG is built);
+    ``weights`` is :func:`participant_weights`' dict."""
+    for (sub, _), sf in study.items():
+        check_suv_inputs(pbids.sidecar(bids_dir, sf.pet)[0], weights.get(sub),
+                         source=str(sf.pet_json), participants=participants,
+                         weight_column=weight_column)
 
 
 # --------------------------------------------------------------------------------------------
