@@ -225,6 +225,19 @@ def test_pet_to_mni_keeps_the_frame_axis(tmp_path, n_frames):
     np.testing.assert_allclose(np.asarray(out.dataobj), data, atol=1e-6)
 
 
+def test_static_maps_are_the_suvr_of_the_one_frame():
+    """maps_step on a one-frame PET with maps ['SUVR']: the frame over the reference value, and
+    no dynamic map is attempted (no input, no reference-tissue basis)."""
+    data = np.random.default_rng(1).uniform(1, 3, (4, 4, 3, 1)).astype(np.float32)
+    mask = nib.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.eye(4))
+    maps, _ = stage.maps_step(nib.Nifti1Image(data, np.eye(4)), [0.0], [1200.0], mask,
+                              reference_tac=[2.0], input_df=None, suvr_window_s=[0.0, 1200.0],
+                              tstar_s=None, vb=None, k2a_range=[0.003, 1.0], n_basis=10,
+                              maps=["SUVR"])
+    assert list(maps) == ["SUVR"]
+    np.testing.assert_allclose(np.asarray(maps["SUVR"].dataobj), data[..., 0] / 2.0, rtol=1e-6)
+
+
 def test_static_single_frame_study_dag(tmp_path):
     """One 20-min frame: the DAG says what is left out; no blood, every other step runs."""
     sim = {**runner.SMALL_SIMULATION, "pet": {**runner.SMALL_SIMULATION["pet"],
