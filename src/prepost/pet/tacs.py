@@ -19,7 +19,7 @@ import pandas as pd
 from prepost.errors import InputError
 from prepost.io import read_json_object, read_tsv, write_json, write_tsv
 from prepost.pet.frames import check_frames, window_weights
-from prepost.pet.kinetics import srtm_basis
+from prepost.pet.kinetics import srtm_basis, tissue_integral
 from prepost.image import load_img
 
 __all__ = [
@@ -190,7 +190,8 @@ def voxelwise_logan_vt(pet_img, frame_start_s, frame_duration_s, cp_t, cp, *, ma
     Same estimator as :func:`prepost.pet.kinetics.logan_plasma`: for frames whose mid-time is
     ``>= tstar_s``, the ordinary least-squares slope of ``int_0^t C / C(t)`` on
     ``int_0^t Cp / C(t)``, where ``C(t)`` is the frame mean at the mid-time, ``int C`` the sum
-    of the preceding frames plus half the current one and ``int Cp`` exact for the
+    of the preceding frames plus half the current one, gaps bridged linearly
+    (:func:`prepost.pet.kinetics.tissue_integral`), and ``int Cp`` exact for the
     piecewise-linear input. All voxels are solved at once with closed-form OLS.
 
     Parameters
@@ -255,14 +256,14 @@ def voxelwise_logan_vt(pet_img, frame_start_s, frame_duration_s, cp_t, cp, *, ma
         sel = mid >= (30 * 60.0 if tstar_s is None else float(tstar_s)) / 60.0
     if sel.sum() < 3:
         raise InputError(field="tstar_s", expected="at least 3 frames after t*", found=f"{int(sel.sum())}")
-    dur = fem - fsm
     vt = np.full(idx.size, np.nan, np.float32)
     icpt = np.full(idx.size, np.nan, np.float32)
     for a in range(0, idx.size, int(chunk)):
         y = data[a:a + int(chunk)].astype(np.float64)
         if vb is not None:
             y = (y - vb * cb_mean) / (1.0 - vb)
-        cum_ct = np.cumsum(y * dur, axis=1) - 0.5 * y * dur
+        # as the regional Logan: gaps between frames and before the first frame are bridged
+        cum_ct = tissue_integral(y, frame_start_s, frame_duration_s)
         ys = y[:, sel]
         ok = np.all(ys > 0, axis=1)
         ys = np.where(ok[:, None], ys, 1.0)
