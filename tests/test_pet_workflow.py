@@ -117,7 +117,7 @@ def test_script_rejects_an_unknown_step(tmp_path):
 # --------------------------------------------------------------------------------------------
 DEMO_FRAMES = psim.frame_timing(psim.DEFAULTS["pet"]["frames"])
 PLAN_ARGS = {"models": ["1tcm", "logan", "srtm", "logan_ref", "suvr", "suv"],
-             "maps": ["SUVR", "BPNDsrtm", "VTlogan"], "suvr_window_s": [3600, 5400],
+             "maps": ["SUVR", "BPNDsrtm", "VTlogan", "SUV"], "suvr_window_s": [3600, 5400],
              "coreg_window_s": [1200, None], "motion_min_start_s": 120.0, "tstar_s": 1800}
 
 
@@ -136,7 +136,7 @@ def test_static_plan_keeps_suv_and_suvr_and_says_what_it_leaves_out():
               ("01", "post"): (np.array([0.0]), np.array([1800.0]), "post.json")}
     plan = stage.plan_study(frames, **{**PLAN_ARGS, "suvr_window_s": [600, 1500]})
     assert plan["kind"] == "static"
-    assert plan["models"] == ["suvr", "suv"] and plan["maps"] == ["SUVR"]
+    assert plan["models"] == ["suvr", "suv"] and plan["maps"] == ["SUVR", "SUV"]
     text = "\n".join(plan["messages"])
     for word in ("['1tcm', 'logan', 'srtm', 'logan_ref']", "['BPNDsrtm', 'VTlogan']",
                  "no frame motion correction", "sub-01 ses-pre", "pre.json"):
@@ -172,7 +172,8 @@ def test_plan_refuses(change, words):
 
 def test_suv_of_a_uniform_image_is_the_closed_form():
     """A uniform 2.5 kBq/mL image, 370 MBq injected, 72.5 kg: SUV = 2500 Bq/mL / (370e6 Bq /
-    72500 g), whatever unit the TACs carry."""
+    72500 g), whatever unit the TACs carry; the regional value to 1e-9, the float32 map to
+    1e-6."""
     meta = {"InjectedRadioactivity": 370.0, "InjectedRadioactivityUnits": "MBq", "BodyWeight": 72.5}
     dose, weight = stage.check_suv_inputs(meta, source="pet.json")
     assert dose == 370e6 and weight == 72.5
@@ -191,6 +192,13 @@ def test_suv_of_a_uniform_image_is_the_closed_form():
         suv = kin[(kin.roi == "roi") & (kin.parameter == "SUV")].estimate.iloc[0]
         assert suv == pytest.approx(expected, rel=1e-9), units
         assert kin[(kin.roi == "roi") & (kin.parameter == "SUVR")].estimate.iloc[0] == pytest.approx(1.0)
+        # the voxel-wise SUV map of the same image (float32 values)
+        maps, _ = stage.maps_step(img, start, duration, None, reference_tac=[value],
+                                  input_df=None, suvr_window_s=[0, 1200], tstar_s=None, vb=None,
+                                  k2a_range=[0.003, 1.0], n_basis=10, maps=["SUVR", "SUV"],
+                                  suv={"injected_dose_bq": dose, "weight_kg": weight,
+                                       "units": units})
+        np.testing.assert_allclose(np.asarray(maps["SUV"].dataobj), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("meta, weight, words", [
@@ -253,7 +261,10 @@ def test_static_single_frame_study_dag(tmp_path):
                   "static scan 0-1200 s", "no frame motion correction"):
         assert words in out
     maps = jobs_of(res, "pet_maps")
-    assert all(len(outs) == 1 and outs[0].endswith("_stat-SUVR_petmap.nii.gz") for _, outs in maps)
+    assert len(maps) == 2
+    for _, outs in maps:
+        assert sorted(o.rsplit("_stat-", 1)[1] for o in outs) == ["SUVR_petmap.nii.gz",
+                                                                   "SUV_petmap.nii.gz"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,11 @@ PET_BLOOD = PET and all(
 )
 PET_MODELS = [m for m in PET_CFG["models"] if PET_BLOOD or m not in PET_PLASMA_MODELS]
 PET_GTM = PET_CFG["pvc"] == "gtm"
-PET_MAPS = ["SUVR", "BPNDsrtm"] + (["VTlogan"] if PET_BLOOD else [])
+PET_MAPS = (
+    ["SUVR", "BPNDsrtm"]
+    + (["VTlogan"] if PET_BLOOD else [])
+    + (["SUV"] if "suv" in PET_MODELS else [])
+)
 
 
 # every scan's frames, now: the simulated study's from its config, a user's from the sidecars
@@ -355,6 +359,7 @@ rule pet_maps:
         tstar_s=pstage.session_param(PET_PLAN, "tstar_s"),
         tstar_frames=pstage.session_param(PET_PLAN, "tstar_frames"),
         maps=PET_MAPS,
+        weight_kg=lambda wildcards: PET_WEIGHTS[wildcards.subject],
         vb=PET_CFG["vb"],
         k2a_range=PET_CFG["srtm_basis"]["k2a_range"],
         n_basis=PET_CFG["srtm_basis"]["n"],

@@ -121,10 +121,15 @@ def run_maps(inp, out, p, wc, threads):
     mask = resample_to_grid(brain, ref, order=0) if brain.shape != ref.shape else brain
     input_df = read_tsv(inp.input) if "input" in inp.keys() else None
     ref_tac = read_tsv(inp.tacs)[p.reference_roi].to_numpy(float)
+    suv = None
+    if "SUV" in p.maps:
+        meta, _, _, units = stage.pet_sidecar(inp.pet_json)
+        dose, weight = stage.check_suv_inputs(meta, p.weight_kg, source=inp.pet_json)
+        suv = {"injected_dose_bq": dose, "weight_kg": weight, "units": units}
     maps, _ = stage.maps_step(pet_mni, starts, durations, mask, reference_tac=ref_tac,
                               input_df=input_df, suvr_window_s=p.suvr_window_s,
                               tstar_s=p.tstar_s, tstar_frames=p.tstar_frames, vb=p.vb,
-                              k2a_range=p.k2a_range, n_basis=p.n_basis, maps=p.maps)
+                              k2a_range=p.k2a_range, n_basis=p.n_basis, maps=p.maps, suv=suv)
     for name, img in maps.items():
         io.write_nifti(img, out[name])
 

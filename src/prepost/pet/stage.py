@@ -70,13 +70,13 @@ MEASURES = {
 
 #: Voxel-wise maps: ``stat`` entity of the file name -> what it holds.
 MAPS = {"SUVR": "SUV ratio over the SUVR window", "BPNDsrtm": "basis-function SRTM BPND",
-        "VTlogan": "plasma-input Logan VT"}
+        "VTlogan": "plasma-input Logan VT", "SUV": "SUV over the SUVR window (with model 'suv')"}
 
 
 #: Kinetic models a static (single- or few-frame) scan supports.
 STATIC_MODELS = ("suv", "suvr")
 #: Parametric maps a static scan supports.
-STATIC_MAPS = ("SUVR",)
+STATIC_MAPS = ("SUVR", "SUV")
 
 #: BIDS ``InjectedRadioactivityUnits`` -> factor to Bq.
 _DOSE_FACTORS = {"bq": 1.0, "kbq": 1e3, "mbq": 1e6, "gbq": 1e9, "ci": 3.7e10, "mci": 3.7e7,
@@ -805,11 +805,14 @@ def pet_to_mni(pet, xfm, t1w_to_mni, mni_ref, interpolation="linear"):
 
 
 def maps_step(pet_mni, frame_start_s, frame_duration_s, mask, *, reference_tac, input_df,
-              suvr_window_s, tstar_s, vb, k2a_range, n_basis, maps=tuple(MAPS), tstar_frames=None):
-    """Voxel-wise SUVR, plasma Logan VT (when an input is given) and basis-function SRTM BPND.
+              suvr_window_s, tstar_s, vb, k2a_range, n_basis, maps=("SUVR", "BPNDsrtm", "VTlogan"),
+              tstar_frames=None, suv=None):
+    """Voxel-wise SUVR, plasma Logan VT (when an input is given), basis-function SRTM BPND and
+    SUV (when ``suv`` is given).
 
-    ``maps`` limits the maps made (a static scan: SUVR only); t* of the Logan VT is
-    ``tstar_s`` or the last ``tstar_frames`` frames.
+    ``maps`` limits the maps made (a static scan: SUVR and SUV only); t* of the Logan VT is
+    ``tstar_s`` or the last ``tstar_frames`` frames. ``suv`` holds ``injected_dose_bq``,
+    ``weight_kg`` and ``units`` (:func:`prepost.pet.tacs.voxelwise_suv`).
 
     Returns (dict name -> image, dict name -> seconds).
     """
@@ -820,6 +823,11 @@ def maps_step(pet_mni, frame_start_s, frame_duration_s, mask, *, reference_tac, 
                                        reference_tac=reference_tac, window_s=suvr_window_s,
                                        mask_img=mask)
     secs["SUVR"] = time.perf_counter() - t0
+    if suv is not None and "SUV" in wanted:
+        t0 = time.perf_counter()
+        maps["SUV"] = tacs.voxelwise_suv(pet_mni, frame_start_s, frame_duration_s,
+                                         window_s=suvr_window_s, mask_img=mask, **suv)
+        secs["SUV"] = time.perf_counter() - t0
     if input_df is not None and "VTlogan" in wanted:
         t0 = time.perf_counter()
         cb = input_df["whole_blood"].to_numpy(float) if "whole_blood" in input_df else None

@@ -27,6 +27,7 @@ __all__ = [
     "write_tacs",
     "read_tacs",
     "voxelwise_logan_vt",
+    "voxelwise_suv",
     "voxelwise_suvr",
     "voxelwise_srtm_bpnd",
 ]
@@ -324,6 +325,46 @@ def voxelwise_suvr(pet_img, frame_start_s, frame_duration_s, reference_tac=None,
     if not den > 0:
         raise InputError(field="reference_tac", expected="a positive mean in the window", found=f"{den:g}")
     return _to_img((data @ w.astype(np.float32)) / den, idx, shape, img.affine)
+
+
+def voxelwise_suv(pet_img, frame_start_s, frame_duration_s, *, injected_dose_bq, weight_kg,
+                  units="kBq/mL", window_s=(60 * 60.0, 90 * 60.0), mask_img=None):
+    """Voxel-wise SUV: ``mean C(window) [Bq/mL] / (injected dose [Bq] / body weight [g])``.
+
+    The window mean weights frames as :func:`voxelwise_suvr` and the regional
+    :func:`prepost.pet.kinetics.suv`.
+
+    Parameters
+    ----------
+    pet_img : nibabel image or path
+        4D PET (one or more frames).
+    frame_start_s, frame_duration_s : array-like
+        Frames (s).
+    injected_dose_bq, weight_kg : float
+        Injected radioactivity (Bq) and body weight (kg).
+    units : str
+        Concentration unit of the image (converted to Bq/mL).
+    window_s : (float, float)
+        Time window (s).
+    mask_img : nibabel image or None
+        Voxels to compute (NaN elsewhere).
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        SUV (g/mL).
+    """
+    from prepost.pet.blood import concentration_factor
+
+    img, shape, idx, data = _voxels(pet_img, mask_img)
+    frame_start_s, frame_duration_s = check_frames(frame_start_s, frame_duration_s, img.shape[3])
+    dose, weight = float(injected_dose_bq), float(weight_kg)
+    if not (dose > 0 and weight > 0):
+        raise InputError(field="injected_dose_bq, weight_kg", expected="positive values",
+                         found=f"{dose:g} Bq, {weight:g} kg")
+    w = window_weights(frame_start_s, frame_duration_s, window_s)
+    scale = concentration_factor(units) / (dose / (weight * 1000.0))
+    return _to_img((data.astype(np.float64) @ w) * scale, idx, shape, img.affine)
 
 
 def voxelwise_srtm_bpnd(pet_img, frame_start_s, frame_duration_s, reference_tac, *, mask_img=None,
