@@ -12,7 +12,6 @@ every region has finite values.
 
 import json
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
