@@ -5,13 +5,15 @@ other scans 36 frames ending at 5,400 s).
 Its JSON and TSV files are used as published; the images are synthetic (the simulator's anatomy
 and PET at coarse grids, with each sidecar's frames). Fast: the DAG of an SUV study is refused
 without a body weight (naming the sidecar field and the participants key) and accepted with the
-participants' weight column. Slow: sub-01's two sessions (32 and 36 frames) run the PET chain to
+participants' weight column; the sidecars cut to one frame make a static study that keeps SUVR.
+Slow: sub-01's two sessions (32 and 36 frames) run the PET chain to
 the kinetic table with snakemake (reference-tissue models and SUVR inside the 3,216 s scan) and
 every region has finite values.
 """
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -124,6 +126,25 @@ def test_suv_without_body_weight_is_refused_at_dag_time(tmp_path):
     assert dry_run_jobs(res)["pet_kinetics"] == 4
     # no trc- entity in the data: none in the derivative names
     assert "_pet.json" in res.stdout and "trc-" not in res.stdout
+
+
+def test_single_frame_scans_keep_suvr_and_say_what_is_left_out(tmp_path):
+    """pet002's sidecars cut to one 20-min frame (a static scan): with the SUVR window to the scan
+    end the DAG keeps SUVR, says which models it leaves out, and builds no blood input."""
+    bids = tmp_path / "bids"
+    for (sub, ses), meta in copy_example(bids, images=False).items():
+        stem = bids / f"sub-{sub}/ses-{ses}/pet/sub-{sub}_ses-{ses}"
+        meta.update(FrameTimesStart=[0], FrameDuration=[1200])
+        Path(f"{stem}_pet.json").write_text(json.dumps(meta))
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 1), np.float32), np.eye(4)), f"{stem}_pet.nii.gz")
+    cfg = write_config(tmp_path, bids, models=MODELS, suvr_window_s=[0, None])
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), "--until", "pet_kinetics",
+                    cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert "models ['srtm', 'logan_ref'] need a dynamic scan" in out
+    assert "no frame motion correction" in out
+    assert dry_run_jobs(res) == {"anat": 4, "pet_motion": 4, "pet_coreg": 4, "pet_rois": 4,
+                                 "pet_tacs": 4, "pet_kinetics": 4}
 
 
 # --------------------------------------------------------------------------------------------

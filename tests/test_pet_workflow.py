@@ -142,6 +142,9 @@ def test_static_plan_keeps_suv_and_suvr_and_says_what_it_leaves_out():
                  "no frame motion correction", "sub-01 ses-pre", "pre.json"):
         assert word in text
     assert "ses-post" not in text  # [600, 1500] s lies within the 1800 s scan
+    to_end = stage.plan_study(frames, **{**PLAN_ARGS, "suvr_window_s": [0, None]})
+    assert to_end["sessions"]["01", "pre"]["suvr_window_s"] == [0, None]  # None: the scan end
+    assert "pet.suvr_window_s" not in "\n".join(to_end["messages"])
     assert plan["sessions"]["01", "pre"]["suvr_window_s"] == [0.0, 1200.0]
     assert plan["sessions"]["01", "post"]["suvr_window_s"] == [600, 1500]
     assert plan["sessions"]["01", "pre"]["coreg_window_s"] == [0.0, None]

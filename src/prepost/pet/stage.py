@@ -244,7 +244,8 @@ def plan_study(frames, *, models, maps, suvr_window_s, coreg_window_s, motion_mi
         st, du = np.asarray(st, float), np.asarray(du, float)
         start, end = float(st[0]), float(st[-1] + du[-1])
         window = suvr_window_s
-        if lo < start - 1e-6 or hi > end + 1e-6:
+        # an end of None is the scan end
+        if lo < start - 1e-6 or (suvr_window_s[1] is not None and hi > end + 1e-6):
             window = [start, end]
             messages.append(f"PET: sub-{key[0]} ses-{key[1]}: static scan {start:g}-{end:g} s "
                             f"({src}) does not hold pet.suvr_window_s {_fmt_window(suvr_window_s)}: "
