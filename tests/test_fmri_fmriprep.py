@@ -195,6 +195,31 @@ def test_dag_needs_no_raw_bold_and_takes_the_only_candidate(tmp_path):
     # (the space/res hints themselves: test_absent_space_or_res_lists_what_is_there_and_the_key)
 
 
+def test_raw_runs_are_preprocessed_each_and_combined_per_session(tmp_path):
+    # built-in preprocessing: each raw run of a session is its own chain, named by its run-
+    bids = tmp_path / "bids"
+    _raw_bids_without_bold(bids)
+    for ses in ("pre", "post"):
+        func = bids / "sub-01" / f"ses-{ses}" / "func"
+        func.mkdir()
+        for run in ("1", "2"):
+            img = nib.Nifti1Image(np.ones((4, 4, 4, 20), np.float32), np.eye(4))
+            img.header["pixdim"][4] = T_R
+            nib.save(img, func / f"sub-01_ses-{ses}_task-rest_run-{run}_bold.nii.gz")
+            (func / f"sub-01_ses-{ses}_task-rest_run-{run}_bold.json").write_text(
+                json.dumps({"RepetitionTime": T_R}))
+    cfg = _study(tmp_path, "", source="builtin")
+    out = snakemake("-n", "--cores", "1", "--configfile", str(cfg), "--config",
+                    f"bids_dir={bids}", cwd=tmp_path)
+    jobs = dry_run_jobs(out)
+    assert jobs["fmri_preproc"] == jobs["fmri_denoise"] == 4
+    assert jobs["connectivity_session_qc"] == jobs["connectivity_timeseries"] == 2
+    text = out.stdout + out.stderr
+    assert "sub-01_ses-pre_task-rest_run-2_space-MNI152NLin2009aSym_res-6_desc-denoised_qc" in text
+    assert "sub-01_ses-pre_task-rest_space-MNI152NLin2009aSym_res-6_atlas-Schaefer100_meas-" \
+        "pearson_relmat.tsv" in text
+
+
 @pytest.mark.slow
 def test_nilearn_confounds_of_both_namings_run_through_denoising(tmp_path):
     from prepost import anat
