@@ -30,6 +30,8 @@ FMRIPREP_FILES = (
         filters=BOLD_FILTERS,
         space=FMRI_CFG["fmriprep_space"],
         res=FMRI_CFG["fmriprep_res"],
+        strategy=FMRI_DENOISE["strategy"],
+        gsr=FMRI_DENOISE["gsr"],
     )
     if FMRIPREP
     else {}

@@ -38,7 +38,7 @@ import numpy as np
 
 from prepost.errors import InputError
 from prepost.fmri.confounds import compute_confounds, erode_mask, read_confounds
-from prepost.fmri.denoise import denoise
+from prepost.fmri.denoise import check_confounds_file, denoise
 from prepost.image import image_name, load_img, to_ants
 from prepost.paths import derivative
 
@@ -524,13 +524,13 @@ def _pick_space(cands, space, res, where):
     want = [p for p, e in cands.items() if e.get("space") == space and e.get("res") == res]
     if len(want) == 1:
         return want[0], None
-    template = {p: e for p, e in cands.items() if e.get("space")}  # no space-: native grid
-    if len(template) == 1:
-        p, e = next(iter(template.items()))
-        if e["space"] == space or e["space"].startswith("MNI"):
-            log.info("%s: fMRIPrep BOLD space-%s res-%s taken (the only one; configured "
-                     "space-%s res-%s)", where, e["space"], e.get("res"), space, res)
-            return p, None
+    # another template's file is never taken instead: its grid is not this workflow's MNI grid
+    same = {p: e for p, e in cands.items() if e.get("space") == space}
+    if len(same) == 1:
+        p, e = next(iter(same.items()))
+        log.info("%s: fMRIPrep BOLD space-%s res-%s taken (the only one; configured "
+                 "space-%s res-%s)", where, e["space"], e.get("res"), space, res)
+        return p, None
     spaces = _labels(e.get("space") for e in cands.values())
     ress = _labels(e.get("res") for e in cands.values() if e.get("space") == space)
     hint = (f"set fmri.fmriprep_res to one of: {ress}" if ress and any(
@@ -543,7 +543,7 @@ def _pick_space(cands, space, res, where):
 
 
 def find_fmriprep_runs(fmriprep_dir, subject, session, *, task, filters=None, space,
-                       res=None, problems):
+                       res=None, strategy="default", gsr=False, problems):
     """The fMRIPrep runs of one session: ``{run key: files}`` (see :func:`check_fmriprep`);
     problems are appended to ``problems``."""
     from prepost.bids import matches, parse_name
@@ -608,19 +608,25 @@ def find_fmriprep_runs(fmriprep_dir, subject, session, *, task, filters=None, sp
             problems.append(f"{files['confounds']}: field rows: expected {n} (one per volume of "
                             f"{Path(bold).name}), found {rows}")
             continue
+        try:
+            check_confounds_file(files["confounds"], strategy, gsr)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
         files.update(t_r=t_r, n_volumes=n)
         out[key] = files
     return out
 
 
-def check_fmriprep(fmriprep_dir, sessions, *, task, filters=None, space, res=None):
+def check_fmriprep(fmriprep_dir, sessions, *, task, filters=None, space, res=None,
+                   strategy="default", gsr=False):
     """Every fMRIPrep run of the study, found and checked when the DAG is built.
 
     In each ``sub-<s>/ses-<ses>/func`` folder, the ``*_desc-preproc_bold.nii.gz`` files of
     ``task`` whose entities pass ``filters`` (:func:`prepost.bids.matches`) are the runs (one
     per run key, :func:`run_key`). Of each run the file of ``space``/``res`` is taken; when it
-    is absent and exactly one template-space file is there, that one (logged); otherwise the
-    problem lists the space and res labels found and the key to set. Confounds are
+    is absent and the run has exactly one file of ``space`` (another ``res``), that one (logged);
+    otherwise the problem lists the space and res labels found and the key to set. Confounds are
     ``desc-confounds_timeseries`` (fMRIPrep >= 20.2) or ``desc-confounds_regressors``
     (1.4-20.1), with their JSON. TR and volume count come from the derivative (JSON
     ``RepetitionTime``, else the header), and the confounds must have one row per volume.
@@ -638,6 +644,9 @@ def check_fmriprep(fmriprep_dir, sessions, *, task, filters=None, space, res=Non
     space, res : str or None
         ``space-`` and ``res-`` labels of the fMRIPrep BOLD (config ``fmri.fmriprep_space``,
         ``fmri.fmriprep_res``).
+    strategy, gsr : str, bool
+        Denoising strategy (config ``fmri.denoise``): the confounds it needs are checked in
+        each run's header and sidecar (:func:`prepost.fmri.denoise.check_confounds_file`).
 
     Returns
     -------
@@ -662,7 +671,8 @@ def check_fmriprep(fmriprep_dir, sessions, *, task, filters=None, space, res=Non
     problems, out = [], {}
     for s, ses in sessions:
         runs = find_fmriprep_runs(fmriprep_dir, s, ses, task=task, filters=filters,
-                                  space=space, res=res, problems=problems)
+                                  space=space, res=res, strategy=strategy, gsr=gsr,
+                                  problems=problems)
         t_rs = {k: f["t_r"] for k, f in runs.items()}
         if len({round(t, 6) for t in t_rs.values()}) > 1:  # the session's runs are combined
             problems.append(f"sub-{s} ses-{ses}: field RepetitionTime: expected one TR for the "
