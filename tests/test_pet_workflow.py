@@ -208,8 +208,11 @@ def test_suv_of_a_uniform_image_is_the_closed_form():
     ({"BodyWeight": 70}, None, ["'InjectedRadioactivity'", "pet.json"]),
     ({"InjectedRadioactivity": 300, "InjectedRadioactivityUnits": "MBqq", "BodyWeight": 70}, None,
      ["'InjectedRadioactivityUnits'", "'MBqq'"]),
-    ({"InjectedRadioactivity": 300}, None, ["'BodyWeight'", "set pet.weight_column"]),
-    ({"InjectedRadioactivity": 300}, float("nan"), ["'BodyWeight'", "column 'weight'"]),
+    ({"InjectedRadioactivity": 300}, None, ["'InjectedRadioactivityUnits'", "it missing"]),
+    ({"InjectedRadioactivity": 300, "InjectedRadioactivityUnits": "MBq"}, None,
+     ["'BodyWeight'", "set pet.weight_column"]),
+    ({"InjectedRadioactivity": 300, "InjectedRadioactivityUnits": "MBq"}, float("nan"),
+     ["'BodyWeight'", "column 'weight'"]),
 ])
 def test_suv_inputs_name_the_missing_field(meta, weight, words):
     column = "weight" if weight is not None else None

@@ -580,14 +580,15 @@ def check_protocol(frame_start_s, frame_duration_s, pet, where, problems, blood=
     """Check the configured PET protocol against one scan's frames (at DAG time).
 
     Only the steps the configuration runs are checked, each naming the scan's sidecar, its end
-    and the key to set:
+    and the key to set; dynamic scans only (:func:`prepost.pet.frames.scan_kind`; a static scan's SUVR window is the
+    whole scan and its dynamic steps are left out):
 
     - ``pet.suvr_window_s`` (when ``suvr`` is a model or ``parametric_maps`` is on): the window
       (end None: scan end) must lie within the scan, with a tolerance of 1 s;
-    - dynamic scans only (:func:`prepost.pet.frames.scan_kind`), which a static scan skips:
-      ``pet.tstar_s`` (frame mid-times; or ``pet.tstar_frames`` when ``tstar_s`` is null) leaves
-      at least 3 frames for the linear fit of Logan, MA1 or reference Logan when one is a model (plasma Logan maps with blood);
-      ``pet.coreg.window_s`` must lie within the scan; ``pet.motion.min_start_s`` must leave a
+    - ``pet.tstar_s`` (frame mid-times; or ``pet.tstar_frames`` when ``tstar_s`` is null) leaves
+      at least 3 frames for the linear fit of Logan, MA1 or reference Logan when one is a model
+      (plasma Logan maps with blood);
+    - ``pet.coreg.window_s`` must lie within the scan; ``pet.motion.min_start_s`` must leave a
       frame to register the others to.
 
     Parameters
@@ -621,10 +622,11 @@ def check_protocol(frame_start_s, frame_duration_s, pet, where, problems, blood=
                             f"[{a:g}, {b:g}] s; set '{key}' within [{s[0]:g}, {end:g}] (an end of "
                             "null means the scan end)")
 
-    if ("suvr" in models or pet.get("parametric_maps")) and pet.get("suvr_window_s"):
-        window_problem("pet.suvr_window_s", pet["suvr_window_s"])
+    # a static scan's SUVR window becomes the whole scan (prepost.pet.stage.plan_study)
     if scan_kind(s, d) != "dynamic":
         return
+    if ("suvr" in models or pet.get("parametric_maps")) and pet.get("suvr_window_s"):
+        window_problem("pet.suvr_window_s", pet["suvr_window_s"])
     linear = models & {"logan", "ma1", "logan_ref"}
     if blood and pet.get("parametric_maps"):
         linear.add("logan")

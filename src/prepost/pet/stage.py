@@ -36,7 +36,6 @@ __all__ = [
     "session_param",
     "participant_weights",
     "check_study_suv",
-    "injected_dose_bq",
     "body_weight_kg",
     "check_suv_inputs",
     "pet_sidecar",
@@ -77,10 +76,6 @@ MAPS = {"SUVR": "SUV ratio over the SUVR window", "BPNDsrtm": "basis-function SR
 STATIC_MODELS = ("suv", "suvr")
 #: Parametric maps a static scan supports.
 STATIC_MAPS = ("SUVR", "SUV")
-
-#: BIDS ``InjectedRadioactivityUnits`` -> factor to Bq.
-_DOSE_FACTORS = {"bq": 1.0, "kbq": 1e3, "mbq": 1e6, "gbq": 1e9, "ci": 3.7e10, "mci": 3.7e7,
-                 "uci": 3.7e4, "µci": 3.7e4, "nci": 37.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,34 +313,6 @@ def check_study_suv(study, bids_dir, weights, *, participants=None, weight_colum
 # --------------------------------------------------------------------------------------------
 # SUV: injected dose and body weight
 # --------------------------------------------------------------------------------------------
-def injected_dose_bq(meta, source=None):
-    """Injected radioactivity (Bq) from a PET sidecar's ``InjectedRadioactivity`` and
-    ``InjectedRadioactivityUnits`` (BIDS-PET; MBq when the unit is absent).
-
-    Raises
-    ------
-    InputError
-        The dose is missing, not a positive number, or its unit unknown.
-    """
-    value = meta.get("InjectedRadioactivity")
-    try:
-        dose = float(value)
-    except (TypeError, ValueError):
-        raise InputError(file=source, field="InjectedRadioactivity", expected="the injected "
-                         "radioactivity (a number, with InjectedRadioactivityUnits) for the SUV",
-                         found=repr(value)) from None
-    unit = str(meta.get("InjectedRadioactivityUnits", "MBq"))
-    factor = _DOSE_FACTORS.get(unit.strip().lower())
-    if factor is None:
-        raise InputError(file=source, field="InjectedRadioactivityUnits",
-                         expected=f"a radioactivity unit ({', '.join(['Bq', 'kBq', 'MBq', 'GBq', 'mCi', 'uCi', 'nCi'])})",
-                         found=repr(unit))
-    if not (np.isfinite(dose) and dose > 0):
-        raise InputError(file=source, field="InjectedRadioactivity", expected="a positive dose",
-                         found=repr(value))
-    return dose * factor
-
-
 def body_weight_kg(meta, participant_weight=None):
     """Body weight (kg) for the SUV: the sidecar's ``BodyWeight`` (BIDS-PET, kg), else the
     participants table's value (``pet.weight_column``).
@@ -391,7 +358,11 @@ def check_suv_inputs(meta, participant_weight=None, *, source, participants=None
     InputError
         No dose, or no body weight in the sidecar nor the participants table.
     """
-    dose = injected_dose_bq(meta, source)
+    dose = pbids.injected_bq(meta, source)
+    if dose is None:
+        raise InputError(file=source, field="InjectedRadioactivity", expected="the injected "
+                         "radioactivity (with InjectedRadioactivityUnits) for the 'suv' model",
+                         found="it missing")
     weight = body_weight_kg(meta, participant_weight)
     if weight is None:
         where = (f"nor a number in column {weight_column!r} of {participants}" if weight_column
