@@ -243,14 +243,14 @@ def dry_run_job(dry_run_output, rule):
     return job
 
 
-def test_report_takes_tacs_and_fits_from_the_pet_rules_without_a_tracer(tmp_path):
-    # no tracer entity: the report's TACs and model fits are the PET rules' own files
+def test_report_takes_tacs_and_fits_from_the_pet_rules(tmp_path):
+    # the report's TACs and model fits are the PET rules' own files; with bids.tracer null the
+    # simulated study's tracer (its data carry trc-UCBJ) is in every name
     bids = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["bids"]
     cfg = small_config(tmp_path, bids={**bids, "tracer": None})
     res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path)
     inputs = set(dry_run_job(res.stdout, "report_html")["input"])
     for sub in ("01", "02"):
         for ses in ("pre", "post"):
-            out = pet_stage.output_paths(tmp_path / "results", sub=sub, ses=ses, trc=None)
+            out = pet_stage.output_paths(tmp_path / "results", sub=sub, ses=ses, trc="UCBJ")
             assert {out["tacs"], out["fits"]} <= inputs
-    assert not any("trc-" in f for f in inputs)
