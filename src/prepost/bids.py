@@ -22,7 +22,7 @@ from prepost.paths import derivative
 __all__ = [
     "BLOOD_COLUMNS", "BOLD_REQUIRED", "FILTER_ENTITIES", "LABEL_RE", "PET_REQUIRED", "PET_UNITS",
     "BoldRun", "SessionFiles", "check_blood", "check_blood_coverage", "check_bold", "check_label",
-    "check_pet", "check_protocol", "collect_study", "find_one", "find_session_files",
+    "check_pet", "check_protocol", "collect_study", "find_session_files",
     "injected_bq", "inventory", "matches", "output_paths", "parse_name", "read_json",
     "read_participants", "sidecar", "sidecar_paths", "study_tracer", "write_derivative_description",
     "write_inventory",
@@ -212,21 +212,6 @@ def matches(entities, filters):
         elif not any(same(have, w) for w in (want if isinstance(want, (list, tuple)) else [want])):
             return False
     return True
-
-
-def find_one(folder, pattern, source_desc, key=None):
-    """The single file in ``folder`` matching ``pattern``; None if none; error if several.
-
-    ``key`` is the config key that selects one of several files (named in the error).
-    """
-    if not folder.is_dir():
-        return None
-    hits = sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
-    if len(hits) > 1:
-        how = f"set config '{key}'" if key else "select one with the config entity filters"
-        raise BIDSError(folder, source_desc, f"exactly one matching file ({how})",
-                        ", ".join(h.name for h in hits))
-    return hits[0] if hits else None
 
 
 # Entities the config filters may constrain, per input (fMRIPrep's --bids-filter-file style).
