@@ -195,6 +195,20 @@ def test_each_run_is_checked(study):
     assert str(js) in msg and "'RepetitionTime'" in msg
 
 
+def test_runs_of_a_session_must_share_a_tr(study):
+    import nibabel as nib
+
+    func = _runs(study, runs=("1", "2"))
+    img = func / "sub-01_ses-pre_task-rest_run-2_bold.nii.gz"
+    im = nib.load(img)
+    im.header.set_zooms(im.header.get_zooms()[:3] + (2.5,))
+    nib.save(nib.Nifti1Image(np.asarray(im.dataobj), im.affine, im.header), img)
+    _edit_json(func / "sub-01_ses-pre_task-rest_run-2_bold.json",
+               lambda m: m.update(RepetitionTime=2.5))
+    (msg,) = _problems(study)
+    assert "expected one TR" in msg and "'bids.filters.bold'" in msg and "2.5" in msg
+
+
 def test_bold_filters_select_runs(study):
     _runs(study)
     filters = {"bold": {"run": [1, 2]}}

@@ -781,12 +781,19 @@ def collect_study(bids_dir, participants, sessions, *, task="rest", tracer=None,
                     problems.append(f"{sesdir / 'func'}: expected a resting BOLD run "
                                     f"(sub-{sub}_ses-{ses}_task-{task}_bold.nii.gz; config "
                                     "'bids.task', 'bids.filters.bold'), found none")
+                t_rs = {}
                 for run in sf.bold_runs:
                     if check_images:
-                        check_bold(bids_dir, run.bold, problems)
+                        t_rs[run.bold.name] = check_bold(bids_dir, run.bold, problems).get(
+                            "RepetitionTime")
                     elif run.bold_json is None:
                         problems.append(f"{run.bold}: expected a JSON sidecar with RepetitionTime, "
                                         "found none")
+                # the runs of a session are combined into one series (fmri.combine_runs)
+                if len({t for t in t_rs.values() if isinstance(t, (int, float))}) > 1:
+                    problems.append(f"{sesdir / 'func'}: field 'RepetitionTime': expected one TR "
+                                    f"for the runs of a session (they are combined), found {t_rs}; "
+                                    "choose runs with config 'bids.filters.bold'")
             if pet:
                 if sf.pet is None:
                     trc = f"trc-{tracer}_" if tracer else "[trc-<tracer>_]"
