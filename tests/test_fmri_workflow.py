@@ -60,7 +60,7 @@ def test_contract_files_exist(study):
     for ses in SESSIONS:
         for key, path in outputs(res, ses).items():
             assert path.is_file(), key
-    assert (res / "benchmarks/fmri/sub-01_ses-pre_preproc.tsv").is_file()
+    assert (res / "benchmarks/fmri/sub-01_ses-pre_task-rest_preproc.tsv").is_file()
     assert (res / "logs/fmri/sub-01_ses-pre_task-rest_denoise.log").is_file()
 
 
