@@ -46,7 +46,7 @@ PET_FRAMES = (
             for ses in SESSIONS
         }
         if SIMULATED
-        else pstage.scan_frames(STUDY, BIDS_DIR)
+        else pstage.scan_frames(STUDY)
     )
 )
 # what the scans support (static scans: SUV/SUVR only), said now; per-session windows and t*

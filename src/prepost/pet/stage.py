@@ -259,13 +259,20 @@ def plan_study(frames, *, models, maps, suvr_window_s, coreg_window_s, motion_mi
             "messages": messages}
 
 
-def scan_frames(study, bids_dir):
-    """Checked frames of every scan of a collected study (:func:`prepost.bids.collect_study`).
+def scan_frames(study):
+    """Checked frames of every scan of a collected study (:func:`prepost.bids.collect_study`),
+    from the frame times it read from each merged sidecar (no second read).
 
     Returns ``{(participant, session): (frame_start_s, frame_duration_s, sidecar path)}``.
     """
-    return {key: (*pet_sidecar(sf.pet_json, bids_dir, sf.pet)[1:3], str(sf.pet_json))
-            for key, sf in study.items()}
+    out = {}
+    for key, sf in study.items():
+        if sf.pet_frame_start_s is None or sf.pet_frame_duration_s is None:
+            raise InputError(file=sf.pet_json, field="FrameTimesStart/FrameDuration",
+                             expected="a list of frame times (s)", found="missing")
+        out[key] = (*check_frames(sf.pet_frame_start_s, sf.pet_frame_duration_s,
+                                  source=str(sf.pet_json)), str(sf.pet_json))
+    return out
 
 
 def session_param(plan, key):
