@@ -492,14 +492,14 @@ def _derivative_tr(bold, problems):
         t_r /= 1000.0
     side = Path(str(bold).removesuffix(".gz").removesuffix(".nii") + ".json")
     if side.is_file():
-        import json
+        from prepost.bids import read_json
 
         try:
-            meta = json.loads(side.read_text())
-        except ValueError as exc:
-            problems.append(f"{side}: not readable JSON ({exc})")
+            meta = read_json(side)
+        except InputError as exc:
+            problems.append(str(exc))
             meta = {}
-        if isinstance(meta, dict) and meta.get("RepetitionTime"):
+        if meta.get("RepetitionTime"):
             js = float(meta["RepetitionTime"])
             if t_r > 0 and abs(js - t_r) > 1e-3:
                 log.warning("%s: RepetitionTime %.4g s in the JSON, %.4g s in the header: the "
