@@ -16,6 +16,7 @@ from prepost.fmri.confounds import (
     dvars,
     erode_mask,
     read_confounds,
+    std_dvars,
     write_confounds,
 )
 from prepost.fmri.denoise import select_confounds
@@ -145,6 +146,25 @@ def test_dvars_closed_form(run):
     # the standardised DVARS is DVARS over its AR(1)-predicted value, so their ratio is constant
     ratio = run["df"].std_dvars.to_numpy()[1:] / run["df"].dvars.to_numpy()[1:]
     assert np.ptp(ratio) / ratio.mean() < 1e-3
+
+
+
+def test_std_dvars_matches_nipype(run, tmp_path):
+    """The vectorised DVARS gives nipype ComputeDVARS' values (as nipype writes them, 6
+    decimals), voxels of zero variance included."""
+    import nibabel as nib
+    from nipype.algorithms.confounds import compute_dvars
+
+    data = run["mc"].get_fdata(dtype=np.float32).copy()  # get_fdata caches its array
+    brain = run["brain"]
+    data[np.argwhere(brain)[0][0], np.argwhere(brain)[0][1], np.argwhere(brain)[0][2]] = 500.0
+    nib.Nifti1Image(data, run["mc"].affine).to_filename(tmp_path / "bold.nii")
+    nib.Nifti1Image(brain.astype(np.uint8), run["mc"].affine).to_filename(tmp_path / "m.nii")
+    ref_std, ref_plain, _ = compute_dvars(str(tmp_path / "bold.nii"), str(tmp_path / "m.nii"),
+                                          remove_zerovariance=True, variance_tol=1e-7)
+    got_std, got_plain = std_dvars(data, brain)
+    np.testing.assert_allclose(got_std, np.round(ref_std, 6), atol=2e-6)
+    np.testing.assert_allclose(got_plain, np.round(ref_plain, 6), atol=2e-6)
 
 
 def test_tissue_means(run):

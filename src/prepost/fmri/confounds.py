@@ -55,6 +55,7 @@ __all__ = [
     "erode_mask",
     "expand_24",
     "read_confounds",
+    "std_dvars",
     "write_confounds",
 ]
 
@@ -118,6 +119,46 @@ def dvars(data, mask, intensity_normalization=1000.0):
     out = np.full(x.shape[1], np.nan)
     out[1:] = np.sqrt((np.diff(x, axis=1) ** 2).mean(axis=0))
     return out
+
+
+def std_dvars(data, mask, intensity_normalization=1000.0, variance_tol=1e-7):
+    """Standardised and plain DVARS, nipype ``ComputeDVARS`` (``remove_zerovariance=True``) in
+    vectorised form.
+
+    Same steps and precision as nipype's ``compute_dvars`` (Nichols 2013): masked float32
+    series scaled to a median of ``intensity_normalization``, robust SD from the lower
+    quartiles, voxels with SD <= ``variance_tol`` dropped, lag-1 autocorrelation of the demeaned
+    series (Yule-Walker, the ratio of the lag-1 to the lag-0 autocovariance, computed here as
+    dot products instead of nitime's per-voxel FFTs), then the SD of the differences predicted
+    from it. Values are rounded to 6 decimals as nipype writes them.
+
+    Parameters
+    ----------
+    data : numpy.ndarray, shape (X, Y, Z, T)
+    mask : numpy.ndarray of bool, shape (X, Y, Z)
+    intensity_normalization : float, default=1000
+    variance_tol : float, default=1e-7
+
+    Returns
+    -------
+    std_dvars, dvars : numpy.ndarray, shape (T - 1,)
+        Standardised DVARS and plain DVARS of volumes 1..T-1.
+    """
+    m = np.asarray(data, np.float32)[np.asarray(mask, bool)]
+    if intensity_normalization:
+        m = (m / np.median(m)) * np.float32(intensity_normalization)
+    sd = (np.percentile(m, 75, axis=1, method="lower")
+          - np.percentile(m, 25, axis=1, method="lower")) / 1.349
+    keep = sd > variance_tol
+    m, sd = m[keep], sd[keep]
+    # nipype: regress_poly(0) in float64 (pinv of a column of ones = the mean), cast to float32
+    c = (m - m.astype(np.float64).mean(axis=1, keepdims=True)).astype(np.float32)
+    c = c.astype(np.float64)
+    ar1 = np.einsum("ij,ij->i", c[:, 1:], c[:, :-1]) / np.einsum("ij,ij->i", c, c)
+    diff_sdhat = np.sqrt((1 - ar1) * 2) * sd
+    diff = np.diff(m, axis=1)
+    plain = np.sqrt(np.square(diff).mean(axis=0))
+    return np.round(plain / diff_sdhat.mean(), 6), np.round(plain, 6)
 
 
 def confounds_paths(bold_preproc_path):
@@ -276,12 +317,7 @@ def _motion_array(motion_params, n_vol):
 
 def _run_nipype(data, affine, masks, motion, comp_kw, *, tcompcor, fd_radius):
     """FD, DVARS, aCompCor (and tCompCor) by nipype's interfaces, in a scratch folder."""
-    from nipype.algorithms.confounds import (
-        ACompCor,
-        ComputeDVARS,
-        FramewiseDisplacement,
-        TCompCor,
-    )
+    from nipype.algorithms.confounds import ACompCor, FramewiseDisplacement, TCompCor
 
     out = {"compcor": {}}
     cwd = os.getcwd()
@@ -299,10 +335,9 @@ def _run_nipype(data, affine, masks, motion, comp_kw, *, tcompcor, fd_radius):
             fd_res = FramewiseDisplacement(in_file="motion.txt", parameter_source="SPM",
                                            radius=fd_radius).run()
             out["fd"] = np.loadtxt(fd_res.outputs.out_file, skiprows=1, ndmin=1)
-            dv = ComputeDVARS(in_file=bold_path, in_mask=files["brain"], save_std=True,
-                              save_nstd=True, remove_zerovariance=True).run()
-            out["dvars"] = np.loadtxt(dv.outputs.out_nstd, ndmin=1)
-            out["std_dvars"] = np.loadtxt(dv.outputs.out_std, ndmin=1)
+            # DVARS by own vectorised code: nipype's ComputeDVARS fits the lag-1
+            # autocorrelation voxel by voxel (nitime, ~0.5 ms per voxel: ~45 s at 2 mm)
+            out["std_dvars"], out["dvars"] = std_dvars(data, masks["brain"])
             # aCompCor per mask, as fMRIPrep
             ac = ACompCor(realigned_file=bold_path,
                           mask_files=[files["CSF"], files["WM"], files["combined"]],
