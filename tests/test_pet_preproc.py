@@ -3,8 +3,9 @@ coregistration with a known offset, ANTs transform conventions."""
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
-from pet_data import simulated_session
+from pet_data import SMALL, simulated_session
 
 from prepost import registration
 from prepost import simulate as sim
@@ -110,6 +111,82 @@ def test_coregistration_known_offset(study):
     pts = np.c_[ijk @ t1.affine[:3, :3].T + t1.affine[:3, 3], np.ones(len(ijk))].T
     # measured 0.06 mm RMS over the head
     assert _displacement_rms(r2["t1w_to_pet"], R @ r1["t1w_to_pet"], pts) < 0.5
+
+
+@pytest.fixture(scope="module")
+def fine_t1w(tmp_path_factory):
+    """One session with a T1w twice as fine as its PET (2 mm vs 4 mm, as 1 mm vs 2 mm at real
+    size), its summed late frames, the true brain mask and the true T1w -> summed-PET matrix."""
+    import json
+
+    root = tmp_path_factory.mktemp("petfine")
+    sim.simulate_subject(root / "bids", root / "truth", "01", sessions=("pre",),
+                         params={**SMALL, "anat": {"voxel_mm": 2.0}})
+    bp, tp = sim.bids_paths(root / "bids", "01", "pre"), sim.truth_paths(root / "truth", "01", "pre")
+    meta = json.loads(bp["pet_json"].read_text())
+    fs, fd = np.array(meta["FrameTimesStart"]), np.array(meta["FrameDuration"])
+    t1 = nib.load(bp["t1w"])
+    geo = json.loads(tp["geometry"].read_text())
+    brain = sim.mni_maps_on_grid(t1.affine, t1.shape, np.asarray(geo["t1w_to_mni"]),
+                                 keys=("brain",))["brain"] > 0.5
+    # the summed frames' true pose: their duration-weighted mean (simulator: frame = ref(S_f x))
+    sel = fs >= 1200
+    motion = pd.read_csv(tp["pet_motion"], sep="\t")[list(preproc.PARAM_NAMES)].to_numpy()[sel]
+    inv = np.array([np.linalg.inv(sim.rigid_matrix(r)) for r in motion])
+    mean = preproc.params_to_affine(preproc.affine_to_params(inv).T @ (fd[sel] / fd[sel].sum()))
+    truth = mean @ np.linalg.inv(np.asarray(geo["pet_to_mni"])) @ np.asarray(geo["t1w_to_mni"])
+    ijk = np.argwhere(brain)
+    pts = np.c_[ijk @ t1.affine[:3, :3].T + t1.affine[:3, 3], np.ones(len(ijk))].T
+    return {"t1w": t1, "mask": nib.Nifti1Image(brain.astype(np.uint8), t1.affine), "truth": truth,
+            "pts": pts, "summed": preproc.summed_image(nib.load(bp["pet"]), fs, fd,
+                                                       window_s=(1200, None))}
+
+
+def test_coregistration_on_shrunk_t1w_recovers_truth(fine_t1w):
+    """Registering to the T1w block-averaged to the PET's voxel size ('auto') is as accurate
+    against the simulator's true pose as registering on the T1w grid."""
+    d = fine_t1w
+    err = {}
+    for shrink in (1, "auto"):
+        reg = preproc.coregister_pet_to_t1w(d["summed"], d["t1w"], t1w_mask_img=d["mask"],
+                                            fixed_shrink=shrink)
+        dist = np.linalg.norm(((reg["t1w_to_pet"] - d["truth"]) @ d["pts"])[:3], axis=0)
+        err[shrink] = dist.mean()
+        assert reg["pet_in_t1w"].shape == d["t1w"].shape
+        np.testing.assert_allclose(reg["pet_in_t1w"].affine, d["t1w"].affine, atol=1e-4)
+        assert reg["qc"]["mutual_information"] < reg["qc"]["mutual_information_init"]
+        assert reg["qc"]["dice_brain"] > 0.9
+    # measured: 0.24 mm (T1w grid) and 0.20-0.26 mm (shrunk) mean error over the brain, for a
+    # pose of ~10 mm / several degrees between the scans; the PET's frames move ~1 mm
+    assert err[1] < 0.5 and err["auto"] < 0.5
+
+
+def test_shrink_image_keeps_world_positions():
+    import ants
+
+    rng = np.random.default_rng(1)
+    vol = rng.random((11, 12, 9)).astype(np.float32)
+    direction = sim.rigid_matrix([0, 0, 0, 0.1, 0.2, -0.3])[:3, :3]
+    img = ants.from_numpy(vol, origin=(4.0, -3.0, 2.0), spacing=(1.0, 1.0, 1.5),
+                          direction=direction)
+    small = registration.shrink_image(img, 2)
+    assert small.shape == (5, 6, 4)
+    np.testing.assert_allclose(small.spacing, (2.0, 2.0, 3.0))
+    np.testing.assert_allclose(small.numpy()[1, 2, 3], vol[2:4, 4:6, 6:8].mean(), rtol=1e-5)
+    # the block's centre: the mean of its voxels' physical points
+    centre = np.mean([img.origin + direction @ (np.array(ijk) * img.spacing)
+                      for ijk in np.ndindex(2, 2, 2)], axis=0) + direction @ (
+        np.array([2, 4, 6]) * img.spacing)
+    np.testing.assert_allclose(small.origin + direction @ (np.array([1, 2, 3]) * small.spacing),
+                               centre, atol=1e-5)
+    assert registration.shrink_image(img, 1) is img
+    t1 = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 1.0, 1.0]))
+    pet = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    pet3 = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([3.0, 3.0, 3.0, 1.0]))
+    assert registration.shrink_factor_for(t1, pet) == 2
+    assert registration.shrink_factor_for(pet, pet3) == 1
+    with pytest.raises(InputError, match="factor"):
+        registration.shrink_image(img, 0)
 
 
 def test_transform_list_with_a_warp_is_applied_as_written(tmp_path):

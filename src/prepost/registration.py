@@ -70,6 +70,8 @@ __all__ = [
     "ras_to_ants_affine",
     "register_rigid_ants",
     "select_reference",
+    "shrink_factor_for",
+    "shrink_image",
     "write_ants_affine",
 ]
 
@@ -457,8 +459,71 @@ def compose_ants_affines(transforms):
     return m
 
 
+def shrink_factor_for(fixed, moving):
+    """Integer shrink of the fixed grid that brings its voxels to (at most) the moving image's.
+
+    ``floor(min moving spacing / min fixed spacing)``, at least 1: a 1 mm T1w against a 2 mm PET
+    gives 2, a 2 mm T1w against a 3 mm PET 1 (the fixed grid is kept as it is).
+
+    Parameters
+    ----------
+    fixed, moving : ants.ANTsImage or nibabel image
+        3D images.
+
+    Returns
+    -------
+    int
+    """
+    def spacing(img):
+        if hasattr(img, "spacing"):
+            return float(np.min(img.spacing[:3]))
+        return float(np.min(np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(axis=0))))
+
+    return max(1, int(np.floor(spacing(moving) / spacing(fixed) + 1e-6)))
+
+
+def shrink_image(img, factor):
+    """Block average of a 3D ANTs image by an integer factor (anti-aliased downsampling).
+
+    Every output voxel is the mean of a ``factor``-cubed block of input voxels and sits at the
+    block's centre, so the world positions of the image content are kept exactly; trailing
+    voxels that do not fill a block are dropped.
+
+    Parameters
+    ----------
+    img : ants.ANTsImage
+        3D image.
+    factor : int
+        Block size in voxels along every axis (1 returns ``img``).
+
+    Returns
+    -------
+    ants.ANTsImage
+        Image with ``factor`` times the spacing, same direction.
+    """
+    import ants
+
+    f = int(factor)
+    if f < 1:
+        raise InputError(field="factor", expected="an integer >= 1", found=repr(factor))
+    if f == 1:
+        return img
+    a = img.numpy().astype(np.float32)
+    n = [s // f for s in a.shape[:3]]
+    if min(n) < 1:
+        raise InputError(field="factor", expected=f"at most the image size {a.shape[:3]}",
+                         found=str(f))
+    a = a[:n[0] * f, :n[1] * f, :n[2] * f]
+    a = a.reshape(n[0], f, n[1], f, n[2], f).mean(axis=(1, 3, 5), dtype=np.float64)
+    spacing = np.asarray(img.spacing[:3], float)
+    direction = np.asarray(img.direction, float)[:3, :3]
+    origin = np.asarray(img.origin[:3], float) + direction @ (spacing * (f - 1) / 2.0)
+    return ants.from_numpy(a.astype(np.float32), origin=tuple(origin), spacing=tuple(spacing * f),
+                           direction=direction)
+
+
 def register_rigid_ants(fixed, moving, *, seed, n_threads, type_of_transform="Rigid",
-                        aff_metric="mattes", **kwargs):
+                        aff_metric="mattes", fixed_shrink=1, **kwargs):
     """Rigid ANTs registration (Mattes mutual information by default) with a fixed seed.
 
     Parameters
@@ -473,6 +538,13 @@ def register_rigid_ants(fixed, moving, *, seed, n_threads, type_of_transform="Ri
         A rigid ``ants.registration`` type ('Rigid', 'DenseRigid', 'QuickRigid', 'BOLDRigid').
     aff_metric : str
         Metric of the rigid stage.
+    fixed_shrink : int or 'auto', default=1
+        Block-average the fixed image by this factor before registering (:func:`shrink_image`);
+        'auto' uses :func:`shrink_factor_for` (the moving image's voxel size). A rigid
+        registration of a 2 mm PET or 2.4 mm BOLD image gains no accuracy from a 1 mm fixed grid,
+        and the metric's cost scales with the fixed grid's voxel count (8x fewer at factor 2).
+        The transform still maps fixed-space points to moving-space points (world coordinates do
+        not depend on the grid); ``warpedmovout`` is then on the shrunk grid.
     **kwargs
         Passed to ``ants.registration`` (schedule, ``initial_transform``, ``outprefix`` ...).
 
@@ -480,7 +552,8 @@ def register_rigid_ants(fixed, moving, *, seed, n_threads, type_of_transform="Ri
     -------
     dict
         ``ants.registration``'s result plus ``fixed_to_moving``, the 4x4 RAS matrix of its
-        forward transforms (fixed-space point -> moving-space point).
+        forward transforms (fixed-space point -> moving-space point), ``fixed_shrink`` (the
+        factor used) and ``fixed`` (the fixed image registered to, on the shrunk grid).
     """
     import ants
 
@@ -488,6 +561,13 @@ def register_rigid_ants(fixed, moving, *, seed, n_threads, type_of_transform="Ri
         raise InputError(field="type_of_transform", expected="a rigid ANTs transform type "
                          "('Rigid', 'DenseRigid', 'QuickRigid', 'BOLDRigid')",
                          found=repr(type_of_transform))
+    if fixed_shrink == "auto":
+        fixed_shrink = shrink_factor_for(fixed, moving)
+    if isinstance(fixed_shrink, bool) or not isinstance(fixed_shrink, (int, np.integer)) \
+            or fixed_shrink < 1:
+        raise InputError(field="fixed_shrink", expected="an integer >= 1 or 'auto'",
+                         found=repr(fixed_shrink))
+    fixed = shrink_image(fixed, int(fixed_shrink))
     with ants_settings(n_threads=n_threads, seed=seed):
         reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
                                 aff_metric=aff_metric, **kwargs)
@@ -497,4 +577,6 @@ def register_rigid_ants(fixed, moving, *, seed, n_threads, type_of_transform="Ri
                          found=str(mats))
     out = dict(reg)
     out["fixed_to_moving"] = compose_ants_affines(mats)
+    out["fixed_shrink"] = int(fixed_shrink)
+    out["fixed"] = fixed
     return out

@@ -27,7 +27,9 @@ Gauss-Newton rigid registration of :func:`prepost.registration.estimate_motion`,
 scaled to the reference's mean inside a head mask and smoothed (PETPrep smooths with 10 mm FWHM
 before registering); ``method='ants'`` runs an ANTs rigid Mattes mutual-information registration
 per frame instead (slower, robust to contrast changes between frames). Coregistration to the
-T1w is ANTs rigid with Mattes mutual information on a summed image of the late frames.
+T1w is ANTs rigid with Mattes mutual information on a summed image of the late frames, against
+the T1w block-averaged to (at most) the PET's voxel size: a 2 mm PET gains no accuracy from a 1 mm
+fixed grid, which costs 8x the metric evaluations.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import pandas as pd
 from scipy import ndimage
 
 from prepost.errors import InputError
-from prepost.image import FWHM_TO_SIGMA, from_ants, image_name, load_img, to_ants
+from prepost.image import FWHM_TO_SIGMA, ants_settings, from_ants, image_name, load_img, to_ants
 from prepost.pet.frames import check_frames, window_weights
 from prepost.registration import (
     PARAM_NAMES,
@@ -352,8 +354,8 @@ def resample_to_grid(img, reference_img, matrix=None, order=1, cval=0.0):
 # --------------------------------------------------------------------------------------------
 def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="center_of_mass",
                           fwhm_mm=0.0, out_prefix=None, iterations=(200, 100, 50),
-                          shrink_factors=(4, 2, 1), smoothing_sigmas=(2, 1, 0), seed=1,
-                          n_threads=1):
+                          shrink_factors=(4, 2, 1), smoothing_sigmas=(2, 1, 0), fixed_shrink="auto",
+                          seed=1, n_threads=1):
     """Rigid PET-to-T1w coregistration by Mattes mutual information (ANTs).
 
     Parameters
@@ -373,7 +375,13 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
         Where to keep the transform files (a temporary folder when None; the files then live as
         long as the process).
     iterations, shrink_factors, smoothing_sigmas : tuple of int
-        ANTs rigid multi-resolution schedule.
+        ANTs rigid multi-resolution schedule (shrink factors of the registration grid).
+    fixed_shrink : int or 'auto', default='auto'
+        The T1w is block-averaged by this factor before registering
+        (:func:`prepost.registration.shrink_image`); 'auto' brings its voxels to (at most) the
+        PET's (a 1 mm T1w against a 2 mm PET: factor 2, 8x fewer voxels, several times faster at
+        the same accuracy; a 2 mm T1w against a 3 mm PET: 1, the T1w grid as it is). 1 registers
+        on the T1w grid.
     seed : int, default=1
         Random seed of ANTs' metric sampling.
     n_threads : int, default=1
@@ -387,7 +395,7 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
         of str; T1w -> PET grid), ``t1w_to_pet`` (4x4 RAS matrix mapping T1w points to PET
         points), ``pet_to_t1w`` (its inverse), ``pet_in_t1w`` (nibabel image), ``qc`` (dict:
         ``mutual_information`` after and ``mutual_information_init`` before registration, ANTs
-        Mattes MI, more negative is better; ``dice_brain`` overlap of the thresholded PET with
+        Mattes MI on the registration grid, more negative is better; ``dice_brain`` overlap of the thresholded PET with
         the T1w brain mask when a mask is given).
     """
     import ants
@@ -422,15 +430,21 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
                               initial_transform=init_tx, aff_iterations=tuple(iterations),
                               aff_shrink_factors=tuple(shrink_factors),
                               aff_smoothing_sigmas=tuple(smoothing_sigmas),
-                              outprefix=str(out_prefix))
+                              fixed_shrink=fixed_shrink, outprefix=str(out_prefix))
     fwd = [str(t) for t in reg["fwdtransforms"]]
     inv = [str(t) for t in reg["invtransforms"]]
     t1_to_pet = reg["fixed_to_moving"]
     warped = reg["warpedmovout"]
+    if reg["fixed_shrink"] > 1:  # registered on a shrunk T1w grid: resample on the full one
+        with ants_settings(n_threads=n_threads, seed=seed):
+            warped = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=fwd,
+                                           interpolator="linear")
+    # the metric on the registration grid: on a 1 mm T1w grid each evaluation costs seconds
+    grid = reg["fixed"]
     qc = {
-        "mutual_information": float(ants.image_mutual_information(fixed, warped)),
+        "mutual_information": float(ants.image_mutual_information(grid, reg["warpedmovout"])),
         "mutual_information_init": float(ants.image_mutual_information(
-            fixed, ants.resample_image_to_target(moving, fixed))),
+            grid, ants.resample_image_to_target(moving, grid))),
     }
     pet_in_t1 = from_ants(warped)
     if mask is not None:
