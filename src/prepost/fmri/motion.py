@@ -41,7 +41,9 @@ def scale_to_steady_state(img, n_dummy):
     m = data[head].mean(axis=0)
     target = np.median(m[n_dummy:])
     scale = np.where(m > 0, target / np.where(m > 0, m, 1.0), 1.0).astype(np.float32)
-    return nib.Nifti1Image(data * scale, img.affine, img.header)
+    # volume-major (Fortran) order: every volume is one contiguous block, so the per-volume
+    # smoothing and interpolation of the realignment read memory in order (same values)
+    return nib.Nifti1Image(np.asfortranarray(data * scale), img.affine, img.header)
 
 
 def estimate_bold_motion(img, n_dummy):
