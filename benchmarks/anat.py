@@ -12,7 +12,13 @@ Compared, on the same T1w and one ITK thread:
   Atropos refinement (``--refine``), and with ``bias_correction=False`` (``prepost-noN4``: raw T1w
   to raw template);
 * ``ants-SyN``: ``ants.registration(template, t1w, type_of_transform='SyN')`` on the raw T1w with
-  antspyx's defaults, then the template brain mask and GM map warped back the same way.
+  antspyx's defaults, then the template brain mask and GM map warped back the same way;
+* ``prepost-before`` (``--methods``): the settings before the real-size speed-ups, N4 fitted at
+  shrink 4 whatever the voxel size and the full T1w registered (``n4_shrink_factor=4,
+  moving_shrink=1``); identical to ``prepost`` for a 2 mm T1w.
+
+For a real-size T1w (1 mm) simulate one participant first, e.g. with ``prepost.simulate.
+simulate_study(out, participants=1, params={"anat": {"voxel_mm": 1.0}})``.
 
 Printed per session and as means: wall and CPU seconds, Dice of the brain mask and of GM
 (thresholded at 0.5) against the truth, and the time ratio.
@@ -20,6 +26,7 @@ Printed per session and as means: wall and CPU seconds, Dice of the brain mask a
 Usage::
 
     python benchmarks/anat.py [--study /tmp/simdemo] [--sessions 4] [--refine] [--threads 1]
+        [--methods prepost,prepost-before]
 """
 
 from __future__ import annotations
@@ -61,14 +68,15 @@ def truth_maps(study, participant, session, t1w):
                                 voxel_mm=float(t1w.header.get_zooms()[0]), keys=("brain", "gm"))
 
 
-def run_prepost(path, truth, refine=False, threads=1, bias_correction=True):
+def run_prepost(path, truth, refine=False, threads=1, bias_correction=True, before=False):
     from prepost import anat
 
+    old = {"n4_shrink_factor": 4, "moving_shrink": 1} if before else {}
     with tempfile.TemporaryDirectory() as d:
         t0, c0 = time.perf_counter(), _cpu()
         res = anat.process_t1w(path, transform_paths=anat.output_paths(d, sub="x", ses=None),
                                template_resolution=2, transform="SyN", seed=1, refine=refine,
-                               n_threads=threads, bias_correction=bias_correction)
+                               n_threads=threads, bias_correction=bias_correction, **old)
         wall, cpu = time.perf_counter() - t0, _cpu() - c0
     return {"wall": wall, "cpu": cpu, "dice_brain": anat.dice(res["brain_mask"], truth["brain"]),
             "dice_gm": anat.dice(res["probseg"]["GM"], truth["gm"]), "qc": res["qc"]}
@@ -100,6 +108,9 @@ def main(argv=None):
     ap.add_argument("--sessions", type=int, default=4, help="at most this many T1w images")
     ap.add_argument("--refine", action="store_true", help="also time Atropos refinement")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated among prepost, prepost+atropos, prepost-noN4, ants-SyN, "
+                         "prepost-before (default: all but prepost-before)")
     args = ap.parse_args(argv)
     # ITK reads the thread count before its first filter runs in the process
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
@@ -113,6 +124,9 @@ def main(argv=None):
     t1ws = t1ws[: args.sessions]
     methods = (["prepost"] + (["prepost+atropos"] if args.refine else []) + ["prepost-noN4"]
                + ["ants-SyN"])
+    if args.methods:
+        methods = args.methods.split(",")
+    print(f"cores: {os.cpu_count()}")
     rows = []
     print(f"{'session':<16}{'method':<17}{'wall s':>8}{'cpu s':>8}{'Dice brain':>12}{'Dice GM':>9}")
     for path in t1ws:
@@ -124,10 +138,14 @@ def main(argv=None):
                 r = run_ants_default(path, truth)
             else:
                 r = run_prepost(path, truth, refine=m.endswith("atropos"), threads=args.threads,
-                                bias_correction=not m.endswith("noN4"))
+                                bias_correction=not m.endswith("noN4"),
+                                before=m.endswith("before"))
             rows.append((m, r))
             print(f"{stem:<16}{m:<17}{r['wall']:>8.1f}{r['cpu']:>8.1f}{r['dice_brain']:>12.4f}"
                   f"{r['dice_gm']:>9.4f}", flush=True)
+            if "qc" in r:
+                print("    steps: " + ", ".join(f"{k[8:]} {v:.1f} s" for k, v in r["qc"].items()
+                                                if k.startswith("seconds_")), flush=True)
     print("\nmeans over", len(t1ws), "sessions (ITK threads:", args.threads, ")")
     mean = {}
     for m in methods:
@@ -137,10 +155,14 @@ def main(argv=None):
         v = mean[m]
         print(f"  {m:<17} wall {v['wall']:6.1f} s  cpu {v['cpu']:6.1f} s  Dice brain "
               f"{v['dice_brain']:.4f}  Dice GM {v['dice_gm']:.4f}")
-    base = mean["ants-SyN"]
-    for m in methods[:-1]:
-        print(f"  time ratio {m} / ants-SyN: wall {mean[m]['wall'] / base['wall']:.2f}, "
-              f"cpu {mean[m]['cpu'] / base['cpu']:.2f}")
+    for ref in ("ants-SyN", "prepost-before"):
+        if ref not in mean:
+            continue
+        base = mean[ref]
+        for m in methods:
+            if m != ref:
+                print(f"  time ratio {m} / {ref}: wall {mean[m]['wall'] / base['wall']:.2f}, "
+                      f"cpu {mean[m]['cpu'] / base['cpu']:.2f}")
 
 
 if __name__ == "__main__":
