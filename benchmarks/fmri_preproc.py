@@ -129,7 +129,8 @@ def step_benchmarks(bold, anat_out, truth, repeats):
     head = np.asarray(img.dataobj[..., ref_index], float)
     pts = np.argwhere(head > head.mean())[::20]
     pts = np.c_[pts @ img.affine[:3, :3].T + img.affine[:3, 3], np.ones(len(pts))]
-    rel = t_true @ np.linalg.inv(t_true[ref_index])  # truth: reference world -> volume world
+    # the simulator's matrices map volume-t world to the head's world: reference -> volume t
+    rel = np.linalg.inv(t_true) @ t_true[ref_index]
 
     def motion_error(aff):
         d = np.einsum("tij,nj->tni", aff - rel, pts)[..., :3]

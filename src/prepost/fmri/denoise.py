@@ -548,8 +548,12 @@ def _interpolate_censored(resid, keep, t_r):
     idx = np.flatnonzero(keep)
     inner = ~keep & (np.arange(n) > idx[0]) & (np.arange(n) < idx[-1])
     if inner.any():
-        spline = CubicSpline(t_all[keep], resid[keep], axis=0)
-        resid[inner] = spline(t_all[inner])
+        # voxels in blocks: the spline's coefficients take 4 copies of the series (~2 GB for a
+        # 3 mm MNI run of 300 volumes at once); every voxel's spline is independent
+        step = 8192
+        for j in range(0, resid.shape[1], step):
+            spline = CubicSpline(t_all[keep], resid[keep, j:j + step], axis=0)
+            resid[inner, j:j + step] = spline(t_all[inner])
     # censored volumes at either end take the nearest retained volume (as XCP-D): a cubic
     # extrapolated beyond the data diverges and the filter would spread it into the run
     resid[: idx[0]] = resid[idx[0]]
