@@ -101,9 +101,9 @@ def test_points_match_the_known_affine(run):
 
 
 def test_registration_of_a_shrunk_fine_t1w_matches_the_known_affine(tmp_path):
-    """A T1w finer than the template is registered block-averaged (``moving_shrink``): here a
-    1.5 mm T1w at factor 2; the recovered MNI -> T1w points stay within the same tolerance as
-    the full-grid registration, and the warped T1w is resampled from the full image."""
+    """A T1w registered block-averaged (``moving_shrink``) still recovers the known affine, and
+    the warped T1w is resampled from the full image. Here a 1.5 mm T1w at factor 2 (3 mm, coarser
+    than the 2 mm template: 'auto' would keep factor 1), the worst case of the mechanism."""
     img, _ = _phantom(voxel=1.5)
     pre = anat.bias_correct(img)
     reg = anat.register_to_mni(pre, moving_shrink=2, workdir=tmp_path, seed=1, n_threads=1)
@@ -117,7 +117,9 @@ def test_registration_of_a_shrunk_fine_t1w_matches_the_known_affine(tmp_path):
     est = anat.points_to_t1w(mni, xfm)
     true = (np.linalg.inv(TO_MNI) @ np.c_[mni, np.ones(len(mni))].T).T[:, :3]
     err = np.linalg.norm(est - true, axis=1)
-    # measured: median 0.9 mm, 95th percentile 1.9 mm
+    # measured: median 1.3 mm, 95th percentile 2.4 mm (on the 1.5 mm grid: 0.7 and 1.5 mm);
+    # at real size (1 mm -> 2 mm, the template's voxel) the Dice against the truth holds
+    # (benchmarks/anat.py --methods prepost-before,prepost)
     assert np.median(err) < 1.5 and np.percentile(err, 95) < 3.0
     with pytest.raises(InputError, match="moving_shrink"):
         anat.register_to_mni(pre, moving_shrink=0, workdir=tmp_path)

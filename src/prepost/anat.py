@@ -4,13 +4,15 @@ Every T1w image is registered on its own to nilearn's bundled MNI152 2009 (nonli
 template with antspyx, and the template's priors are carried back to the T1w grid:
 
 1. **Bias correction**: ``ants.n4_bias_field_correction`` inside a head mask (``ants.get_mask``);
-   the mask makes N4 about 3x faster than on the whole field of view.
+   the mask makes N4 about 3x faster than on the whole field of view. The field is fitted on a
+   grid of about 8 mm (:data:`N4_FIT_MM`) whatever the T1w's voxel size.
 2. **Registration** (:func:`register_to_mni`): ``ants.registration`` with the template as the
    fixed image and the bias-corrected T1w (head and skull included) as the moving image; a
    rigid/affine stage followed by SyN (``transform='SyN'``, antspyx's setting: Mattes mutual
    information, 40x20x0 SyN iterations). The metric is restricted, in every stage, to the template
    brain mask dilated by ``mask_dilation_mm`` because the template has no skull. The template is
-   N4-corrected the same way as the T1w (once per process).
+   N4-corrected the same way as the T1w (once per process). A T1w finer than the template is
+   registered block-averaged to (at most) the template's voxel size (``moving_shrink``).
 3. **Priors** (:func:`warp_priors`): the template brain mask, GM and WM probability maps and
    ``CSF = clip(mask - GM - WM, 0, 1)`` are resampled (linear) to the T1w grid through the
    inverse (MNI -> T1w) transform. The brain mask is the warped mask thresholded at 0.5.
