@@ -1,12 +1,13 @@
 """Dry-run DAG build time for a large study: 1,000 participants x 2 sessions (goal <= 30 s).
 
-The BIDS tree holds empty files, and `bids.check_images: false` keeps NIfTI headers unread at DAG
+The BIDS tree holds empty images with real sidecars, and `bids.check_images: false` keeps NIfTI headers unread at DAG
 time, so the figure is Snakemake's and the input layer's own cost.
 
     python benchmarks/dag_scale.py [--participants 1000] [--repeats 1]
 """
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -19,7 +20,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _sidecars():
+    """The BOLD and PET sidecars of the fake study (the simulated protocol's frames)."""
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    durs = [float(d) for count, d in cfg["simulate"]["pet"]["frames"] for _ in range(count)]
+    starts = [float(sum(durs[:i])) for i in range(len(durs))]
+    pet = {"FrameTimesStart": starts, "FrameDuration": durs, "Units": "kBq/mL",
+           "TracerName": "UCB-J", "InjectedRadioactivity": 550.0,
+           "InjectedRadioactivityUnits": "MBq", "ImageDecayCorrected": True,
+           "ImageDecayCorrectionTime": 0, "TimeZero": "10:00:00", "ScanStart": 0,
+           "InjectionStart": 0}
+    return json.dumps({"TaskName": "rest", "RepetitionTime": 2.0}), json.dumps(pet)
+
+
 def fake_study(root, n, sessions=("pre", "post")):
+    """A BIDS tree of `n` participants: empty images, real sidecars (read at DAG time)."""
+    bold_json, pet_json = _sidecars()
     bids = root / "bids"
     (bids).mkdir(parents=True)
     (bids / "dataset_description.json").write_text('{"Name": "fake", "BIDSVersion": "1.9.0"}')
@@ -34,7 +50,12 @@ def fake_study(root, n, sessions=("pre", "post")):
                         f"func/{stem}_task-rest_bold.json", f"pet/{stem}_trc-UCBJ_pet.nii.gz",
                         f"pet/{stem}_trc-UCBJ_pet.json"):
                 (base / rel).parent.mkdir(parents=True, exist_ok=True)
-                (base / rel).touch()
+                if rel.endswith("_bold.json"):
+                    (base / rel).write_text(bold_json)
+                elif rel.endswith("_pet.json"):
+                    (base / rel).write_text(pet_json)
+                else:
+                    (base / rel).touch()
     (root / "participants.tsv").write_text("\n".join(rows) + "\n")
     cfg = {"bids_dir": str(bids), "participants": str(root / "participants.tsv"),
            "results_dir": str(root / "results"), "bids": {"check_images": False}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,15 +318,43 @@ def sidecar_paths(bids_dir, data_path):
     found = []
     folder = data_path.parent
     while True:
-        for js in sorted(folder.glob(f"*_{suffix}.json")):
-            jents, jsuf = parse_name(js.name)
+        for name in _json_names(folder):
+            if not name.endswith(f"_{suffix}.json"):
+                continue
+            jents, jsuf = parse_name(name)
             if jsuf == suffix and all(ents.get(k) == v for k, v in jents.items()):
-                found.append(js)
+                found.append(folder / name)
         if folder == bids_dir or folder.parent == folder or bids_dir not in folder.parents:
             break
         folder = folder.parent
     found.sort(key=lambda p: (-len(p.parts), -len(parse_name(p.name)[0])))
     return found
+
+
+# folder -> (its mtime_ns, sorted names of its JSON files)
+_JSON_NAMES = {}
+
+
+def _json_names(folder):
+    """Sorted names of the JSON files in ``folder``, listed once while the folder is unchanged.
+
+    The walk up to the dataset root lists the root for every data file; with a thousand
+    participants that listing (a thousand ``sub-`` folders) dominated the DAG-time input check.
+    A folder's mtime changes when an entry is added, removed or renamed, so a changed folder is
+    listed anew.
+    """
+    try:
+        mtime = folder.stat().st_mtime_ns
+    except OSError:
+        return []
+    hit = _JSON_NAMES.get(folder)
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    with os.scandir(folder) as it:
+        names = sorted(e.name for e in it if e.name.endswith(".json")
+                       and not e.name.startswith("."))
+    _JSON_NAMES[folder] = (mtime, names)
+    return names
 
 
 def sidecar(bids_dir, data_path):
