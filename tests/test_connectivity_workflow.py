@@ -22,9 +22,8 @@ SPACE = "MNI152NLin2009aSym"
 SIM = {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 150, "voxel_mm": 6.0},
        "pet": {"voxel_mm": 8.0, "frames": [[2, 60], [4, 300]], "autosampler": False}}
 N_SUBJECTS = 4
-CONN_RULES = {"connectivity_session_qc", "connectivity_timeseries", "connectivity_fc",
-              "connectivity_measures", "connectivity_tangent", "connectivity_gradients",
-              "connectivity_alff_maps"}
+CONN_RULES = {"connectivity_session_qc", "connectivity_session", "connectivity_tangent",
+              "connectivity_gradients", "connectivity_alff_maps"}
 
 
 
@@ -195,8 +194,8 @@ def test_default_config_registers_connectivity_targets(tmp_path):
     res = snakemake("-n", "--cores", "2", "--config", f"results_dir={tmp_path}/results", cwd=ROOT)
     jobs = dry_run_jobs(res.stdout + res.stderr)
     n = len(pd.read_csv(ROOT / "config/participants.tsv", sep="\t"))
-    assert jobs["connectivity_timeseries"] == jobs["connectivity_measures"] == 2 * n
-    assert jobs["connectivity_fc"] == 4 * n  # pearson + partial
+    # one job per session and atlas writes its time series, both FC kinds and its tables
+    assert jobs["connectivity_session"] == jobs["connectivity_session_qc"] == 2 * n
     assert jobs["connectivity_tangent"] == jobs["connectivity_gradients"] == 1
 
 
@@ -288,13 +287,12 @@ def test_params_change_reruns_only_connectivity(conn_study, tmp_path):
     res = snakemake("-n", "--configfile", str(cfg),
                     _overlay(tmp_path, "a.yaml", {"graph_densities": [0.1]}), *allowed, "--",
                     *targets, cwd=root)
-    assert dry_run_jobs(res.stdout) == {**base, "connectivity_measures": 2 * N_SUBJECTS}
+    assert dry_run_jobs(res.stdout) == {**base, "connectivity_session": 2 * N_SUBJECTS}
     res = snakemake("-n", "--configfile", str(cfg),
                     _overlay(tmp_path, "b.yaml", {"min_coverage": 0.6}), *allowed, "--", *targets,
                     cwd=root)
     new = {k: v for k, v in dry_run_jobs(res.stdout).items() if base.get(k) != v}
-    assert set(new) == {"connectivity_timeseries", "connectivity_fc", "connectivity_measures",
-                        "connectivity_tangent", "connectivity_gradients"}
+    assert set(new) == {"connectivity_session", "connectivity_tangent", "connectivity_gradients"}
 
 
 @pytest.mark.slow

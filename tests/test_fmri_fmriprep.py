@@ -213,7 +213,7 @@ def test_raw_runs_are_preprocessed_each_and_combined_per_session(tmp_path):
                     f"bids_dir={bids}", cwd=tmp_path)
     jobs = dry_run_jobs(out)
     assert jobs["fmri_preproc"] == jobs["fmri_denoise"] == 4
-    assert jobs["connectivity_session_qc"] == jobs["connectivity_timeseries"] == 2
+    assert jobs["connectivity_session_qc"] == jobs["connectivity_session"] == 2
     text = out.stdout + out.stderr
     assert "sub-01_ses-pre_task-rest_run-2_space-MNI152NLin2009aSym_res-6_desc-denoised_qc" in text
     assert "sub-01_ses-pre_task-rest_space-MNI152NLin2009aSym_res-6_atlas-Schaefer100_meas-" \

@@ -54,5 +54,5 @@ def test_regular_install_runs_the_demo_dry_run(tmp_path):
     assert Path(where[0]).parent == site / "prepost"
     assert Path(where[1]) == site / "prepost" / "resources"
     out = _run([py, "-m", "snakemake", "-n", "--cores", "1"], repo)
-    assert "report_html" in out and "connectivity_fc" in out
+    assert "report_html" in out and "connectivity_session" in out
     assert not (repo / "results").exists()

@@ -143,8 +143,8 @@ def test_single_frame_scans_keep_suvr_and_say_what_is_left_out(tmp_path):
     out = res.stdout + res.stderr
     assert "models ['srtm', 'logan_ref'] need a dynamic scan" in out
     assert "no frame motion correction" in out
-    assert dry_run_jobs(res) == {"anat": 4, "pet_motion": 4, "pet_coreg": 4, "pet_rois": 4,
-                                 "pet_tacs": 4, "pet_kinetics": 4}
+    assert dry_run_jobs(res) == {"anat": 4, "pet_motion": 4, "pet_coreg": 4, "pet_tacs": 4,
+                                 "pet_kinetics": 4}
 
 
 # --------------------------------------------------------------------------------------------

@@ -261,7 +261,7 @@ def test_static_single_frame_study_dag(tmp_path):
     res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), *UNTIL, cwd=tmp_path)
     out = res.stdout + res.stderr
     assert dry_run_jobs(res) == {"simulate_subject": 1, "anat": 2, "pet_motion": 2, "pet_coreg": 2,
-                                 "pet_rois": 2, "pet_tacs": 2, "pet_kinetics": 2, "pet_maps": 2}
+                                 "pet_tacs": 2, "pet_kinetics": 2, "pet_maps": 2}
     for words in ("models ['srtm', 'logan'] need a dynamic scan", "fitted: ['suvr', 'suv']",
                   "parametric maps ['BPNDsrtm', 'VTlogan'] are left out",
                   "static scan 0-1200 s", "no frame motion correction"):

@@ -40,21 +40,22 @@ def _scheduled(tmp, cfg, overlay):
 
 
 UPSTREAM_FMRI = {"anat", "fmri_preproc", "simulate_subject", "simulate_dataset", "bids_inventory"}
-PET = {"pet_motion", "pet_coreg", "pet_rois", "pet_tacs", "pet_blood", "pet_kinetics", "pet_maps"}
-CONN = {"connectivity_timeseries", "connectivity_fc", "connectivity_measures",
-        "connectivity_alff_maps", "connectivity_tangent", "connectivity_gradients"}
+PET = {"pet_motion", "pet_coreg", "pet_tacs", "pet_kinetics", "pet_maps"}
+CONN = {"connectivity_session_qc", "connectivity_session", "connectivity_alff_maps",
+        "connectivity_tangent", "connectivity_gradients"}
 
 # parameter: (overlay, rules that must run, rules that must not)
 CHANGES = {
     "band-pass": ({"fmri": {"denoise": {"low_pass": 0.1}}}, {"fmri_denoise", "stats_paired"},
                   UPSTREAM_FMRI | PET),
     "atlas": ({"connectivity": {"atlases": ["Schaefer200"]}},
-              {"connectivity_timeseries", "connectivity_fc", "stats_paired"},
-              UPSTREAM_FMRI | {"fmri_denoise"} | PET),
-    "FC kind": ({"connectivity": {"fc_kinds": ["pearson", "partial"]}}, {"connectivity_fc"},
-                UPSTREAM_FMRI | {"fmri_denoise", "connectivity_timeseries"} | PET),
+              {"connectivity_session", "stats_paired"},
+              UPSTREAM_FMRI | {"fmri_denoise", "connectivity_alff_maps"} | PET),
+    "FC kind": ({"connectivity": {"fc_kinds": ["pearson", "partial"]}}, {"connectivity_session"},
+                UPSTREAM_FMRI | {"fmri_denoise", "connectivity_alff_maps",
+                                 "connectivity_session_qc"} | PET),
     "SUVR window": ({"pet": {"suvr_window_s": [3000, 5400]}}, {"pet_kinetics", "stats_paired"},
-                    UPSTREAM_FMRI | CONN | {"fmri_denoise", "pet_tacs", "pet_rois", "pet_coreg"}),
+                    UPSTREAM_FMRI | CONN | {"fmri_denoise", "pet_tacs", "pet_coreg"}),
     "permutation count": ({"stats": {"paired": {"n_perm": 500}}}, {"stats_paired"},
                           UPSTREAM_FMRI | CONN | PET | {"fmri_denoise"}),
 }

@@ -126,7 +126,7 @@ def test_participants_column_names_checked_at_dag_time(tmp_path):
 
 
 def test_nbs_reads_the_connectivity_stage_matrices(tmp_path):
-    # NBS takes the Pearson matrices connectivity_fc writes, for every participant and session
+    # NBS takes the Pearson matrices connectivity_session writes, for every participant and session
     cfg = small_config(tmp_path, connectivity={**yaml.safe_load(
         (ROOT / "config" / "config.yaml").read_text())["connectivity"], "atlases": ["Schaefer100"]})
     res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path)
@@ -138,7 +138,7 @@ def test_nbs_reads_the_connectivity_stage_matrices(tmp_path):
                                 atlas="Schaefer100", meas="pearson")["relmat"]
         for sub in ("01", "02") for ses in ("pre", "post")}
     assert set(job["input"]) == expected | {stats_stage.output_paths(tmp_path / "results")["exclusions"]}
-    assert "connectivity_fc" in dry_run_jobs(res)
+    assert "connectivity_session" in dry_run_jobs(res)
 
 
 def test_nbs_atlas_without_connectivity_matrices_fails_at_dag_time(tmp_path):

@@ -18,7 +18,7 @@ CONN_OUT = pconn.output_paths(
     task=TASK,
 )
 CONN_GROUP = pconn.group_output_paths(RESULTS)
-CONN_WILDCARDS = {"atlas": "|".join(CONN_ATLASES), "meas": "pearson|partial"}
+CONN_WILDCARDS = {"atlas": "|".join(CONN_ATLASES)}
 CONN_IDS = [(f"sub-{s}", ses) for s in SUBJECTS for ses in SESSIONS]  # expand() order
 CONN_RUNS = {"subject": SUBJECTS, "session": SESSIONS}
 # the fMRI stage's outputs that this stage reads: every run of the session
@@ -72,18 +72,26 @@ rule connectivity_session_qc:
         "../scripts/connectivity.py"
 
 
-rule connectivity_timeseries:
+# One job per session and atlas: the parcel time series, every FC kind and the session tables.
+# Their work is seconds each, so one job saves the interpreter start and imports of three.
+rule connectivity_session:
     input:
         bold=CONN_BOLD,
         mask=CONN_MASK,
-        qc=CONN_RUN_QC,
+        run_qc=CONN_RUN_QC,
+        qc=rules.connectivity_session_qc.output.qc,
     output:
         timeseries=CONN_OUT["timeseries"],
         coverage=CONN_OUT["coverage"],
+        relmats=expand(CONN_OUT["relmat"], meas=CONN["fc_kinds"], allow_missing=True),
+        network=CONN_OUT["network"],
+        graph=CONN_OUT["graph"],
+        alff=CONN_OUT["alff"],
+        long=CONN_OUT["long"],
     log:
-        pconn.log_paths(RESULTS, "timeseries", **CONN_SESSION, atlas="{atlas}")["log"],
+        pconn.log_paths(RESULTS, "session", **CONN_SESSION, atlas="{atlas}")["log"],
     benchmark:
-        pconn.log_paths(RESULTS, "timeseries", **CONN_SESSION, atlas="{atlas}")[
+        pconn.log_paths(RESULTS, "session", **CONN_SESSION, atlas="{atlas}")[
             "benchmark"
         ]
     wildcard_constraints:
@@ -95,75 +103,13 @@ rule connectivity_timeseries:
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
-        runtime=15,
+        runtime=20,
     params:
-        step="timeseries",
+        step="session",
         atlas=lambda wildcards: CONN_ATLASES[wildcards.atlas],
         min_coverage=CONN["min_coverage"],
-    script:
-        "../scripts/connectivity.py"
-
-
-rule connectivity_fc:
-    input:
-        timeseries=rules.connectivity_timeseries.output.timeseries,
-        qc=rules.connectivity_session_qc.output.qc,
-    output:
-        relmat=CONN_OUT["relmat"],
-    log:
-        pconn.log_paths(RESULTS, "fc", **CONN_SESSION, atlas="{atlas}", meas="{meas}")[
-            "log"
-        ],
-    benchmark:
-        pconn.log_paths(RESULTS, "fc", **CONN_SESSION, atlas="{atlas}", meas="{meas}")[
-            "benchmark"
-        ]
-    wildcard_constraints:
-        **CONN_WILDCARDS,
-    group:
-        "session"
-    conda:
-        "../../envs/connectivity.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        step="fc",
+        fc_kinds=CONN["fc_kinds"],
         estimator=CONN["covariance_estimator"],
-        combine_runs=COMBINE_RUNS,
-    script:
-        "../scripts/connectivity.py"
-
-
-rule connectivity_measures:
-    input:
-        timeseries=rules.connectivity_timeseries.output.timeseries,
-        qc=rules.connectivity_session_qc.output.qc,
-    output:
-        network=CONN_OUT["network"],
-        graph=CONN_OUT["graph"],
-        alff=CONN_OUT["alff"],
-        long=CONN_OUT["long"],
-    log:
-        pconn.log_paths(RESULTS, "measures", **CONN_SESSION, atlas="{atlas}")["log"],
-    benchmark:
-        pconn.log_paths(RESULTS, "measures", **CONN_SESSION, atlas="{atlas}")[
-            "benchmark"
-        ]
-    wildcard_constraints:
-        **CONN_WILDCARDS,
-    group:
-        "session"
-    conda:
-        "../../envs/connectivity.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        step="measures",
-        atlas=lambda wildcards: CONN_ATLASES[wildcards.atlas],
         participant_id=lambda wildcards: f"sub-{wildcards.subject}",
         hierarchy=CONN["hierarchy"],
         densities=CONN["graph_densities"],
@@ -204,7 +150,7 @@ rule connectivity_alff_maps:
 rule connectivity_tangent:
     input:
         timeseries=expand(
-            rules.connectivity_timeseries.output.timeseries,
+            rules.connectivity_session.output.timeseries,
             **CONN_RUNS,
             allow_missing=True,
         ),
@@ -234,7 +180,7 @@ rule connectivity_tangent:
 rule connectivity_gradients:
     input:
         timeseries=expand(
-            rules.connectivity_timeseries.output.timeseries,
+            rules.connectivity_session.output.timeseries,
             **CONN_RUNS,
             allow_missing=True,
         ),

@@ -172,8 +172,19 @@ rule pet_coreg:
         "../scripts/pet.py"
 
 
-rule pet_rois:
+# One job per session for the ROIs in PET space, their TACs (optionally partial-volume corrected)
+# and the metabolite-corrected arterial input: each is seconds of work, and each depends on the
+# one before (the input's delay is fitted to a TAC).
+rule pet_tacs:
     input:
+        # the session's blood recordings as blood_<recording> (none without blood)
+        unpack(
+            lambda wildcards: (
+                {f"blood_{k}": v for k, v in get_blood(wildcards).items()}
+                if PET_BLOOD
+                else {}
+            )
+        ),
         **PET_XFM,
         t1w=rules.anat.output.preproc,
         mask=rules.anat.output.brain_mask,
@@ -182,49 +193,18 @@ rule pet_rois:
         csf=rules.anat.output.CSF,
         xfm=rules.pet_coreg.output.xfm,
         summed=rules.pet_coreg.output.summed,
+        pet=rules.pet_motion.output.pet,
+        pet_json=rules.pet_motion.output.pet_json,
     output:
+        **({"pvc": PET_OUT["pvc"], "pvc_json": PET_OUT["pvc_json"]} if PET_GTM else {}),
+        **(
+            {"input": PET_OUT["input"], "input_json": PET_OUT["input_json"]}
+            if PET_BLOOD
+            else {}
+        ),
         probseg=PET_OUT["probseg"],
         mask_t1w=PET_OUT["mask_t1w"],
         table=PET_OUT["rois"],
-    log:
-        f"{PET_LOGS}_rois.log",
-    benchmark:
-        f"{PET_BENCH}_rois.tsv"
-    group:
-        "session"
-    conda:
-        "../../envs/pet.yaml"
-    threads: 2
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=15,
-    params:
-        step="rois",
-        rois=PET_CFG["rois"],
-        min_volume_ml=PET_CFG["min_volume_ml"],
-    script:
-        "../scripts/pet.py"
-
-
-rule pet_tacs:
-    input:
-        **(
-            {
-                "mask_t1w": rules.pet_rois.output.mask_t1w,
-                "xfm": rules.pet_coreg.output.xfm,
-                "gm": rules.anat.output.GM,
-                "wm": rules.anat.output.WM,
-                "csf": rules.anat.output.CSF,
-            }
-            if PET_GTM
-            else {}
-        ),
-        pet=rules.pet_motion.output.pet,
-        pet_json=rules.pet_motion.output.pet_json,
-        probseg=rules.pet_rois.output.probseg,
-        table=rules.pet_rois.output.table,
-    output:
-        **({"pvc": PET_OUT["pvc"], "pvc_json": PET_OUT["pvc_json"]} if PET_GTM else {}),
         tacs=PET_OUT["tacs"],
         tacs_json=PET_OUT["tacs_json"],
     log:
@@ -235,49 +215,20 @@ rule pet_tacs:
         "session"
     conda:
         "../../envs/pet.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=10,
+        runtime=20,
     params:
         step="tacs",
+        rois=PET_CFG["rois"],
+        min_volume_ml=PET_CFG["min_volume_ml"],
         pvc=PET_CFG["pvc"],
         psf_fwhm_mm=PET_CFG["psf_fwhm_mm"],
-        rois=PET_CFG["rois"],
-    script:
-        "../scripts/pet.py"
-
-
-rule pet_blood:
-    input:
-        unpack(get_blood),
-        **(
-            {"tacs": rules.pet_tacs.output.tacs}
-            if PET_CFG["blood"]["fit_delay"]
-            else {}
-        ),
-        pet_json=rules.pet_motion.output.pet_json,
-    output:
-        input=PET_OUT["input"],
-        input_json=PET_OUT["input_json"],
-    log:
-        f"{PET_LOGS}_blood.log",
-    benchmark:
-        f"{PET_BENCH}_blood.tsv"
-    group:
-        "session"
-    conda:
-        "../../envs/pet.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        step="blood",
-        model=PET_CFG["blood"]["parent_fraction_model"],
-        grid_step_s=PET_CFG["blood"]["grid_step_s"],
-        fit_delay=PET_CFG["blood"]["fit_delay"],
-        delay_roi=PET_CFG["blood"]["delay_roi"],
+        blood={
+            k: PET_CFG["blood"][k]
+            for k in ("parent_fraction_model", "grid_step_s", "fit_delay", "delay_roi")
+        },
     script:
         "../scripts/pet.py"
 
@@ -285,7 +236,7 @@ rule pet_blood:
 rule pet_kinetics:
     input:
         **({"pvc": rules.pet_tacs.output.pvc} if PET_GTM else {}),
-        **({"input": rules.pet_blood.output.input} if PET_BLOOD else {}),
+        **({"input": rules.pet_tacs.output.input} if PET_BLOOD else {}),
         # the SUV's dose, body weight and unit are read from the PET sidecar
         **(
             {"pet_json": rules.pet_motion.output.pet_json}
@@ -331,7 +282,7 @@ rule pet_kinetics:
 rule pet_maps:
     input:
         **PET_XFM,
-        **({"input": rules.pet_blood.output.input} if PET_BLOOD else {}),
+        **({"input": rules.pet_tacs.output.input} if PET_BLOOD else {}),
         pet=rules.pet_motion.output.pet,
         pet_json=rules.pet_motion.output.pet_json,
         xfm=rules.pet_coreg.output.xfm,

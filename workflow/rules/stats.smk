@@ -51,7 +51,7 @@ if _nbs_unknown:
 NBS_ATLASES = (
     list(STATS_CFG["nbs"]["atlases"] or CONN_ATLASES) if FMRI and STATS_ON else []
 )
-NBS_RELMAT = rules.connectivity_fc.output.relmat
+NBS_RELMAT = CONN_OUT["relmat"]
 NBS_OUT = pstats.nbs_output_paths(
     RESULTS, atlas="{atlas}", baseline=SESSIONS[0], followup=SESSIONS[1]
 )

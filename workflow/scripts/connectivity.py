@@ -1,7 +1,7 @@
 """Connectivity stage: the step named by the rule's ``params.step``: the session's QC over its
-runs (session_qc), parcel time series of its runs combined (timeseries), FC matrices (fc),
-per-session tables (measures), voxel ALFF maps (alff_maps), group tangent FC (tangent) and
-gradients (gradients)."""
+runs (session_qc); parcel time series of its runs combined, FC matrices and per-session tables of
+one atlas (session); voxel ALFF maps (alff_maps); group tangent FC (tangent) and gradients
+(gradients)."""
 
 import pandas as pd
 
@@ -24,8 +24,10 @@ def run_session_qc():
              qc["retained_s"] or 0.0, f"; EXCLUDED: {qc['reason']}" if qc["excluded"] else "")
 
 
-def run_timeseries():
-    qcs = [stage.read_qc(f) for f in inp.qc]
+def run_session():
+    # the time series as written (6 significant digits) feed the FC and the tables, so a rerun of
+    # any part gives the same numbers
+    qcs = [stage.read_qc(f) for f in inp.run_qc]
     sqc = stage.session_qc(qcs)
     atlas = stage.load_atlas_spec(p.atlas)
     parts = []
@@ -39,25 +41,19 @@ def run_timeseries():
              f" (excluded: {sqc['reason']})" if sqc["excluded"] else "")
     io.write_tsv(ts, out.timeseries, float_format="%.6g")
     io.write_tsv(cov, out.coverage, float_format="%.4f")
+    ts, qc = read_ts(out.timeseries), stage.read_qc(inp.qc)
 
+    for meas, path in zip(p.fc_kinds, out.relmats, strict=True):
+        mat = stage.session_fc(ts, qc, meas, p.estimator, combine=p.combine_runs)
+        io.write_tsv(stage.relmat_frame(mat, list(ts.columns)), path, float_format="%.6f")
 
-def run_fc():
-    qc, ts = stage.read_qc(inp.qc), read_ts(inp.timeseries)
-    mat = stage.session_fc(ts, qc, snakemake.wildcards.meas, p.estimator,
-                           combine=p.combine_runs)
-    io.write_tsv(stage.relmat_frame(mat, list(ts.columns)), out.relmat, float_format="%.6f")
-
-
-def run_measures():
-    qc = stage.read_qc(inp.qc)
-    atlas = stage.load_atlas_spec(p.atlas)
-    tables = stage.session_measures(p.participant_id, snakemake.wildcards.session,
-                                    read_ts(inp.timeseries), atlas, qc, hierarchy=dict(p.hierarchy),
-                                    densities=list(p.densities), regions=dict(p.regions),
-                                    band=list(p.band), combine=p.combine_runs)
+    tables = stage.session_measures(p.participant_id, snakemake.wildcards.session, ts, atlas, qc,
+                                    hierarchy=dict(p.hierarchy), densities=list(p.densities),
+                                    regions=dict(p.regions), band=list(p.band),
+                                    combine=p.combine_runs)
     for name, df in tables.items():
         io.write_tsv(df, out[name], float_format="%.6g")
-    log.info("%d tidy rows%s", len(tables["long"]),
+    log.info("FC %s; %d tidy rows%s", ", ".join(p.fc_kinds), len(tables["long"]),
              f", all NaN (excluded: {qc['reason']})" if qc["excluded"] else "")
 
 
@@ -93,9 +89,8 @@ def run_gradients():
     log.info("gradients of %d runs aligned to the group reference", len(parts))
 
 
-STEPS = {"session_qc": run_session_qc, "timeseries": run_timeseries, "fc": run_fc,
-         "measures": run_measures, "alff_maps": run_alff_maps, "tangent": run_tangent,
-         "gradients": run_gradients}
+STEPS = {"session_qc": run_session_qc, "session": run_session, "alff_maps": run_alff_maps,
+         "tangent": run_tangent, "gradients": run_gradients}
 if p.step not in STEPS:
     raise ValueError(f"unknown step {p.step!r}; known steps: {', '.join(STEPS)}")
 STEPS[p.step]()

@@ -1,6 +1,6 @@
-"""PET stage: frame motion correction (step motion), PET->T1w coregistration (coreg), ROIs (rois),
-TACs with optional partial-volume correction (tacs), arterial input (blood), kinetic models and the
-tidy table (kinetics), parametric maps in MNI space (maps). The rule names its step in
+"""PET stage: frame motion correction (step motion), PET->T1w coregistration (coreg), ROIs, TACs
+with optional partial-volume correction and the arterial input (tacs), kinetic models and the tidy
+table (kinetics), parametric maps in MNI space (maps). The rule names its step in
 ``params.step``."""
 
 import nibabel as nib
@@ -45,7 +45,9 @@ def run_coreg(inp, out, p, wc, threads):
                                  f"(MI {cq['mutual_information']:.3f})")
 
 
-def run_rois(inp, out, p, wc, threads):
+def run_tacs(inp, out, p, wc, threads):
+    # ROIs, TACs and the arterial input each read back what the one before wrote, so their
+    # numbers do not depend on being computed in one job
     xfm = anat.load_transforms(inp.xfm_sidecar)
     pet_rois, t1w_rois, report = stage.rois_step(
         p.rois, t1w=inp.t1w, brain_mask=inp.mask, gm=inp.gm, wm=inp.wm, csf=inp.csf,
@@ -56,14 +58,12 @@ def run_rois(inp, out, p, wc, threads):
     report.insert(0, "index", np.arange(1, len(report) + 1))
     io.write_tsv(report, out.table, float_format="%.4f")
 
-
-def run_tacs(inp, out, p, wc, threads):
     meta, starts, durations, units = stage.pet_sidecar(inp.pet_json)
-    names = read_tsv(inp.table)["name"].tolist()
-    pet_rois = stage.unstack_masks(inp.probseg, names)
+    names = read_tsv(out.table)["name"].tolist()
+    pet_rois = stage.unstack_masks(out.probseg, names)
     gtm = {}
     if p.pvc == "gtm":
-        gtm = {"t1w_rois": stage.unstack_masks(inp.mask_t1w, names), "xfm": inp.xfm,
+        gtm = {"t1w_rois": stage.unstack_masks(out.mask_t1w, names), "xfm": inp.xfm,
                "tissue_maps": {k: nib.load(inp[k]) for k in ("gm", "wm", "csf")},
                "roi_config": p.rois}
     df, tmeta, corr, cmeta = stage.tacs_step(inp.pet, starts, durations, pet_rois, units=units,
@@ -73,18 +73,17 @@ def run_tacs(inp, out, p, wc, threads):
     if corr is not None:
         ptacs.write_tacs(corr, cmeta, out.pvc)
 
-
-def run_blood(inp, out, p, wc, threads):
-    meta, starts, durations, units = stage.pet_sidecar(inp.pet_json)
-    recordings = {k: v for k, v in inp.items() if k not in ("pet_json", "tacs")}
-    delay_tac = read_tsv(inp.tacs)[p.delay_roi].to_numpy() if p.fit_delay else None
-    df, bmeta = stage.blood_step(recordings, scan_end_s=float(starts[-1] + durations[-1]),
-                                 units=units, parent_fraction_model=p.model,
-                                 grid_step_s=p.grid_step_s, fit_delay=p.fit_delay,
-                                 delay_tac=delay_tac, frame_start_s=starts,
-                                 frame_duration_s=durations)
-    io.write_tsv(df, out.input, float_format="%.8g")
-    io.write_json(bmeta, out.input_json)
+    recordings = {k.removeprefix("blood_"): v for k, v in inp.items() if k.startswith("blood_")}
+    if recordings:
+        b = p.blood
+        delay_tac = read_tsv(out.tacs)[b["delay_roi"]].to_numpy() if b["fit_delay"] else None
+        df, bmeta = stage.blood_step(recordings, scan_end_s=float(starts[-1] + durations[-1]),
+                                     units=units, parent_fraction_model=b["parent_fraction_model"],
+                                     grid_step_s=b["grid_step_s"], fit_delay=b["fit_delay"],
+                                     delay_tac=delay_tac, frame_start_s=starts,
+                                     frame_duration_s=durations)
+        io.write_tsv(df, out.input, float_format="%.8g")
+        io.write_json(bmeta, out.input_json)
 
 
 def run_kinetics(inp, out, p, wc, threads):
@@ -134,8 +133,8 @@ def run_maps(inp, out, p, wc, threads):
         io.write_nifti(img, out[name])
 
 
-STEPS = {"motion": run_motion, "coreg": run_coreg, "rois": run_rois, "tacs": run_tacs,
-         "blood": run_blood, "kinetics": run_kinetics, "maps": run_maps}
+STEPS = {"motion": run_motion, "coreg": run_coreg, "tacs": run_tacs, "kinetics": run_kinetics,
+         "maps": run_maps}
 
 
 def main(smk):

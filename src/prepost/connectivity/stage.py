@@ -105,8 +105,8 @@ def output_paths(results, *, space, res, atlas="{atlas}", meas="{meas}", **run):
     Returns
     -------
     dict of str
-        ``timeseries``, ``coverage`` (connectivity_timeseries); ``relmat`` (connectivity_fc);
-        ``network``, ``graph``, ``alff``, ``long`` (connectivity_measures); ``alff_map``,
+        ``timeseries``, ``coverage``, ``relmat``, ``network``, ``graph``, ``alff``, ``long``
+        (connectivity_session, one job per session and atlas); ``alff_map``,
         ``falff_map`` (connectivity_alff_maps); ``tangent`` (the session's tangent matrix,
         connectivity_tangent); ``qc`` (the session's QC over its runs, connectivity_session_qc).
     """

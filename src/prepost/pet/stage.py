@@ -104,9 +104,9 @@ def output_paths(results, *, sub, ses, trc=None, space="MNI152NLin2009aSym", res
     -------
     dict of str
         By rule: ``pet``, ``pet_json``, ``motion``, ``motion_qc`` (pet_motion); ``xfm``,
-        ``summed``, ``coreg_qc``, ``coreg_png`` (pet_coreg); ``probseg``, ``mask_t1w``, ``rois``
-        (pet_rois); ``tacs``, ``tacs_json``, ``pvc``, ``pvc_json`` (pet_tacs); ``input``,
-        ``input_json`` (pet_blood); ``kinetics``, ``long``, ``fits`` (model curves at the
+        ``summed``, ``coreg_qc``, ``coreg_png`` (pet_coreg); ``probseg``, ``mask_t1w``, ``rois``,
+        ``tacs``, ``tacs_json``, ``pvc``, ``pvc_json``, ``input``, ``input_json`` (pet_tacs:
+        ROIs, TACs and arterial input); ``kinetics``, ``long``, ``fits`` (model curves at the
         frames), ``tacs_qc`` (pet_kinetics); ``map_<stat>`` for each of ``maps`` (pet_maps).
     """
     unknown = set(maps) - set(MAPS)
