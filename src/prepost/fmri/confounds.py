@@ -147,8 +147,12 @@ def std_dvars(data, mask, intensity_normalization=1000.0, variance_tol=1e-7):
     m = np.asarray(data, np.float32)[np.asarray(mask, bool)]
     if intensity_normalization:
         m = (m / np.median(m)) * np.float32(intensity_normalization)
-    sd = (np.percentile(m, 75, axis=1, method="lower")
-          - np.percentile(m, 25, axis=1, method="lower")) / 1.349
+    # the 'lower' quartiles are order statistics: one partition finds both
+    n = m.shape[1]
+    lo, hi = (int(np.floor(q * (n - 1))) for q in (0.25, 0.75))
+    part = np.partition(m, [lo, hi], axis=1)
+    sd = (part[:, hi] - part[:, lo]) / 1.349
+    del part
     keep = sd > variance_tol
     m, sd = m[keep], sd[keep]
     # nipype: regress_poly(0) in float64 (pinv of a column of ones = the mean), cast to float32
