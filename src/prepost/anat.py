@@ -285,7 +285,7 @@ def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dil
         fixed = to_ants(_template_n4(res) if template_bias_correction else tpl["t1w"])
         full = to_ants(img)
         if moving_shrink == "auto":
-            moving_shrink = shrink_factor_for(fixed, full)  # fixed/moving swapped: T1w finer
+            moving_shrink = shrink_factor_for(full, fixed)  # the T1w shrunk to the template
         if isinstance(moving_shrink, bool) or not isinstance(moving_shrink, (int, np.integer)) \
                 or moving_shrink < 1:
             raise InputError(field="moving_shrink", expected="an integer >= 1 or 'auto'",
