@@ -16,9 +16,10 @@ Then, in the same process and interleaved (old, new, old, new ...; median over `
 * standardised DVARS: nipype ``ComputeDVARS`` (before) and
   :func:`prepost.fmri.confounds.std_dvars`; max |difference|.
 
-Finally the whole rule's work (:func:`prepost.fmri.stage.preprocess_bold`) and the denoising
+First the whole rule's work (:func:`prepost.fmri.stage.preprocess_bold`) and the denoising
 (:func:`prepost.fmri.stage.denoise_run`) run each in a child process, which reports its time
-and peak resident memory.
+and peak resident memory (the children start before the comparison, while this process is
+small: the peak of a child counts its parent's memory at the fork).
 
 Usage::
 
@@ -258,11 +259,12 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     print(f"cores: {os.cpu_count()}", flush=True)
     bold, anat_out, truth = prepare(work)
+    # the rules first: a child's peak resident memory starts from its parent's at the fork
+    whole_rules(bold, anat_out, work)
     if not a.skip_steps:
         step_benchmarks(bold, anat_out, truth, a.repeats)
         print(f"peak memory of the step comparison: "
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    whole_rules(bold, anat_out, work)
 
 
 if __name__ == "__main__":
