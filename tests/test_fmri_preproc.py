@@ -10,7 +10,6 @@ from scipy import ndimage
 
 from prepost.errors import InputError
 from prepost.fmri.preproc import (
-    block_average,
     bold_reference,
     coregister_bold_to_t1w,
     detect_non_steady_state,
@@ -173,20 +172,6 @@ def test_coregistration_recovers_known_rigid_transform():
     print(f"coregistration error over brain points: mean {d.mean():.2f} mm, max {d.max():.2f}")
     assert d.mean() < 1.0 and d.max() < 2.0
 
-
-
-def test_block_average_keeps_world_positions():
-    aff = np.array([[1.0, 0, 0, -20], [0, 1.0, 0, -30], [0, 0, 1.0, -10], [0, 0, 0, 1]])
-    ijk = np.indices((41, 40, 39)).astype(float)
-    world_x = aff[0, 0] * ijk[0] + aff[0, 3]  # an image whose value is its world x
-    out = block_average(nib.Nifti1Image(world_x.astype(np.float32), aff), 2)
-    assert out.shape == (20, 20, 19)
-    np.testing.assert_allclose(np.diag(out.affine)[:3], 2.0)
-    x = out.affine[0, 0] * np.arange(20) + out.affine[0, 3]
-    np.testing.assert_allclose(out.get_fdata()[:, 3, 3], x, atol=1e-5)
-    assert block_average(out, 1) is out
-    with pytest.raises(InputError):
-        block_average(out, 0)
 
 
 def test_coregistration_on_a_shrunk_fine_t1w():
