@@ -17,10 +17,14 @@ stage
     :func:`~prepost.report.stage.output_paths`: the report's file names.
 """
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-from prepost.report.html import build_report  # noqa: E402
-
 __all__ = ["build_report"]
+
+
+def __getattr__(name):
+    # html and figures import matplotlib, nilearn and the statistics: loaded when the report is
+    # built, not when the workflow reads the report's file names while it builds the DAG
+    if name == "build_report":
+        from prepost.report.html import build_report
+
+        return build_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
