@@ -12,3 +12,11 @@ def small_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     simulate.simulate_study(out, participants=2, params=SMALL)
     return out
+
+
+def pytest_collection_modifyitems(items):
+    """Files with workflow (``slow``) tests first, each file's tests in their order: with one
+    process per core (``-n auto --dist loadfile``) the long files start early and the processes
+    finish together."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
