@@ -125,3 +125,38 @@ def test_fwhm_to_sigma():
     # a Gaussian of sigma s falls to half its peak at +-FWHM/2
     sigma = FWHM_TO_SIGMA * 1.0
     assert np.exp(-0.5 * (0.5 / sigma) ** 2) == pytest.approx(0.5, abs=1e-12)
+
+
+_REGISTER_TWICE = """
+import json
+import numpy as np
+from nilearn.datasets import load_mni152_template
+from prepost.image import set_itk_threads, to_ants
+from prepost.registration import params_to_affine, register_rigid_ants
+set_itk_threads(1)
+t1 = load_mni152_template(resolution=3)
+fixed = to_ants(t1)  # the first ANTs image of the process
+moved = t1.__class__(t1.get_fdata().astype(np.float32),
+                     params_to_affine([2.0, -1.0, 1.5, 0.03, -0.02, 0.04]) @ t1.affine)
+mats = [register_rigid_ants(fixed, to_ants(moved), seed=1, n_threads=1)["fixed_to_moving"]
+        for _ in range(2)]
+print(json.dumps(mats[0].tolist())); print(json.dumps(mats[1].tolist()))
+"""
+
+
+def test_registration_is_bit_identical_once_the_thread_count_is_set_first():
+    # ITK takes its thread count from the first image a process makes: set later, a rigid
+    # registration used two threads and differed by ~0.01 mm from run to run
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ITK_")}
+    runs = [subprocess.run([sys.executable, "-c", _REGISTER_TWICE], capture_output=True,
+                           text=True, check=True, env=env).stdout.split("\n")
+            for _ in range(2)]
+    mats = [line for run in runs for line in run if line]
+    assert len(mats) == 4 and len(set(mats)) == 1, mats
+    shift = np.array(json.loads(mats[0]))[:3, 3]
+    assert np.abs(shift).max() > 0.5  # it did register: the planted pose is not the identity

@@ -23,7 +23,7 @@ import numpy as np
 from prepost.errors import InputError
 
 __all__ = ["FWHM_TO_SIGMA", "LPS", "ants_settings", "from_ants", "image_name", "load_img",
-           "to_ants"]
+           "set_itk_threads", "to_ants"]
 
 #: RAS+ <-> LPS+ (ITK) world coordinates: the first two axes change sign.
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -157,6 +157,22 @@ def from_ants(aimg, *, dtype=np.float32, header=None):
     return out
 
 
+def set_itk_threads(n_threads):
+    """ITK's thread count for the rest of this process: call it before the first ANTs image is made.
+
+    ITK reads its thread count once, when the process creates its first ANTs image or filter
+    (``ants.from_numpy`` included), so :func:`ants_settings` alone comes too late for a step that
+    converts images first. A multi-threaded registration sums its metric in an order that depends
+    on thread timing; with one thread and a fixed seed, runs are bit-identical.
+
+    Parameters
+    ----------
+    n_threads : int
+        ITK threads (the rule's ``threads``).
+    """
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(n_threads))
+
+
 @contextmanager
 def ants_settings(*, n_threads, seed):
     """ANTs thread count and random seed for the calls made inside the ``with`` block.
@@ -164,15 +180,16 @@ def ants_settings(*, n_threads, seed):
     Parameters
     ----------
     n_threads : int
-        ITK threads. ITK reads its thread count when the process runs its first ANTs filter, so a
-        later change in the same process has no effect.
+        ITK threads. ITK reads its thread count when the process makes its first ANTs image or
+        filter, so a later change in the same process has no effect: workflow steps call
+        :func:`set_itk_threads` first.
     seed : int or None
         Sampling seed of ``ants.registration`` (antspyx 0.6 ignores its ``random_seed`` argument
         and reads ``ants.config``). With one thread and a fixed seed, runs are bit-identical.
     """
     import ants
 
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(n_threads))
+    set_itk_threads(n_threads)
     config = getattr(ants, "config", None)
     old = getattr(config, "_random_seed", None)
     if config is not None:

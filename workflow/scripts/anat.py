@@ -1,9 +1,10 @@
 """Anatomy of one participant and session (rule anat): bias correction, SyN normalisation to
 MNI, brain mask, tissue probabilities, transforms and QC."""
 
-from prepost import anat, logs
+from prepost import anat, image, logs
 
 log = logs.setup(snakemake.log[0])
+image.set_itk_threads(snakemake.threads)
 p = snakemake.params
 log.info("T1w %s -> %s (%s, template %s mm, N4 %s, refine %s, %d thread(s))",
          snakemake.input.t1w, p.space, p.transform, p.template_resolution, p.bias_correction,

@@ -4,7 +4,7 @@ derivatives (fmri_import_fmriprep) and denoising (fmri_denoise); the rule names 
 
 import json
 
-from prepost import bids, io, logs
+from prepost import bids, image, io, logs
 from prepost.fmri import confounds as fconf
 from prepost.fmri import stage
 
@@ -66,6 +66,7 @@ def _run_label(wildcards):
 STEPS = {"preproc": run_preproc, "import_fmriprep": run_import_fmriprep, "denoise": run_denoise}
 
 log = logs.setup(snakemake.log[0])
+image.set_itk_threads(snakemake.threads)
 step = snakemake.params.step
 if step not in STEPS:
     raise ValueError(f"unknown fMRI step {step!r}; known steps: {sorted(STEPS)}")

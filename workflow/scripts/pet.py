@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from prepost import anat, io, logs
+from prepost import anat, image, io, logs
 from prepost.pet import qc, stage
 from prepost.pet import tacs as ptacs
 from prepost.pet.preproc import resample_to_grid
@@ -139,6 +139,7 @@ STEPS = {"motion": run_motion, "coreg": run_coreg, "tacs": run_tacs, "kinetics":
 
 def main(smk):
     logs.setup(smk.log[0])
+    image.set_itk_threads(smk.threads)
     step = smk.params.step
     if step not in STEPS:
         raise ValueError(f"unknown PET step {step!r}; known steps: {sorted(STEPS)}")
