@@ -66,8 +66,8 @@ def _run_label(wildcards):
 STEPS = {"preproc": run_preproc, "import_fmriprep": run_import_fmriprep, "denoise": run_denoise}
 
 log = logs.setup(snakemake.log[0])
-image.set_itk_threads(snakemake.threads)
 step = snakemake.params.step
 if step not in STEPS:
     raise ValueError(f"unknown fMRI step {step!r}; known steps: {sorted(STEPS)}")
+image.set_itk_threads(snakemake.threads)
 STEPS[step](snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards)

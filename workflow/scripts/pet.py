@@ -139,10 +139,10 @@ STEPS = {"motion": run_motion, "coreg": run_coreg, "tacs": run_tacs, "kinetics":
 
 def main(smk):
     logs.setup(smk.log[0])
-    image.set_itk_threads(smk.threads)
     step = smk.params.step
     if step not in STEPS:
         raise ValueError(f"unknown PET step {step!r}; known steps: {sorted(STEPS)}")
+    image.set_itk_threads(smk.threads)
     STEPS[step](smk.input, smk.output, smk.params, smk.wildcards, smk.threads)
 
 
