@@ -70,7 +70,7 @@ from prepost.errors import InputError
 from prepost.image import ants_settings, from_ants, image_name, load_img, to_ants
 from prepost.io import atomic_path, write_json, write_nifti
 from prepost.paths import derivative
-from prepost.registration import shrink_factor_for, shrink_image
+from prepost.registration import resolve_shrink, shrink_image
 
 __all__ = [
     "INTERPOLATIONS", "TEMPLATE", "TRANSFORM_TYPES", "apply_to_mni", "apply_to_t1w",
@@ -284,13 +284,9 @@ def register_to_mni(t1w_img, *, template_resolution=2, transform="SyN", mask_dil
     with ants_settings(n_threads=n_threads, seed=seed):
         fixed = to_ants(_template_n4(res) if template_bias_correction else tpl["t1w"])
         full = to_ants(img)
-        if moving_shrink == "auto":
-            moving_shrink = shrink_factor_for(full, fixed)  # the T1w shrunk to the template
-        if isinstance(moving_shrink, bool) or not isinstance(moving_shrink, (int, np.integer)) \
-                or moving_shrink < 1:
-            raise InputError(field="moving_shrink", expected="an integer >= 1 or 'auto'",
-                             found=repr(moving_shrink))
-        moving = shrink_image(full, int(moving_shrink))
+        # 'auto': the T1w shrunk to the template's voxel size
+        moving_shrink = resolve_shrink(moving_shrink, full, fixed, field="moving_shrink")
+        moving = shrink_image(full, moving_shrink)
         mask = None
         if mask_dilation_mm is not None:
             radius = int(round(float(mask_dilation_mm) / res))

@@ -69,6 +69,7 @@ __all__ = [
     "params_to_affine",
     "ras_to_ants_affine",
     "register_rigid_ants",
+    "resolve_shrink",
     "select_reference",
     "shrink_factor_for",
     "shrink_image",
@@ -482,6 +483,21 @@ def shrink_factor_for(fixed, moving):
     return max(1, int(np.floor(spacing(moving) / spacing(fixed) + 1e-6)))
 
 
+def resolve_shrink(shrink, fixed, moving, field="fixed_shrink"):
+    """A shrink factor as given (an integer >= 1), or 'auto' as :func:`shrink_factor_for`.
+
+    Raises
+    ------
+    prepost.errors.InputError
+        Naming ``field`` when the factor is neither 'auto' nor an integer >= 1.
+    """
+    if shrink == "auto":
+        return shrink_factor_for(fixed, moving)
+    if isinstance(shrink, bool) or not isinstance(shrink, (int, np.integer)) or shrink < 1:
+        raise InputError(field=field, expected="an integer >= 1 or 'auto'", found=repr(shrink))
+    return int(shrink)
+
+
 def shrink_image(img, factor):
     """Block average of a 3D ANTs image by an integer factor (anti-aliased downsampling).
 
@@ -561,13 +577,8 @@ def register_rigid_ants(fixed, moving, *, seed, n_threads, type_of_transform="Ri
         raise InputError(field="type_of_transform", expected="a rigid ANTs transform type "
                          "('Rigid', 'DenseRigid', 'QuickRigid', 'BOLDRigid')",
                          found=repr(type_of_transform))
-    if fixed_shrink == "auto":
-        fixed_shrink = shrink_factor_for(fixed, moving)
-    if isinstance(fixed_shrink, bool) or not isinstance(fixed_shrink, (int, np.integer)) \
-            or fixed_shrink < 1:
-        raise InputError(field="fixed_shrink", expected="an integer >= 1 or 'auto'",
-                         found=repr(fixed_shrink))
-    fixed = shrink_image(fixed, int(fixed_shrink))
+    fixed_shrink = resolve_shrink(fixed_shrink, fixed, moving)
+    fixed = shrink_image(fixed, fixed_shrink)
     with ants_settings(n_threads=n_threads, seed=seed):
         reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
                                 aff_metric=aff_metric, **kwargs)

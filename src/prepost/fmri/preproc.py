@@ -249,8 +249,9 @@ def coregister_bold_to_t1w(bold_ref_img, t1w_brain_img, type_of_transform="Rigid
         Mattes mutual information (robust to the BOLD/T1w contrast difference).
     fixed_shrink : int or 'auto', default='auto'
         Block-average the T1w by this factor before registering
-        (:func:`prepost.registration.shrink_image`); 'auto' brings its voxels to at most the BOLD's (1 mm T1w, 2.4 mm BOLD: factor 2, 8x
-        fewer voxels for the metric, ~5x faster at the same accuracy; 2 mm T1w, 3 mm BOLD: 1).
+        (:func:`prepost.registration.shrink_image`); 'auto' brings its voxels to at most the
+        BOLD's (1 mm T1w, 2.4 mm BOLD: factor 2, 8x fewer voxels for the metric, ~5x faster at the
+        same accuracy; 2 mm T1w, 3 mm BOLD: 1).
     seed : int, default=1
         ANTs random seed (reproducible sampling).
     n_threads : int, default=1
