@@ -56,7 +56,7 @@ __all__ = [
     "network_signals", "one_tcm_frames", "parcel_fc_truth", "pet_region_truth",
     "planted_effect_z", "random_stream", "rigid_matrix", "sample_world", "schaefer400_table",
     "session_pose", "simulate_dataset_files", "simulate_study", "simulate_subject",
-    "subject_affine", "subject_network_fc", "subject_outputs", "t1w_to_mni", "truth_paths",
+    "subject_affine", "subject_network_fc", "subject_outputs", "synthetic_confounds", "t1w_to_mni", "truth_paths",
     "truth_summary", "world_coords",
 ]
 
@@ -97,7 +97,7 @@ DEFAULTS = {
     "anat": {"voxel_mm": 2.0, "noise_pct": 2.0, "bias_pct": 10.0},
     "bold": {
         "voxel_mm": 3.0,
-        "n_volumes": 150,
+        "n_volumes": 300,
         "t_r": 2.0,
         "dummy_volumes": 2,
         "thermal_noise_pct": 0.8,
@@ -522,6 +522,25 @@ def motion_trajectory(n, rng, scale=1.0, n_spikes=2, trans_sd=0.03, rot_sd=0.000
             x[t:t + length] += jump
     x -= x[0]
     return x
+
+
+def synthetic_confounds(n_volumes, rng, t_r=2.0):
+    """An fMRIPrep-style confounds table of the simulator's motion and smooth nuisance signals.
+
+    For checking denoising on signals without images: ``trans_*``/``rot_*`` from
+    :func:`motion_trajectory` and band-limited ``white_matter``, ``csf`` and ``global_signal``,
+    each with its 24-parameter expansion, and ``framewise_displacement`` (Power).
+    """
+    from prepost.fmri.confounds import expand_24
+
+    cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+    base = pd.DataFrame(motion_trajectory(n_volumes, rng), columns=cols)
+    nuis = _bandpass(rng.standard_normal((n_volumes, 3)), t_r, (0.005, 0.2))
+    for k, name in enumerate(("white_matter", "csf", "global_signal")):
+        base[name] = nuis[:, k]
+    out = expand_24(base, list(base.columns))
+    out["framewise_displacement"] = fd_power(base)
+    return out
 
 
 def _move(vol, affine, params):

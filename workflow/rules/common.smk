@@ -9,6 +9,9 @@ from snakemake.utils import validate
 from prepost import bids as pbids
 from prepost import simulate as psim
 from prepost.errors import PrepostError
+from prepost.scheduler import coalesce_reevaluation
+
+coalesce_reevaluation()  # Snakemake's own CPU stays flat over long runs (see prepost.scheduler)
 
 validate(config, "../schemas/config.schema.yaml")
 
