@@ -353,3 +353,26 @@ def test_tstar_frames_equals_tstar_seconds():
 
 def a_logan(y):
     return K.logan_plasma(TG, CP, CB, FS, DUR, y, tstar_s=1800).estimates
+
+
+def test_logan_reference_k2prime_from_one_region():
+    """k2' from SRTM of a high-binding region serves every target; a region whose own SRTM
+    cannot separate k2 from R1 (here a WM-like target close to the reference) still gets DVR
+    right, and an implausible k2' fails the fit with its value and source in the flag."""
+    ref = tac_1tcm(0.3, 0.06, 0.0)  # VT 5, k2' 0.06/min
+    tacs = pd.DataFrame({"frame_start": FS, "frame_end": FS + DUR,
+                         "cortical_gm": tac_1tcm(0.3, 0.015, 0.0),  # VT 20, DVR 4
+                         "pcc": tac_1tcm(0.3, 0.0142857, 0.0),  # VT 21, DVR 4.2
+                         "wm_like": tac_1tcm(0.2, 0.0333333, 0.0),  # VT 6, DVR 1.2
+                         "centrum_semiovale": ref})
+    out = K.fit_models(tacs, reference_roi="centrum_semiovale", models=["logan_ref"],
+                       k2prime="cortical_gm")
+    dvr = out.query("parameter == 'DVR'").set_index("roi")
+    for roi, true in (("cortical_gm", 4.0), ("pcc", 4.2), ("wm_like", 1.2)):
+        assert dvr.loc[roi, "estimate"] == pytest.approx(true, rel=0.02), roi
+        assert "SRTM of cortical_gm" in dvr.loc[roi, "flag"]
+    bad = K.fit_models(tacs, reference_roi="centrum_semiovale", models=["logan_ref"], k2prime=0.006)
+    assert not bad.fit_ok.any() and bad.estimate.isna().all()
+    assert bad.flag.str.contains("k2' = 0.006/min outside the plausible 0.01-1.0/min").all()
+    with pytest.raises(InputError, match="k2prime"):
+        K.fit_models(tacs, reference_roi="centrum_semiovale", models=["logan_ref"], k2prime="nope")

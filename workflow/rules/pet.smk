@@ -16,6 +16,16 @@ if PET_CFG["reference_roi"] not in PET_ROI_NAMES:
         expected=f"one of the ROI names {PET_ROI_NAMES}",
         found=repr(PET_CFG["reference_roi"]),
     )
+if (
+    "logan_ref" in PET_CFG["models"]
+    and isinstance(PET_CFG["k2prime"], str)
+    and PET_CFG["k2prime"] not in PET_ROI_NAMES + ["srtm"]
+):
+    raise InputError(
+        field="pet.k2prime",
+        expected=f"srtm, a number (1/min), null or one of the ROI names {PET_ROI_NAMES}",
+        found=repr(PET_CFG["k2prime"]),
+    )
 PET_PLASMA_MODELS = {"1tcm", "2tcm", "logan", "ma1"}
 # plasma-input models need arterial blood in every session
 PET_BLOOD = PET and all(
@@ -274,6 +284,7 @@ rule pet_kinetics:
         vb=PET_CFG["vb"],
         vt_bounds=PET_CFG["vt_bounds"],
         bp_bounds=PET_CFG["bp_bounds"],
+        k2prime=PET_CFG["k2prime"],
         plot_regions=PET_CFG["plot_regions"],
     script:
         "../scripts/pet.py"

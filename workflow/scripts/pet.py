@@ -99,7 +99,7 @@ def run_kinetics(inp, out, p, wc, threads):
     kin = stage.kinetics_step(tables, input_df=input_df, models=p.models,
                               reference_roi=p.reference_roi, tstar_s=p.tstar_s,
                               tstar_frames=p.tstar_frames, suvr_window_s=p.suvr_window_s, vb=p.vb,
-                              vt_bounds=p.vt_bounds, bp_bounds=p.bp_bounds, **suv)
+                              vt_bounds=p.vt_bounds, bp_bounds=p.bp_bounds, k2prime=p.k2prime, **suv)
     io.write_tsv(kin, out.table, float_format="%.6g")
     long = stage.long_table(kin, p.participant_id, wc.session, p.pvc)
     io.write_tsv(long, out.long, float_format="%.6g")

@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULT_BOUNDS",
     "DEFAULT_VT_BOUNDS",
     "DEFAULT_BP_BOUNDS",
+    "K2PRIME_BOUNDS",
     "DEFAULT_TSTAR_S",
     "GAP_FLAG_S",
     "frame_average",
@@ -104,6 +105,9 @@ DEFAULT_BOUNDS = {
 DEFAULT_VT_BOUNDS = (0.5, 100.0)
 #: Plausible range of BPND; estimates outside are flagged (DVR is checked as 1 + BPND).
 DEFAULT_BP_BOUNDS = (-0.5, 30.0)
+#: Plausible reference efflux k2' (1/min): reference regions of the usual tracers lie around
+#: 0.02-0.5/min; an SRTM fit that trades k2 against R1 can return far less (then DVR collapses).
+K2PRIME_BOUNDS = (0.01, 1.0)
 
 #: A frame gap longer than this (s), or than the longer of its neighbouring frames, is named in
 #: the flag of the graphical and reference-tissue fits (:func:`frame_gaps`); the fit stays valid.
@@ -1168,7 +1172,8 @@ def srtm(target, reference, frame_start_s, frame_duration_s, weights=None, bound
 
 
 def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=None, k2prime=None,
-                    bp_bounds=DEFAULT_BP_BOUNDS, source=None, *, weights=None, tstar_frames=None):
+                    bp_bounds=DEFAULT_BP_BOUNDS, source=None, *, weights=None, tstar_frames=None,
+                    k2prime_source=None):
     """Logan reference-tissue graphical analysis (Logan 1996).
 
     For the frames after t* (mid-time ``>= tstar_s`` or the last ``tstar_frames`` frames, as in
@@ -1190,6 +1195,10 @@ def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=
         reference. None omits the ``C_R/k2'`` term (the approximation of Logan 1996, valid only
         when ``C_R/C_T`` is constant after t*); for a slowly equilibrating [11C]UCB-J target
         (k2 = 0.015/min) this underestimates DVR by about 20%, so prefer 'srtm' or a value.
+        A k2' outside :data:`K2PRIME_BOUNDS` fails the fit with the value and its source in
+        the flag.
+    k2prime_source : str or None
+        Where a float ``k2prime`` came from, written in the flag (e.g. "SRTM of cortical_gm").
     bp_bounds : tuple of float
         Plausible BPND range (DVR checked as 1 + range).
     weights : array-like or None
@@ -1230,6 +1239,13 @@ def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=
         kp = float(k2prime)
         if not kp > 0:
             raise InputError(file=source, field="k2prime", expected="positive k2' (1/min)", found=f"{kp}")
+        if k2prime_source is not None:
+            k2p_note = f"k2' = {kp:.4g}/min from {k2prime_source}"
+        if not K2PRIME_BOUNDS[0] <= kp <= K2PRIME_BOUNDS[1]:
+            what = k2p_note or f"k2' = {kp:.4g}/min"
+            return _failed("logan_ref", names, f"{what} outside the plausible "
+                           f"{K2PRIME_BOUNDS[0]}-{K2PRIME_BOUNDS[1]}/min: set pet.k2prime to a "
+                           "high-binding ROI or a population value", 2)
         int_r = int_r + r / kp
     dvr_bounds = (1 + bp_bounds[0], 1 + bp_bounds[1])
     res = _linear_graphical("logan_ref", y, sel, int_r, _cum_mid(y, fs_m, fe_m), dvr_bounds,
@@ -1304,9 +1320,31 @@ def _plasma_arrays(input, models, frame_start_s, frame_duration_s, input_source)
     return cp_t, cp, cb
 
 
+def _k2prime_of_region(tacs, k2prime, models, rois, ref, frame_start_s, frame_duration_s, weights,
+                       source):
+    """k2' for reference Logan from SRTM of one region, when ``k2prime`` names a TAC column.
+
+    Returns ``(k2prime, source label, failure flag)``: the value and 'SRTM of <region>' when the
+    fit is usable, the failure's reason (every region's reference Logan then fails with it)
+    when not, and ``k2prime`` unchanged for a number, 'srtm' or None.
+    """
+    if "logan_ref" not in models or not isinstance(k2prime, str) or k2prime.lower() == "srtm":
+        return k2prime, None, None
+    if k2prime not in tacs.columns:
+        raise InputError(file=source, field="k2prime",
+                         expected=f"'srtm', a number (1/min) or a region column {list(rois)}",
+                         found=repr(k2prime))
+    y = check_tac(tacs[k2prime], frame_start_s.size, source=source, name=k2prime)
+    fit = srtm(y, ref, frame_start_s, frame_duration_s, weights=weights, source=source)
+    kp = fit.estimates.get("k2prime", np.nan)
+    if not (fit.fit_ok and np.isfinite(kp) and kp > 0):
+        return None, None, f"k2' from SRTM of {k2prime} not available ({fit.flag})"
+    return float(kp), f"SRTM of {k2prime}", None
+
+
 def _model_fitters(frame_start_s, frame_duration_s, plasma, ref, *, source, bounds, vb, weights,
                    tstar_s, tstar_frames, suvr_window_s, k2prime, vt_bounds, bp_bounds,
-                   injected_dose_bq, weight_kg):
+                   injected_dose_bq, weight_kg, k2prime_source=None):
     """model name -> function of one region's TAC returning its :class:`FitResult`."""
     frames = (frame_start_s, frame_duration_s)
     cp_t, cp, cb = plasma
@@ -1323,6 +1361,7 @@ def _model_fitters(frame_start_s, frame_duration_s, plasma, ref, *, source, boun
         "srtm": lambda y: srtm(y, ref, *frames, weights=weights, bounds=bounds.get("srtm"),
                                bp_bounds=bp_bounds, source=source),
         "logan_ref": lambda y: logan_reference(y, ref, *frames, k2prime=k2prime,
+                                               k2prime_source=k2prime_source,
                                                bp_bounds=bp_bounds, source=source, **tstar),
         "suvr": lambda y: suvr(y, ref, *frames, window_s=suvr_window_s, source=source),
         "suv": lambda y: suv(y, *frames, injected_dose_bq, weight_kg, window_s=suvr_window_s,
@@ -1364,8 +1403,11 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
         InputError, as does a count outside 3..n_frames, before any fit.
     suvr_window_s : tuple of float
         SUV/SUVR window (s).
-    k2prime : float, 'srtm' or None
-        k2' (1/min) for 'logan_ref' (see :func:`logan_reference`); default 'srtm'.
+    k2prime : float, str or None
+        k2' (1/min) for 'logan_ref' (see :func:`logan_reference`): a number, 'srtm' (SRTM of
+        each target region), a region column (SRTM of that region, one k2' for every target,
+        as kinfitr's two-step approach; a failed fit fails every reference Logan with its
+        reason) or None. Default 'srtm'.
     vt_bounds, bp_bounds : tuple of float
         Plausible ranges for VT (mL/cm3) and BPND.
     weights : array-like or None
@@ -1405,12 +1447,16 @@ def fit_models(tacs, input=None, reference_roi=None, models=("1tcm", "logan", "m
         _weights(weights, frame_start_s.size, source)
     if "suv" in models and (injected_dose_bq is None or weight_kg is None):
         raise InputError(field="injected_dose_bq/weight_kg", expected="dose (Bq) and weight (kg) for 'suv'")
+    k2prime, k2p_source, k2p_failed = _k2prime_of_region(
+        tacs, k2prime, models, rois, ref, frame_start_s, frame_duration_s, weights, source)
     fitters = _model_fitters(
         frame_start_s, frame_duration_s, plasma, ref, source=source, bounds=bounds, vb=vb,
         weights=weights, tstar_s=tstar_s, tstar_frames=tstar_frames, suvr_window_s=suvr_window_s,
-        k2prime=k2prime,
+        k2prime=k2prime, k2prime_source=k2p_source,
         vt_bounds=vt_bounds, bp_bounds=bp_bounds, injected_dose_bq=injected_dose_bq,
         weight_kg=weight_kg)
+    if k2p_failed:
+        fitters["logan_ref"] = lambda y: _failed("logan_ref", _EXPECTED["logan_ref"], k2p_failed, 2)
 
     rows = []
     for roi in rois:

@@ -661,7 +661,7 @@ def blood_step(recordings, *, scan_end_s, units, parent_fraction_model, grid_ste
 # --------------------------------------------------------------------------------------------
 def kinetics_step(tac_tables, *, input_df, models, reference_roi, tstar_s, suvr_window_s, vb,
                   vt_bounds, bp_bounds, bounds=None, injected_dose_bq=None, weight_kg=None,
-                  units="kBq/mL", tstar_frames=None):
+                  units="kBq/mL", tstar_frames=None, k2prime="srtm"):
     """Fit every model to every TAC table.
 
     Parameters
@@ -670,6 +670,8 @@ def kinetics_step(tac_tables, *, input_df, models, reference_roi, tstar_s, suvr_
         ``{pvc label ('none', 'gtm'): (DataFrame, source path)}``.
     tstar_s, tstar_frames : float or int or None
         t* in seconds, or as the count of last frames (exclusive).
+    k2prime : float, str or None
+        ``pet.k2prime``: k2' of reference Logan (see :func:`prepost.pet.kinetics.fit_models`).
     injected_dose_bq, weight_kg : float or None
         Injected radioactivity (Bq) and body weight (kg) of the 'suv' model.
     units : str
@@ -693,7 +695,7 @@ def kinetics_step(tac_tables, *, input_df, models, reference_roi, tstar_s, suvr_
         res = kinetics.fit_models(df, input=input_df, reference_roi=reference_roi, models=models,
                                   bounds=bounds, vb=vb, tstar_s=tstar_s,
                                   suvr_window_s=tuple(suvr_window_s), vt_bounds=tuple(vt_bounds),
-                                  bp_bounds=tuple(bp_bounds), injected_dose_bq=dose,
+                                  bp_bounds=tuple(bp_bounds), injected_dose_bq=dose, k2prime=k2prime,
                                   weight_kg=weight_kg, source=src, **tstar)
         res.insert(0, "pvc", label)
         n_bad = int((~res.drop_duplicates(["roi", "model"]).fit_ok).sum())
