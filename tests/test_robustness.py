@@ -86,6 +86,8 @@ CASES = {
                                  ["ses-week2", "session 'week2'", "'sessions'"]),
     "unknown atlas": (None, {"connectivity": {"atlases": ["Schaefer500"]}},
                       ["Schaefer500", "connectivity.atlases"]),
+    "k2' from an ROI that is not defined": (None, {"pet": {"k2prime": "cortex"}},
+                                            ["pet.k2prime", "'cortex'", "cortical_gm"]),
     "hypothesis on a measure nothing produces": (
         None, {"stats": {"hypotheses": [{"name": "h1", "test": "paired", "measure": "fc_withn",
                                           "region": "Default", "direction": "decrease"}]}},
