@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prepost.anat import TEMPLATE
 from prepost.simulate import NETWORKS, truth_paths
 
 __all__ = ["fc_recovery", "find_estimates", "network_pairs", "read_network_fc"]
@@ -107,7 +108,7 @@ def fc_recovery(estimates, truth_dir, baseline="pre", followup="post"):
     return sessions, summary
 
 
-def find_estimates(results, atlas="Schaefer400", space="MNI152NLin2009aSym", res="3", task="rest"):
+def find_estimates(results, atlas="Schaefer400", space=TEMPLATE, res="3", task="rest"):
     """``{(participant, session): path}`` of the network FC files under a results folder.
 
     Paths come from the connectivity stage's name builder; participants and sessions are the
