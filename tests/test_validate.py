@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 import prepost.simulate as sim
+from prepost.connectivity.networks import network_fc
 from prepost.fmri.denoise import denoise
 from prepost.validate import fc_recovery, network_pairs, read_network_fc
 
@@ -55,16 +56,11 @@ def _replicate_changes(n_volumes, n_participants, seed=7):
     """
     table = sim.schaefer400_table()
     idx = np.array([NET.index(n) for n in table.network])
-    onehot = np.zeros((len(idx), len(NET)))
-    onehot[np.arange(len(idx)), idx] = 1
-    cnt = onehot.sum(0)
-    npairs = np.outer(cnt, cnt) - np.diag(cnt)
     iu = np.triu_indices(len(NET))
 
     def netfc(x):
         z = np.arctanh(np.clip(np.corrcoef(x.T), -0.9999, 0.9999))
-        np.fill_diagonal(z, 0)
-        return (onehot.T @ z @ onehot / npairs)[iu]
+        return network_fc(z, table.network, NET).to_numpy()[iu]
 
     est, tru = [], []
     for i in range(n_participants):

@@ -56,11 +56,13 @@ __all__ = [
     "network_signals", "one_tcm_frames", "parcel_fc_truth", "pet_region_truth",
     "planted_effect_z", "random_stream", "rigid_matrix", "sample_world", "schaefer400_table",
     "session_pose", "simulate_dataset_files", "simulate_study", "simulate_subject",
-    "subject_affine", "subject_network_fc", "subject_outputs", "synthetic_confounds", "t1w_to_mni", "truth_paths",
-    "truth_summary", "world_coords",
+    "subject_affine", "subject_network_fc", "subject_outputs", "synthetic_confounds",
+    "t1w_to_mni", "truth_paths", "truth_summary", "world_coords",
 ]
 
 NETWORKS = ["Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default"]
+# fMRIPrep's rigid-motion columns, the order of every motion table the simulator writes
+MOTION_COLUMNS = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 C11_HALF_LIFE_MIN = 20.364
 
 # Group-mean parcel-pair FC (Fisher z) between the 7 networks at baseline.
@@ -533,8 +535,7 @@ def synthetic_confounds(n_volumes, rng, t_r=2.0):
     """
     from prepost.fmri.confounds import expand_24
 
-    cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
-    base = pd.DataFrame(motion_trajectory(n_volumes, rng), columns=cols)
+    base = pd.DataFrame(motion_trajectory(n_volumes, rng), columns=MOTION_COLUMNS)
     nuis = _bandpass(rng.standard_normal((n_volumes, 3)), t_r, (0.005, 0.2))
     for k, name in enumerate(("white_matter", "csf", "global_signal")):
         base[name] = nuis[:, k]
@@ -803,8 +804,7 @@ def _write_bold(params, to_mni, S, rng, bp, tp):
                 "MagneticFieldStrength": 3, "Manufacturer": "Simulated",
                 "PhaseEncodingDirection": "j-", "SkullStripped": False,
                 "NumberOfVolumesDiscardedByScanner": 0}, bp["bold_json"])
-    cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
-    mot = pd.DataFrame(motion, columns=cols)
+    mot = pd.DataFrame(motion, columns=MOTION_COLUMNS)
     mot.insert(0, "non_steady_state", (np.arange(T) < int(b["dummy_volumes"])).astype(int))
     write_tsv(mot, tp["motion"], float_format="%.6f")
     Sdf = pd.DataFrame(S, index=NETWORKS, columns=NETWORKS)
@@ -863,8 +863,7 @@ def _write_pet(params, to_mni, truth, rng, bp, tp, session):
         _write_blood(inp, starts[-1] + durs[-1], rng, bp, p["autosampler"])
     # truth
     write_json(inp, tp["input"])
-    cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
-    mot = pd.DataFrame(motion, columns=cols)
+    mot = pd.DataFrame(motion, columns=MOTION_COLUMNS)
     mot.insert(0, "frame_start", starts)
     write_tsv(mot, tp["pet_motion"], float_format="%.6f")
     pcc = table.is_pcc.to_numpy()
@@ -1021,7 +1020,7 @@ def truth_summary(truth_dir, participants, sessions=("pre", "post")):
 
 def fd_power(motion, radius=50.0):
     """Power framewise displacement (mm) from a motion table or (T, 6) array."""
-    x = np.asarray(motion[["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]]
+    x = np.asarray(motion[MOTION_COLUMNS]
                    if isinstance(motion, pd.DataFrame) else motion, float)
     d = np.abs(np.diff(x, axis=0))
     d[:, 3:] *= radius
