@@ -205,6 +205,50 @@ def test_failed_figure_is_reported_not_fatal(stage_outputs, tmp_path):
     assert "could not be drawn" in text and "Problems while drawing" in text
 
 
+def test_self_check_section_on_simulated_data(stage_outputs, tmp_path):
+    """With the simulator's truth (here the study's own noise-free-of-estimation values), the
+    report scores each hypothesis: planted, realised, coverage and expected verdicts."""
+    from prepost import validate
+
+    names = {"fc_within": "fc_within_z", "fc_between": "fc_between_z", "VT_1tcm": "VT"}
+    truth = study_table(n=11, seed=1)
+    truth = truth[truth["measure"].isin(list(names))].assign(
+        measure=lambda d: d["measure"].map(names))
+    write_tsv(truth, tmp_path / "truth.tsv")
+    effects = {"within_default_dz": -0.10, "sommot_default_dz": 0.10, "global_dz": 0.0,
+               "pcc_vt_pct": 10.0, "global_vt_pct": 0.0}
+    write_json({"effects": effects}, tmp_path / "effects.json")
+    out = tmp_path / "r.html"
+    problems = build_report(out, **stage_outputs["files"], config=CONFIG,
+                            versions={"prepost": "0"}, truth=tmp_path / "truth.tsv",
+                            effects=tmp_path / "effects.json")
+    assert problems == []
+    text = out.read_text()
+    assert ">Self-check against the simulated truth<" in text
+    assert "self-check" in [a for a, _ in _images(text)]
+    files = stage_outputs["files"]
+    chk = validate.self_check(pd.read_csv(files["hypotheses"], sep="\t"),
+                              pd.read_csv(files["group_table"], sep="\t"), truth, effects)
+    # the estimates are the truth itself: every realised change is its hypothesis' estimate
+    paired = chk[chk["realised"].notna()]
+    assert len(paired) == 4
+    assert np.allclose(paired["realised"], paired["estimate"], atol=1e-9)
+    assert paired["covered"].all()
+    judged = chk[chk["agrees"].notna()]
+    assert f"<b>{int(chk['covered'].dropna().astype(bool).sum())} of " \
+        f"{chk['covered'].notna().sum()}</b>intervals hold the truth" in text
+    assert f"<b>{int(judged['agrees'].astype(bool).sum())} of {len(judged)}</b>verdicts as " \
+        "planted" in text
+    assert "Accuracy per session and of the change" in text
+    # the correlation's planted 0 is scored against its interval
+    c = chk[chk["test"] == "correlation"].iloc[0]
+    assert c["planted"] == 0.0 and c["covered"] == bool(c["ci_low"] <= 0 <= c["ci_high"])
+
+
+def test_no_self_check_without_truth(report):
+    assert "Self-check" not in report[0].read_text()
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

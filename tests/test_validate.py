@@ -99,3 +99,113 @@ def test_denoising_leaves_the_change_unbiased_and_run_length_sets_its_accuracy()
         r[n_volumes] = np.corrcoef(est.ravel(), tru.ravel())[0, 1]
     assert r[150] < 0.8 <= r[300], r
     assert sim.DEFAULTS["bold"]["n_volumes"] == 300
+
+
+EFFECTS = {"within_default_dz": -0.10, "sommot_default_dz": 0.10, "global_dz": -0.05,
+           "pcc_vt_pct": 10.0, "global_vt_pct": 0.0}
+_TRUTH_NAMES = {"fc_within": "fc_within_z", "fc_between": "fc_between_z", "VT_1tcm": "VT"}
+
+
+def test_self_check_scores_each_hypothesis_against_the_realised_truth():
+    """Estimates = truth + a session offset; one participant's fMRI excluded by QC."""
+    from test_stats_group import study_table
+    from test_stats_hypotheses import KETAMINE
+
+    from prepost.stats import group, hypotheses as hyp
+    from prepost.validate import self_check
+
+    truth = study_table(n=11, seed=3)
+    truth = truth[truth["measure"].isin(list(_TRUTH_NAMES))].assign(
+        measure=lambda d: d["measure"].map(_TRUTH_NAMES))
+    est = study_table(n=11, seed=3)
+    est.loc[est.session == "post", "value"] += 0.03  # every change 0.03 too high
+    est = est[~((est.participant_id == "sub-04") & (est.modality == "fmri"))]
+    paired = group.paired_statistics(est, n_boot=200)
+    hy = hyp.evaluate_hypotheses(hyp.validate_hypotheses(KETAMINE), est, paired, n_perm=200)
+    chk = self_check(hy, est, truth, EFFECTS).set_index("name")
+
+    def true_change(measure, region, drop=()):
+        t = truth[(truth.measure == measure) & (truth.region == region)
+                  & ~truth.participant_id.isin(drop)]
+        w = t.pivot(index="participant_id", columns="session", values="value")
+        return (w["post"] - w["pre"]).mean(), w["pre"].mean()
+
+    dmn, _ = true_change("fc_within_z", "Default", ["sub-04"])
+    smd, _ = true_change("fc_between_z", "SomMot-Default", ["sub-04"])
+    pcc, pcc_pre = true_change("VT", "PCC")
+    r = chk.loc["within-Default FC decreases"]
+    assert r["realised"] == pytest.approx(dmn, abs=1e-12)
+    assert r["estimate"] == pytest.approx(dmn + 0.03, abs=1e-9) and r["n"] == 10
+    assert r["planted"] == -0.10 and r["expected"] == "supported"
+    assert r["covered"] == bool(r["ci_low"] <= dmn <= r["ci_high"])
+    assert chk.loc["SomMot-Default FC increases", "realised"] == pytest.approx(smd, abs=1e-12)
+    assert chk.loc["PCC VT increases", "realised"] == pytest.approx(pcc, abs=1e-12)
+    assert chk.loc["PCC VT increases", "planted"] == pytest.approx(0.10 * pcc_pre, rel=1e-12)
+    assert chk.loc["no global VT change", "planted"] == 0.0
+    assert chk.loc["no global VT change", "expected"] == "supported"
+    # no truth of gradients; a PET-fMRI correlation is planted as 0
+    g = chk.loc["gradient range decreases"]
+    assert np.isnan(g["planted"]) and g["covered"] is None and g["agrees"] is None
+    c = chk.loc["dVT(PCC) tracks dALFF(Default)"]
+    assert c["planted"] == 0.0 and c["expected"] == "not supported"
+    assert c["covered"] == bool(c["ci_low"] <= 0 <= c["ci_high"])
+    for row in chk.itertuples():
+        if row.agrees is not None:
+            assert row.agrees == (row.verdict == row.expected)
+
+
+@pytest.mark.parametrize("direction,planted,expected", [
+    ("decrease", -0.1, "supported"), ("decrease", 0.1, "opposite"),
+    ("increase", 0.0, "not supported"), ("none", 0.0, "supported"),
+    ("none", 0.2, "not supported"), ("any", 0.3, "supported"), ("any", np.nan, "")])
+def test_expected_verdict(direction, planted, expected):
+    from prepost.validate import expected_verdict
+
+    assert expected_verdict(direction, planted) == expected
+
+
+def test_planted_vt_change_combines_global_and_pcc_effects():
+    from prepost.validate import planted_change
+
+    eff = {**EFFECTS, "pcc_vt_pct": 5.0, "global_vt_pct": 10.0}
+    assert planted_change(eff, "VT_logan", "PCC", 20.0) == pytest.approx(20 * (1.1 * 1.05 - 1))
+    assert planted_change(eff, "VT_1tcm", "cortical_gm", 20.0) == pytest.approx(2.0)
+    assert planted_change(eff, "VT_1tcm", "centrum_semiovale", 5.0) == 0.0
+    assert planted_change(eff, "fc_between", "Default-SomMot") == 0.10
+    assert planted_change(eff, "fc_between", "Vis-Cont") == -0.05
+    assert np.isnan(planted_change(eff, "alff", "Default"))
+
+
+def test_session_accuracy_from_the_group_table():
+    """All 28 network pairs and three VT regions with known offsets and scale."""
+    from prepost.validate import session_accuracy
+
+    params = sim.merge_params({})
+    truth, est = [], []
+    extra = {"01": 0.0, "02": 0.02, "03": -0.01}
+    for sub, x in extra.items():
+        S = sim.subject_network_fc(params, sub)
+        for ses, off in (("pre", 0.05), ("post", 0.01 + x)):
+            Z = np.arctanh(S[ses])
+            for i, a in enumerate(NET):
+                for j, b in enumerate(NET[i:], start=i):
+                    m, reg = ("fc_within", a) if i == j else ("fc_between", f"{a}-{b}")
+                    truth.append((f"sub-{sub}", ses, "fmri", m + "_z", reg, Z[i, j]))
+                    est.append((f"sub-{sub}", ses, "fmri", m, reg, Z[i, j] + off, "Schaefer400"))
+            for k, reg in enumerate(("PCC", "cortical_gm", "centrum_semiovale")):
+                vt = 20.0 - 5 * k + (2.0 + 0.5 * int(sub) if ses == "post" else 0.0) + int(sub)
+                truth.append((f"sub-{sub}", ses, "pet", "VT", reg, vt))
+                est.append((f"sub-{sub}", ses, "pet", "VT_1tcm", reg, 0.9 * vt, ""))
+    cols = ["participant_id", "session", "modality", "measure", "region", "value"]
+    acc = session_accuracy(pd.DataFrame(est, columns=cols + ["atlas"]),
+                           pd.DataFrame(truth, columns=cols)).set_index("measure")
+    fc, vt = acc.loc["network FC (Fisher z)"], acc.loc["VT_1tcm"]
+    per = np.array([0.01 - 0.05 + x for x in extra.values()])
+    assert fc["regions"] == 28 and fc["atlas"] == "Schaefer400" and fc["n_participants"] == 3
+    assert fc["bias_pre"] == pytest.approx(0.05, abs=1e-9)
+    assert fc["change_bias_mean"] == pytest.approx(per.mean(), abs=1e-9)
+    assert fc["change_bias_t"] == pytest.approx(per.mean() / per.std(ddof=1) * np.sqrt(3))
+    assert fc["session_r_min"] == pytest.approx(1.0, abs=1e-9)
+    assert vt["regions"] == 3 and vt["bias_pct"] == pytest.approx(-10.0, abs=1e-9)
+    assert vt["change_bias_mean"] == pytest.approx(-0.3, abs=1e-9)  # 0.9 x the true +3 on average
+    assert vt["change_r"] == pytest.approx(1.0, abs=1e-9)

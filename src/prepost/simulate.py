@@ -1001,10 +1001,10 @@ def truth_summary(truth_dir, participants, sessions=("pre", "post")):
                 continue
             S = pd.read_csv(tp["network_fc"], sep="\t", index_col=0)
             Z = np.arctanh(S.to_numpy())
-            for i, n in enumerate(NETWORKS):
-                rows.append((sub, ses, "fmri", "fc_within_z", n, Z[i, i]))
-            d, s = NETWORKS.index("Default"), NETWORKS.index("SomMot")
-            rows.append((sub, ses, "fmri", "fc_between_z", "SomMot-Default", Z[s, d]))
+            for i, a in enumerate(NETWORKS):
+                rows.append((sub, ses, "fmri", "fc_within_z", a, Z[i, i]))
+                rows += [(sub, ses, "fmri", "fc_between_z", f"{a}-{b}", Z[i, j])
+                         for j, b in enumerate(NETWORKS) if j > i]
             reg = pd.read_csv(tp["pet_regions"], sep="\t")
             for r in reg.itertuples():
                 rows.append((sub, ses, "pet", "VT", r.region, r.VT))

@@ -18,6 +18,16 @@ REPORT_TAC_FITS = (
     if PET
     else []
 )
+# The self-check: the simulated study's truth, or a simulated dataset's sibling truth folder
+# (prepost-simulate writes OUT/bids and OUT/truth).
+REPORT_TRUTH = psim.dataset_paths(
+    BIDS_DIR, TRUTH_DIR if SIMULATED else Path(BIDS_DIR).parent / "truth"
+)
+REPORT_TRUTH = (
+    {k: str(REPORT_TRUTH[k]) for k in ("truth", "effects")}
+    if SIMULATED or all(REPORT_TRUTH[k].exists() for k in ("truth", "effects"))
+    else {"truth": [], "effects": []}
+)
 REPORT_NBS = {
     k: expand(f, atlas=NBS_ATLASES) for k, f in rules.stats_nbs.output.items()
 }
@@ -40,6 +50,8 @@ rule report_html:
         nbs_mean_followup=REPORT_NBS["mean_followup"],
         tacs=REPORT_TACS,
         tac_fits=REPORT_TAC_FITS,
+        truth=REPORT_TRUTH["truth"],
+        effects=REPORT_TRUTH["effects"],
     output:
         html=report(
             REPORT_OUT["html"],
@@ -68,5 +80,6 @@ rule report_html:
         max_panels=REPORT_CFG["max_panels"],
         tac_regions=REPORT_CFG["tac_regions"],
         alpha=config["stats"]["alpha"],
+        reference_roi=config["pet"]["reference_roi"],
     script:
         "../scripts/report.py"

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 __all__ = ["to_png", "qc_motion", "fc_matrices", "paired_panels", "gradient_positions",
-           "tac_curves", "change_scatter", "glass_brain", "parcel_centroids"]
+           "tac_curves", "change_scatter", "glass_brain", "parcel_centroids", "self_check"]
 
 PRE_COLOR, POST_COLOR = "#4477AA", "#EE6677"
 
@@ -284,4 +284,34 @@ def glass_brain(coords, node_values, edges=None, title="", max_edges=150):
                                  title=f"NBS component edges, paired t ({n_drawn} strongest "
                                        "shown)", colorbar=True,
                                  edge_vmin=-np.abs(E).max(), edge_vmax=np.abs(E).max())
+    return fig
+
+
+def self_check(check):
+    """One panel per hypothesis with a truth: the estimate and its interval against the planted
+    and the realised change (``prepost.validate.self_check``'s table)."""
+    rows = check[np.isfinite(check["planted"].astype(float))
+                 | np.isfinite(check["realised"].astype(float))].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError("no hypothesis has a planted or realised truth")
+    fig, axes = _grid(len(rows), ncols=3, size=(3.6, 1.5))
+    for ax, r in zip(axes, rows.itertuples()):
+        ok = np.isfinite([r.ci_low, r.ci_high]).all()
+        color = "#228833" if r.covered else "#CC3311"
+        if ok:
+            ax.plot([r.ci_low, r.ci_high], [0, 0], color=color, lw=3, solid_capstyle="butt",
+                    label="interval")
+        if np.isfinite(r.estimate):
+            ax.plot(r.estimate, 0, "o", color=color, label="estimate")
+        if np.isfinite(r.realised):
+            ax.plot(r.realised, 0, "x", color="k", ms=9, mew=2, label="realised truth")
+        if np.isfinite(r.planted):
+            ax.axvline(r.planted, color="k", ls=":", lw=1.2, label="planted")
+        ax.axvline(0, color="#999", lw=0.8)
+        ax.set_yticks([])
+        ax.set_ylim(-1, 1)
+        ax.set_title(str(r.name), fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=6, frameon=False, loc="upper left", ncol=2)
+    fig.tight_layout()
     return fig

@@ -250,6 +250,52 @@ def _connectivity_sections(s, nbs):
     return sections
 
 
+_CHECK_COLUMNS = ["name", "planted", "realised", "estimate", "ci_low", "ci_high", "covered",
+                  "n", "verdict", "expected", "agrees", "note"]
+_ACCURACY_COLUMNS = ["measure", "atlas", "regions", "n_participants", "session_r_min",
+                     "session_r_mean", "bias_pct", "change_bias_mean", "change_bias_t", "change_r",
+                     "change_sd_estimate", "change_sd_truth"]
+
+
+def _self_check_section(s, truth, effects, reference_roi):
+    """The simulated study scored against its truth (only when the truth is given)."""
+    if truth is None or effects is None:
+        return []
+    from prepost import validate
+
+    tr = _read(truth, dtype={"region": str, "participant_id": str})
+    eff = json.loads(Path(effects).read_text())["effects"] if not isinstance(effects, dict) \
+        else effects
+    body = ('<p>The data are simulated: the simulator\'s truth is known, so the report scores '
+            "itself. <i>planted</i> is the configured change (Fisher z for network FC, VT units "
+            "for VT; 0 for a PET-fMRI correlation, drawn independently); <i>realised</i> is the "
+            "mean true change over the participants each test used (the session-to-session "
+            "variability makes it differ from the planted one); an interval should hold the "
+            "realised change about 95 % of the time, and each verdict should be the one the "
+            "planted change calls for. The estimators never read the truth.</p>")
+    if s.hy is not None and len(s.hy):
+        chk = validate.self_check(s.hy, s.gt, tr, eff, s.baseline, s.followup, reference_roi)
+        scored = chk[chk["covered"].notna()]
+        judged = chk[chk["agrees"].notna()]
+        body += ('<div class="cards">'
+                 f'<div class="card"><b>{int(scored["covered"].astype(bool).sum())} of '
+                 f'{len(scored)}</b>intervals hold the truth</div>'
+                 f'<div class="card"><b>{int(judged["agrees"].astype(bool).sum())} of '
+                 f'{len(judged)}</b>verdicts as planted</div></div>')
+        body += _figure(lambda: fg.self_check(chk), "self-check", s.problems)
+        body += table_html(chk, _CHECK_COLUMNS)
+    acc = validate.session_accuracy(s.gt, tr, s.baseline, s.followup)
+    if len(acc):
+        body += ("<h3>Accuracy per session and of the change</h3><p>Estimates of every session "
+                 "against the truth: network FC over the 28 network pairs (Fisher z), VT over the "
+                 "regions with a truth. <i>session_r_min</i>: the worst session's correlation "
+                 "with the truth; <i>bias_pct</i>: mean per cent error of VT; "
+                 "<i>change_bias_mean</i> (t over participants) and <i>change_r</i>: the "
+                 "follow-up minus baseline change against the true change, pooled over "
+                 "participants and regions.</p>" + table_html(acc, _ACCURACY_COLUMNS))
+    return [("self-check", "Self-check against the simulated truth", body)]
+
+
 def _paired_section(s, measures, anchor, name):
     """Paired (spaghetti) plots of ``measures``, one figure per measure present."""
     body = ""
@@ -388,7 +434,7 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
                  sessions=("pre", "post"), mixed=None, multimodal=None, participants=None,
                  nbs=None, tacs=None, tac_fits=None, input_files=(), title="Pre/post study",
                  fmri_measures=(), pet_measures=(), max_panels=12, tac_regions=(),
-                 alpha=0.05, versions=None):
+                 alpha=0.05, versions=None, truth=None, effects=None, reference_roi=None):
     """Write the report to ``out_path`` and return its problems (figures that failed).
 
     Parameters
@@ -421,6 +467,11 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
         Significance level (highlighting).
     versions : dict or None
         Software versions; None reads the installed ones.
+    truth, effects : path-like or None
+        The simulator's ``truth.tsv`` and ``effects.json``: when both are given, a self-check
+        section scores the hypotheses and every session against them.
+    reference_roi : str or None
+        Reference region of DVR and BPND (their truth).
 
     Returns
     -------
@@ -432,6 +483,7 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
     # (anchor, title, html) in page order; provenance comes last so it lists every problem
     sections = (_cohort_section(s, config)
                 + [("hypotheses", "Hypotheses", _hypothesis_table(s.hy))]
+                + _self_check_section(s, truth, effects, reference_roi)
                 + _connectivity_sections(s, nbs)
                 + _paired_section(s, fmri_measures, "fmri", "fMRI measures, paired")
                 + _gradient_section(s)
