@@ -209,3 +209,82 @@ def test_session_accuracy_from_the_group_table():
     assert vt["regions"] == 3 and vt["bias_pct"] == pytest.approx(-10.0, abs=1e-9)
     assert vt["change_bias_mean"] == pytest.approx(-0.3, abs=1e-9)  # 0.9 x the true +3 on average
     assert vt["change_r"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_summarise_replicates_closed_form():
+    from prepost.validate import summarise_replicates
+
+    k = 10
+    rows = []
+    for i in range(k):
+        rows.append({"name": "A", "planted": -0.1, "realised": -0.1 + 0.01 * i,
+                     "estimate": -0.08 + 0.01 * i, "covered": i < 9, "p": 0.01 if i < 8 else 0.2,
+                     "alpha": 0.05, "verdict": "supported" if i < 8 else "not supported",
+                     "expected": "supported"})
+        rows.append({"name": "B", "planted": 0.0, "realised": np.nan, "estimate": 0.01 * (i - 4),
+                     "covered": True, "p": 0.03 if i == 0 else 0.5, "alpha": 0.05,
+                     "verdict": "opposite" if i == 0 else "not supported",
+                     "expected": "not supported"})
+    s = summarise_replicates(pd.DataFrame(rows)).set_index("name")
+    a, b = s.loc["A"], s.loc["B"]
+    assert a["replicates"] == k and a["supported"] == 0.8
+    assert a["supported_se"] == pytest.approx(np.sqrt(0.8 * 0.2 / k))
+    assert a["bias"] == pytest.approx(0.02) and a["bias_se"] == pytest.approx(0.0, abs=1e-12)
+    assert a["coverage"] == 0.9 and a["as_planted"] == 0.8
+    # no realised truth: the error is taken against the planted 0
+    assert b["bias"] == pytest.approx(np.mean([0.01 * (i - 4) for i in range(k)]))
+    assert b["p_below_alpha"] == 0.1 and b["opposite"] == 0.1 and b["as_planted"] == 0.9
+
+
+@pytest.mark.slow
+def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
+    """K = 2 replicate studies (2 participants, coarse fMRI only) through Snakemake: the summary
+    counts both, each replicate's realised truth is its own truth table's mean change, the bulky
+    derivatives are gone, and a second call reuses the finished replicates."""
+    import yaml
+    from runner import ROOT, TINY
+
+    from prepost import validate
+
+    cfg = {**{k: v for k, v in TINY.items() if k != "pet"}, "modalities": {"pet": False},
+           "stats": {"hypotheses": [
+               {"name": "within-Default FC decreases", "test": "paired", "measure": "fc_within",
+                "region": "Default", "direction": "decrease"},
+               {"name": "SomMot-Default FC increases", "test": "paired",
+                "measure": "fc_between", "region": "SomMot-Default", "direction": "increase"}],
+               "mixed": {"measures": ["fc_within"]}, "multimodal": {"pairs": []},
+               # 60 volumes: the 240 s default QC rule would exclude every session
+               "qc": {"rules": [{"measure": "retained_s", "op": "<", "value": 60,
+                                 "exclude": "fmri"}]}}}
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "val"
+    args = [str(out), "-k", "2", "-n", "2", "--seed", "1000", "--configfile", str(base),
+            "--snakefile", str(ROOT / "Snakefile"), "--cores", "2"]
+    validate.main(args)
+    summ = pd.read_csv(out / "summary.tsv", sep="\t").set_index("name")
+    reps = pd.read_csv(out / "replicates.tsv", sep="\t")
+    assert list(summ.index) == ["within-Default FC decreases", "SomMot-Default FC increases"]
+    assert (summ["replicates"] == 2).all()
+    assert summ.loc["within-Default FC decreases", "planted"] == pytest.approx(-0.10)
+    realised = []
+    for i, seed in enumerate((1000, 1001)):
+        rep = out / f"rep-{i:03d}"
+        assert yaml.safe_load((rep / "config.yaml").read_text())["simulate"]["seed"] == seed
+        truth = pd.read_csv(rep / "results/simulated/truth/truth.tsv", sep="\t")
+        t = truth[(truth.measure == "fc_within_z") & (truth.region == "Default")]
+        w = t.pivot(index="participant_id", columns="session", values="value")
+        row = reps[(reps.replicate == i) & (reps.name == "within-Default FC decreases")].iloc[0]
+        assert row["realised"] == pytest.approx((w["post"] - w["pre"]).mean(), abs=1e-5)
+        assert row["covered"] == (row["ci_low"] <= row["realised"] <= row["ci_high"])
+        realised.append(row["realised"])
+        assert sorted(p.name for p in (rep / "results").iterdir()) == ["group", "logs",
+                                                                        "simulated"]
+        assert not (rep / "results/simulated/bids").exists()
+    assert realised[0] != realised[1]
+    bias = reps[reps.name == "within-Default FC decreases"].eval("estimate - realised").mean()
+    assert summ.loc["within-Default FC decreases", "bias"] == pytest.approx(bias, abs=1e-4)
+    # a second call finds both replicates done and writes the same summary
+    before = (out / "summary.tsv").read_text()
+    validate.main(args)
+    assert (out / "summary.tsv").read_text() == before

@@ -15,6 +15,7 @@ Only files are read: the estimators never see the truth.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -222,8 +223,8 @@ def expected_verdict(direction, planted):
 
 
 SELF_CHECK_COLUMNS = ["name", "test", "measure", "region", "direction", "planted", "realised",
-                      "estimate", "ci_low", "ci_high", "covered", "n", "verdict", "expected",
-                      "agrees", "note"]
+                      "estimate", "ci_low", "ci_high", "covered", "n", "p", "p_adjusted", "alpha",
+                      "verdict", "expected", "agrees", "note"]
 
 
 def _modality(group_table, measure):
@@ -266,8 +267,8 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
     rows = []
     for h in hypotheses.itertuples(index=False):
         row = {c: getattr(h, c, np.nan) for c in ("name", "test", "measure", "region", "direction",
-                                                   "estimate", "ci_low", "ci_high", "n",
-                                                   "verdict")}
+                                                   "estimate", "ci_low", "ci_high", "n", "p",
+                                                   "p_adjusted", "alpha", "verdict")}
         row.update(planted=np.nan, realised=np.nan, note="")
         if h.test == "paired":
             col, why = change_column(delta, {"measure": h.measure, "region": h.region})
@@ -368,3 +369,178 @@ def session_accuracy(group_table, truth, baseline="pre", followup="post"):
         rows.append({"measure": m, "atlas": "", "regions": len(regions), **summ,
                      "bias_pct": float(np.nanmean(pct))})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Replicate studies: power, false-positive rate, bias and interval coverage through the chain
+def _se(p, k):
+    return float(np.sqrt(p * (1 - p) / k)) if k else np.nan
+
+
+def summarise_replicates(checks):
+    """Operating characteristics of each hypothesis over replicate studies.
+
+    Parameters
+    ----------
+    checks : pandas.DataFrame
+        :func:`self_check` rows of every replicate, with a ``replicate`` column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per hypothesis: ``replicates`` (tested), ``planted``, ``expected``; the shares
+        ``supported`` and ``opposite`` (verdicts, after the correction across hypotheses) and
+        ``p_below_alpha`` (the unadjusted p): with a planted change ``supported`` is the power,
+        with none ``p_below_alpha`` is the false-positive rate of the test; ``as_planted`` (the
+        verdict the planted change calls for); ``bias`` (mean of estimate minus realised truth,
+        or minus planted where nothing is realised) and ``coverage`` (intervals holding the
+        truth). Each share and the bias have a Monte Carlo standard error (``*_se``).
+    """
+    rows = []
+    for name, d in checks.groupby("name", sort=False):
+        d = d[d["verdict"] != "not tested"]
+        k = len(d)
+        truth = d["realised"].where(d["realised"].notna(), d["planted"]).astype(float)
+        err = (d["estimate"].astype(float) - truth).dropna()
+        cov = d["covered"].dropna().astype(bool)
+        judged = d[d["expected"].fillna("") != ""]
+        row = {"name": name, "replicates": k,
+               "planted": float(d["planted"].astype(float).mean()) if k else np.nan,
+               "expected": judged["expected"].iloc[0] if len(judged) else ""}
+        for key, hit in (("supported", d["verdict"] == "supported"),
+                         ("opposite", d["verdict"] == "opposite"),
+                         ("p_below_alpha", d["p"].astype(float) < d["alpha"].astype(float))):
+            row[key] = float(hit.mean()) if k else np.nan
+            row[f"{key}_se"] = _se(row[key], k)
+        agree = (judged["verdict"] == judged["expected"])
+        row["as_planted"] = float(agree.mean()) if len(judged) else np.nan
+        row["as_planted_se"] = _se(row["as_planted"], len(judged))
+        row["bias"] = float(err.mean()) if len(err) else np.nan
+        row["bias_se"] = float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1 else np.nan
+        row["coverage"] = float(cov.mean()) if len(cov) else np.nan
+        row["coverage_se"] = _se(row["coverage"], len(cov))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def replicate_config(out_dir, replicate, participants, seed, null=False):
+    """The config overrides of one replicate study: its folder, participants and seed.
+
+    The replicate simulates its own study (``bids_dir`` empty) under
+    ``<out_dir>/rep-<replicate>``; ``seed + replicate`` seeds it.
+    """
+    rep = Path(out_dir) / f"rep-{replicate:03d}"
+    return rep, {"participants": str(rep / "participants.tsv"), "bids_dir": "",
+                 "results_dir": str(rep / "results"),
+                 "simulate": {"seed": int(seed) + int(replicate), "null_study": bool(null)}}
+
+
+def _targets(results):
+    from prepost.stats.stage import output_paths as stats_paths
+
+    truth = Path(results) / "simulated" / "truth"
+    st = stats_paths(results)
+    return {"hypotheses": st["hypotheses"], "table": st["table"],
+            "truth": str(truth / "truth.tsv"), "effects": str(truth / "effects.json")}
+
+
+def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cores=2,
+                  profile=None, keep=False, extra_args=()):
+    """Simulate and analyse one replicate study with Snakemake; write its self-check.
+
+    Returns the :func:`self_check` table (also ``<rep>/self_check.tsv``). An existing
+    ``self_check.tsv`` is read, not recomputed: an interrupted run continues where it stopped.
+    Unless ``keep``, the replicate's derivatives are removed afterwards except the statistics
+    tables and the truth (a default-size study is about 2 GB).
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from prepost.io import write_tsv
+    from prepost.simulate import default_participants
+
+    rep = Path(rep)
+    done = rep / "self_check.tsv"
+    if done.exists():
+        return pd.read_csv(done, sep="\t", keep_default_na=False, na_values=["n/a", ""])
+    rep.mkdir(parents=True, exist_ok=True)
+    write_tsv(default_participants(n_participants), rep / "participants.tsv")
+    (rep / "config.yaml").write_text(yaml.safe_dump(overrides, sort_keys=False))
+    tg = _targets(overrides["results_dir"])
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--configfile",
+           *[str(c) for c in configfiles], str(rep / "config.yaml"), "--cores", str(cores),
+           *(["--profile", str(profile)] if profile else []), *extra_args, *tg.values()]
+    with open(rep / "snakemake.log", "w") as log:
+        # the replicate's own working directory: its .snakemake metadata and locks stay in it
+        res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=rep)
+    if res.returncode != 0:
+        raise RuntimeError(f"replicate {rep.name} failed (exit {res.returncode}); see "
+                           f"{rep / 'snakemake.log'}")
+    chk = self_check(pd.read_csv(tg["hypotheses"], sep="\t", dtype={"region": str}),
+                     pd.read_csv(tg["table"], sep="\t", dtype={"region": str, "atlas": str,
+                                                               "flag": str}),
+                     pd.read_csv(tg["truth"], sep="\t", dtype={"region": str}),
+                     json.loads(Path(tg["effects"]).read_text())["effects"],
+                     reference_roi=None)
+    results = Path(overrides["results_dir"])
+    if not keep:
+        for sub in [*results.iterdir(), results / "simulated" / "bids", rep / ".snakemake"]:
+            if sub.name not in ("group", "simulated", "logs") and sub.exists():
+                shutil.rmtree(sub) if sub.is_dir() else sub.unlink()
+    write_tsv(chk, done)
+    return chk
+
+
+def main(argv=None):
+    """Command-line entry point: ``prepost-validate OUT_DIR --replicates K ...``."""
+    import argparse
+
+    from prepost.io import write_tsv
+    from prepost.simulate import DEFAULTS
+
+    ap = argparse.ArgumentParser(
+        prog="prepost-validate",
+        description="Run K simulated studies through the whole workflow (planted or null "
+                    "effects) and write, per hypothesis, power, false-positive rate, bias and "
+                    "interval coverage with Monte Carlo errors.")
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--replicates", "-k", type=int, required=True, help="number of studies")
+    ap.add_argument("--participants", "-n", type=int, default=11)
+    ap.add_argument("--null", action="store_true", help="plant no effect (false-positive rates)")
+    ap.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                    help="seed of the first replicate; replicate i uses seed + i")
+    ap.add_argument("--configfile", nargs="+", default=[], type=Path,
+                    help="the study's config files (e.g. sizes, hypotheses); the replicate's "
+                         "folder, participants and seed override them")
+    ap.add_argument("--snakefile", type=Path, default=Path("Snakefile"))
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--profile", help="Snakemake profile, e.g. profiles/slurm")
+    ap.add_argument("--keep", action="store_true", help="keep each replicate's derivatives")
+    args = ap.parse_args(argv)
+    if not args.snakefile.is_file():
+        ap.error(f"--snakefile {args.snakefile}: no such file; run from the workflow's folder "
+                 "or give the path of its Snakefile")
+    for c in args.configfile:
+        if not c.is_file():
+            ap.error(f"--configfile {c}: no such file")
+    if args.replicates < 1 or args.participants < 2:
+        ap.error("--replicates must be >= 1 and --participants >= 2")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    checks = []
+    for i in range(args.replicates):
+        rep, over = replicate_config(args.out_dir.resolve(), i, args.participants, args.seed,
+                                     args.null)
+        chk = run_replicate(rep, over, args.participants, args.snakefile.resolve(),
+                            [c.resolve() for c in args.configfile], args.cores, args.profile,
+                            args.keep)
+        checks.append(chk.assign(replicate=i, seed=over["simulate"]["seed"]))
+        print(f"replicate {i + 1}/{args.replicates} done ({rep})", flush=True)
+    allc = pd.concat(checks, ignore_index=True)
+    write_tsv(allc, args.out_dir / "replicates.tsv")
+    summ = summarise_replicates(allc)
+    write_tsv(summ, args.out_dir / "summary.tsv", float_format="%.4g")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(summ.to_string(index=False))

@@ -4,6 +4,10 @@ A hypothesis is a dict from the config:
 
 ``{name, test: paired, measure, region, direction: increase|decrease|none[, modality]}``
     A change of one measure in one region from baseline to follow-up.
+``{name, test: interaction, measure, region, direction: increase|decrease|none[, modality]}``
+    In a parallel design (``design.type: parallel``), the difference between the arms' changes
+    (active minus control: the session x arm interaction), from the interaction table
+    (:mod:`prepost.stats.parallel`).
 ``{name, test: correlation, x: {measure, region}, y: {measure, region},
 direction: positive|negative|any|none[, method]}``
     An association of the two changes across participants.
@@ -127,10 +131,10 @@ def validate_hypotheses(hypotheses, extra=()):
         test = h.get("test", "paired")
         h = {"modality": None, "atlas": None, "method": "spearman", "margin": None, **h,
              "test": test}
-        if test == "paired":
+        if test in ("paired", "interaction"):
             for k in ("measure", "region"):
                 if not h.get(k):
-                    raise _spec_error(i, name, k, "a value for a paired hypothesis")
+                    raise _spec_error(i, name, k, f"a value for a {test} hypothesis")
             if h["measure"] not in known:
                 raise _spec_error(i, name, "measure", "a measure some stage produces (one of "
                                   f"{', '.join(known)}; add others to stats.extra_measures)",
@@ -154,7 +158,7 @@ def validate_hypotheses(hypotheses, extra=()):
             if h["method"] not in ("spearman", "pearson"):
                 raise _spec_error(i, name, "method", "spearman or pearson", h["method"])
         else:
-            raise _spec_error(i, name, "test", "paired or correlation", test)
+            raise _spec_error(i, name, "test", "paired, interaction or correlation", test)
         out.append(h)
     return out
 
@@ -238,9 +242,26 @@ RESULT_COLUMNS = ["name", "test", "measure", "region", "direction", "estimate", 
                   "alpha", "effect_size", "verdict", "reason"]
 
 
+def _one_row(table, h, what):
+    """The row of ``table`` a hypothesis names, or ``(None, reason)``."""
+    if table is None:
+        return None, f"no {what}: the design has none (design.type: parallel makes one)"
+    sel = (table["measure"] == h["measure"]) & (table["region"].astype(str) == str(h["region"]))
+    for k in ("modality", "atlas"):
+        if h.get(k) and k in table.columns:
+            sel &= table[k].fillna("").astype(str) == h[k]
+    hit = table[sel]
+    if len(hit) == 1:
+        return hit.iloc[0], ""
+    where = {k: sorted(hit[k].fillna("").astype(str).unique())
+             for k in ("modality", "atlas") if k in hit.columns}
+    return None, (f"not in the {what}" if hit.empty else
+                  f"{len(hit)} rows match ({where}); give 'modality' or 'atlas'")
+
+
 def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", followup="post",
                         alpha=0.05, p_column="p_perm", adjustment="holm", ci="t", ci_level=0.95,
-                        change="difference", **corr_kwargs):
+                        change="difference", interaction_table=None, **corr_kwargs):
     """Judge every hypothesis.
 
     Parameters
@@ -264,6 +285,10 @@ def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", f
         Confidence level of the correlation interval (Fisher z).
     change : {'difference', 'percent'}
         Change score of correlations.
+    interaction_table : pandas.DataFrame or None
+        Output of :func:`prepost.stats.parallel.interaction_table` (parallel designs): judges
+        ``test: interaction`` hypotheses on the difference of the arms' changes, with the same
+        ``p_column`` (Welch t for ``p_t``, Mann-Whitney for ``p_wilcoxon``) and the Welch interval.
     **corr_kwargs
         Passed to :func:`prepost.stats.multimodal.change_correlation`.
 
@@ -278,23 +303,21 @@ def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", f
         base = {"name": h["name"], "test": h["test"], "direction": h["direction"],
                 "alpha": alpha, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                 "n": 0, "p": np.nan, "effect_size": np.nan, "reason": ""}
-        if h["test"] == "paired":
+        if h["test"] == "interaction":
+            base.update(measure=h["measure"], region=h["region"], p_source=p_column,
+                        estimate_label="difference of mean changes (active - control)")
+            r, base["reason"] = _one_row(interaction_table, h, "interaction table")
+            if r is not None:
+                base.update(estimate=r["diff"], ci_low=r["ci_t_low"], ci_high=r["ci_t_high"],
+                            n=int(r["n_active"] + r["n_control"]), p=r[p_column],
+                            effect_size=r["hedges_g"])
+                if h.get("margin") is not None and np.isfinite(r["mean_pre"]):
+                    base["margin_abs"] = abs(float(h["margin"]) / 100.0 * r["mean_pre"])
+        elif h["test"] == "paired":
             base.update(measure=h["measure"], region=h["region"], estimate_label="mean change",
                         p_source=p_column)
-            sel = (paired_table["measure"] == h["measure"]) & \
-                (paired_table["region"].astype(str) == str(h["region"]))
-            for k in ("modality", "atlas"):
-                if h.get(k) and k in paired_table.columns:
-                    sel &= paired_table[k].fillna("").astype(str) == h[k]
-            hit = paired_table[sel]
-            if len(hit) != 1:
-                where = {k: sorted(hit[k].fillna("").astype(str).unique())
-                         for k in ("modality", "atlas") if k in hit.columns}
-                base["reason"] = ("not in the paired statistics" if hit.empty else
-                                  f"{len(hit)} rows match ({where}); give 'modality' or "
-                                  "'atlas'")
-            else:
-                r = hit.iloc[0]
+            r, base["reason"] = _one_row(paired_table, h, "paired statistics")
+            if r is not None:
                 lo, hi = (r["ci_t_low"], r["ci_t_high"]) if ci == "t" else \
                     (r["ci_boot_low"], r["ci_boot_high"])
                 base.update(estimate=r["mean_diff"], ci_low=lo, ci_high=hi, n=int(r["n"]),
