@@ -149,3 +149,110 @@ def test_nbs_atlas_without_connectivity_matrices_fails_at_dag_time(tmp_path):
     res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path, check=False)
     assert res.returncode != 0
     assert "stats.nbs.atlases" in res.stdout + res.stderr and "Schaefer200" in res.stdout + res.stderr
+
+
+def _parallel_study(tmp, n_per_arm=8):
+    """Tidy tables of a placebo-controlled study: effects in the ketamine arm only."""
+    ket = study_table(n=n_per_arm, seed=2)
+    pla = study_table(n=n_per_arm, seed=3, null=True)
+    pla["participant_id"] = pla["participant_id"].map(
+        lambda s: f"sub-{int(s[4:]) + n_per_arm:02d}")
+    table = pd.concat([ket, pla], ignore_index=True)
+    table.to_csv(tmp / "measures.tsv", sep="\t", index=False)
+    part = participants(2 * n_per_arm)
+    part["arm"] = ["ketamine"] * n_per_arm + ["placebo"] * n_per_arm
+    part.to_csv(tmp / "participants.tsv", sep="\t", index=False)
+    cfg = {"participants": str(tmp / "participants.tsv"), "results_dir": str(tmp / "results"),
+           "modalities": {"fmri": False, "pet": False},
+           "design": {"type": "parallel", "arm_column": "arm", "active": "ketamine",
+                      "control": "placebo"},
+           "stats": {"extra_tables": [str(tmp / "measures.tsv")],
+                     "paired": {"n_boot": 300},
+                     "mixed": {"formula": "value ~ session * arm + age"},
+                     "multimodal": {"n_perm": 500},
+                     "hypotheses": [
+                         {"name": "ketamine lowers DMN FC", "test": "interaction",
+                          "measure": "fc_within", "region": "Default", "direction": "decrease"},
+                         {"name": "ketamine raises PCC VT", "test": "interaction",
+                          "measure": "VT_1tcm", "region": "PCC", "direction": "increase"},
+                         {"name": "DMN FC falls under ketamine", "test": "paired",
+                          "measure": "fc_within", "region": "Default", "direction": "decrease"},
+                         {"name": "no DMN change under placebo", "test": "paired",
+                          "arm": "placebo", "measure": "fc_within", "region": "Default",
+                          "direction": "none"}]}}
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return table, part
+
+
+@pytest.mark.slow
+def test_parallel_design_stats_and_report(tmp_path):
+    from prepost.stats import parallel
+
+    table, part = _parallel_study(tmp_path)
+    results = tmp_path / "results"
+    targets = [*stats_stage.output_paths(results).values(), str(results / "report/report.html")]
+    snakemake(*targets, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"),
+              cwd=tmp_path)
+    gt = stats_stage.read_group_table(results / "group/group_table.tsv")
+    arms = dict(zip(part.participant_id, part.arm))
+    want = parallel.interaction_table(gt, arms, "ketamine", "placebo", n_perm=10000)
+    got = stats_stage.read_paired(results / "group/interaction.tsv")
+    assert len(got) == len(want) == 8
+    pd.testing.assert_frame_equal(got[["measure", "region", "diff", "p_perm", "p_t"]],
+                                  want[["measure", "region", "diff", "p_perm", "p_t"]],
+                                  check_dtype=False, rtol=1e-9)
+    h = pd.read_csv(results / "group/hypotheses.tsv", sep="\t").set_index("name")
+    row = want.set_index(["measure", "region"]).loc[("fc_within", "Default")]
+    assert h.loc["ketamine lowers DMN FC", "estimate"] == pytest.approx(row["diff"], rel=1e-9)
+    assert h.loc["ketamine lowers DMN FC", "verdict"] == "supported"
+    assert h.loc["ketamine raises PCC VT", "verdict"] == "supported"
+    # paired hypotheses are judged within their arm (the active one unless named)
+    paired = stats_stage.read_paired(results / "group/paired.tsv")
+    assert set(paired["arm"]) == {"ketamine", "placebo"}
+    ket = paired[(paired.arm == "ketamine") & (paired.measure == "fc_within")
+                 & (paired.region == "Default")].iloc[0]
+    assert h.loc["DMN FC falls under ketamine", "estimate"] == pytest.approx(ket["mean_diff"])
+    assert h.loc["DMN FC falls under ketamine", "arm"] == "ketamine"
+    assert h.loc["no DMN change under placebo", "arm"] == "placebo"
+    assert ket["n"] == 8
+    mixed = pd.read_csv(results / "group/mixed.tsv", sep="\t")
+    assert "session[T.post]:arm[T.placebo]" in set(mixed.term)
+    text = (results / "report/report.html").read_text()
+    assert "Session x arm: ketamine minus placebo change" in text
+    assert "Parallel arms (ketamine and placebo" in text
+
+
+@pytest.mark.parametrize("design,participants_text,needle", [
+    ({"type": "parallel"}, "participant_id\tage\nsub-01\t30\nsub-02\t31\n",
+     "field 'arm': expected a participants.tsv column naming each participant's arm"),
+    ({"type": "parallel"}, "participant_id\tarm\nsub-01\tketamine\nsub-02\tplacbo\n"
+     "sub-03\tplacebo\nsub-04\tketamine\n", "line 3 (sub-02), column 'arm': expected 'ketamine' "
+     "or 'placebo'"),
+    ({"type": "parallel"}, "participant_id\tarm\nsub-01\tketamine\nsub-02\tplacebo\n"
+     "sub-03\tplacebo\n", "at least 2 participants in arm 'ketamine', found 1"),
+    ({"type": "parallel", "control": "ketamine"}, "participant_id\tarm\nsub-01\tketamine\n",
+     "design.control"),
+])
+def test_design_checked_against_participants_at_dag_time(tmp_path, design, participants_text,
+                                                          needle):
+    parts = tmp_path / "participants.tsv"
+    parts.write_text(participants_text)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"),
+                                   "participants": str(parts), "design": design}))
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and needle in out, out[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_interaction_hypothesis_needs_a_parallel_design(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "results_dir": str(tmp_path / "results"),
+        "stats": {"hypotheses": [{"name": "arm effect", "test": "interaction",
+                                  "measure": "fc_within", "region": "Default",
+                                  "direction": "decrease"}]}}))
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "arm effect" in out and "design.type: parallel" in out

@@ -232,8 +232,13 @@ def _modality(group_table, measure):
     return str(m.iloc[0]) if len(m) else ""
 
 
+def _true_change(tv, subs, baseline, followup):
+    pre = tv.reindex([(s, baseline) for s in subs]).to_numpy()
+    return tv.reindex([(s, followup) for s in subs]).to_numpy() - pre, pre
+
+
 def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup="post",
-               reference_roi=None):
+               reference_roi=None, arms=None, active=None, control=None):
     """Each hypothesis of the simulated study against what the simulator planted and realised.
 
     Parameters
@@ -250,6 +255,12 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
         Session labels.
     reference_roi : str or None
         Reference region of DVR and BPND (``pet.reference_roi``).
+    arms : mapping or None
+        ``participant_id -> arm`` of a parallel design (the simulator plants the effects in the
+        ``active`` arm only): a paired hypothesis is scored in its arm (``arm`` column of the
+        hypotheses), an interaction as the active minus the control arm's change.
+    active, control : str or None
+        Arm labels of a parallel design.
 
     Returns
     -------
@@ -270,7 +281,7 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
                                                    "estimate", "ci_low", "ci_high", "n", "p",
                                                    "p_adjusted", "alpha", "verdict")}
         row.update(planted=np.nan, realised=np.nan, note="")
-        if h.test == "paired":
+        if h.test in ("paired", "interaction"):
             col, why = change_column(delta, {"measure": h.measure, "region": h.region})
             tv = truth_values(truth, h.measure, h.region, reference_roi)
             if tv is None:
@@ -279,10 +290,24 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
                 row["note"] = why
             else:
                 subs = delta.index[np.isfinite(delta[col].to_numpy(float))]
-                pre = tv.reindex([(s, baseline) for s in subs]).to_numpy()
-                post = tv.reindex([(s, followup) for s in subs]).to_numpy()
-                row["realised"] = float(np.nanmean(post - pre))
-                row["planted"] = planted_change(effects, h.measure, h.region, np.nanmean(pre))
+                arm_of = pd.Series({str(k): str(v) for k, v in dict(arms or {}).items()})
+                if h.test == "paired":
+                    arm = str(getattr(h, "arm", "") or "")
+                    arm = "" if arm == "nan" else arm
+                    if arms is not None and arm:
+                        subs = [s for s in subs if arm_of.get(str(s)) == arm]
+                    d, pre = _true_change(tv, subs, baseline, followup)
+                    row["realised"] = float(np.nanmean(d))
+                    row["planted"] = (0.0 if arms is not None and arm == control else
+                                      planted_change(effects, h.measure, h.region,
+                                                     np.nanmean(pre)))
+                else:
+                    d_a, pre = _true_change(
+                        tv, [s for s in subs if arm_of.get(str(s)) == active], baseline, followup)
+                    d_c, _ = _true_change(
+                        tv, [s for s in subs if arm_of.get(str(s)) == control], baseline, followup)
+                    row["realised"] = float(np.nanmean(d_a) - np.nanmean(d_c))
+                    row["planted"] = planted_change(effects, h.measure, h.region, np.nanmean(pre))
         else:
             (mx, my), (rx, ry) = (str(h.measure).split(" ~ "), str(h.region).split(" ~ "))
             mods = {_modality(group_table, mx), _modality(group_table, my)}

@@ -10,6 +10,7 @@ from prepost import bids as pbids
 from prepost import simulate as psim
 from prepost.errors import PrepostError
 from prepost.scheduler import coalesce_reevaluation
+from prepost.stats import parallel as pparallel
 
 coalesce_reevaluation()  # Snakemake's own CPU stays flat over long runs (see prepost.scheduler)
 
@@ -28,6 +29,20 @@ config["participants"] = _from_workflow(config["participants"])
 PARTICIPANTS = pbids.read_participants(config["participants"])
 validate(PARTICIPANTS.drop(columns="label"), "../schemas/participants.schema.yaml")
 SUBJECTS = PARTICIPANTS.label.tolist()
+# The design: a parallel study's arms come from a participants.tsv column, checked now.
+DESIGN = config["design"]
+PARALLEL = DESIGN["type"] == "parallel"
+ARMS = (
+    pparallel.participant_arms(
+        PARTICIPANTS,
+        config["participants"],
+        DESIGN["arm_column"],
+        DESIGN["active"],
+        DESIGN["control"],
+    )
+    if PARALLEL
+    else {}
+)
 SESSIONS = [config["sessions"]["baseline"], config["sessions"]["followup"]]
 if SESSIONS[0] == SESSIONS[1]:
     raise PrepostError(

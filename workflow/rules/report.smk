@@ -41,6 +41,7 @@ rule report_html:
         mixed=rules.stats_mixed.output.mixed,
         multimodal=rules.stats_multimodal.output.multimodal,
         hypotheses=rules.stats_hypotheses.output.hypotheses,
+        interaction=STATS_OUT["interaction"] if PARALLEL else [],
         participants=config["participants"],
         tables=STATS_TABLES,
         nbs_summary=REPORT_NBS["summary"],

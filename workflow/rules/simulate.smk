@@ -20,6 +20,9 @@ if SIMULATED:
         params:
             step="subject",
             sim=config["simulate"],
+            # a parallel design plants the effects in the active arm only
+            planted=lambda wildcards: not PARALLEL
+            or ARMS[f"sub-{wildcards.subject}"] == DESIGN["active"],
             sessions=SESSIONS,
             # the dataset roots, derived from the outputs (first: a BIDS file, last: a truth file)
             bids_dir=lambda wildcards, output: str(Path(output[0]).parents[3]),

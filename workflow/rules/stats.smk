@@ -31,6 +31,27 @@ phyp.validate_measures(
     "stats.multimodal.pairs",
     extra=STATS_CFG["extra_measures"],
 )
+# interaction hypotheses need two arms; a paired hypothesis may name the arm it is judged in
+for _i, _h in enumerate(STATS_HYPOTHESES):
+    if _h["test"] == "interaction" and not PARALLEL:
+        raise ConfigError(
+            None,
+            f"stats.hypotheses[{_i}] ({_h['name']!r}).test",
+            "paired or correlation in a pre/post design (interaction needs design.type: "
+            "parallel)",
+            "interaction",
+        )
+    if _h.get("arm") and _h["arm"] not in (
+        [DESIGN["active"], DESIGN["control"]] if PARALLEL else []
+    ):
+        raise ConfigError(
+            None,
+            f"stats.hypotheses[{_i}] ({_h['name']!r}).arm",
+            f"{DESIGN['active']!r} or {DESIGN['control']!r} in a parallel design"
+            if PARALLEL
+            else "no arm in a pre/post design",
+            repr(_h["arm"]),
+        )
 # participants.tsv columns enter formulas under their formula terms ('Age' -> age)
 STATS_TERMS = pcov.covariate_terms(PARTICIPANTS.columns, source=config["participants"])
 pgroup.check_formula(
@@ -56,6 +77,10 @@ NBS_OUT = pstats.nbs_output_paths(
     RESULTS, atlas="{atlas}", baseline=SESSIONS[0], followup=SESSIONS[1]
 )
 STATS_OUT = pstats.output_paths(RESULTS)
+if not PARALLEL:
+    del STATS_OUT["interaction"]
+# NBS tests the pre/post change of one arm: the active one in a parallel design
+NBS_SUBJECTS = [s for s in SUBJECTS if not PARALLEL or ARMS[f"sub-{s}"] == DESIGN["active"]]
 STATS_LOG = lambda step: pstats.log_paths(RESULTS, step)
 
 STAGE_TARGETS["stats"] = (
@@ -118,6 +143,7 @@ rule stats_paired:
         step="paired",
         paired=STATS_CFG["paired"],
         sessions=SESSIONS,
+        arms=ARMS or None,
     script:
         "../scripts/stats.py"
 
@@ -174,10 +200,43 @@ rule stats_multimodal:
         "../scripts/stats.py"
 
 
+if PARALLEL:
+
+    rule stats_interaction:
+        input:
+            table=rules.stats_group_table.output.table,
+        output:
+            interaction=report(
+                STATS_OUT["interaction"],
+                caption="../report/interaction.rst",
+                category="Statistics",
+            ),
+        log:
+            STATS_LOG("interaction")["log"],
+        benchmark:
+            STATS_LOG("interaction")["benchmark"]
+        conda:
+            "../../envs/stats.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        params:
+            step="interaction",
+            paired=STATS_CFG["paired"],
+            sessions=SESSIONS,
+            arms=ARMS,
+            active=DESIGN["active"],
+            control=DESIGN["control"],
+        script:
+            "../scripts/stats.py"
+
+
 rule stats_hypotheses:
     input:
         table=STATS_OUT["table"],
         paired=rules.stats_paired.output.paired,
+        interaction=STATS_OUT["interaction"] if PARALLEL else [],
     output:
         hypotheses=report(
             STATS_OUT["hypotheses"],
@@ -197,6 +256,7 @@ rule stats_hypotheses:
     params:
         step="hypotheses",
         hypotheses=STATS_HYPOTHESES,
+        default_arm=DESIGN["active"] if PARALLEL else None,
         alpha=STATS_CFG["alpha"],
         p_value=STATS_CFG["p_value"],
         adjustment=STATS_CFG["hypothesis_adjustment"],
@@ -215,14 +275,14 @@ rule stats_nbs:
     input:
         baseline=expand(
             NBS_RELMAT,
-            subject=SUBJECTS,
+            subject=NBS_SUBJECTS,
             session=SESSIONS[0],
             meas="pearson",
             allow_missing=True,
         ),
         followup=expand(
             NBS_RELMAT,
-            subject=SUBJECTS,
+            subject=NBS_SUBJECTS,
             session=SESSIONS[1],
             meas="pearson",
             allow_missing=True,
@@ -254,7 +314,7 @@ rule stats_nbs:
         step="nbs",
         atlas=lambda wildcards: wildcards.atlas,
         nbs=STATS_CFG["nbs"],
-        subjects=[f"sub-{s}" for s in SUBJECTS],
+        subjects=[f"sub-{s}" for s in NBS_SUBJECTS],
         sessions=SESSIONS,
     script:
         "../scripts/stats.py"

@@ -24,7 +24,8 @@ def run_html():
         tacs=tacs, tac_fits=fits, input_files=list(inp), title=p.title,
         fmri_measures=p.fmri_measures, pet_measures=p.pet_measures, max_panels=p.max_panels,
         tac_regions=p.tac_regions, alpha=p.alpha, truth=inp.truth or None,
-        effects=inp.effects or None, reference_roi=p.reference_roi)
+        effects=inp.effects or None, reference_roi=p.reference_roi,
+        interaction=inp.interaction or None)
     for prob in problems:
         log.warning("report: %s", prob)
     log.info("report written: %s (%d problems)", snakemake.output.html, len(problems))

@@ -9,9 +9,13 @@ from prepost import bids, logs, simulate
 def run_subject(sm, log):
     """Write one participant's BIDS files and ground truth."""
     p = sm.params
-    log.info("simulating sub-%s, sessions %s", sm.wildcards.subject, p.sessions)
+    sim = dict(p.sim)
+    if not p.planted:  # the control arm of a parallel design: same noise, no effect
+        sim["null_study"] = True
+    log.info("simulating sub-%s, sessions %s, effects %s", sm.wildcards.subject, p.sessions,
+             "none" if sim["null_study"] else "planted")
     simulate.simulate_subject(p.bids_dir, p.truth_dir, sm.wildcards.subject, tuple(p.sessions),
-                              dict(p.sim))
+                              sim)
 
 
 def run_dataset(sm, log):

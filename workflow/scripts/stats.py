@@ -3,7 +3,7 @@
 from prepost import logs
 from prepost.io import write_json, write_tsv
 from prepost import bids
-from prepost.stats import covariates, group, hypotheses, stage
+from prepost.stats import covariates, group, hypotheses, parallel, stage
 
 log = logs.setup(snakemake.log[0])
 p = snakemake.params
@@ -35,10 +35,23 @@ def run_paired():
     res = group.paired_statistics(
         stage.read_group_table(inp.table), baseline=p.sessions[0], followup=p.sessions[1],
         family=cfg["family"], corrections=cfg["corrections"], n_perm=cfg["n_perm"],
-        n_boot=cfg["n_boot"], seed=cfg["seed"], ci=cfg["ci"], max_exact=cfg["max_exact"])
+        n_boot=cfg["n_boot"], seed=cfg["seed"], ci=cfg["ci"], max_exact=cfg["max_exact"],
+        arms=dict(p.arms) if p.arms else None)
     log.info("paired tests: %d measure x region rows; %d incomplete pairs dropped in total",
              len(res), int(res.n_dropped.sum()))
     write_tsv(res, out.paired)
+
+
+def run_interaction():
+    cfg = dict(p.paired)
+    res = parallel.interaction_table(
+        stage.read_group_table(inp.table), dict(p.arms), p.active, p.control,
+        baseline=p.sessions[0], followup=p.sessions[1], family=cfg["family"],
+        corrections=cfg["corrections"], n_perm=cfg["n_perm"], seed=cfg["seed"], ci=cfg["ci"])
+    log.info("session x arm (%s - %s): %d measure x region rows; %s", p.active, p.control,
+             len(res), "exact relabelings" if res["perm_exact"].all() else
+             f"{cfg['n_perm']} random relabelings where exact ones exceed 20,000")
+    write_tsv(res, out.interaction)
 
 
 def run_mixed():
@@ -66,7 +79,9 @@ def run_hypotheses():
         stage.read_paired(inp.paired), baseline=p.sessions[0], followup=p.sessions[1],
         alpha=p.alpha, p_column=p.p_value, adjustment=p.adjustment, ci=p.ci,
         ci_level=p.ci_level, change=corr["change"], n_perm=corr["n_perm"], seed=corr["seed"],
-        max_exact=corr["max_exact"])
+        max_exact=corr["max_exact"],
+        interaction_table=stage.read_paired(inp.interaction) if inp.interaction else None,
+        default_arm=p.default_arm)
     for r in res.itertuples():
         log.info("hypothesis %r: %s (%s)", r.name, r.verdict, r.reason)
     write_tsv(res, out.hypotheses)
@@ -91,7 +106,8 @@ def run_nbs():
         write_tsv(res[key], out[key], index=True)
 
 
-STEPS = {"group_table": run_group_table, "paired": run_paired, "mixed": run_mixed,
+STEPS = {"group_table": run_group_table, "paired": run_paired, "interaction": run_interaction,
+         "mixed": run_mixed,
          "multimodal": run_multimodal, "hypotheses": run_hypotheses, "nbs": run_nbs}
 if p.step not in STEPS:
     raise ValueError(f"unknown step {p.step!r}; known steps: {', '.join(STEPS)}")

@@ -133,6 +133,10 @@ class _Study:
     alpha: float
     max_panels: int
     problems: list = field(default_factory=list)
+    ix: pd.DataFrame | None = None  # session x arm tests (parallel design)
+    arms: dict | None = None
+    active: str | None = None
+    control: str | None = None
 
     def has_measure(self, measure):
         return bool(len(self.gt)) and bool((self.gt["measure"] == measure).any())
@@ -274,7 +278,8 @@ def _self_check_section(s, truth, effects, reference_roi):
             "realised change about 95 % of the time, and each verdict should be the one the "
             "planted change calls for. The estimators never read the truth.</p>")
     if s.hy is not None and len(s.hy):
-        chk = validate.self_check(s.hy, s.gt, tr, eff, s.baseline, s.followup, reference_roi)
+        chk = validate.self_check(s.hy, s.gt, tr, eff, s.baseline, s.followup, reference_roi,
+                                  arms=s.arms, active=s.active, control=s.control)
         scored = chk[chk["covered"].notna()]
         judged = chk[chk["agrees"].notna()]
         body += ('<div class="cards">'
@@ -328,7 +333,11 @@ def _tac_section(s, tacs, tac_fits, tac_regions):
     return [("tacs", "PET time-activity curves", _figure(draw, "TACs", s.problems))]
 
 
-_PAIRED_COLUMNS = ["modality", "atlas", "measure", "region", "n", "n_dropped", "mean_pre",
+_INTERACTION_COLUMNS = ["modality", "atlas", "measure", "region", "n_active", "n_control",
+                        "mean_change_active", "mean_change_control", "diff", "ci_t_low",
+                        "ci_t_high", "hedges_g", "p_t", "p_wilcoxon", "p_perm", "p_perm_fdr_bh",
+                        "p_perm_holm", "family", "note"]
+_PAIRED_COLUMNS = ["arm", "modality", "atlas", "measure", "region", "n", "n_dropped", "mean_pre",
                    "mean_post", "mean_diff", "pct_change", "cohens_dz", "ci_t_low", "ci_t_high",
                    "p_t", "p_wilcoxon", "p_perm", "p_perm_fdr_bh", "p_perm_holm", "family", "note"]
 
@@ -343,7 +352,16 @@ def _statistics_section(s):
         body += (f"<h3>Paired tests surviving correction ({pcol} &lt; {s.alpha})</h3>"
                  + table_html(sig, _PAIRED_COLUMNS))
         body += "<h3>All paired tests</h3>" + table_html(
-            pt.sort_values(["modality", "measure", "region"]), _PAIRED_COLUMNS)
+            pt.sort_values([c for c in ("arm", "modality", "measure", "region")
+                            if c in pt.columns]), _PAIRED_COLUMNS)
+    if s.ix is not None and len(s.ix):
+        pcol = next((c for c in ("p_perm_fdr_bh", "p_perm_holm") if c in s.ix.columns), "p_perm")
+        body += (f"<h3>Session x arm: {html.escape(str(s.active))} minus "
+                 f"{html.escape(str(s.control))} change</h3><p>Difference of the arms' mean "
+                 "changes per measure and region (studentized permutation of the arm labels, "
+                 "Welch t, Mann-Whitney, Hedges' g), sorted by "
+                 f"{pcol}.</p>"
+                 + table_html(s.ix.sort_values(pcol), _INTERACTION_COLUMNS))
     if mx is not None and len(mx):
         formulas = ", ".join(dict.fromkeys(mx["formula"].astype(str)))
         body += ("<h3>Mixed models (session term)</h3>"
@@ -434,7 +452,8 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
                  sessions=("pre", "post"), mixed=None, multimodal=None, participants=None,
                  nbs=None, tacs=None, tac_fits=None, input_files=(), title="Pre/post study",
                  fmri_measures=(), pet_measures=(), max_panels=12, tac_regions=(),
-                 alpha=0.05, versions=None, truth=None, effects=None, reference_roi=None):
+                 alpha=0.05, versions=None, truth=None, effects=None, reference_roi=None,
+                 interaction=None):
     """Write the report to ``out_path`` and return its problems (figures that failed).
 
     Parameters
@@ -472,6 +491,8 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
         section scores the hypotheses and every session against them.
     reference_roi : str or None
         Reference region of DVR and BPND (their truth).
+    interaction : path-like or DataFrame or None
+        The session x arm table of a parallel design (``config['design']`` names the arms).
 
     Returns
     -------
@@ -479,6 +500,14 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
     """
     s = _read_study(group_table, exclusions, paired, hypotheses, mixed, multimodal, participants,
                     sessions, alpha, max_panels)
+    s.ix = _read(interaction, dtype={"region": str, "atlas": str})
+    design = config.get("design") or {}
+    if design.get("type") == "parallel" and len(s.gt):
+        col = design.get("arm_column", "arm")
+        parts = s.parts if s.parts is not None else pd.DataFrame(columns=["participant_id", col])
+        s.arms = dict(zip(parts["participant_id"].astype(str), parts[col].astype(str))) \
+            if col in parts.columns else {}
+        s.active, s.control = design.get("active"), design.get("control")
     versions = versions or package_versions()
     # (anchor, title, html) in page order; provenance comes last so it lists every problem
     sections = (_cohort_section(s, config)

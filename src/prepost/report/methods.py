@@ -142,6 +142,18 @@ def methods_paragraphs(config, versions, n_participants=None, nbs_atlases=()):
         f"families defined by {fam} (and atlas). A linear mixed model with a random intercept per "
         f"participant ({_g(st, 'mixed', 'formula', default='value ~ session')}) was fitted with "
         f"statsmodels {cite('statsmodels')}.")
+    design = config.get("design") or {}
+    if design.get("type") == "parallel":
+        act, ctl = design.get("active", "active"), design.get("control", "control")
+        paras.append(
+            f"Design. Parallel arms ({act} and {ctl}, participants.tsv column "
+            f"'{design.get('arm_column', 'arm')}'); the paired tests above ran within each arm. "
+            f"The effect of {act} is the difference between the arms' mean changes (the session x "
+            "arm interaction), tested per measure and region with a studentized permutation test "
+            "of the arm labels (Welch's t permuted; exact over all relabelings up to 20,000, "
+            f"otherwise {pa.get('n_perm', 10000)} random ones), Welch's t-test with its interval, "
+            "the Mann-Whitney test and Hedges' g, corrected within the same families; the "
+            f"Network-Based Statistic tests the {act} arm's change.")
     nbs = _g(st, "nbs", default={}) or {}
     if nbs_atlases:
         paras.append(

@@ -263,7 +263,7 @@ def build_group_table(paths, participants, rules=None, exclude_flagged=True, ses
 # --------------------------------------------------------------------------------------------
 def paired_statistics(table, baseline="pre", followup="post", family=("modality", "measure"),
                       corrections=("fdr_bh", "holm"), modalities=None,
-                      p_columns=("p_t", "p_wilcoxon", "p_perm"), **test_kwargs):
+                      p_columns=("p_t", "p_wilcoxon", "p_perm"), arms=None, **test_kwargs):
     """Paired tests per modality, measure and region with corrections within families.
 
     Parameters
@@ -281,6 +281,9 @@ def paired_statistics(table, baseline="pre", followup="post", family=("modality"
         Modalities to test; None tests every modality.
     p_columns : sequence of str
         p-value columns to correct.
+    arms : mapping or None
+        ``participant_id -> arm`` of a parallel design: each arm is tested on its own (an
+        ``arm`` column; families never mix arms). None tests every participant together.
     **test_kwargs
         Passed to :func:`prepost.stats.paired.paired_test` (n_perm, n_boot, seed, ci, ...).
 
@@ -294,8 +297,13 @@ def paired_statistics(table, baseline="pre", followup="post", family=("modality"
     by = ["modality", "atlas", "measure", "region"]
     data = _with_atlas(table)
     data = data if modalities is None else data[data["modality"].isin(modalities)]
-    # families never mix parcellations
+    # families never mix parcellations (nor arms)
     family = list(dict.fromkeys(["atlas", *family])) if family else ["atlas"]
+    if arms is not None:
+        arm = {str(k): str(v) for k, v in dict(arms).items()}
+        data = data.assign(arm=data["participant_id"].astype(str).map(arm))
+        data = data[data["arm"].notna()]
+        by, family = ["arm", *by], ["arm", *family]
     corrections = list(corrections)
     if not corrections:
         raise ConfigError(None, "stats.paired.corrections", "at least one method")

@@ -129,8 +129,8 @@ def validate_hypotheses(hypotheses, extra=()):
             raise _spec_error(i, name, "name", "a unique name", "a duplicate")
         names.add(name)
         test = h.get("test", "paired")
-        h = {"modality": None, "atlas": None, "method": "spearman", "margin": None, **h,
-             "test": test}
+        h = {"modality": None, "atlas": None, "arm": None, "method": "spearman",
+             "margin": None, **h, "test": test}
         if test in ("paired", "interaction"):
             for k in ("measure", "region"):
                 if not h.get(k):
@@ -237,7 +237,8 @@ def _fisher_ci(r, n, ci):
     return float(np.tanh(z - q * se)), float(np.tanh(z + q * se))
 
 
-RESULT_COLUMNS = ["name", "test", "measure", "region", "direction", "estimate", "estimate_label",
+RESULT_COLUMNS = ["name", "test", "measure", "region", "arm", "direction", "estimate",
+                  "estimate_label",
                   "ci_low", "ci_high", "n", "p", "p_source", "p_adjusted", "adjustment",
                   "alpha", "effect_size", "verdict", "reason"]
 
@@ -247,7 +248,7 @@ def _one_row(table, h, what):
     if table is None:
         return None, f"no {what}: the design has none (design.type: parallel makes one)"
     sel = (table["measure"] == h["measure"]) & (table["region"].astype(str) == str(h["region"]))
-    for k in ("modality", "atlas"):
+    for k in ("modality", "atlas", "arm"):
         if h.get(k) and k in table.columns:
             sel &= table[k].fillna("").astype(str) == h[k]
     hit = table[sel]
@@ -261,7 +262,8 @@ def _one_row(table, h, what):
 
 def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", followup="post",
                         alpha=0.05, p_column="p_perm", adjustment="holm", ci="t", ci_level=0.95,
-                        change="difference", interaction_table=None, **corr_kwargs):
+                        change="difference", interaction_table=None, default_arm=None,
+                        **corr_kwargs):
     """Judge every hypothesis.
 
     Parameters
@@ -289,6 +291,9 @@ def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", f
         Output of :func:`prepost.stats.parallel.interaction_table` (parallel designs): judges
         ``test: interaction`` hypotheses on the difference of the arms' changes, with the same
         ``p_column`` (Welch t for ``p_t``, Mann-Whitney for ``p_wilcoxon``) and the Welch interval.
+    default_arm : str or None
+        In a parallel design (a paired table with an ``arm`` column), the arm a paired
+        hypothesis without ``arm`` is judged in (the active one).
     **corr_kwargs
         Passed to :func:`prepost.stats.multimodal.change_correlation`.
 
@@ -300,7 +305,7 @@ def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", f
     rows = []
     delta = None
     for h in hypotheses:
-        base = {"name": h["name"], "test": h["test"], "direction": h["direction"],
+        base = {"name": h["name"], "test": h["test"], "direction": h["direction"], "arm": "",
                 "alpha": alpha, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                 "n": 0, "p": np.nan, "effect_size": np.nan, "reason": ""}
         if h["test"] == "interaction":
@@ -315,8 +320,9 @@ def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", f
                     base["margin_abs"] = abs(float(h["margin"]) / 100.0 * r["mean_pre"])
         elif h["test"] == "paired":
             base.update(measure=h["measure"], region=h["region"], estimate_label="mean change",
-                        p_source=p_column)
-            r, base["reason"] = _one_row(paired_table, h, "paired statistics")
+                        p_source=p_column, arm=h.get("arm") or default_arm or "")
+            r, base["reason"] = _one_row(paired_table, {**h, "arm": h.get("arm") or default_arm},
+                                         "paired statistics")
             if r is not None:
                 lo, hi = (r["ci_t_low"], r["ci_t_high"]) if ci == "t" else \
                     (r["ci_boot_low"], r["ci_boot_high"])

@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from prepost.errors import ConfigError, InputError
+from prepost.errors import ConfigError, InputError, ValidationReport
 from prepost.stats.paired import count_extreme, correct
 
-__all__ = ["ARM_P_COLUMNS", "relabelings", "arm_test", "interaction_table"]
+__all__ = ["ARM_P_COLUMNS", "participant_arms", "relabelings", "arm_test", "interaction_table"]
 
 #: p-value columns of the interaction table (corrected within families).
 ARM_P_COLUMNS = ("p_t", "p_wilcoxon", "p_perm")
@@ -43,6 +43,60 @@ ARM_P_COLUMNS = ("p_t", "p_wilcoxon", "p_perm")
 _COLUMNS = ["n_active", "n_control", "mean_change_active", "mean_change_control", "diff",
             "se_diff", "t", "df", "p_t", "ci_t_low", "ci_t_high", "u", "p_wilcoxon", "p_perm",
             "perm_exact", "n_relabelings", "hedges_g", "g_ci_low", "g_ci_high", "note"]
+
+
+def participant_arms(participants, path, arm_column, active, control, min_per_arm=2):
+    """Each participant's arm from participants.tsv, checked when the DAG is built.
+
+    Parameters
+    ----------
+    participants : pandas.DataFrame
+        participants.tsv as :func:`prepost.bids.read_participants` returns it.
+    path : path-like
+        The file (for the messages).
+    arm_column : str
+        The column naming each participant's arm (``design.arm_column``).
+    active, control : str
+        The two arm labels (``design.active``, ``design.control``).
+    min_per_arm : int
+        Fewest participants an arm may have.
+
+    Returns
+    -------
+    dict
+        ``participant_id -> arm``.
+
+    Raises
+    ------
+    ConfigError
+        The two labels are equal, or the column is missing (naming the columns there are).
+    ValidationReport
+        Every line whose arm is missing or another label, and arms with too few participants.
+    """
+    if str(active) == str(control):
+        raise ConfigError(None, "design.control", f"a label other than design.active "
+                          f"({active!r})", repr(control))
+    if arm_column not in participants.columns:
+        raise ConfigError(path, arm_column, "a participants.tsv column naming each "
+                          "participant's arm (design.arm_column)",
+                          f"columns {[c for c in participants.columns if c != 'label']}")
+    arms, problems = {}, []
+    for line, (pid, arm) in enumerate(zip(participants["participant_id"],
+                                          participants[arm_column]), start=2):
+        label = "" if pd.isna(arm) else str(arm).strip()
+        if label not in (str(active), str(control)):
+            problems.append(f"{path}: line {line} ({pid}), column '{arm_column}': expected "
+                            f"{active!r} or {control!r} (design.active / design.control), "
+                            f"found {label or 'n/a'!r}")
+        arms[str(pid)] = label
+    for arm in (str(active), str(control)):
+        n = sum(v == arm for v in arms.values())
+        if not problems and n < min_per_arm:
+            problems.append(f"{path}: column '{arm_column}': expected at least {min_per_arm} "
+                            f"participants in arm {arm!r}, found {n}")
+    if problems:
+        raise ValidationReport(problems)
+    return arms
 
 
 @functools.lru_cache(maxsize=16)

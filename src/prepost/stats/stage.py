@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 #: The stage's group tables: output key -> file suffix under ``<results>/group``.
 GROUP_TABLES = {"table": "group_table", "exclusions": "exclusions", "covariates": "covariates",
                 "paired": "paired", "mixed": "mixed", "multimodal": "multimodal",
-                "hypotheses": "hypotheses"}
+                "hypotheses": "hypotheses", "interaction": "interaction"}
 
 
 def output_paths(results):
@@ -53,7 +53,8 @@ def output_paths(results):
     dict of str
         ``table`` (group_table.tsv), ``exclusions``, ``covariates`` (how each participants.tsv
         column is named in the group table and formulas), ``paired``, ``mixed``,
-        ``multimodal`` and ``hypotheses``, all TSV files in ``<results>/group``.
+        ``multimodal``, ``hypotheses`` and ``interaction`` (parallel designs: the session x arm
+        tests), all TSV files in ``<results>/group``.
     """
     return {k: derivative(f"{results}/group", suffix, ".tsv") for k, suffix in GROUP_TABLES.items()}
 
