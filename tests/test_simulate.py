@@ -197,3 +197,21 @@ def test_command_line_entry_point(tmp_path):
                    "--bold-voxel", "8", "--pet-voxel", "8"])
     assert (tmp_path / "cli/bids/sub-01/ses-post/pet/sub-01_ses-post_trc-UCBJ_pet.nii.gz").exists()
     assert (tmp_path / "cli/truth/effects.json").exists()
+
+
+def test_control_arm_has_the_same_noise_and_no_effect():
+    """A parallel design's control participant (null_study) draws the same noise: the planted
+    participant's follow-up differs from it by the planted change."""
+    planted = simulate.merge_params({})
+    control = simulate.merge_params({"null_study": True})
+    a, b = simulate.subject_network_fc(planted, "03"), simulate.subject_network_fc(control, "03")
+    assert np.allclose(a["pre"], b["pre"], atol=1e-12)
+    dz = np.arctanh(a["post"]) - np.arctanh(b["post"])
+    # up to the projection onto valid covariances (eigenvalues floored), which moves Fisher z
+    # by under 0.015 here
+    assert np.allclose(dz, simulate.planted_effect_z(planted["effects"]), atol=0.015)
+    va, vb = simulate.pet_region_truth(planted, "03"), simulate.pet_region_truth(control, "03")
+    pcc = simulate.schaefer400_table()["is_pcc"].to_numpy()
+    ratio = va["post"]["parcel_vt"] / vb["post"]["parcel_vt"]
+    assert np.allclose(ratio[pcc], 1 + planted["effects"]["pcc_vt_pct"] / 100, rtol=1e-12)
+    assert np.allclose(ratio[~pcc], 1.0, rtol=1e-12)

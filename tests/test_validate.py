@@ -238,9 +238,10 @@ def test_summarise_replicates_closed_form():
 
 @pytest.mark.slow
 def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
-    """K = 2 replicate studies (2 participants, coarse fMRI only) through Snakemake: the summary
-    counts both, each replicate's realised truth is its own truth table's mean change, the bulky
-    derivatives are gone, and a second call reuses the finished replicates."""
+    """K = 2 replicate studies of the placebo-controlled example (4 participants, 2 per arm,
+    coarse fMRI only) through Snakemake: the summary counts both, each replicate's realised
+    truth is its own truth table's active minus control change, the control arm carries no
+    planted effect, the bulky derivatives are gone, and a second call reuses the replicates."""
     import yaml
     from runner import ROOT, TINY
 
@@ -248,43 +249,95 @@ def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
 
     cfg = {**{k: v for k, v in TINY.items() if k != "pet"}, "modalities": {"pet": False},
            "stats": {"hypotheses": [
-               {"name": "within-Default FC decreases", "test": "paired", "measure": "fc_within",
-                "region": "Default", "direction": "decrease"},
-               {"name": "SomMot-Default FC increases", "test": "paired",
-                "measure": "fc_between", "region": "SomMot-Default", "direction": "increase"}],
+               {"name": "within-Default FC falls more under ketamine", "test": "interaction",
+                "measure": "fc_within", "region": "Default", "direction": "decrease"},
+               {"name": "within-Default FC falls under ketamine", "test": "paired",
+                "measure": "fc_within", "region": "Default", "direction": "decrease"}],
                "mixed": {"measures": ["fc_within"]}, "multimodal": {"pairs": []},
                # 60 volumes: the 240 s default QC rule would exclude every session
                "qc": {"rules": [{"measure": "retained_s", "op": "<", "value": 60,
                                  "exclude": "fmri"}]}}}
-    base = tmp_path / "base.yaml"
+    base = tmp_path / "tiny.yaml"
     base.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "val"
-    args = [str(out), "-k", "2", "-n", "2", "--seed", "1000", "--configfile", str(base),
+    args = [str(out), "-k", "2", "-n", "4", "--seed", "1000", "--configfile",
+            str(ROOT / "config/examples/parallel.yaml"), str(base),
             "--snakefile", str(ROOT / "Snakefile"), "--cores", "2"]
     validate.main(args)
     summ = pd.read_csv(out / "summary.tsv", sep="\t").set_index("name")
     reps = pd.read_csv(out / "replicates.tsv", sep="\t")
-    assert list(summ.index) == ["within-Default FC decreases", "SomMot-Default FC increases"]
+    inter, paired = "within-Default FC falls more under ketamine", \
+        "within-Default FC falls under ketamine"
+    assert list(summ.index) == [inter, paired]
     assert (summ["replicates"] == 2).all()
-    assert summ.loc["within-Default FC decreases", "planted"] == pytest.approx(-0.10)
+    assert summ.loc[inter, "planted"] == pytest.approx(-0.10)
     realised = []
     for i, seed in enumerate((1000, 1001)):
         rep = out / f"rep-{i:03d}"
         assert yaml.safe_load((rep / "config.yaml").read_text())["simulate"]["seed"] == seed
+        arms = pd.read_csv(rep / "participants.tsv", sep="\t").set_index("participant_id")["arm"]
+        assert list(arms) == ["ketamine", "placebo"] * 2
         truth = pd.read_csv(rep / "results/simulated/truth/truth.tsv", sep="\t")
         t = truth[(truth.measure == "fc_within_z") & (truth.region == "Default")]
         w = t.pivot(index="participant_id", columns="session", values="value")
-        row = reps[(reps.replicate == i) & (reps.name == "within-Default FC decreases")].iloc[0]
-        assert row["realised"] == pytest.approx((w["post"] - w["pre"]).mean(), abs=1e-5)
-        assert row["covered"] == (row["ci_low"] <= row["realised"] <= row["ci_high"])
-        realised.append(row["realised"])
+        d = (w["post"] - w["pre"]).groupby(arms).mean()
+        rows = reps[reps.replicate == i].set_index("name")
+        assert rows.loc[inter, "realised"] == pytest.approx(d["ketamine"] - d["placebo"],
+                                                            abs=1e-5)
+        assert rows.loc[paired, "realised"] == pytest.approx(d["ketamine"], abs=1e-5)
+        r = rows.loc[inter]
+        assert r["covered"] == (r["ci_low"] <= r["realised"] <= r["ci_high"])
+        realised.append(r["realised"])
         assert sorted(p.name for p in (rep / "results").iterdir()) == ["group", "logs",
                                                                         "simulated"]
         assert not (rep / "results/simulated/bids").exists()
+        ix = pd.read_csv(rep / "results/group/interaction.tsv", sep="\t")
+        row = ix[(ix.measure == "fc_within") & (ix.region == "Default")].iloc[0]
+        assert (row["n_active"], row["n_control"]) == (2, 2)
+        assert row["diff"] == pytest.approx(r["estimate"])
     assert realised[0] != realised[1]
-    bias = reps[reps.name == "within-Default FC decreases"].eval("estimate - realised").mean()
-    assert summ.loc["within-Default FC decreases", "bias"] == pytest.approx(bias, abs=1e-4)
+    bias = reps[reps.name == inter].eval("estimate - realised").mean()
+    assert summ.loc[inter, "bias"] == pytest.approx(bias, abs=1e-4)
     # a second call finds both replicates done and writes the same summary
     before = (out / "summary.tsv").read_text()
     validate.main(args)
     assert (out / "summary.tsv").read_text() == before
+
+
+def test_self_check_of_a_parallel_design():
+    """Interaction: realised = active minus control mean true change; a paired hypothesis in the
+    control arm is planted 0."""
+    from prepost.stats import group, hypotheses as hyp, parallel
+    from prepost.validate import self_check
+
+    rng = np.random.default_rng(11)
+    truth, est, arms = [], [], {}
+    for i in range(12):
+        pid, arm = f"sub-{i + 1:02d}", ("ketamine", "placebo")[i % 2]
+        arms[pid] = arm
+        base = 0.5 + 0.1 * rng.standard_normal()
+        change = (-0.10 if arm == "ketamine" else 0.0) + 0.05 * rng.standard_normal()
+        for ses, v in (("pre", base), ("post", base + change)):
+            truth.append((pid, ses, "fmri", "fc_within_z", "Default", v))
+            est.append((pid, ses, "fmri", "fc_within", "Default",
+                        v + 0.02 * rng.standard_normal(), "Schaefer400"))
+    cols = ["participant_id", "session", "modality", "measure", "region", "value"]
+    truth = pd.DataFrame(truth, columns=cols)
+    est = pd.DataFrame(est, columns=cols + ["atlas"])
+    inter = parallel.interaction_table(est, arms, "ketamine", "placebo")
+    paired = group.paired_statistics(est, arms=arms, n_boot=200)
+    specs = hyp.validate_hypotheses([
+        {"name": "arm", "test": "interaction", "measure": "fc_within", "region": "Default",
+         "direction": "decrease"},
+        {"name": "placebo", "test": "paired", "arm": "placebo", "measure": "fc_within",
+         "region": "Default", "direction": "none"}])
+    hy = hyp.evaluate_hypotheses(specs, est, paired, interaction_table=inter,
+                                 default_arm="ketamine")
+    chk = self_check(hy, est, truth, EFFECTS, arms=arms, active="ketamine",
+                     control="placebo").set_index("name")
+    w = truth.pivot(index="participant_id", columns="session", values="value")
+    d = (w["post"] - w["pre"]).groupby(pd.Series(arms)).mean()
+    assert chk.loc["arm", "realised"] == pytest.approx(d["ketamine"] - d["placebo"], abs=1e-12)
+    assert chk.loc["arm", "planted"] == -0.10 and chk.loc["arm", "expected"] == "supported"
+    assert chk.loc["placebo", "realised"] == pytest.approx(d["placebo"], abs=1e-12)
+    assert chk.loc["placebo", "planted"] == 0.0 and chk.loc["placebo", "expected"] == "supported"

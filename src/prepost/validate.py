@@ -469,6 +469,38 @@ def _targets(results):
             "truth": str(truth / "truth.tsv"), "effects": str(truth / "effects.json")}
 
 
+def study_config(snakefile, configfiles=()):
+    """The workflow's config as Snakemake merges it: its ``config/config.yaml`` updated by each
+    config file in turn (nested keys one by one, lists replaced)."""
+    import yaml
+
+    def update(dst, src):
+        for k, v in (src or {}).items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                update(dst[k], v)
+            else:
+                dst[k] = v
+
+    cfg = yaml.safe_load((Path(snakefile).parent / "config" / "config.yaml").read_text()) or {}
+    for c in configfiles:
+        update(cfg, yaml.safe_load(Path(c).read_text()))
+    return cfg
+
+
+def replicate_participants(n, design=None):
+    """participants.tsv of a replicate: :func:`prepost.simulate.default_participants`, with the
+    arms of a parallel design alternating (active first) in its ``arm_column``."""
+    from prepost.simulate import default_participants
+
+    table = default_participants(n)
+    design = design or {}
+    if design.get("type") == "parallel":
+        table[design.get("arm_column", "arm")] = [
+            design.get("active", "ketamine") if i % 2 == 0 else design.get("control", "placebo")
+            for i in range(n)]
+    return table
+
+
 def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cores=2,
                   profile=None, keep=False, extra_args=()):
     """Simulate and analyse one replicate study with Snakemake; write its self-check.
@@ -485,14 +517,16 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
     import yaml
 
     from prepost.io import write_tsv
-    from prepost.simulate import default_participants
 
     rep = Path(rep)
     done = rep / "self_check.tsv"
     if done.exists():
         return pd.read_csv(done, sep="\t", keep_default_na=False, na_values=["n/a", ""])
     rep.mkdir(parents=True, exist_ok=True)
-    write_tsv(default_participants(n_participants), rep / "participants.tsv")
+    cfg = study_config(snakefile, configfiles)
+    design = cfg.get("design") or {}
+    parts = replicate_participants(n_participants, design)
+    write_tsv(parts, rep / "participants.tsv")
     (rep / "config.yaml").write_text(yaml.safe_dump(overrides, sort_keys=False))
     tg = _targets(overrides["results_dir"])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--configfile",
@@ -509,7 +543,11 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
                                                                "flag": str}),
                      pd.read_csv(tg["truth"], sep="\t", dtype={"region": str}),
                      json.loads(Path(tg["effects"]).read_text())["effects"],
-                     reference_roi=None)
+                     reference_roi=(cfg.get("pet") or {}).get("reference_roi"),
+                     **({"arms": dict(zip(parts["participant_id"],
+                                          parts[design.get("arm_column", "arm")])),
+                         "active": design.get("active"), "control": design.get("control")}
+                        if design.get("type") == "parallel" else {}))
     results = Path(overrides["results_dir"])
     if not keep:
         for sub in [*results.iterdir(), results / "simulated" / "bids", rep / ".snakemake"]:

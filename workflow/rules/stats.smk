@@ -47,9 +47,11 @@ for _i, _h in enumerate(STATS_HYPOTHESES):
         raise ConfigError(
             None,
             f"stats.hypotheses[{_i}] ({_h['name']!r}).arm",
-            f"{DESIGN['active']!r} or {DESIGN['control']!r} in a parallel design"
-            if PARALLEL
-            else "no arm in a pre/post design",
+            (
+                f"{DESIGN['active']!r} or {DESIGN['control']!r} in a parallel design"
+                if PARALLEL
+                else "no arm in a pre/post design"
+            ),
             repr(_h["arm"]),
         )
 # participants.tsv columns enter formulas under their formula terms ('Age' -> age)
@@ -80,7 +82,9 @@ STATS_OUT = pstats.output_paths(RESULTS)
 if not PARALLEL:
     del STATS_OUT["interaction"]
 # NBS tests the pre/post change of one arm: the active one in a parallel design
-NBS_SUBJECTS = [s for s in SUBJECTS if not PARALLEL or ARMS[f"sub-{s}"] == DESIGN["active"]]
+NBS_SUBJECTS = [
+    s for s in SUBJECTS if not PARALLEL or ARMS[f"sub-{s}"] == DESIGN["active"]
+]
 STATS_LOG = lambda step: pstats.log_paths(RESULTS, step)
 
 STAGE_TARGETS["stats"] = (
