@@ -520,8 +520,12 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
 
     rep = Path(rep)
     done = rep / "self_check.tsv"
-    if done.exists():
+
+    def read_done():
         return pd.read_csv(done, sep="\t", keep_default_na=False, na_values=["n/a", ""])
+
+    if done.exists():
+        return read_done()
     rep.mkdir(parents=True, exist_ok=True)
     cfg = study_config(snakefile, configfiles)
     design = cfg.get("design") or {}
@@ -554,7 +558,7 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
             if sub.name not in ("group", "simulated", "logs") and sub.exists():
                 shutil.rmtree(sub) if sub.is_dir() else sub.unlink()
     write_tsv(chk, done)
-    return chk
+    return read_done()  # as a later call reads it: the summary does not depend on which call
 
 
 def main(argv=None):
