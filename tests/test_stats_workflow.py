@@ -190,7 +190,8 @@ def test_parallel_design_stats_and_report(tmp_path):
 
     table, part = _parallel_study(tmp_path)
     results = tmp_path / "results"
-    targets = [*stats_stage.output_paths(results).values(), str(results / "report/report.html")]
+    targets = [*stats_stage.output_paths(results, parallel=True).values(),
+               str(results / "report/report.html")]
     snakemake(*targets, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"),
               cwd=tmp_path)
     gt = stats_stage.read_group_table(results / "group/group_table.tsv")

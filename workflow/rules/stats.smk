@@ -78,9 +78,7 @@ NBS_RELMAT = CONN_OUT["relmat"]
 NBS_OUT = pstats.nbs_output_paths(
     RESULTS, atlas="{atlas}", baseline=SESSIONS[0], followup=SESSIONS[1]
 )
-STATS_OUT = pstats.output_paths(RESULTS)
-if not PARALLEL:
-    del STATS_OUT["interaction"]
+STATS_OUT = pstats.output_paths(RESULTS, parallel=PARALLEL)
 # NBS tests the pre/post change of one arm: the active one in a parallel design
 NBS_SUBJECTS = [
     s for s in SUBJECTS if not PARALLEL or ARMS[f"sub-{s}"] == DESIGN["active"]

@@ -40,13 +40,15 @@ GROUP_TABLES = {"table": "group_table", "exclusions": "exclusions", "covariates"
                 "hypotheses": "hypotheses", "interaction": "interaction"}
 
 
-def output_paths(results):
+def output_paths(results, parallel=False):
     """The group tables of the statistics stage.
 
     Parameters
     ----------
     results : str or path-like
         Derivatives root.
+    parallel : bool
+        A parallel design: the session x arm table (``interaction``) is one of them.
 
     Returns
     -------
@@ -56,7 +58,8 @@ def output_paths(results):
         ``multimodal``, ``hypotheses`` and ``interaction`` (parallel designs: the session x arm
         tests), all TSV files in ``<results>/group``.
     """
-    return {k: derivative(f"{results}/group", suffix, ".tsv") for k, suffix in GROUP_TABLES.items()}
+    return {k: derivative(f"{results}/group", suffix, ".tsv") for k, suffix in GROUP_TABLES.items()
+            if parallel or k != "interaction"}
 
 
 def nbs_output_paths(results, *, atlas, baseline, followup, meas="pearson"):
