@@ -322,8 +322,7 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
             else:
                 ok = np.isfinite(delta[cx].to_numpy(float)) & np.isfinite(delta[cy].to_numpy(float))
                 subs = delta.index[ok]
-                d = [t.reindex([(s, followup) for s in subs]).to_numpy()
-                     - t.reindex([(s, baseline) for s in subs]).to_numpy() for t in (tx, ty)]
+                d = [_true_change(t, subs, baseline, followup)[0] for t in (tx, ty)]
                 kind = "spearman" if "spearman" in str(getattr(h, "estimate_label", "")) \
                     else "pearson"
                 row["realised"] = float(pd.Series(d[0]).corr(pd.Series(d[1]), method=kind))
