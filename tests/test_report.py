@@ -19,7 +19,7 @@ from prepost.io import write_json, write_tsv
 from prepost.pet import stage as pet_stage
 from prepost.report import build_report
 from prepost.report import provenance as prov
-from prepost.stats import group, hypotheses as hyp
+from prepost.stats import group, hypotheses as hyp, power
 
 from runner import ROOT, small_config, snakemake
 from test_stats_group import participants, study_table
@@ -92,6 +92,15 @@ def stage_outputs(tmp_path_factory):
                                             n_perm=500), files["multimodal"])
     write_tsv(hyp.evaluate_hypotheses(hyp.validate_hypotheses(KETAMINE), gt, paired,
                                       n_perm=500), files["hypotheses"])
+    curves, n_table, _ = power.plan(
+        hyp.validate_hypotheses(KETAMINE), gt, {"designs": ["prepost", "parallel"],
+                                                "n": [10, 20, 40], "target": 0.8,
+                                                "simulations": 200, "n_perm": 200,
+                                                "sampling": "normal", "seed": 0},
+        alpha=0.05, p_value="p_perm", max_exact=16)
+    files.update(power=d / "power.tsv", power_n=d / "power_n.tsv")
+    write_tsv(curves, files["power"])
+    write_tsv(n_table, files["power_n"])
     names, pre, post = _relmats(11, rng)
     summary, edges, t = group.nbs_matrices(pre, post, names, thresh=3.0)
     nbs = {"summary": d / "nbs.json", "edges": d / "edges.tsv", "t": d / "t.tsv",
@@ -142,7 +151,8 @@ def test_report_is_self_contained_with_decodable_figures(report):
     assert len(imgs) == text.count("<img")
     for need in ("mean framewise displacement per participant", "FC matrices Schaefer100",
                  "glass brain Schaefer100", "paired plot fc_within", "gradient positions",
-                 "TACs", "paired plot VT_1tcm", "scatter VT_1tcm(PCC) ~ alff(Default)"):
+                 "TACs", "paired plot VT_1tcm", "scatter VT_1tcm(PCC) ~ alff(Default)",
+                 "power curves"):
         assert need in alts
     for alt, data in imgs:
         im = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
@@ -160,8 +170,14 @@ def test_report_content(report, stage_outputs):
                     "Functional connectivity: Schaefer100", "Network-Based Statistic",
                     "Glass brain", "PET time-activity curves", "Statistics",
                     "Mixed models (session term)", "Multimodal: correlations of changes",
-                    "Methods", "Provenance"):
+                    "Power planning", "Methods", "Provenance"):
         assert f">{section}<" in text
+    # power planning: the n each planned hypothesis needs, per design, as the table says
+    ntab = pd.read_csv(stage_outputs["files"]["power_n"], sep="\t")
+    planned = ntab[ntab["design"].notna()]
+    assert len(planned) >= 4 and set(planned["design"]) == {"prepost", "parallel"}
+    for r in planned.itertuples():
+        assert f'<td class="l">{r.name}</td><td class="l">{r.design}</td>' in text
     # the QC exclusion and its reason
     assert "QC mean_fd (global) = 0.8, rule mean_fd &gt; 0.5" in text
     h = pd.read_csv(stage_outputs["files"]["hypotheses"], sep="\t")

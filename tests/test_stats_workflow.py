@@ -2,12 +2,15 @@
 
 import zipfile
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from prepost.connectivity import stage as conn_stage
+from prepost.stats import hypotheses as hyp
 from prepost.stats import stage as stats_stage
+from prepost.stats.group import change_scores
 from runner import ROOT, dry_run_jobs, small_config, snakemake
 from test_report import dry_run_job
 from test_stats_group import participants, study_table
@@ -33,7 +36,8 @@ def study(tmp_path_factory):
            "modalities": {"fmri": False, "pet": False},
            "stats": {"extra_tables": [str(tmp / "measures.tsv")],
                      "paired": {"n_boot": 500},
-                     "multimodal": {"n_perm": 2000}}}
+                     "multimodal": {"n_perm": 2000},
+                     "power": {"n": [10, 20, 40], "simulations": 300}}}
     (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
     targets = list(stats_stage.output_paths(results).values()) + [str(results / "report/report.html")]
     return tmp, results, targets
@@ -62,6 +66,21 @@ def test_stats_and_report_rules_run(study):
     assert "participants.tsv column 'Age' -> formula term 'age'" in log
     html = (results / "report/report.html").read_text()
     assert "sub-05" in html and "Hypotheses" in html
+    # power planning from the group table, as prepost.stats.power computes it in-process
+    from prepost.stats import power
+    from prepost.validate import study_config
+
+    cfg = study_config(ROOT / "Snakefile", [tmp / "config.yaml"])
+    curves, n_table, _ = power.plan(
+        hyp.validate_hypotheses(cfg["stats"]["hypotheses"]),
+        stats_stage.read_group_table(results / "group/group_table.tsv"), cfg["stats"]["power"],
+        alpha=0.05, p_value="p_perm", max_exact=16)
+    got = pd.read_csv(results / "group/power.tsv", sep="\t")
+    assert len(got) == len(curves) == 4 * 2 * 3  # 4 directional hypotheses, 2 designs, 3 n
+    np.testing.assert_allclose(got["power"], curves["power"], rtol=0, atol=1e-12)
+    got_n = pd.read_csv(results / "group/power_n.tsv", sep="\t")
+    assert list(got_n["n_target"].fillna(-1)) == list(n_table["n_target"].fillna(-1))
+    assert ">Power planning<" in html
 
     # snakemake --report bundles the tables and the page
     snakemake(*targets, "--cores", "1", "--configfile", str(tmp / "config.yaml"), "--report",
@@ -72,12 +91,18 @@ def test_stats_and_report_rules_run(study):
               "report.html"):
         assert any(n.endswith(f) for n in names), (f, names[:20])
 
-    # changing the significance level reruns only the hypotheses and the report
+    # changing the significance level reruns only the verdicts, the power plan and the report
     (tmp / "alpha.yaml").write_text(yaml.safe_dump({"stats": {"alpha": 0.01}}))
     res = snakemake(*targets, "-n", "--cores", "1", "--configfile", str(tmp / "config.yaml"),
                     str(tmp / "alpha.yaml"), cwd=tmp)
     jobs = {rule for rule in dry_run_jobs(res) if rule.startswith(("stats_", "report_"))}
-    assert jobs == {"stats_hypotheses", "report_html"}, res.stdout[-2000:]
+    assert jobs == {"stats_hypotheses", "stats_power", "report_html"}, res.stdout[-2000:]
+    # and a power-planning setting reruns only the power tables and the report
+    (tmp / "power.yaml").write_text(yaml.safe_dump({"stats": {"power": {"target": 0.9}}}))
+    res = snakemake(*targets, "-n", "--cores", "1", "--configfile", str(tmp / "config.yaml"),
+                    str(tmp / "power.yaml"), cwd=tmp)
+    jobs = {rule for rule in dry_run_jobs(res) if rule.startswith(("stats_", "report_"))}
+    assert jobs == {"stats_power", "report_html"}, res.stdout[-2000:]
 
 
 def test_no_tables_means_no_stats_targets(tmp_path):
@@ -168,6 +193,7 @@ def _parallel_study(tmp, n_per_arm=8):
                       "control": "placebo"},
            "stats": {"extra_tables": [str(tmp / "measures.tsv")],
                      "paired": {"n_boot": 300},
+                     "power": {"n": [10, 20], "simulations": 300},
                      "mixed": {"formula": "value ~ session * arm + age"},
                      "multimodal": {"n_perm": 500},
                      "hypotheses": [
@@ -221,6 +247,18 @@ def test_parallel_design_stats_and_report(tmp_path):
     text = (results / "report/report.html").read_text()
     assert "Session x arm: ketamine minus placebo change" in text
     assert "Parallel arms (ketamine and placebo" in text
+    # the interactions are planned as parallel studies from both arms' changes
+    ntab = pd.read_csv(results / "group/power_n.tsv", sep="\t").set_index(["name", "design"])
+    assert ("ketamine lowers DMN FC", "parallel") in ntab.index
+    assert ("ketamine lowers DMN FC", "prepost") not in ntab.index
+    curves = pd.read_csv(results / "group/power.tsv", sep="\t")
+    c = curves[curves.name == "ketamine lowers DMN FC"].iloc[0]
+    d = change_scores(gt, "pre", "post")[("fc_within", "Default", "")]
+    ket_d = d[[p for p in d.index if arms[p] == "ketamine"]]
+    pla_d = d[[p for p in d.index if arms[p] == "placebo"]]
+    assert c["mean_active"] == pytest.approx(ket_d.mean(), rel=1e-9)
+    assert c["mean_control"] == pytest.approx(pla_d.mean(), rel=1e-9)
+    assert ">Power planning<" in text
 
 
 @pytest.mark.parametrize("design,participants_text,needle", [

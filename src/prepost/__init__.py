@@ -36,8 +36,8 @@ pet
     Frame motion, coregistration, ROIs, TACs, blood input and kinetic models; ``pet.frames``
     holds the frame checks and window weights every PET module uses.
 stats
-    Group table, QC exclusions, paired tests, mixed models, NBS, multimodal correlations and
-    hypotheses (``stats.stage`` for the workflow).
+    Group table, QC exclusions, paired tests, parallel-arm tests, mixed models, NBS,
+    multimodal correlations, hypotheses and power planning (``stats.stage`` for the workflow).
 report
     The self-contained HTML report.
 

@@ -19,13 +19,15 @@ REPORT_TAC_FITS = (
     else []
 )
 # The self-check: the simulated study's truth, or a simulated dataset's sibling truth folder
-# (prepost-simulate writes OUT/bids and OUT/truth).
+# (prepost-simulate writes OUT/bids and OUT/truth). Only when a stage reads those images: tables
+# from stats.extra_tables alone are not the simulated study's, and must not simulate it.
 REPORT_TRUTH = psim.dataset_paths(
     BIDS_DIR, TRUTH_DIR if SIMULATED else Path(BIDS_DIR).parent / "truth"
 )
 REPORT_TRUTH = (
     {k: str(REPORT_TRUTH[k]) for k in ("truth", "effects")}
-    if SIMULATED or all(REPORT_TRUTH[k].exists() for k in ("truth", "effects"))
+    if (FMRI or PET)
+    and (SIMULATED or all(REPORT_TRUTH[k].exists() for k in ("truth", "effects")))
     else {"truth": [], "effects": []}
 )
 REPORT_NBS = {
@@ -42,6 +44,8 @@ rule report_html:
         multimodal=rules.stats_multimodal.output.multimodal,
         hypotheses=rules.stats_hypotheses.output.hypotheses,
         interaction=STATS_OUT["interaction"] if PARALLEL else [],
+        power=rules.stats_power.output.power,
+        power_n=rules.stats_power.output.power_n,
         participants=config["participants"],
         tables=STATS_TABLES,
         nbs_summary=REPORT_NBS["summary"],

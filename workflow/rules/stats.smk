@@ -273,6 +273,41 @@ rule stats_hypotheses:
         "../scripts/stats.py"
 
 
+rule stats_power:
+    input:
+        table=rules.stats_group_table.output.table,
+    output:
+        power=report(
+            STATS_OUT["power"],
+            caption="../report/power.rst",
+            category="Statistics",
+        ),
+        power_n=STATS_OUT["power_n"],
+    log:
+        STATS_LOG("power")["log"],
+    benchmark:
+        STATS_LOG("power")["benchmark"]
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        step="power",
+        hypotheses=STATS_HYPOTHESES,
+        power=STATS_CFG["power"],
+        alpha=STATS_CFG["alpha"],
+        p_value=STATS_CFG["p_value"],
+        max_exact=STATS_CFG["paired"]["max_exact"],
+        sessions=SESSIONS,
+        arms=ARMS or None,
+        active=DESIGN["active"] if PARALLEL else None,
+        control=DESIGN["control"] if PARALLEL else None,
+    script:
+        "../scripts/stats.py"
+
+
 rule stats_nbs:
     input:
         baseline=expand(

@@ -25,7 +25,7 @@ def run_html():
         fmri_measures=p.fmri_measures, pet_measures=p.pet_measures, max_panels=p.max_panels,
         tac_regions=p.tac_regions, alpha=p.alpha, truth=inp.truth or None,
         effects=inp.effects or None, reference_roi=p.reference_roi,
-        interaction=inp.interaction or None)
+        interaction=inp.interaction or None, power=inp.power, power_n=inp.power_n)
     for prob in problems:
         log.warning("report: %s", prob)
     log.info("report written: %s (%d problems)", snakemake.output.html, len(problems))

@@ -3,7 +3,7 @@
 from prepost import logs
 from prepost.io import write_json, write_tsv
 from prepost import bids
-from prepost.stats import covariates, group, hypotheses, parallel, stage
+from prepost.stats import covariates, group, hypotheses, parallel, power, stage
 
 log = logs.setup(snakemake.log[0])
 p = snakemake.params
@@ -87,6 +87,20 @@ def run_hypotheses():
     write_tsv(res, out.hypotheses)
 
 
+def run_power():
+    curves, n_table, effects = power.plan(
+        [dict(h) for h in p.hypotheses], stage.read_group_table(inp.table), dict(p.power),
+        alpha=p.alpha, p_value=p.p_value, max_exact=p.max_exact, baseline=p.sessions[0],
+        followup=p.sessions[1], arms=dict(p.arms) if p.arms else None, active=p.active,
+        control=p.control)
+    for r in n_table.itertuples():
+        log.info("power %r %s: effect size %.3g, n for %.0f %%: %s (t-test: %s)%s", r.name,
+                 r.design or "-", r.effect_size, 100 * r.target, r.n_target, r.n_target_t,
+                 f"; {r.note}" if isinstance(r.note, str) and r.note else "")
+    write_tsv(curves, out.power)
+    write_tsv(n_table, out.power_n)
+
+
 def run_nbs():
     cfg = dict(p.nbs)
     res = stage.nbs_stage(
@@ -108,7 +122,8 @@ def run_nbs():
 
 STEPS = {"group_table": run_group_table, "paired": run_paired, "interaction": run_interaction,
          "mixed": run_mixed,
-         "multimodal": run_multimodal, "hypotheses": run_hypotheses, "nbs": run_nbs}
+         "multimodal": run_multimodal, "hypotheses": run_hypotheses, "power": run_power,
+         "nbs": run_nbs}
 if p.step not in STEPS:
     raise ValueError(f"unknown step {p.step!r}; known steps: {', '.join(STEPS)}")
 STEPS[p.step]()

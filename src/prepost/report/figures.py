@@ -315,3 +315,31 @@ def self_check(check):
     axes[0].legend(fontsize=6, frameon=False, loc="upper left", ncol=2)
     fig.tight_layout()
     return fig
+
+
+def power_curves(curves, target=0.8):
+    """One panel per hypothesis: Monte Carlo power against n per design, with the Wilson
+    interval as a band and the target power as a line (``prepost.stats.power``'s curves)."""
+    names = list(dict.fromkeys(curves["name"]))
+    if not names:
+        raise ValueError("no hypothesis was planned")
+    colors = {"prepost": "#0077BB", "parallel": "#EE7733"}
+    labels = {"prepost": "pre/post (n participants)", "parallel": "parallel (n per arm)"}
+    fig, axes = _grid(len(names), ncols=3, size=(3.6, 2.6))
+    for ax, name in zip(axes, names):
+        g = curves[curves["name"] == name]
+        for design, d in g.groupby("design", sort=False):
+            d = d.sort_values("n")
+            c = colors.get(design, "#555555")
+            ax.fill_between(d["n"], d["power_low"], d["power_high"], color=c, alpha=0.25, lw=0)
+            ax.plot(d["n"], d["power"], "o-", color=c, ms=3, lw=1.4,
+                    label=labels.get(design, design))
+        ax.axhline(target, color="k", ls=":", lw=1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("n", fontsize=7)
+        ax.set_ylabel("power", fontsize=7)
+        ax.set_title(str(name), fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=6, frameon=False, loc="lower right")
+    fig.tight_layout()
+    return fig

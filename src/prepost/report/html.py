@@ -400,6 +400,35 @@ def _multimodal_section(s):
     return [("multimodal", "Multimodal: correlations of changes", body)]
 
 
+_POWER_N_COLUMNS = ["name", "design", "test", "effect_size", "target", "n_target",
+                    "n_target_bonferroni", "n_target_t", "note"]
+
+
+def _power_section(s, curves, n_table):
+    """Power curves of a replication and the n each hypothesis needs (``stats_power``)."""
+    curves, n_table = _read(curves, dtype={"region": str}), _read(n_table, dtype={"region": str})
+    if curves is None or n_table is None:
+        return []
+    body = ("<p>How many participants would a replication need? Each increase/decrease "
+            "hypothesis is simulated at every n with this study's mean and SD of the change "
+            "(a control arm, where the study had none, changes by 0 with the same SD) and "
+            "judged by the same test and alpha as the hypotheses above: power is the share of "
+            "simulated studies with a <i>supported</i> verdict (band: Wilson 95 % Monte Carlo "
+            "interval). <i>pre/post</i>: n participants scanned twice; <i>parallel</i>: n per "
+            "arm, active against control. <i>n_target</i>: the smallest n planned with power at "
+            "least the target; <i>n_target_bonferroni</i>: at alpha / m over the m planned "
+            "hypotheses (the hypotheses' own correction needs no more); <i>n_target_t</i>: the "
+            "t-test's closed form at the same effect size. This study's effect sizes are taken "
+            "at face value: from a small study they are uncertain, and optimistic when they "
+            "were found significant.</p>")
+    if len(curves):
+        target = float(n_table["target"].dropna().iloc[0]) if n_table["target"].notna().any() \
+            else 0.8
+        body += _figure(lambda: fg.power_curves(curves, target), "power curves", s.problems)
+    body += table_html(n_table, _POWER_N_COLUMNS)
+    return [("power", "Power planning", body)]
+
+
 def _methods_section(s, config, versions, nbs):
     n_sub = s.gt["participant_id"].nunique() if len(s.gt) else 0
     paras, cites = methods_paragraphs(config, versions, n_participants=n_sub,
@@ -453,7 +482,7 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
                  nbs=None, tacs=None, tac_fits=None, input_files=(), title="Pre/post study",
                  fmri_measures=(), pet_measures=(), max_panels=12, tac_regions=(),
                  alpha=0.05, versions=None, truth=None, effects=None, reference_roi=None,
-                 interaction=None):
+                 interaction=None, power=None, power_n=None):
     """Write the report to ``out_path`` and return its problems (figures that failed).
 
     Parameters
@@ -493,6 +522,9 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
         Reference region of DVR and BPND (their truth).
     interaction : path-like or DataFrame or None
         The session x arm table of a parallel design (``config['design']`` names the arms).
+    power, power_n : path-like or DataFrame or None
+        Power curves and the n per hypothesis (:mod:`prepost.stats.power`): a power-planning
+        section.
 
     Returns
     -------
@@ -520,6 +552,7 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
                 + _paired_section(s, pet_measures, "pet", "PET measures, paired")
                 + _statistics_section(s)
                 + _multimodal_section(s)
+                + _power_section(s, power, power_n)
                 + _methods_section(s, config, versions, nbs))
     sections += _provenance_section(s, config, input_files)
     _write_page(_page(sections, title, s.baseline, s.followup, config_hash(config)), out_path)

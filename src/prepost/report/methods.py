@@ -179,6 +179,20 @@ def methods_paragraphs(config, versions, n_participants=None, nbs_atlases=()):
             "significant in the predicted direction and 'opposite' when significant in the other; "
             "a predicted absence of change is supported when not significant and the "
             "confidence interval of the change includes 0.")
+    pw = _g(st, "power", default=None)
+    if hyps and pw:
+        designs = {"prepost": "n participants scanned before and after",
+                   "parallel": "n per arm against a control arm"}
+        paras.append(
+            "Power planning. The power of each increase/decrease hypothesis for a replication ("
+            + "; ".join(designs[d] for d in pw.get("designs", ["prepost"]) if d in designs)
+            + f") was estimated by Monte Carlo ({pw.get('simulations', 1000)} simulated studies "
+            "per n) with the same test and alpha, each participant's change drawn "
+            + ("from this study's changes, centred and resampled"
+               if pw.get("sampling") == "resample" else
+               "from a normal distribution with this study's mean and SD of the change")
+            + "; Wilson intervals give the Monte Carlo error, and the t-test's closed form "
+            "(statsmodels) is given beside it.")
     paras.append(f"Software. {software_sentence(versions)}; workflow managed by Snakemake "
                  f"{cite('snakemake')}, figures with matplotlib and nilearn {cite('nilearn')}.")
     return paras, cites

@@ -17,6 +17,11 @@ multimodal
 hypotheses
     Configured hypotheses (measure, region, predicted direction) checked against the paired
     tests, with verdicts and reasons.
+parallel
+    Parallel-arm designs: the session x arm interaction as a two-sample test of change scores.
+power
+    Power planning: the power of each hypothesis for a replication (pre/post or parallel) at
+    each n, by Monte Carlo with the workflow's own tests, from the study's changes.
 stage
     The workflow's statistics stage: file names (:func:`~prepost.stats.stage.output_paths`,
     :func:`~prepost.stats.stage.nbs_output_paths`), the group-table reader and NBS on the
@@ -27,4 +32,4 @@ Every difference is follow-up minus baseline. Correlation matrices are Fisher-tr
 :func:`prepost.connectivity.stage.read_relmat`.
 """
 
-__all__ = ["group", "hypotheses", "multimodal", "nbs", "paired", "stage"]
+__all__ = ["group", "hypotheses", "multimodal", "nbs", "paired", "parallel", "power", "stage"]

@@ -86,14 +86,18 @@ def count_extreme(null, observed, alternative):
     """Count null values at least as extreme as ``observed``.
 
     Uses the same relative tolerance as :func:`scipy.stats.permutation_test` (100 machine
-    epsilons of the observed value) so that ties produced by rounding count as ties.
+    epsilons of the observed value) so that ties produced by rounding count as ties. With
+    ``null`` of shape (m, k) and ``observed`` of shape (k,), counts each column (k tests at once).
     """
     gamma = np.abs(observed) * np.finfo(float).eps * 100
     if alternative == "two-sided":
-        return int(np.count_nonzero(np.abs(null) >= np.abs(observed) - gamma))
-    if alternative == "greater":
-        return int(np.count_nonzero(null >= observed - gamma))
-    return int(np.count_nonzero(null <= observed + gamma))
+        hits = np.abs(null) >= np.abs(observed) - gamma
+    elif alternative == "greater":
+        hits = null >= observed - gamma
+    else:
+        hits = null <= observed + gamma
+    count = np.count_nonzero(hits, axis=0)
+    return int(count) if np.ndim(count) == 0 else count
 
 
 def sign_flip_pvalue(d, n_perm=None, max_exact=16, seed=0, alternative="two-sided"):

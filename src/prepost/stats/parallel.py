@@ -130,10 +130,11 @@ def relabelings(n_active, n_control, n_perm=10000, max_exact=20000, seed=0):
 
 
 def _welch_t(masks, x, n_a, n_c):
-    """Welch t of every relabeling (rows of ``masks``) of the pooled values ``x``."""
-    x = x - x.mean()  # centred: the sums of squares below lose no precision
+    """Welch t of every relabeling (rows of ``masks``) of the pooled values ``x``: shape (n,),
+    or (n, k) for k samples at once (then one column of t per sample)."""
+    x = x - x.mean(axis=0)  # centred: the sums of squares below lose no precision
     s_a, q_a = masks @ x, masks @ (x * x)
-    s_c, q_c = x.sum() - s_a, (x * x).sum() - q_a
+    s_c, q_c = x.sum(axis=0) - s_a, (x * x).sum(axis=0) - q_a
     m_a, m_c = s_a / n_a, s_c / n_c
     v_a = np.maximum(q_a - n_a * m_a**2, 0.0) / (n_a - 1)
     v_c = np.maximum(q_c - n_c * m_c**2, 0.0) / (n_c - 1)

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 #: The stage's group tables: output key -> file suffix under ``<results>/group``.
 GROUP_TABLES = {"table": "group_table", "exclusions": "exclusions", "covariates": "covariates",
                 "paired": "paired", "mixed": "mixed", "multimodal": "multimodal",
-                "hypotheses": "hypotheses", "interaction": "interaction"}
+                "hypotheses": "hypotheses", "interaction": "interaction", "power": "power",
+                "power_n": "power_n"}
 
 
 def output_paths(results, parallel=False):
@@ -55,8 +56,9 @@ def output_paths(results, parallel=False):
     dict of str
         ``table`` (group_table.tsv), ``exclusions``, ``covariates`` (how each participants.tsv
         column is named in the group table and formulas), ``paired``, ``mixed``,
-        ``multimodal``, ``hypotheses`` and ``interaction`` (parallel designs: the session x arm
-        tests), all TSV files in ``<results>/group``.
+        ``multimodal``, ``hypotheses``, ``interaction`` (parallel designs: the session x arm
+        tests), ``power`` (power curves of a replication) and ``power_n`` (the n each
+        hypothesis needs), all TSV files in ``<results>/group``.
     """
     return {k: derivative(f"{results}/group", suffix, ".tsv") for k, suffix in GROUP_TABLES.items()
             if parallel or k != "interaction"}
