@@ -166,6 +166,36 @@ def test_nbs_reads_the_connectivity_stage_matrices(tmp_path):
     assert "connectivity_session" in dry_run_jobs(res)
 
 
+def test_parallel_design_nbs_reads_each_arms_matrices(tmp_path):
+    """The active arm's change (stats_nbs) and the interaction (stats_nbs_interaction, both
+    arms' matrices) are two jobs; the report reads the interaction's summary."""
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg = small_config(tmp_path, n=4, connectivity={**default["connectivity"],
+                                                    "atlases": ["Schaefer100"]},
+                       design={"type": "parallel", "arm_column": "arm", "active": "ketamine",
+                               "control": "placebo"})
+    (tmp_path / "participants.tsv").write_text(
+        "participant_id\tage\tfollowup_days\tarm\n" + "".join(
+            f"sub-0{i}\t{30 + i}\t7\t{'ketamine' if i % 2 else 'placebo'}\n"
+            for i in range(1, 5)))
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path)
+
+    def relmats(subs):
+        return {conn_stage.output_paths(
+            tmp_path / "results", sub=sub, ses=ses, task="rest", space="MNI152NLin2009aSym",
+            res=str(default["fmri"]["resolution_mm"]), atlas="Schaefer100",
+            meas="pearson")["relmat"] for sub in subs for ses in ("pre", "post")}
+
+    exc = {stats_stage.output_paths(tmp_path / "results")["exclusions"]}
+    assert set(dry_run_job(res.stdout, "stats_nbs")["input"]) == relmats(["01", "03"]) | exc
+    inter = dry_run_job(res.stdout, "stats_nbs_interaction")
+    assert set(inter["input"]) == relmats(["01", "02", "03", "04"]) | exc
+    out = stats_stage.nbs_output_paths(tmp_path / "results", atlas="Schaefer100",
+                                       baseline="pre", followup="post", interaction=True)
+    assert set(inter["output"]) == set(out.values())
+    assert out["summary"] in dry_run_job(res.stdout, "report_html")["input"]
+
+
 def test_nbs_atlas_without_connectivity_matrices_fails_at_dag_time(tmp_path):
     default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg = small_config(tmp_path, connectivity={**default["connectivity"], "atlases": ["Schaefer100"]},

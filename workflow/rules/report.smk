@@ -53,6 +53,11 @@ rule report_html:
         nbs_t=REPORT_NBS["t"],
         nbs_mean_baseline=REPORT_NBS["mean_baseline"],
         nbs_mean_followup=REPORT_NBS["mean_followup"],
+        nbs_interaction=(
+            expand(NBS_INTERACTION_OUT["summary"], atlas=NBS_ATLASES)
+            if PARALLEL
+            else []
+        ),
         tacs=REPORT_TACS,
         tac_fits=REPORT_TAC_FITS,
         truth=REPORT_TRUTH["truth"],

@@ -78,6 +78,14 @@ NBS_RELMAT = CONN_OUT["relmat"]
 NBS_OUT = pstats.nbs_output_paths(
     RESULTS, atlas="{atlas}", baseline=SESSIONS[0], followup=SESSIONS[1]
 )
+# parallel design: the NBS of the session x arm interaction as well
+NBS_INTERACTION_OUT = pstats.nbs_output_paths(
+    RESULTS,
+    atlas="{atlas}",
+    baseline=SESSIONS[0],
+    followup=SESSIONS[1],
+    interaction=True,
+)
 STATS_OUT = pstats.output_paths(RESULTS, parallel=PARALLEL)
 # NBS tests the pre/post change of one arm: the active one in a parallel design
 NBS_SUBJECTS = [
@@ -86,7 +94,9 @@ NBS_SUBJECTS = [
 STATS_LOG = lambda step: pstats.log_paths(RESULTS, step)
 
 STAGE_TARGETS["stats"] = (
-    list(STATS_OUT.values()) + expand(NBS_OUT["summary"], atlas=NBS_ATLASES)
+    list(STATS_OUT.values())
+    + expand(NBS_OUT["summary"], atlas=NBS_ATLASES)
+    + (expand(NBS_INTERACTION_OUT["summary"], atlas=NBS_ATLASES) if PARALLEL else [])
     if STATS_ON
     else []
 )
@@ -271,6 +281,51 @@ rule stats_hypotheses:
         sessions=SESSIONS,
     script:
         "../scripts/stats.py"
+
+
+if PARALLEL:
+
+    rule stats_nbs_interaction:
+        input:
+            baseline=expand(
+                NBS_RELMAT,
+                subject=SUBJECTS,
+                session=SESSIONS[0],
+                meas="pearson",
+                allow_missing=True,
+            ),
+            followup=expand(
+                NBS_RELMAT,
+                subject=SUBJECTS,
+                session=SESSIONS[1],
+                meas="pearson",
+                allow_missing=True,
+            ),
+            exclusions=rules.stats_group_table.output.exclusions,
+        output:
+            **NBS_INTERACTION_OUT,
+        log:
+            STATS_LOG("nbs_interaction_atlas-{atlas}")["log"],
+        benchmark:
+            STATS_LOG("nbs_interaction_atlas-{atlas}")["benchmark"]
+        wildcard_constraints:
+            atlas="|".join(NBS_ATLASES) or "[A-Za-z0-9]+",
+        conda:
+            "../../envs/stats.yaml"
+        threads: 1
+        resources:
+            mem_mb=lambda wildcards, attempt: 4000 * attempt,
+            runtime=60,
+        params:
+            step="nbs",
+            atlas=lambda wildcards: wildcards.atlas,
+            nbs=STATS_CFG["nbs"],
+            subjects=[f"sub-{s}" for s in SUBJECTS],
+            sessions=SESSIONS,
+            arms=ARMS,
+            active=DESIGN["active"],
+        script:
+            "../scripts/stats.py"
 
 
 rule stats_power:

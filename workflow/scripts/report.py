@@ -11,7 +11,8 @@ inp = snakemake.input
 def run_html():
     nbs = {
         atlas: {"summary": inp.nbs_summary[i], "edges": inp.nbs_edges[i], "t": inp.nbs_t[i],
-                "mean_baseline": inp.nbs_mean_baseline[i], "mean_followup": inp.nbs_mean_followup[i]}
+                "mean_baseline": inp.nbs_mean_baseline[i], "mean_followup": inp.nbs_mean_followup[i],
+                **({"interaction": inp.nbs_interaction[i]} if len(inp.nbs_interaction) else {})}
         for i, atlas in enumerate(p.atlases)
     }
     keys = [tuple(k) for k in p.tac_keys]

@@ -106,7 +106,9 @@ def run_nbs():
     res = stage.nbs_stage(
         list(inp.baseline), list(inp.followup), list(p.subjects), inp.exclusions, atlas=p.atlas,
         sessions=tuple(p.sessions), thresh=cfg["thresh"], tail=cfg["tail"], size=cfg["size"],
-        n_perm=cfg["n_perm"], max_exact=cfg["max_exact"], seed=cfg["seed"])
+        n_perm=cfg["n_perm"], max_exact=cfg["max_exact"], seed=cfg["seed"],
+        arms=dict(p.arms) if getattr(p, "arms", None) else None,
+        active=getattr(p, "active", None))
     summary = res["summary"]
     if summary.get("note"):
         log.warning("NBS %s: %s", summary["atlas"], summary["note"])
@@ -117,7 +119,8 @@ def run_nbs():
     write_json(summary, out.summary)
     write_tsv(res["edges"], out.edges)
     for key in ("mean_baseline", "mean_followup", "t"):
-        write_tsv(res[key], out[key], index=True)
+        if hasattr(out, key):  # the interaction NBS writes no group means
+            write_tsv(res[key], out[key], index=True)
 
 
 STEPS = {"group_table": run_group_table, "paired": run_paired, "interaction": run_interaction,

@@ -218,6 +218,23 @@ def _glass_brain(atlas, labels, mean_pre, mean_post, edges, alpha):
     return fg.glass_brain(coords, node, E, title="parcel mean FC change (Δz)")
 
 
+def _nbs_interaction_html(path, s):
+    """The session x arm NBS of a parallel design: settings and components."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc_:
+        s.problems.append(f"NBS interaction: {exc_}")
+        return ""
+    note = f" {html.escape(summary['note'])}." if summary.get("note") else ""
+    return (f"<h3>Network-Based Statistic: session x arm</h3><p>Welch t of the change, "
+            f"{html.escape(str(s.active))} ({summary.get('n_active', 0)}) minus "
+            f"{html.escape(str(s.control))} ({summary.get('n_control', 0)}); primary threshold "
+            f"{summary['thresh']:g} ({summary['tail']}), size {summary['size']}, "
+            f"{'exact over' if summary['exact'] else 'Monte Carlo with'} {summary['n_perm']} "
+            f"relabelings of the arms.{note}</p>"
+            + table_html(pd.DataFrame(summary.get("components", []))))
+
+
 def _connectivity_sections(s, nbs):
     """Per atlas: group-mean FC matrices, the NBS components and the glass brain."""
     sections = []
@@ -244,6 +261,8 @@ def _connectivity_sections(s, nbs):
                  f"{len(summary.get('dropped_parcels', []))}; participants left out: "
                  f"{html.escape(', '.join(summary.get('left_out', [])) or 'none')}.</p>")
         body += table_html(comps)
+        if files.get("interaction"):
+            body += _nbs_interaction_html(files["interaction"], s)
         labels = [str(x) for x in mean_pre.index]
         glass = _figure(lambda: _glass_brain(atlas, labels, mean_pre, mean_post, edges, s.alpha),
                         f"glass brain {atlas}", s.problems)
@@ -499,7 +518,8 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
         participants.tsv (cohort summary).
     nbs : dict or None
         ``{atlas: {'summary': json, 'edges': tsv, 't': tsv, 'mean_baseline': tsv,
-        'mean_followup': tsv}}``: FC matrices, NBS and the glass brain.
+        'mean_followup': tsv[, 'interaction': json]}}``: FC matrices, NBS (and the session x
+        arm NBS of a parallel design) and the glass brain.
     tacs, tac_fits : dict or None
         ``{(participant, session): tsv}`` of TACs (and model curves) to plot.
     input_files : sequence of path-like

@@ -153,7 +153,8 @@ def methods_paragraphs(config, versions, n_participants=None, nbs_atlases=()):
             "of the arm labels (Welch's t permuted; exact over all relabelings up to 20,000, "
             f"otherwise {pa.get('n_perm', 10000)} random ones), Welch's t-test with its interval, "
             "the Mann-Whitney test and Hedges' g, corrected within the same families; the "
-            f"Network-Based Statistic tests the {act} arm's change.")
+            f"Network-Based Statistic tests the {act} arm's change and, with Welch's t of each "
+            "edge's change and relabelings of the arms, the interaction.")
     nbs = _g(st, "nbs", default={}) or {}
     if nbs_atlases:
         paras.append(

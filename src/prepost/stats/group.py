@@ -31,7 +31,7 @@ from prepost.errors import ConfigError, InputError
 from prepost.stats.covariates import covariate_terms, formula_term
 from prepost.stats import paired as _paired
 from prepost.stats.multimodal import change_correlation
-from prepost.stats.nbs import nbs_paired
+from prepost.stats.nbs import nbs_paired, nbs_two_sample
 
 __all__ = [
     "TIDY_COLUMNS",
@@ -532,8 +532,10 @@ def multimodal_correlations(table, pairs, methods=("spearman", "pearson"), basel
 # Network-Based Statistic on connectivity matrices
 # --------------------------------------------------------------------------------------------
 def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent", n_perm=5000,
-                 max_exact=16, seed=0):
-    """Paired NBS of Fisher-z matrices, dropping parcels missing in any matrix.
+                 max_exact=16, seed=0, active=None):
+    """Paired NBS of Fisher-z matrices, dropping parcels missing in any matrix; or, with
+    ``active``, the NBS of the session x arm interaction (the active arm's changes against the
+    control arm's, :func:`prepost.stats.nbs.nbs_two_sample`).
 
     Parameters
     ----------
@@ -544,13 +546,18 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
         Parcel labels.
     thresh, tail, size, n_perm, max_exact, seed
         See :func:`prepost.stats.nbs.nbs_paired`.
+    active : array-like of bool or None
+        Per subject, True in the active arm and False in the control arm: the edge statistic is
+        Welch's t of the change, active minus control, and the null comes from relabelings of
+        the arms (``n_perm`` random ones where there are more than 20,000).
 
     Returns
     -------
     summary : dict
         Settings, ``n_subjects``, ``exact``, ``n_perm``, ``dropped_parcels``, and per component
-        its ``size``, ``p``, ``n_edges``, ``n_nodes``; with fewer than 2 participants nothing is
-        tested and ``note`` says so.
+        its ``size``, ``p``, ``n_edges``, ``n_nodes`` (with ``active``: also ``n_active`` and
+        ``n_control``); with fewer than 2 participants (per arm) nothing is tested and ``note``
+        says so.
     edges : pandas.DataFrame
         ``component``, ``parcel_i``, ``parcel_j``, ``t``, ``p`` per supra-threshold edge.
     t : pandas.DataFrame
@@ -560,12 +567,19 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     zp, zq = fisher_z(pre), fisher_z(post)
     n_nodes = zp.shape[1]
     labels = [str(i) for i in range(n_nodes)] if labels is None else [str(x) for x in labels]
-    if zp.shape[0] < 2:
+    arm = None if active is None else np.asarray(active, dtype=bool)
+    arms = {} if arm is None else {"n_active": int(arm.sum()), "n_control": int((~arm).sum())}
+    too_few = zp.shape[0] < 2 if arm is None else min(arms.values()) < 2
+    if too_few:
         # nothing to test; the outputs still exist and say why
         summary = {"n_subjects": int(zp.shape[0]), "n_parcels": int(n_nodes),
                    "dropped_parcels": [], "thresh": float(thresh), "tail": tail, "size": size,
                    "exact": False, "n_perm": 0, "components": [], "null_quantile_95": None,
-                   "note": f"fewer than 2 participants with both sessions (n={zp.shape[0]})"}
+                   **arms,
+                   "note": (f"fewer than 2 participants with both sessions (n={zp.shape[0]})"
+                            if arm is None else "fewer than 2 participants with both sessions "
+                            f"in an arm ({arms['n_active']} active, {arms['n_control']} "
+                            "control)")}
         return (summary, pd.DataFrame(columns=["component", "parcel_i", "parcel_j", "t", "p"]),
                 pd.DataFrame(np.full((n_nodes, n_nodes), np.nan), index=labels, columns=labels))
     off = ~np.eye(n_nodes, dtype=bool)
@@ -582,8 +596,12 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     A, B = zp[idx], zq[idx]
     for Z in (A, B):
         Z[:, np.arange(keep.size), np.arange(keep.size)] = 0.0
-    res = nbs_paired(A, B, thresh=thresh, tail=tail, size=size, n_perm=n_perm,
-                     max_exact=max_exact, seed=seed)
+    if arm is None:
+        res = nbs_paired(A, B, thresh=thresh, tail=tail, size=size, n_perm=n_perm,
+                         max_exact=max_exact, seed=seed)
+    else:
+        res = nbs_two_sample((B - A)[arm], (B - A)[~arm], thresh=thresh, tail=tail, size=size,
+                             n_perm=n_perm, seed=seed)
     kl = [labels[k] for k in keep]
     comps, rows = [], []
     for c, (e, s, p) in enumerate(zip(res.components, res.sizes, res.pvals), start=1):
@@ -598,7 +616,7 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     summary = {"n_subjects": int(zp.shape[0]), "n_parcels": int(n_nodes),
                "dropped_parcels": [labels[k] for k in np.flatnonzero(bad)],
                "thresh": float(thresh), "tail": tail, "size": size, "exact": bool(res.exact),
-               "n_perm": int(res.n_perm), "components": comps,
+               "n_perm": int(res.n_perm), "components": comps, **arms,
                "null_quantile_95": float(np.quantile(res.null, 0.95)) if res.null.size else None}
     edges = pd.DataFrame(rows, columns=["component", "parcel_i", "parcel_j", "t", "p"])
     return summary, edges, pd.DataFrame(t_full, index=labels, columns=labels)

@@ -34,7 +34,7 @@ from scipy.sparse.csgraph import connected_components
 from prepost.errors import InputError
 from prepost.stats.paired import sign_flips
 
-__all__ = ["NBSResult", "nbs_paired", "bct_sign_flips", "paired_edge_t"]
+__all__ = ["NBSResult", "nbs_paired", "nbs_two_sample", "bct_sign_flips", "paired_edge_t"]
 
 _TAILS = ("both", "right", "left")
 _SIZES = ("extent", "intensity")
@@ -289,6 +289,81 @@ def nbs_paired(X_pre, X_post=None, thresh=3.0, tail="both", size="extent", n_per
     if half:
         null = np.concatenate([null, null[::-1]])
     pvals = _component_pvalues(sizes, null, size, include_observed and not exact)
+    return NBSResult(t=t_mat, components=comps, nodes=comp_nodes, sizes=sizes, pvals=pvals,
+                     null=null, adj=adj, n_perm=int(null.size), exact=bool(exact),
+                     thresh=float(thresh), tail=tail, size=size)
+
+
+def nbs_two_sample(D_active, D_control, thresh=3.0, tail="both", size="extent", n_perm=5000,
+                   max_relabelings=20000, seed=0, chunk_size=None):
+    """Network-Based Statistic of a difference between two groups (e.g. the session x arm
+    interaction of a parallel design: the change matrices of the active arm against the control
+    arm's).
+
+    Each edge gets Welch's t of ``mean(D_active) - mean(D_control)``; the null distribution of
+    the largest supra-threshold component comes from relabelings of the groups
+    (:func:`prepost.stats.parallel.relabelings`: all of them when there are at most
+    ``max_relabelings``, otherwise the observed labeling and ``n_perm`` random ones), and
+    ``p = #{null >= size} / #relabelings`` with the observed labeling among them. Welch's t
+    (studentized, as :func:`prepost.stats.parallel.arm_test` permutes it) keeps the
+    false-positive rate when the groups' sizes and variances differ.
+
+    Parameters
+    ----------
+    D_active, D_control : array-like of shape (n_group, n_nodes, n_nodes)
+        Symmetric matrices of each group (e.g. follow-up minus baseline Fisher z).
+    thresh, tail, size, chunk_size
+        As :func:`nbs_paired`; ``tail='right'`` looks for edges where the active group is
+        higher.
+    n_perm : int
+        Random relabelings when the exact set is larger than ``max_relabelings``.
+    max_relabelings : int
+        Largest number of relabelings enumerated.
+    seed : int
+        Seed of the random relabelings.
+
+    Returns
+    -------
+    NBSResult
+        ``t`` holds Welch's t per edge; ``exact`` is True when every relabeling was used.
+    """
+    from prepost.stats.parallel import _welch_t, relabelings
+
+    if tail not in _TAILS:
+        raise InputError(field="tail", expected=" or ".join(_TAILS), found=tail)
+    if size not in _SIZES:
+        raise InputError(field="size", expected=" or ".join(_SIZES), found=size)
+    A, iu = _differences(D_active, None)
+    C, _ = _differences(D_control, None)
+    if A.shape[1] != C.shape[1]:
+        raise InputError(field="D_control", expected=f"matrices of {np.asarray(D_active).shape[1]}"
+                         " nodes, as D_active", found=np.asarray(D_control).shape)
+    na, nc = A.shape[0], C.shape[0]
+    D = np.concatenate([A, C])
+    n_edges = D.shape[1]
+    n_nodes = int(np.asarray(D_active).shape[1])
+    rows, cols = iu[0].astype(np.int64), iu[1].astype(np.int64)
+    observed = np.r_[np.ones(na), np.zeros(nc)][None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_obs = np.nan_to_num(_welch_t(observed, D, na, nc)[0], nan=0.0)
+    stat_obs = _tail_stat(t_obs, tail)
+    t_mat = np.zeros((n_nodes, n_nodes))
+    t_mat[rows, cols] = t_obs
+    t_mat = t_mat + t_mat.T
+    comps, comp_nodes, sizes, adj = _observed_components(stat_obs, thresh, rows, cols, n_nodes,
+                                                         size)
+    masks, exact = relabelings(na, nc, n_perm=n_perm, max_exact=max_relabelings, seed=seed)
+    if chunk_size is None:
+        chunk_size = max(1, int(4_000_000 // max(n_edges, 1)))
+    null = np.empty(len(masks))
+    for start in range(0, len(masks), chunk_size):
+        M = masks[start : start + chunk_size]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stat = _tail_stat(np.nan_to_num(_welch_t(M, D, na, nc), nan=0.0), tail)
+        null[start : start + len(M)] = _max_component_sizes(stat, thresh, rows, cols, n_nodes,
+                                                            size)
+    # the observed labeling is one of the relabelings: p >= 1 / #relabelings
+    pvals = _component_pvalues(sizes, null, size, include_observed=False)
     return NBSResult(t=t_mat, components=comps, nodes=comp_nodes, sizes=sizes, pvals=pvals,
                      null=null, adj=adj, n_perm=int(null.size), exact=bool(exact),
                      thresh=float(thresh), tail=tail, size=size)

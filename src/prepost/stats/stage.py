@@ -64,8 +64,8 @@ def output_paths(results, parallel=False):
             if parallel or k != "interaction"}
 
 
-def nbs_output_paths(results, *, atlas, baseline, followup, meas="pearson"):
-    """The files of one NBS test (rule stats_nbs).
+def nbs_output_paths(results, *, atlas, baseline, followup, meas="pearson", interaction=False):
+    """The files of one NBS test (rule stats_nbs; with ``interaction``, stats_nbs_interaction).
 
     Parameters
     ----------
@@ -77,6 +77,9 @@ def nbs_output_paths(results, *, atlas, baseline, followup, meas="pearson"):
         Session labels; the group-mean matrices carry them as ``ses-``.
     meas : str
         Connectivity measure of the matrices.
+    interaction : bool
+        The session x arm NBS of a parallel design (``desc-interaction``): ``summary``,
+        ``edges`` and ``t`` only.
 
     Returns
     -------
@@ -88,6 +91,10 @@ def nbs_output_paths(results, *, atlas, baseline, followup, meas="pearson"):
         return derivative(f"{results}/group", suffix, ext, datatype="nbs", atlas=atlas, meas=meas,
                           **entities)
 
+    if interaction:
+        return {"summary": nbs("nbs", ".json", desc="interaction"),
+                "edges": nbs("edges", ".tsv", desc="interaction"),
+                "t": nbs("relmat", ".tsv", stat="t", desc="interaction")}
     return {"summary": nbs("nbs", ".json"), "edges": nbs("edges", ".tsv", desc="nbs"),
             "t": nbs("relmat", ".tsv", stat="t"),
             "mean_baseline": nbs("relmat", ".tsv", ses=baseline, desc="mean"),
@@ -202,8 +209,9 @@ def mean_relmat(matrices, labels):
 
 
 def nbs_stage(baseline, followup, subjects, exclusions, *, atlas, sessions, thresh, tail, size,
-              n_perm, max_exact, seed):
-    """The NBS of one atlas: paired t of Fisher z, follow-up minus baseline.
+              n_perm, max_exact, seed, arms=None, active=None):
+    """The NBS of one atlas: paired t of Fisher z, follow-up minus baseline; with ``arms``, the
+    session x arm interaction (Welch t of the change, active minus control arm).
 
     Parameters
     ----------
@@ -219,6 +227,10 @@ def nbs_stage(baseline, followup, subjects, exclusions, *, atlas, sessions, thre
         Baseline and follow-up labels.
     thresh, tail, size, n_perm, max_exact, seed
         See :func:`prepost.stats.nbs.nbs_paired`.
+    arms : mapping or None
+        ``participant_id -> arm`` of a parallel design: the interaction is tested.
+    active : str or None
+        The active arm's label (the others are the control arm).
 
     Returns
     -------
@@ -230,11 +242,17 @@ def nbs_stage(baseline, followup, subjects, exclusions, *, atlas, sessions, thre
     if qc_out:
         log.info("NBS: leaving out %s (an fMRI session excluded by QC)", qc_out)
     pre, post, labels, kept, dropped = load_nbs_matrices(baseline, followup, subjects, qc_out)
+    in_active = None if arms is None else [arms[s] == active for s in kept]
     summary, edges, t = nbs_matrices(pre, post, labels, thresh=thresh, tail=tail, size=size,
-                                     n_perm=n_perm, max_exact=max_exact, seed=seed)
+                                     n_perm=n_perm, max_exact=max_exact, seed=seed,
+                                     active=in_active)
     summary.update(atlas=atlas, participants=kept, left_out=dropped, baseline=sessions[0],
                    followup=sessions[1],
-                   statistic="paired t of Fisher z (arctanh) of Pearson r, followup - baseline")
+                   statistic="paired t of Fisher z (arctanh) of Pearson r, followup - baseline"
+                   if arms is None else "Welch t of the change in Fisher z (arctanh) of Pearson "
+                   f"r, followup - baseline, arm {active} minus the control arm")
+    if arms is not None:
+        summary["arms"] = {s: arms[s] for s in kept}
     t.index.name = "parcel"
     return {"summary": summary, "edges": edges, "t": t,
             "mean_baseline": mean_relmat(pre, labels), "mean_followup": mean_relmat(post, labels)}
