@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from prepost.errors import ConfigError
 from prepost.stats import hypotheses as hyp
 from prepost.stats.parallel import arm_test, interaction_table, relabelings
 
@@ -154,7 +155,7 @@ def test_interaction_hypotheses_are_judged_on_the_arm_difference():
         {"name": "ketamine lowers within-Default FC more than placebo", "test": "interaction",
          "measure": "fc_within", "region": "Default", "direction": "decrease"},
         {"name": "no arm difference in Vis", "test": "interaction", "measure": "fc_within",
-         "region": "Vis", "direction": "none"}])
+         "region": "Vis", "direction": "none"}], arms=["ketamine", "placebo"])
     res = hyp.evaluate_hypotheses(specs, table, pd.DataFrame(columns=["measure", "region"]),
                                   interaction_table=inter, adjustment="holm").set_index("name")
     r = res.loc["ketamine lowers within-Default FC more than placebo"]
@@ -174,6 +175,20 @@ def test_interaction_hypothesis_needs_measure_and_direction():
                                   "region": "Default", "direction": "up"}])
     with pytest.raises(Exception, match="paired, interaction or correlation"):
         hyp.validate_hypotheses([{"name": "x", "test": "anova"}])
+
+
+def test_interaction_and_arm_need_a_parallel_design():
+    inter = {"name": "x", "test": "interaction", "measure": "fc_within", "region": "Default",
+             "direction": "decrease"}
+    with pytest.raises(ConfigError, match=r"stats.hypotheses\[0\] \('x'\).test.*needs "
+                                          "design.type: parallel"):
+        hyp.validate_hypotheses([inter])
+    paired = {**inter, "name": "y", "test": "paired", "arm": "placebo"}
+    with pytest.raises(ConfigError, match="no arm in a pre/post design"):
+        hyp.validate_hypotheses([paired])
+    with pytest.raises(ConfigError, match="'ketamine' or 'control' in a parallel design"):
+        hyp.validate_hypotheses([paired], arms=["ketamine", "control"])
+    assert len(hyp.validate_hypotheses([inter, paired], arms=["ketamine", "placebo"])) == 2
 
 
 def test_interaction_power_with_a_large_effect():

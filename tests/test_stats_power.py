@@ -142,7 +142,7 @@ def test_study_effects_from_a_parallel_study():
         {"name": "FC falls more", "test": "interaction", "measure": "fc_within",
          "region": "Default", "direction": "decrease"},
         {"name": "FC falls under placebo", "test": "paired", "measure": "fc_within",
-         "region": "Default", "direction": "decrease", "arm": "placebo"}])
+         "region": "Default", "direction": "decrease", "arm": "placebo"}], arms=["ketamine", "placebo"])
     eff = power.study_effects(hyps, table, arms=arms, active="ketamine", control="placebo")
     act = np.array([ch[(p, "fc_within", "Default")] for p, a in arms.items() if a == "ketamine"])
     ctl = np.array([ch[(p, "fc_within", "Default")] for p, a in arms.items() if a == "placebo"])

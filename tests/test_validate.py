@@ -330,7 +330,7 @@ def test_self_check_of_a_parallel_design():
         {"name": "arm", "test": "interaction", "measure": "fc_within", "region": "Default",
          "direction": "decrease"},
         {"name": "placebo", "test": "paired", "arm": "placebo", "measure": "fc_within",
-         "region": "Default", "direction": "none"}])
+         "region": "Default", "direction": "none"}], arms=["ketamine", "placebo"])
     hy = hyp.evaluate_hypotheses(specs, est, paired, interaction_table=inter,
                                  default_arm="ketamine")
     chk = self_check(hy, est, truth, EFFECTS, arms=arms, active="ketamine",

@@ -15,7 +15,9 @@ STATS_ON = bool(STATS_TABLES)
 # Checked while the DAG is built: hypotheses, modelled measures and multimodal pairs must name
 # measures that some stage produces, and the model formula must name participants.tsv columns.
 STATS_HYPOTHESES = phyp.validate_hypotheses(
-    STATS_CFG["hypotheses"], extra=STATS_CFG["extra_measures"]
+    STATS_CFG["hypotheses"],
+    extra=STATS_CFG["extra_measures"],
+    arms=[DESIGN["active"], DESIGN["control"]] if PARALLEL else None,
 )
 phyp.validate_measures(
     [(f"[{i}]", m) for i, m in enumerate(STATS_CFG["mixed"]["measures"])],
@@ -31,29 +33,6 @@ phyp.validate_measures(
     "stats.multimodal.pairs",
     extra=STATS_CFG["extra_measures"],
 )
-# interaction hypotheses need two arms; a paired hypothesis may name the arm it is judged in
-for _i, _h in enumerate(STATS_HYPOTHESES):
-    if _h["test"] == "interaction" and not PARALLEL:
-        raise ConfigError(
-            None,
-            f"stats.hypotheses[{_i}] ({_h['name']!r}).test",
-            "paired or correlation in a pre/post design (interaction needs design.type: "
-            "parallel)",
-            "interaction",
-        )
-    if _h.get("arm") and _h["arm"] not in (
-        [DESIGN["active"], DESIGN["control"]] if PARALLEL else []
-    ):
-        raise ConfigError(
-            None,
-            f"stats.hypotheses[{_i}] ({_h['name']!r}).arm",
-            (
-                f"{DESIGN['active']!r} or {DESIGN['control']!r} in a parallel design"
-                if PARALLEL
-                else "no arm in a pre/post design"
-            ),
-            repr(_h["arm"]),
-        )
 # participants.tsv columns enter formulas under their formula terms ('Age' -> age)
 STATS_TERMS = pcov.covariate_terms(PARTICIPANTS.columns, source=config["participants"])
 pgroup.check_formula(

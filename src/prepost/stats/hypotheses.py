@@ -107,11 +107,13 @@ def validate_measures(specs, where, extra=()):
                               repr(m))
 
 
-def validate_hypotheses(hypotheses, extra=()):
+def validate_hypotheses(hypotheses, extra=(), arms=None):
     """Check hypotheses from the config; raise :class:`ConfigError` naming the culprit.
 
-    Every hypothesis needs a unique ``name``, a ``test`` of 'paired' or 'correlation', a
-    ``direction`` allowed for that test, and measures from :func:`known_measures`.
+    Every hypothesis needs a unique ``name``, a ``test`` of 'paired', 'interaction' or
+    'correlation', a ``direction`` allowed for that test, and measures from
+    :func:`known_measures`. ``arms`` gives the two arm labels of a parallel design (active,
+    control); without them an ``interaction`` test or an ``arm`` is an error.
 
     Returns
     -------
@@ -159,6 +161,13 @@ def validate_hypotheses(hypotheses, extra=()):
                 raise _spec_error(i, name, "method", "spearman or pearson", h["method"])
         else:
             raise _spec_error(i, name, "test", "paired, interaction or correlation", test)
+        if test == "interaction" and not arms:
+            raise _spec_error(i, name, "test", "paired or correlation in a pre/post design "
+                              "(interaction needs design.type: parallel)", test)
+        if h.get("arm") and h["arm"] not in (arms or ()):
+            raise _spec_error(i, name, "arm", " or ".join(repr(a) for a in arms)
+                              + " in a parallel design" if arms else
+                              "no arm in a pre/post design", repr(h["arm"]))
         out.append(h)
     return out
 

@@ -454,9 +454,11 @@ def main(argv=None):
     for key in ("designs", "n", "simulations", "sampling", "seed"):
         if getattr(args, key) is not None:
             pcfg[key] = getattr(args, key)
-    hyps = validate_hypotheses(st["hypotheses"], extra=st.get("extra_measures", ()))
     sessions = [cfg["sessions"]["baseline"], cfg["sessions"]["followup"]]
     design = cfg.get("design") or {}
+    hyps = validate_hypotheses(st["hypotheses"], extra=st.get("extra_measures", ()),
+                               arms=[design["active"], design["control"]]
+                               if design.get("type") == "parallel" else None)
     arms = active = control = None
     if design.get("type") == "parallel":
         path = args.participants or Path(cfg["participants"])
