@@ -76,7 +76,8 @@ def test_stats_and_report_rules_run(study):
         stats_stage.read_group_table(results / "group/group_table.tsv"), cfg["stats"]["power"],
         alpha=0.05, p_value="p_perm", max_exact=16)
     got = pd.read_csv(results / "group/power.tsv", sep="\t")
-    assert len(got) == len(curves) == 4 * 2 * 3  # 4 directional hypotheses, 2 designs, 3 n
+    # 4 predicted changes x 2 designs and 1 correlation (pre/post only), at 3 n each
+    assert len(got) == len(curves) == (4 * 2 + 1) * 3
     np.testing.assert_allclose(got["power"], curves["power"], rtol=0, atol=1e-12)
     got_n = pd.read_csv(results / "group/power_n.tsv", sep="\t")
     assert list(got_n["n_target"].fillna(-1)) == list(n_table["n_target"].fillna(-1))

@@ -334,6 +334,7 @@ rule stats_power:
         alpha=STATS_CFG["alpha"],
         p_value=STATS_CFG["p_value"],
         max_exact=STATS_CFG["paired"]["max_exact"],
+        correlation={k: STATS_CFG["multimodal"][k] for k in ("change", "max_exact")},
         sessions=SESSIONS,
         arms=ARMS or None,
         active=DESIGN["active"] if PARALLEL else None,

@@ -92,10 +92,11 @@ def run_power():
         [dict(h) for h in p.hypotheses], stage.read_group_table(inp.table), dict(p.power),
         alpha=p.alpha, p_value=p.p_value, max_exact=p.max_exact, baseline=p.sessions[0],
         followup=p.sessions[1], arms=dict(p.arms) if p.arms else None, active=p.active,
-        control=p.control)
+        control=p.control, change=p.correlation["change"],
+        corr_max_exact=p.correlation["max_exact"])
     for r in n_table.itertuples():
         log.info("power %r %s: effect size %.3g, n for %.0f %%: %s (t-test: %s)%s", r.name,
-                 r.design or "-", r.effect_size, 100 * r.target, r.n_target, r.n_target_t,
+                 r.design or "-", r.effect_size, 100 * r.target, r.n_target, r.n_closed_form,
                  f"; {r.note}" if isinstance(r.note, str) and r.note else "")
     write_tsv(curves, out.power)
     write_tsv(n_table, out.power_n)

@@ -420,7 +420,7 @@ def _multimodal_section(s):
 
 
 _POWER_N_COLUMNS = ["name", "design", "test", "effect_size", "target", "n_target",
-                    "n_target_bonferroni", "n_target_t", "note"]
+                    "n_target_bonferroni", "n_closed_form", "note"]
 
 
 def _power_section(s, curves, n_table):
@@ -428,16 +428,18 @@ def _power_section(s, curves, n_table):
     curves, n_table = _read(curves, dtype={"region": str}), _read(n_table, dtype={"region": str})
     if curves is None or n_table is None:
         return []
-    body = ("<p>How many participants would a replication need? Each increase/decrease "
-            "hypothesis is simulated at every n with this study's mean and SD of the change "
-            "(a control arm, where the study had none, changes by 0 with the same SD) and "
+    body = ("<p>How many participants would a replication need? Each hypothesis with a "
+            "predicted change is simulated at every n with this study's mean and SD of the "
+            "change (a control arm, where the study had none, changes by 0 with the same SD), "
+            "each predicted association with this study's correlation of the changes, and "
             "judged by the same test and alpha as the hypotheses above: power is the share of "
             "simulated studies with a <i>supported</i> verdict (band: Wilson 95 % Monte Carlo "
             "interval). <i>pre/post</i>: n participants scanned twice; <i>parallel</i>: n per "
             "arm, active against control. <i>n_target</i>: the smallest n planned with power at "
             "least the target; <i>n_target_bonferroni</i>: at alpha / m over the m planned "
-            "hypotheses (the hypotheses' own correction needs no more); <i>n_target_t</i>: the "
-            "t-test's closed form at the same effect size. This study's effect sizes are taken "
+            "hypotheses (the hypotheses' own correction needs no more); <i>n_closed_form</i>: the "
+            "t-test's closed form at the same effect size (Fisher's z for a correlation). This "
+            "study's effect sizes are taken "
             "at face value: from a small study they are uncertain, and optimistic when they "
             "were found significant.</p>")
     if len(curves):

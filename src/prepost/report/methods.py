@@ -185,13 +185,15 @@ def methods_paragraphs(config, versions, n_participants=None, nbs_atlases=()):
         designs = {"prepost": "n participants scanned before and after",
                    "parallel": "n per arm against a control arm"}
         paras.append(
-            "Power planning. The power of each increase/decrease hypothesis for a replication ("
+            "Power planning. The power of each hypothesis with a predicted change or "
+            "association for a replication ("
             + "; ".join(designs[d] for d in pw.get("designs", ["prepost"]) if d in designs)
             + f") was estimated by Monte Carlo ({pw.get('simulations', 1000)} simulated studies "
             "per n) with the same test and alpha, each participant's change drawn "
             + ("from this study's changes, centred and resampled"
                if pw.get("sampling") == "resample" else
-               "from a normal distribution with this study's mean and SD of the change")
+               "from a normal distribution with this study's mean and SD of the change (a "
+               "bivariate normal with its Pearson r for a correlation)")
             + "; Wilson intervals give the Monte Carlo error, and the t-test's closed form "
             "(statsmodels) is given beside it.")
     paras.append(f"Software. {software_sentence(versions)}; workflow managed by Snakemake "

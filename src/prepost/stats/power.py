@@ -11,6 +11,10 @@ replication may take:
   by the session x arm tests of :func:`prepost.stats.parallel.arm_test` (studentized
   permutation of the arm labels, Welch t or Mann-Whitney).
 
+A correlation of changes between modalities (``test: correlation``) is planned as n participants
+with both changes, drawn from a bivariate normal with the study's Pearson r, and judged by the
+permutation test of :func:`prepost.stats.multimodal.change_correlation`.
+
 A simulated study counts as a success when the workflow's verdict would be *supported*: the
 two-sided p-value is below alpha and the estimate has the predicted sign. Power is the share of
 successes, given with its Wilson 95 % Monte Carlo interval, and with Bonferroni's alpha / m over
@@ -41,7 +45,7 @@ from prepost.stats.paired import count_extreme, sign_flips
 from prepost.stats.parallel import _welch_t, relabelings
 
 __all__ = ["DESIGNS", "POWER_COLUMNS", "N_COLUMNS", "study_effects", "simulated_pvalues",
-           "power_curves", "n_for_power", "main"]
+           "simulated_correlation_pvalues", "power_curves", "n_for_power", "plan", "main"]
 
 #: Replication designs that can be planned.
 DESIGNS = ("prepost", "parallel")
@@ -53,7 +57,7 @@ POWER_COLUMNS = ["name", "measure", "region", "direction", "design", "test", "n"
                  "alpha_bonferroni", "effect_size", "mean_active", "sd_active", "mean_control",
                  "sd_control", "source", "sampling"]
 N_COLUMNS = ["name", "measure", "region", "direction", "design", "test", "target",
-             "effect_size", "n_target", "n_target_bonferroni", "n_target_t", "n_max", "note"]
+             "effect_size", "n_target", "n_target_bonferroni", "n_closed_form", "n_max", "note"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,7 +69,8 @@ def _sample(values):
 
 
 def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=None,
-                  active=None, control=None, effects=None, control_mean=0.0):
+                  active=None, control=None, effects=None, control_mean=0.0,
+                  change="difference"):
     """The changes each directional hypothesis is planned from.
 
     Parameters
@@ -83,9 +88,12 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
         Arm labels of a parallel study.
     effects : mapping or None
         ``{hypothesis name: {mean, sd[, control_mean, control_sd]}}``: sizes in place of the
-        study's (in the measure's units; ``mean`` is the active arm's mean change).
+        study's (in the measure's units; ``mean`` is the active arm's mean change); ``{r}`` for a
+        correlation.
     control_mean : float
         Mean change of a planned control arm when the study had none.
+    change : {'difference', 'percent'}
+        Change score of correlations (``stats.multimodal.change``).
 
     Returns
     -------
@@ -93,13 +101,15 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
         Per hypothesis: ``name``, ``measure``, ``region``, ``direction``, ``active`` and
         ``control`` (the study's changes, or None), ``mean_active``, ``sd_active``,
         ``mean_control``, ``sd_control``, ``source`` ('study' or 'config') and ``note`` (why
-        it cannot be planned, else '').
+        it cannot be planned, else ''). A correlation has ``method``, ``r`` (Pearson r of the
+        changes: the bivariate normal it is planned from) and ``pairs`` (the study's changes,
+        shape (2, n), or None).
     """
     effects = dict(effects or {})
     unknown = sorted(set(effects) - {h["name"] for h in hypotheses})
     if unknown:
         raise ConfigError(None, "stats.power.effects", "names of stats.hypotheses", unknown)
-    delta = None
+    delta = corr_delta = None
     out = []
     for h in hypotheses:
         row = {"name": h["name"], "direction": h["direction"], "active": None, "control": None,
@@ -110,8 +120,36 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
         if h["test"] == "correlation":
             row.update(measure=f"{h['x']['measure']} ~ {h['y']['measure']}",
                        region=f"{h['x']['region']} ~ {h['y']['region']}",
-                       note="correlations are not planned here (paired and interaction tests "
-                            "only)")
+                       method=h.get("method", "spearman"), r=np.nan, pairs=None)
+            if h["direction"] == "none":
+                row["note"] = ("direction 'none': power is planned for a predicted association "
+                               "(positive, negative or any)")
+            elif h["name"] in effects:
+                r = effects[h["name"]].get("r")
+                if r is None or not -1 < float(r) < 1:
+                    raise ConfigError(None, f"stats.power.effects[{h['name']!r}]",
+                                      "a mapping with r, a correlation strictly between -1 and 1",
+                                      effects[h["name"]])
+                row.update(source="config", r=float(r))
+            elif table is None:
+                row["note"] = "no group table and no size in stats.power.effects"
+            else:
+                if corr_delta is None:
+                    corr_delta = change_scores(table, baseline, followup, kind=change)
+                (cx, wx), (cy, wy) = change_column(corr_delta, h["x"]), \
+                    change_column(corr_delta, h["y"])
+                if wx or wy:
+                    row["note"] = "; ".join(w for w in (wx, wy) if w)
+                    continue
+                xy = corr_delta[[cx, cy]].to_numpy(float)
+                if arms:  # the active arm's participants, as planned for a replication
+                    arm = pd.Series({str(k): str(v) for k, v in dict(arms).items()})
+                    xy = xy[arm.reindex(corr_delta.index.astype(str)).to_numpy() == active]
+                xy = xy[np.isfinite(xy).all(axis=1)]
+                if len(xy) < 4 or np.ptp(xy[:, 0]) == 0 or np.ptp(xy[:, 1]) == 0:
+                    row["note"] = f"fewer than 4 complete, varying pairs of changes ({len(xy)})"
+                    continue
+                row.update(source="study", r=float(np.corrcoef(xy.T)[0, 1]), pairs=xy.T)
             continue
         if h["direction"] not in ("increase", "decrease"):
             row["note"] = (f"direction {h['direction']!r}: power is planned for a predicted "
@@ -239,6 +277,53 @@ def simulated_pvalues(active, control=None, p_value="p_perm", n_perm=2000, max_e
     return p, est
 
 
+def simulated_correlation_pvalues(x, y, method="spearman", n_perm=2000, max_exact=8, seed=0):
+    """Two-sided permutation p-values of many correlations at once, as
+    :func:`prepost.stats.multimodal.change_correlation` computes one.
+
+    Parameters
+    ----------
+    x, y : array (k, n)
+        k simulated studies of n pairs of changes.
+    method : {'spearman', 'pearson'}
+    n_perm, max_exact, seed
+        As :func:`~prepost.stats.multimodal.change_correlation` (all ``n!`` pairings up to
+        ``max_exact``; the random pairings are shared by the k studies).
+
+    Returns
+    -------
+    p, r : arrays (k,)
+    """
+    from prepost.stats.multimodal import _permutations
+
+    x, y = np.atleast_2d(np.asarray(x, float)), np.atleast_2d(np.asarray(y, float))
+    if method == "spearman":
+        x, y = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    xc, yc = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+    denom = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (xc * yc).sum(axis=1) / denom
+    n = x.shape[1]
+    perms, exact = _permutations(n, n_perm, max_exact, seed)
+    count = np.zeros(len(x), dtype=np.int64)
+    chunk = max(1, 2**23 // (len(perms) * n))
+    for s in range(0, len(x), chunk):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            null = np.einsum("kpn,kn->pk", yc[s:s + chunk][:, perms], xc[s:s + chunk]) \
+                / denom[s:s + chunk]
+        count[s:s + chunk] = count_extreme(np.nan_to_num(null), r[s:s + chunk], "two-sided")
+    p = count / len(perms) if exact else (1 + count) / (1 + len(perms))
+    return np.where(np.isfinite(r), p, np.nan), r
+
+
+def _draw_pairs(rng, r, pairs, shape, sampling):
+    if sampling == "resample" and pairs is not None:
+        idx = rng.integers(0, pairs.shape[1], size=shape)
+        return pairs[0][idx], pairs[1][idx]
+    x = rng.standard_normal(shape)
+    return x, r * x + np.sqrt(1 - r * r) * rng.standard_normal(shape)
+
+
 def _wilson(k, n):
     from statsmodels.stats.proportion import proportion_confint
 
@@ -247,6 +332,8 @@ def _wilson(k, n):
 
 
 def _effect_size(e, design):
+    if "method" in e:
+        return e["r"]
     if design == "prepost":
         return e["mean_active"] / e["sd_active"]
     sd = np.sqrt((e["sd_active"] ** 2 + e["sd_control"] ** 2) / 2.0)
@@ -255,8 +342,13 @@ def _effect_size(e, design):
 
 def power_curves(effects, designs=DESIGNS, n=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
                  simulations=2000, alpha=0.05, p_value="p_perm", n_perm=2000, max_exact=16,
-                 sampling="normal", seed=0):
+                 sampling="normal", seed=0, corr_max_exact=8):
     """Monte Carlo power of each planned hypothesis, design and sample size.
+
+    A correlation of changes is planned as n participants with both changes (``prepost``
+    only), drawn from a bivariate normal with the study's Pearson r (or its pairs, resampled),
+    and judged by the permutation test of its method
+    (:func:`simulated_correlation_pvalues`); 'any' direction succeeds with either sign.
 
     Parameters
     ----------
@@ -272,6 +364,8 @@ def power_curves(effects, designs=DESIGNS, n=(10, 20, 30, 40, 50, 60, 70, 80, 90
         Significance level of a verdict (``stats.alpha``).
     p_value, n_perm, max_exact
         See :func:`simulated_pvalues`.
+    corr_max_exact : int
+        ``stats.multimodal.max_exact``: all ``n!`` pairings of a correlation up to this n.
     sampling : {'normal', 'resample'}
         How each participant's change is drawn (see the module's notes).
     seed : int
@@ -299,28 +393,40 @@ def power_curves(effects, designs=DESIGNS, n=(10, 20, 30, 40, 50, 60, 70, 80, 90
     m = max(1, len(planned))
     rows = []
     for i, e in enumerate(planned):
-        want = 1.0 if e["direction"] == "increase" else -1.0
+        corr = "method" in e
+        want = {"increase": 1.0, "positive": 1.0, "decrease": -1.0, "negative": -1.0}.get(
+            e["direction"])  # None: 'any' sign
         for j, design in enumerate(designs):
             if design == "prepost" and e.get("test_is_interaction"):
                 continue
+            if design == "parallel" and corr:
+                continue  # a correlation of changes needs n participants with both, in any arm
             for size in sizes:
                 # one stream per hypothesis, design and n: adding one leaves the others as they were
                 rng = np.random.default_rng([seed, i, j, size])
-                a = _draw(rng, e["mean_active"], e["sd_active"], e["active"],
-                          (simulations, size), sampling)
-                c = None
-                if design == "parallel":
-                    c = _draw(rng, e["mean_control"], e["sd_control"],
-                              e["control"] if e["control"] is not None else e["active"],
+                if corr:
+                    x, y = _draw_pairs(rng, e["r"], e["pairs"], (simulations, size), sampling)
+                    p, est = simulated_correlation_pvalues(
+                        x, y, e["method"], n_perm=n_perm, max_exact=corr_max_exact,
+                        seed=seed + size)
+                    test = "p_perm"
+                else:
+                    a = _draw(rng, e["mean_active"], e["sd_active"], e["active"],
                               (simulations, size), sampling)
-                p, est = simulated_pvalues(a, c, p_value=p_value, n_perm=n_perm,
-                                           max_exact=max_exact, seed=seed + size)
-                right = np.sign(est) == want
+                    c = None
+                    if design == "parallel":
+                        c = _draw(rng, e["mean_control"], e["sd_control"],
+                                  e["control"] if e["control"] is not None else e["active"],
+                                  (simulations, size), sampling)
+                    p, est = simulated_pvalues(a, c, p_value=p_value, n_perm=n_perm,
+                                               max_exact=max_exact, seed=seed + size)
+                    test = p_value
+                right = np.ones(len(p), bool) if want is None else np.sign(est) == want
                 k = int(np.count_nonzero((p < alpha) & right))
                 lo, hi = _wilson(k, simulations)
                 rows.append({
                     "name": e["name"], "measure": e["measure"], "region": e["region"],
-                    "direction": e["direction"], "design": design, "test": p_value, "n": size,
+                    "direction": e["direction"], "design": design, "test": test, "n": size,
                     "power": k / simulations, "power_low": lo, "power_high": hi,
                     "power_bonferroni": float(np.mean((p < alpha / m) & right)),
                     "simulations": int(simulations), "alpha": alpha, "alpha_bonferroni": alpha / m,
@@ -329,16 +435,21 @@ def power_curves(effects, designs=DESIGNS, n=(10, 20, 30, 40, 50, 60, 70, 80, 90
                     "mean_control": e["mean_control"] if design == "parallel" else np.nan,
                     "sd_control": e["sd_control"] if design == "parallel" else np.nan,
                     "source": e["source"],
-                    "sampling": sampling if e["active"] is not None else "normal"})
+                    "sampling": sampling if e.get("active") is not None
+                    or e.get("pairs") is not None else "normal"})
     return pd.DataFrame(rows, columns=POWER_COLUMNS)
 
 
-def _closed_form_n(es, design, alpha, target):
-    """n of the t-test (per arm in parallel) for a verdict in the predicted direction."""
+def _closed_form_n(es, design, alpha, target, correlation=False):
+    """n of the t-test (per arm in parallel) for a verdict in the predicted direction; for a
+    correlation, Fisher's z approximation ``n = ((z_(1-alpha/2) + z_power) / atanh(r))^2 + 3``."""
     from statsmodels.stats.power import TTestIndPower, TTestPower
 
     if not np.isfinite(es) or es <= 0:
         return np.nan
+    if correlation:
+        z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(target)
+        return float(np.ceil((z / np.arctanh(min(es, 0.999999))) ** 2 + 3))
     # two-sided test at alpha, success only in the predicted direction: one tail at alpha / 2
     kw = {"effect_size": es, "alpha": alpha / 2, "power": target, "alternative": "larger"}
     try:
@@ -354,7 +465,7 @@ def n_for_power(curves, target=0.8):
     """The smallest n of the grid that reaches ``target`` power, per hypothesis and design.
 
     ``n_target`` uses the per-hypothesis alpha, ``n_target_bonferroni`` alpha / m;
-    ``n_target_t`` is the closed-form n of the t-test at the same effect size (paired:
+    ``n_closed_form`` is the closed-form n of the t-test at the same effect size (paired:
     ``TTestPower``; parallel: ``TTestIndPower``, equal arms), rounded up. NaN with a note when
     the grid's largest n falls short.
     """
@@ -366,7 +477,9 @@ def n_for_power(curves, target=0.8):
         first = g.iloc[0]
         hit = g[g["power"] >= target]
         hit_b = g[g["power_bonferroni"] >= target]
-        es = float(first["effect_size"]) * (1 if first["direction"] == "increase" else -1)
+        sign = {"increase": 1, "positive": 1, "decrease": -1, "negative": -1}
+        es = float(first["effect_size"])
+        es = abs(es) if first["direction"] == "any" else es * sign[first["direction"]]
         note = ""
         if hit.empty:
             note = (f"power {g['power'].iloc[-1]:.2f} at n = {int(g['n'].iloc[-1])}, the "
@@ -378,31 +491,33 @@ def n_for_power(curves, target=0.8):
                      "target": target, "effect_size": float(first["effect_size"]),
                      "n_target": float(hit["n"].iloc[0]) if len(hit) else np.nan,
                      "n_target_bonferroni": float(hit_b["n"].iloc[0]) if len(hit_b) else np.nan,
-                     "n_target_t": _closed_form_n(es, design, float(first["alpha"]), target),
+                     "n_closed_form": _closed_form_n(es, design, float(first["alpha"]), target,
+                                                     correlation="~" in str(first["measure"])),
                      "n_max": int(g["n"].iloc[-1]), "note": note})
     return _n_table(rows)
 
 
 def _n_table(rows):
     out = pd.DataFrame(rows, columns=N_COLUMNS)
-    for col in ("n_target", "n_target_bonferroni", "n_target_t", "n_max"):
+    for col in ("n_target", "n_target_bonferroni", "n_closed_form", "n_max"):
         out[col] = pd.to_numeric(out[col]).astype("Int64")
     return out
 
 
 def plan(hypotheses, table, cfg, *, alpha, p_value, max_exact, baseline="pre",
-         followup="post", arms=None, active=None, control=None):
+         followup="post", arms=None, active=None, control=None, change="difference",
+         corr_max_exact=8):
     """Both power tables from the ``stats.power`` config: ``(curves, n_table, effects)``."""
     interaction = {h["name"] for h in hypotheses if h["test"] == "interaction"}
     effects = study_effects(hypotheses, table, baseline, followup, arms=arms, active=active,
                             control=control, effects=cfg.get("effects"),
-                            control_mean=cfg.get("control_mean", 0.0))
+                            control_mean=cfg.get("control_mean", 0.0), change=change)
     for e in effects:
         e["test_is_interaction"] = e["name"] in interaction
     curves = power_curves(effects, designs=cfg["designs"], n=cfg["n"],
                           simulations=cfg["simulations"], alpha=alpha, p_value=p_value,
                           n_perm=cfg["n_perm"], max_exact=max_exact, sampling=cfg["sampling"],
-                          seed=cfg["seed"])
+                          seed=cfg["seed"], corr_max_exact=corr_max_exact)
     # hypotheses that cannot be planned keep a row that says why
     skipped = [{"name": e["name"], "measure": e["measure"], "region": e["region"],
                 "direction": e["direction"], "design": "", "test": p_value,
@@ -471,14 +586,16 @@ def main(argv=None):
     table = read_group_table(args.group_table) if args.group_table else None
     curves, ntab, _ = plan(hyps, table, pcfg, alpha=st["alpha"], p_value=st["p_value"],
                            max_exact=st["paired"]["max_exact"], baseline=sessions[0],
-                           followup=sessions[1], arms=arms, active=active, control=control)
+                           followup=sessions[1], arms=arms, active=active, control=control,
+                           change=st["multimodal"]["change"],
+                           corr_max_exact=st["multimodal"]["max_exact"])
     out = args.out or (args.group_table.parent if args.group_table else Path("."))
     out.mkdir(parents=True, exist_ok=True)
     write_tsv(curves, out / "power.tsv")
     write_tsv(ntab, out / "power_n.tsv")
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(ntab[["name", "design", "effect_size", "n_target", "n_target_bonferroni",
-                    "n_target_t", "note"]].to_string(index=False))
+                    "n_closed_form", "note"]].to_string(index=False))
     print(f"written: {out / 'power.tsv'}, {out / 'power_n.tsv'}")
     return 0
 
