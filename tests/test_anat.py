@@ -213,10 +213,15 @@ def test_4d_images_are_resampled_volume_by_volume(run):
     assert np.allclose(out.get_fdata()[..., 1], 2 * one, atol=2e-3)
 
 
-def test_atropos_refinement_keeps_gm(run):
+def test_atropos_refinement_keeps_gm(run, tmp_path, monkeypatch):
+    import tempfile
+
     res = run["res"]
     priors = anat.warp_priors(res["transforms"], run["t1w"])
+    # ants.atropos writes its posteriors to the temporary folder: none may be left there
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     post = anat.refine_tissues(res["preproc"], priors, res["brain_mask"])
+    assert list(tmp_path.iterdir()) == [] and tempfile.tempdir == str(tmp_path)
     assert anat.dice(post["gm"], run["truth"]["gm"]) > 0.7
     total = post["gm"].get_fdata() + post["wm"].get_fdata() + post["csf"].get_fdata()
     assert np.allclose(total[res["brain_mask"].get_fdata() > 0], 1.0, atol=1e-3)

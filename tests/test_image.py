@@ -144,6 +144,30 @@ print(json.dumps(mats[0].tolist())); print(json.dumps(mats[1].tolist()))
 """
 
 
+def test_rigid_registration_leaves_no_transform_files_behind(tmp_path, monkeypatch):
+    """Without an outprefix the transform files go to a folder removed on return (ANTs' default
+    left a tmp*GenericAffine.mat in the temporary folder per call); with one they are kept."""
+    import tempfile
+
+    from nilearn.datasets import load_mni152_template
+
+    from prepost.image import to_ants
+    from prepost.registration import params_to_affine, register_rigid_ants
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    t1 = load_mni152_template(resolution=4)
+    moved = nib.Nifti1Image(t1.get_fdata().astype(np.float32),
+                            params_to_affine([2.0, -1.0, 1.5, 0.0, 0.0, 0.0]) @ t1.affine)
+    reg = register_rigid_ants(to_ants(t1), to_ants(moved), seed=1, n_threads=1)
+    assert list(tmp_path.iterdir()) == [] and "fwdtransforms" not in reg
+    # the translation is recovered (its sign depends on the direction of the map)
+    assert np.allclose(np.abs(reg["fixed_to_moving"][:3, 3]), [2.0, 1.0, 1.5], atol=0.3)
+    kept = register_rigid_ants(to_ants(t1), to_ants(moved), seed=1, n_threads=1,
+                               outprefix=str(tmp_path / "keep_"))
+    assert [str(f) for f in kept["fwdtransforms"]] == [str(tmp_path / "keep_0GenericAffine.mat")]
+    assert (tmp_path / "keep_0GenericAffine.mat").exists()
+
+
 def test_registration_is_bit_identical_once_the_thread_count_is_set_first():
     # ITK takes its thread count from the first image a process makes: set later, a rigid
     # registration used two threads and differed by ~0.01 mm from run to run

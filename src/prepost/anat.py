@@ -629,9 +629,17 @@ def refine_tissues(t1w_img, priors, brain_mask, *, prior_weight=0.5, mrf_weight=
     t1 = to_ants(load_t1w(t1w_img))
     mask = to_ants(brain_mask).threshold_image(0.5, 1e9)
     pri = [to_ants(priors[k]) for k in ("csf", "gm", "wm")]
-    seg = ants.atropos(a=t1, x=mask, i=pri, m=f"[{float(mrf_weight)},1x1x1]",
-                       c=f"[{int(n_iterations)},0]", priorweight=float(prior_weight))
-    probs = [from_ants(p) for p in seg["probabilityimages"]]
+    # ants.atropos writes its posteriors next to tempfile.mktemp() and never removes them: point
+    # the temporary folder at one of ours for the call
+    old_tempdir = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="prepost-atropos-") as tmp:
+        tempfile.tempdir = tmp
+        try:
+            seg = ants.atropos(a=t1, x=mask, i=pri, m=f"[{float(mrf_weight)},1x1x1]",
+                               c=f"[{int(n_iterations)},0]", priorweight=float(prior_weight))
+            probs = [from_ants(p) for p in seg["probabilityimages"]]
+        finally:
+            tempfile.tempdir = old_tempdir
     return dict(zip(("csf", "gm", "wm"), probs))
 
 

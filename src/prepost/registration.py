@@ -49,6 +49,7 @@ point ``x`` of the fixed (output) space to ``B(A(x))`` in the moving space
 from __future__ import annotations
 
 import os
+import tempfile
 
 import nibabel as nib
 import numpy as np
@@ -563,6 +564,9 @@ def register_rigid_ants(fixed, moving, *, seed, n_threads, type_of_transform="Ri
         not depend on the grid); ``warpedmovout`` is then on the shrunk grid.
     **kwargs
         Passed to ``ants.registration`` (schedule, ``initial_transform``, ``outprefix`` ...).
+        Without ``outprefix`` the transform files go to a temporary folder removed on return
+        (ANTs' own default leaves one in the system's temporary folder per call), and
+        ``fwdtransforms``/``invtransforms`` are left out of the result.
 
     Returns
     -------
@@ -579,15 +583,23 @@ def register_rigid_ants(fixed, moving, *, seed, n_threads, type_of_transform="Ri
                          found=repr(type_of_transform))
     fixed_shrink = resolve_shrink(fixed_shrink, fixed, moving)
     fixed = shrink_image(fixed, fixed_shrink)
-    with ants_settings(n_threads=n_threads, seed=seed):
-        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform,
-                                aff_metric=aff_metric, **kwargs)
-    mats = [str(f) for f in reg["fwdtransforms"]]
-    if not mats or not all(f.endswith(".mat") for f in mats):
-        raise InputError(field="fwdtransforms", expected="linear transform files (.mat)",
-                         found=str(mats))
-    out = dict(reg)
-    out["fixed_to_moving"] = compose_ants_affines(mats)
+    keep = "outprefix" in kwargs
+    with tempfile.TemporaryDirectory(prefix="prepost-rigid-") as tmp:
+        if not keep:
+            kwargs["outprefix"] = os.path.join(tmp, "rigid_")
+        with ants_settings(n_threads=n_threads, seed=seed):
+            reg = ants.registration(fixed=fixed, moving=moving,
+                                    type_of_transform=type_of_transform, aff_metric=aff_metric,
+                                    **kwargs)
+        mats = [str(f) for f in reg["fwdtransforms"]]
+        if not mats or not all(f.endswith(".mat") for f in mats):
+            raise InputError(field="fwdtransforms", expected="linear transform files (.mat)",
+                             found=str(mats))
+        out = dict(reg)
+        out["fixed_to_moving"] = compose_ants_affines(mats)
+    if not keep:  # their files went with the temporary folder
+        out.pop("fwdtransforms", None)
+        out.pop("invtransforms", None)
     out["fixed_shrink"] = int(fixed_shrink)
     out["fixed"] = fixed
     return out
