@@ -254,18 +254,18 @@ def test_two_sample_finds_a_planted_interaction_and_not_a_shared_change():
 
 
 def test_two_sample_false_positive_rate_with_unequal_arms():
-    """300 null studies, 8 vs 5 participants: the largest component is significant at 0.05 in
-    2-9 % of them (binomial SE 1.3 %). (With the 5-participant arm twice as variable the arms
-    are not exchangeable and no relabeling test is exact: Welch's t gives 17 % there, the
-    pooled t 30 %; at 10 vs 6, 8.7 % and 28 %.)"""
+    """1,000 null studies, 8 vs 5 participants (all 1,287 relabelings): the largest component is
+    significant at 0.05 in 3-7 % of them (4.2 %; binomial SE 0.7 %). (With the 5-participant
+    arm twice as variable the arms are not exchangeable and no relabeling test is exact: Welch's
+    t gives 17 % there, the pooled t 30 %; at 10 vs 6, 8.7 % and 28 %, over 300 studies.)"""
     from prepost.stats.nbs import nbs_two_sample
 
     hits = 0
-    for k in range(300):
+    for k in range(1000):
         a, c = _arm_changes(8, 5, n_nodes=12, seed=100 + k)
-        res = nbs_two_sample(a, c, thresh=2.5, n_perm=199, seed=k)
+        res = nbs_two_sample(a, c, thresh=2.5, seed=k)
         hits += bool(res.pvals.size and res.pvals.min() < 0.05)
-    assert 0.02 <= hits / 300 <= 0.09, hits / 300
+    assert 0.03 <= hits / 1000 <= 0.07, hits / 1000
 
 
 def test_nbs_matrices_of_the_interaction():
