@@ -236,12 +236,21 @@ def test_summarise_replicates_closed_form():
     assert b["p_below_alpha"] == 0.1 and b["opposite"] == 0.1 and b["as_planted"] == 0.9
 
 
+def test_replicate_participants_alternate_the_arms_of_a_parallel_design():
+    from prepost import validate
+
+    design = {"type": "parallel", "arm_column": "group", "active": "ket", "control": "pla"}
+    t = validate.replicate_participants(5, design)
+    assert list(t["group"]) == ["ket", "pla", "ket", "pla", "ket"]
+    assert list(t["participant_id"]) == [f"sub-{i:02d}" for i in range(1, 6)]
+    assert "group" not in validate.replicate_participants(3).columns
+
+
 @pytest.mark.slow
 def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
-    """K = 2 replicate studies of the placebo-controlled example (4 participants, 2 per arm,
-    coarse fMRI only) through Snakemake: the summary counts both, each replicate's realised
-    truth is its own truth table's active minus control change, the control arm carries no
-    planted effect, the bulky derivatives are gone, and a second call reuses the replicates."""
+    """K = 2 replicate studies (2 participants, coarse fMRI only) through Snakemake: the summary
+    counts both, each replicate's realised truth is its own truth table's mean change, the
+    bulky derivatives are gone, and a second call reuses the replicates."""
     import yaml
     from runner import ROOT, TINY
 
@@ -249,9 +258,7 @@ def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
 
     cfg = {**{k: v for k, v in TINY.items() if k != "pet"}, "modalities": {"pet": False},
            "stats": {"hypotheses": [
-               {"name": "within-Default FC falls more under ketamine", "test": "interaction",
-                "measure": "fc_within", "region": "Default", "direction": "decrease"},
-               {"name": "within-Default FC falls under ketamine", "test": "paired",
+               {"name": "within-Default FC falls", "test": "paired",
                 "measure": "fc_within", "region": "Default", "direction": "decrease"}],
                "mixed": {"measures": ["fc_within"]}, "multimodal": {"pairs": []},
                # 60 volumes: the 240 s default QC rule would exclude every session
@@ -260,44 +267,34 @@ def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
     base = tmp_path / "tiny.yaml"
     base.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "val"
-    args = [str(out), "-k", "2", "-n", "4", "--seed", "1000", "--configfile",
-            str(ROOT / "config/examples/parallel.yaml"), str(base),
+    args = [str(out), "-k", "2", "-n", "2", "--seed", "1000", "--configfile", str(base),
             "--snakefile", str(ROOT / "Snakefile"), "--cores", "2"]
     validate.main(args)
     summ = pd.read_csv(out / "summary.tsv", sep="\t").set_index("name")
     reps = pd.read_csv(out / "replicates.tsv", sep="\t")
-    inter, paired = "within-Default FC falls more under ketamine", \
-        "within-Default FC falls under ketamine"
-    assert list(summ.index) == [inter, paired]
-    assert (summ["replicates"] == 2).all()
-    assert summ.loc[inter, "planted"] == pytest.approx(-0.10)
+    name = "within-Default FC falls"
+    assert list(summ.index) == [name] and summ.loc[name, "replicates"] == 2
+    assert summ.loc[name, "planted"] == pytest.approx(-0.10)
     realised = []
     for i, seed in enumerate((1000, 1001)):
         rep = out / f"rep-{i:03d}"
         assert yaml.safe_load((rep / "config.yaml").read_text())["simulate"]["seed"] == seed
-        arms = pd.read_csv(rep / "participants.tsv", sep="\t").set_index("participant_id")["arm"]
-        assert list(arms) == ["ketamine", "placebo"] * 2
         truth = pd.read_csv(rep / "results/simulated/truth/truth.tsv", sep="\t")
         t = truth[(truth.measure == "fc_within_z") & (truth.region == "Default")]
         w = t.pivot(index="participant_id", columns="session", values="value")
-        d = (w["post"] - w["pre"]).groupby(arms).mean()
-        rows = reps[reps.replicate == i].set_index("name")
-        assert rows.loc[inter, "realised"] == pytest.approx(d["ketamine"] - d["placebo"],
-                                                            abs=1e-5)
-        assert rows.loc[paired, "realised"] == pytest.approx(d["ketamine"], abs=1e-5)
-        r = rows.loc[inter]
+        r = reps[reps.replicate == i].set_index("name").loc[name]
+        assert r["realised"] == pytest.approx((w["post"] - w["pre"]).mean(), abs=1e-5)
         assert r["covered"] == (r["ci_low"] <= r["realised"] <= r["ci_high"])
         realised.append(r["realised"])
         assert sorted(p.name for p in (rep / "results").iterdir()) == ["group", "logs",
                                                                         "simulated"]
         assert not (rep / "results/simulated/bids").exists()
-        ix = pd.read_csv(rep / "results/group/interaction.tsv", sep="\t")
-        row = ix[(ix.measure == "fc_within") & (ix.region == "Default")].iloc[0]
-        assert (row["n_active"], row["n_control"]) == (2, 2)
-        assert row["diff"] == pytest.approx(r["estimate"])
+        paired = pd.read_csv(rep / "results/group/paired.tsv", sep="\t")
+        row = paired[(paired.measure == "fc_within") & (paired.region == "Default")].iloc[0]
+        assert row["n"] == 2 and row["mean_diff"] == pytest.approx(r["estimate"])
     assert realised[0] != realised[1]
-    bias = reps[reps.name == inter].eval("estimate - realised").mean()
-    assert summ.loc[inter, "bias"] == pytest.approx(bias, abs=1e-4)
+    bias = reps.eval("estimate - realised").mean()
+    assert summ.loc[name, "bias"] == pytest.approx(bias, abs=1e-4)
     # a second call finds both replicates done and writes the same summary
     before = (out / "summary.tsv").read_text()
     validate.main(args)
