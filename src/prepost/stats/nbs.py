@@ -260,38 +260,16 @@ def nbs_paired(X_pre, X_post=None, thresh=3.0, tail="both", size="extent", n_per
     With ``tail='both'`` and exact enumeration, a pattern and its negation give the same
     ``|t|``, so only half of the patterns are evaluated.
     """
-    if tail not in _TAILS:
-        raise InputError(field="tail", expected=" or ".join(_TAILS), found=tail)
-    if size not in _SIZES:
-        raise InputError(field="size", expected=" or ".join(_SIZES), found=size)
+    _check_settings(tail, size)
     D, iu = _differences(X_pre, X_post)
-    n, n_edges = D.shape
-    n_nodes = int(np.asarray(X_pre).shape[1])
-    rows, cols = iu[0].astype(np.int64), iu[1].astype(np.int64)
-
+    n = D.shape[0]
     ss = np.einsum("ij,ij->j", D, D)
-    t_obs = _t_from_sums(D.sum(axis=0), ss, n)
-    stat_obs = _tail_stat(t_obs, tail)
-    t_mat = np.zeros((n_nodes, n_nodes))
-    t_mat[rows, cols] = t_obs
-    t_mat = t_mat + t_mat.T
-    comps, comp_nodes, sizes, adj = _observed_components(stat_obs, thresh, rows, cols, n_nodes,
-                                                         size)
     F, exact, half = _sign_patterns(flips, n, n_perm, max_exact, seed, tail)
-    if chunk_size is None:
-        chunk_size = max(1, int(4_000_000 // max(n_edges, 1)))
-    null = np.empty(F.shape[0])
-    for start in range(0, F.shape[0], chunk_size):
-        Fc = F[start : start + chunk_size]
-        stat = _tail_stat(_t_from_sums(Fc @ D, ss, n), tail)
-        null[start : start + Fc.shape[0]] = _max_component_sizes(stat, thresh, rows, cols,
-                                                                 n_nodes, size)
+    res = _nbs(_t_from_sums(D.sum(axis=0), ss, n), iu, int(np.asarray(X_pre).shape[1]), F,
+               lambda Fc: _t_from_sums(Fc @ D, ss, n), thresh, tail, size, chunk_size)
     if half:
-        null = np.concatenate([null, null[::-1]])
-    pvals = _component_pvalues(sizes, null, size, include_observed and not exact)
-    return NBSResult(t=t_mat, components=comps, nodes=comp_nodes, sizes=sizes, pvals=pvals,
-                     null=null, adj=adj, n_perm=int(null.size), exact=bool(exact),
-                     thresh=float(thresh), tail=tail, size=size)
+        res.null = np.concatenate([res.null, res.null[::-1]])
+    return _finish(res, exact, include_observed and not exact)
 
 
 def nbs_two_sample(D_active, D_control, thresh=3.0, tail="both", size="extent", n_perm=5000,
@@ -329,10 +307,7 @@ def nbs_two_sample(D_active, D_control, thresh=3.0, tail="both", size="extent", 
     """
     from prepost.stats.parallel import _welch_t, relabelings
 
-    if tail not in _TAILS:
-        raise InputError(field="tail", expected=" or ".join(_TAILS), found=tail)
-    if size not in _SIZES:
-        raise InputError(field="size", expected=" or ".join(_SIZES), found=size)
+    _check_settings(tail, size)
     A, iu = _differences(D_active, None)
     C, _ = _differences(D_control, None)
     if A.shape[1] != C.shape[1]:
@@ -340,33 +315,49 @@ def nbs_two_sample(D_active, D_control, thresh=3.0, tail="both", size="extent", 
                          " nodes, as D_active", found=np.asarray(D_control).shape)
     na, nc = A.shape[0], C.shape[0]
     D = np.concatenate([A, C])
-    n_edges = D.shape[1]
-    n_nodes = int(np.asarray(D_active).shape[1])
+
+    def welch(M):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.nan_to_num(_welch_t(M, D, na, nc), nan=0.0)
+
+    masks, exact = relabelings(na, nc, n_perm=n_perm, max_exact=max_relabelings, seed=seed)
+    res = _nbs(welch(np.r_[np.ones(na), np.zeros(nc)][None])[0], iu,
+               int(np.asarray(D_active).shape[1]), masks, welch, thresh, tail, size, chunk_size)
+    # the observed labeling is one of the relabelings: p >= 1 / #relabelings
+    return _finish(res, exact, include_observed=False)
+
+
+def _check_settings(tail, size):
+    if tail not in _TAILS:
+        raise InputError(field="tail", expected=" or ".join(_TAILS), found=tail)
+    if size not in _SIZES:
+        raise InputError(field="size", expected=" or ".join(_SIZES), found=size)
+
+
+def _nbs(t_obs, iu, n_nodes, patterns, edge_t, thresh, tail, size, chunk_size):
+    """Observed components of the edge statistic ``t_obs`` and the null of largest component
+    sizes, one per row of ``patterns`` (``edge_t(rows of patterns)`` gives their edge t)."""
     rows, cols = iu[0].astype(np.int64), iu[1].astype(np.int64)
-    observed = np.r_[np.ones(na), np.zeros(nc)][None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_obs = np.nan_to_num(_welch_t(observed, D, na, nc)[0], nan=0.0)
-    stat_obs = _tail_stat(t_obs, tail)
     t_mat = np.zeros((n_nodes, n_nodes))
     t_mat[rows, cols] = t_obs
-    t_mat = t_mat + t_mat.T
-    comps, comp_nodes, sizes, adj = _observed_components(stat_obs, thresh, rows, cols, n_nodes,
-                                                         size)
-    masks, exact = relabelings(na, nc, n_perm=n_perm, max_exact=max_relabelings, seed=seed)
+    comps, comp_nodes, sizes, adj = _observed_components(_tail_stat(t_obs, tail), thresh, rows,
+                                                         cols, n_nodes, size)
     if chunk_size is None:
-        chunk_size = max(1, int(4_000_000 // max(n_edges, 1)))
-    null = np.empty(len(masks))
-    for start in range(0, len(masks), chunk_size):
-        M = masks[start : start + chunk_size]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            stat = _tail_stat(np.nan_to_num(_welch_t(M, D, na, nc), nan=0.0), tail)
-        null[start : start + len(M)] = _max_component_sizes(stat, thresh, rows, cols, n_nodes,
-                                                            size)
-    # the observed labeling is one of the relabelings: p >= 1 / #relabelings
-    pvals = _component_pvalues(sizes, null, size, include_observed=False)
-    return NBSResult(t=t_mat, components=comps, nodes=comp_nodes, sizes=sizes, pvals=pvals,
-                     null=null, adj=adj, n_perm=int(null.size), exact=bool(exact),
-                     thresh=float(thresh), tail=tail, size=size)
+        chunk_size = max(1, int(4_000_000 // max(rows.size, 1)))
+    null = np.empty(len(patterns))
+    for start in range(0, len(patterns), chunk_size):
+        chunk = patterns[start : start + chunk_size]
+        null[start : start + len(chunk)] = _max_component_sizes(
+            _tail_stat(edge_t(chunk), tail), thresh, rows, cols, n_nodes, size)
+    return NBSResult(t=t_mat + t_mat.T, components=comps, nodes=comp_nodes, sizes=sizes,
+                     null=null, adj=adj, thresh=float(thresh), tail=tail, size=size)
+
+
+def _finish(res, exact, include_observed):
+    """Component p-values from the null; the null's length is the number of patterns."""
+    res.pvals = _component_pvalues(res.sizes, res.null, res.size, include_observed)
+    res.n_perm, res.exact = int(res.null.size), bool(exact)
+    return res
 
 
 def _observed_components(stat_obs, thresh, rows, cols, n_nodes, size):
