@@ -273,6 +273,7 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
         ``expected`` (the verdict the planted change calls for) and ``agrees``.
     """
     from prepost.stats.group import change_column, change_scores
+    from prepost.stats.parallel import arm_labels
 
     delta = change_scores(group_table, baseline, followup)
     rows = []
@@ -290,22 +291,21 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
                 row["note"] = why
             else:
                 subs = delta.index[np.isfinite(delta[col].to_numpy(float))]
-                arm_of = pd.Series({str(k): str(v) for k, v in dict(arms or {}).items()})
+                arm_of = arm_labels(arms, subs)
                 if h.test == "paired":
                     arm = str(getattr(h, "arm", "") or "")
                     arm = "" if arm == "nan" else arm
                     if arms is not None and arm:
-                        subs = [s for s in subs if arm_of.get(str(s)) == arm]
+                        subs = list(subs[arm_of == arm])
                     d, pre = _true_change(tv, subs, baseline, followup)
                     row["realised"] = float(np.nanmean(d))
                     row["planted"] = (0.0 if arms is not None and arm == control else
                                       planted_change(effects, h.measure, h.region,
                                                      np.nanmean(pre)))
                 else:
-                    d_a, pre = _true_change(
-                        tv, [s for s in subs if arm_of.get(str(s)) == active], baseline, followup)
-                    d_c, _ = _true_change(
-                        tv, [s for s in subs if arm_of.get(str(s)) == control], baseline, followup)
+                    d_a, pre = _true_change(tv, list(subs[arm_of == active]), baseline,
+                                            followup)
+                    d_c, _ = _true_change(tv, list(subs[arm_of == control]), baseline, followup)
                     row["realised"] = float(np.nanmean(d_a) - np.nanmean(d_c))
                     row["planted"] = planted_change(effects, h.measure, h.region, np.nanmean(pre))
         else:

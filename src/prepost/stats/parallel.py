@@ -35,7 +35,8 @@ from scipy import stats
 from prepost.errors import ConfigError, InputError, ValidationReport
 from prepost.stats.paired import count_extreme, correct
 
-__all__ = ["ARM_P_COLUMNS", "participant_arms", "relabelings", "arm_test", "interaction_table"]
+__all__ = ["ARM_P_COLUMNS", "participant_arms", "arm_labels", "relabelings", "arm_test",
+           "interaction_table"]
 
 #: p-value columns of the interaction table (corrected within families).
 ARM_P_COLUMNS = ("p_t", "p_wilcoxon", "p_perm")
@@ -97,6 +98,13 @@ def participant_arms(participants, path, arm_column, active, control, min_per_ar
     if problems:
         raise ValidationReport(problems)
     return arms
+
+
+def arm_labels(arms, ids):
+    """Each of ``ids``'s arm from a ``participant_id -> arm`` mapping (NaN where it has none),
+    IDs and labels compared as text."""
+    arm = pd.Series({str(k): str(v) for k, v in dict(arms or {}).items()}, dtype=object)
+    return arm.reindex(pd.Index(ids).astype(str)).to_numpy()
 
 
 @functools.lru_cache(maxsize=16)
@@ -264,8 +272,7 @@ def interaction_table(table, arms, active, control, baseline="pre", followup="po
     pre = data[data["session"] == baseline].pivot_table(
         index="participant_id", columns=["measure", "region", "atlas"], values="value",
         aggfunc="first").reindex(index=delta.index)
-    arm = pd.Series({str(k): str(v) for k, v in dict(arms).items()})
-    arm = arm.reindex(delta.index.astype(str)).to_numpy()
+    arm = arm_labels(arms, delta.index)
     rows = []
     for col in delta.columns:
         measure, region, atlas = col

@@ -42,7 +42,7 @@ from scipy import stats
 from prepost.errors import ConfigError
 from prepost.stats.group import change_column, change_scores
 from prepost.stats.paired import count_extreme, sign_flips
-from prepost.stats.parallel import _welch_t, relabelings
+from prepost.stats.parallel import _welch_t, arm_labels, relabelings
 
 __all__ = ["DESIGNS", "POWER_COLUMNS", "N_COLUMNS", "study_effects", "simulated_pvalues",
            "simulated_correlation_pvalues", "power_curves", "n_for_power", "plan", "main"]
@@ -143,8 +143,7 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
                     continue
                 xy = corr_delta[[cx, cy]].to_numpy(float)
                 if arms:  # the active arm's participants, as planned for a replication
-                    arm = pd.Series({str(k): str(v) for k, v in dict(arms).items()})
-                    xy = xy[arm.reindex(corr_delta.index.astype(str)).to_numpy() == active]
+                    xy = xy[arm_labels(arms, corr_delta.index) == active]
                 xy = xy[np.isfinite(xy).all(axis=1)]
                 if len(xy) < 4 or np.ptp(xy[:, 0]) == 0 or np.ptp(xy[:, 1]) == 0:
                     row["note"] = f"fewer than 4 complete, varying pairs of changes ({len(xy)})"
@@ -177,8 +176,7 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
             continue
         values = delta[col]
         if arms:
-            arm = pd.Series({str(k): str(v) for k, v in dict(arms).items()})
-            arm = arm.reindex(values.index.astype(str)).to_numpy()
+            arm = arm_labels(arms, values.index)
             named = h.get("arm") or active
             a = _sample(values[arm == named])
             c = _sample(values[arm == control]) if named == active else None
