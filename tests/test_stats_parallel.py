@@ -186,7 +186,7 @@ def test_interaction_and_arm_need_a_parallel_design():
     paired = {**inter, "name": "y", "test": "paired", "arm": "placebo"}
     with pytest.raises(ConfigError, match="no arm in a pre/post design"):
         hyp.validate_hypotheses([paired])
-    with pytest.raises(ConfigError, match="'ketamine' or 'control' in a parallel design"):
+    with pytest.raises(ConfigError, match="'ketamine' or 'control' in a parallel or crossover design"):
         hyp.validate_hypotheses([paired], arms=["ketamine", "control"])
     assert len(hyp.validate_hypotheses([inter, paired], arms=["ketamine", "placebo"])) == 2
 

@@ -247,7 +247,7 @@ def test_parallel_design_stats_and_report(tmp_path):
 
     table, part = _parallel_study(tmp_path)
     results = tmp_path / "results"
-    targets = [*stats_stage.output_paths(results, parallel=True).values(),
+    targets = [*stats_stage.output_paths(results, interaction=True).values(),
                str(results / "report/report.html")]
     snakemake(*targets, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"),
               cwd=tmp_path)
@@ -292,6 +292,110 @@ def test_parallel_design_stats_and_report(tmp_path):
     assert ">Power planning<" in text
 
 
+CROSSOVER = {"type": "crossover", "order_column": "order", "active": "ketamine",
+             "control": "placebo",
+             "sessions": {"ketamine": {"baseline": "preKET", "followup": "postKET"},
+                          "placebo": {"baseline": "prePLA", "followup": "postPLA"}}}
+
+
+def _crossover_study(tmp, n=8):
+    """Tidy tables of a crossover study: effects in the ketamine visit only."""
+    ket = study_table(n=n, seed=2)
+    pla = study_table(n=n, seed=3, null=True)
+    ket["session"] = ket["session"].map({"pre": "preKET", "post": "postKET"})
+    pla["session"] = pla["session"].map({"pre": "prePLA", "post": "postPLA"})
+    table = pd.concat([ket, pla], ignore_index=True)
+    table.to_csv(tmp / "measures.tsv", sep="\t", index=False)
+    part = participants(n)
+    part["order"] = ["ketamine", "placebo"] * (n // 2)
+    part.to_csv(tmp / "participants.tsv", sep="\t", index=False)
+    cfg = {"participants": str(tmp / "participants.tsv"), "results_dir": str(tmp / "results"),
+           "modalities": {"fmri": False, "pet": False}, "design": CROSSOVER,
+           "stats": {"extra_tables": [str(tmp / "measures.tsv")],
+                     "paired": {"n_boot": 300},
+                     "power": {"n": [10, 20], "simulations": 300},
+                     "mixed": {"formula": "value ~ timepoint * condition + period + age"},
+                     "multimodal": {"n_perm": 500},
+                     "hypotheses": [
+                         {"name": "ketamine lowers DMN FC", "test": "interaction",
+                          "measure": "fc_within", "region": "Default", "direction": "decrease"},
+                         {"name": "ketamine raises PCC VT", "test": "interaction",
+                          "measure": "VT_1tcm", "region": "PCC", "direction": "increase"},
+                         {"name": "no DMN change under placebo", "test": "paired",
+                          "arm": "placebo", "measure": "fc_within", "region": "Default",
+                          "direction": "none"}]}}
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return table, part
+
+
+@pytest.mark.slow
+def test_crossover_design_stats_and_report(tmp_path):
+    from prepost.stats import crossover
+
+    table, part = _crossover_study(tmp_path)
+    results = tmp_path / "results"
+    targets = [*stats_stage.output_paths(results, interaction=True).values(),
+               str(results / "report/report.html")]
+    snakemake(*targets, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"),
+              cwd=tmp_path)
+    gt = stats_stage.read_group_table(results / "group/group_table.tsv")
+    # the four sessions, with condition, timepoint and period of each row
+    assert set(gt.session) == {"preKET", "postKET", "prePLA", "postPLA"}
+    row = gt[(gt.participant_id == "sub-02") & (gt.session == "prePLA")].iloc[0]
+    assert (row.condition, row.timepoint, row.period) == ("placebo", "baseline", 1)
+    sessions = crossover.condition_sessions(CROSSOVER)
+    orders = dict(zip(part.participant_id, part.order))
+    want = crossover.contrast_table(gt, sessions, "ketamine", "placebo", orders=orders,
+                                    n_boot=300)
+    got = stats_stage.read_paired(results / "group/interaction.tsv")
+    assert len(got) == len(want) == 8
+    cols = ["measure", "region", "diff", "p_perm", "p_t", "diff_period_adjusted"]
+    pd.testing.assert_frame_equal(got[cols], want[cols], check_dtype=False, rtol=1e-9)
+    h = pd.read_csv(results / "group/hypotheses.tsv", sep="\t").set_index("name")
+    dmn = want.set_index(["measure", "region"]).loc[("fc_within", "Default")]
+    assert h.loc["ketamine lowers DMN FC", "estimate"] == pytest.approx(dmn["diff"], rel=1e-9)
+    assert h.loc["ketamine lowers DMN FC", "n"] == 8
+    assert h.loc["ketamine lowers DMN FC", "verdict"] == "supported"
+    assert h.loc["ketamine raises PCC VT", "verdict"] == "supported"
+    paired = stats_stage.read_paired(results / "group/paired.tsv")
+    pla = paired[(paired.arm == "placebo") & (paired.measure == "fc_within")
+                 & (paired.region == "Default")].iloc[0]
+    assert h.loc["no DMN change under placebo", "estimate"] == pytest.approx(pla["mean_diff"])
+    mixed = pd.read_csv(results / "group/mixed.tsv", sep="\t")
+    assert {"timepoint[T.followup]:condition[T.ketamine]", "period"} <= set(mixed.term)
+    text = (results / "report/report.html").read_text()
+    assert "Session x condition: ketamine minus placebo change" in text
+    assert "Crossover: every participant had both conditions" in text
+    ntab = pd.read_csv(results / "group/power_n.tsv", sep="\t").set_index(["name", "design"])
+    assert ("ketamine lowers DMN FC", "parallel") in ntab.index
+
+
+def test_crossover_nbs_reads_both_conditions_matrices(tmp_path):
+    """stats_nbs tests the ketamine visit's change; stats_nbs_interaction reads all four
+    sessions of every participant; every session is simulated and processed."""
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg = small_config(tmp_path, n=2, connectivity={**default["connectivity"],
+                                                    "atlases": ["Schaefer100"]},
+                       design=CROSSOVER)
+    (tmp_path / "participants.tsv").write_text(
+        "participant_id\tage\tfollowup_days\torder\nsub-01\t30\t7\tketamine\n"
+        "sub-02\t31\t7\tplacebo\n")
+    res = snakemake("-n", "--cores", "1", "--configfile", str(cfg), cwd=tmp_path)
+
+    def relmats(sessions):
+        return {conn_stage.output_paths(
+            tmp_path / "results", sub=sub, ses=ses, task="rest", space="MNI152NLin2009aSym",
+            res=str(default["fmri"]["resolution_mm"]), atlas="Schaefer100",
+            meas="pearson")["relmat"] for sub in ("01", "02") for ses in sessions}
+
+    exc = {stats_stage.output_paths(tmp_path / "results")["exclusions"]}
+    assert set(dry_run_job(res.stdout, "stats_nbs")["input"]) == \
+        relmats(["preKET", "postKET"]) | exc
+    inter = dry_run_job(res.stdout, "stats_nbs_interaction")
+    assert set(inter["input"]) == relmats(["preKET", "postKET", "prePLA", "postPLA"]) | exc
+    assert dry_run_jobs(res)["connectivity_session"] == 8
+
+
 @pytest.mark.parametrize("design,participants_text,needle", [
     ({"type": "parallel"}, "participant_id\tage\nsub-01\t30\nsub-02\t31\n",
      "field 'arm': expected a participants.tsv column naming each participant's arm"),
@@ -302,6 +406,15 @@ def test_parallel_design_stats_and_report(tmp_path):
      "sub-03\tplacebo\n", "at least 2 participants in arm 'ketamine', found 1"),
     ({"type": "parallel", "control": "ketamine"}, "participant_id\tarm\nsub-01\tketamine\n",
      "design.control"),
+    (CROSSOVER, "participant_id\tage\nsub-01\t30\nsub-02\t31\n",
+     "field 'order': expected a participants.tsv column naming the condition each participant "
+     "received first"),
+    (CROSSOVER, "participant_id\torder\nsub-01\tketamine\nsub-02\tKP\n",
+     "line 3 (sub-02), column 'order': expected the condition given first, 'ketamine' or "
+     "'placebo'"),
+    ({**CROSSOVER, "sessions": {"ketamine": {"baseline": "a", "followup": "b"}}},
+     "participant_id\torder\nsub-01\tketamine\nsub-02\tplacebo\n",
+     "design.sessions"),
 ])
 def test_design_checked_against_participants_at_dag_time(tmp_path, design, participants_text,
                                                           needle):

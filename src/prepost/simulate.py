@@ -315,8 +315,13 @@ def _nearest_valid_cov(R, floor=0.02):
     return R
 
 
-def subject_network_fc(params, participant):
-    """Per-session network covariance ``S`` (= expected parcel-pair r) for one participant."""
+def subject_network_fc(params, participant, sessions=("pre", "post"), planted=None):
+    """Per-session network covariance ``S`` (= expected parcel-pair r) for one participant.
+
+    Sessions draw their noise in the order given; those in ``planted`` (default: the second)
+    carry the planted effects. Returns ``{session: S}``.
+    """
+    planted = sessions[1:2] if planted is None else planted
     var = params["variability"]
     rng = random_stream(params["seed"], participant, "fc")
     k = len(NETWORKS)
@@ -324,7 +329,8 @@ def subject_network_fc(params, participant):
     dev = np.triu(dev) + np.triu(dev, 1).T
     base = group_network_z() + dev
     out = {}
-    for ses, eff in (("pre", None), ("post", params["effects"])):
+    for ses in sessions:
+        eff = params["effects"] if ses in planted else None
         noise = rng.normal(0, var["fc_session_sd_z"], (k, k))
         noise = np.triu(noise) + np.triu(noise, 1).T
         Z = base + noise + (planted_effect_z(eff) if eff else 0.0)
@@ -483,8 +489,13 @@ def _subject_input(rng):
     }
 
 
-def pet_region_truth(params, participant):
-    """True K1, k2, VT per parcel and tissue class for both sessions of one participant."""
+def pet_region_truth(params, participant, sessions=("pre", "post"), planted=None):
+    """True K1, k2, VT per parcel and tissue class of each session of one participant.
+
+    Sessions draw in the order given; those in ``planted`` (default: the second) carry the
+    planted effects. Returns ``{session: {...}}``.
+    """
+    planted = sessions[1:2] if planted is None else planted
     p, var, eff = params["pet"], params["variability"], params["effects"]
     rng = random_stream(params["seed"], participant, "pet")
     table = schaefer400_table()
@@ -492,11 +503,11 @@ def pet_region_truth(params, participant):
     net_dev = {n: float(np.exp(rng.normal(0, var["vt_region_sd_pct"] / 100))) for n in NETWORKS}
     k1_subj = float(np.exp(rng.normal(0, 0.05)))
     out = {}
-    for ses in ("pre", "post"):
+    for ses in sessions:
         sess = float(np.exp(rng.normal(0, var["vt_session_sd_pct"] / 100)))
         reg = {n: float(np.exp(rng.normal(0, var["vt_region_sd_pct"] / 200))) for n in NETWORKS}
-        glob = 1 + (eff["global_vt_pct"] / 100 if ses == "post" else 0.0)
-        pcc = 1 + (eff["pcc_vt_pct"] / 100 if ses == "post" else 0.0)
+        glob = 1 + (eff["global_vt_pct"] / 100 if ses in planted else 0.0)
+        pcc = 1 + (eff["pcc_vt_pct"] / 100 if ses in planted else 0.0)
         vt = np.array([p["vt_gm"] * subj * sess * glob * _NETWORK_VT[n] * net_dev[n] * reg[n]
                        for n in table.network])
         vt = np.where(table.is_pcc, vt * pcc, vt)
@@ -659,7 +670,8 @@ def subject_outputs(bids_dir, truth_dir, participant, sessions=("pre", "post"), 
     return [str(p) for p in out]
 
 
-def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"), params=None):
+def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"), params=None,
+                     planted=None):
     """Write one participant's BIDS files and ground truth for the baseline and follow-up sessions.
 
     Parameters
@@ -668,22 +680,26 @@ def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"),
         Dataset root and ground-truth folder.
     participant : str
         Label without the ``sub-`` prefix.
-    sessions : (str, str)
-        Baseline and follow-up labels; the second carries the planted effects.
+    sessions : sequence of str
+        Session labels: baseline and follow-up, or a crossover's four.
     params : dict or None
         Overrides of :data:`DEFAULTS`.
+    planted : sequence of str or None
+        The sessions carrying the planted effects (default: the second, the follow-up); a
+        crossover plants them in the active condition's follow-up only.
     """
     params = merge_params(params)
-    fc = subject_network_fc(params, participant)
-    vt = pet_region_truth(params, participant)
+    sessions = tuple(sessions)
+    fc = subject_network_fc(params, participant, sessions, planted)
+    vt = pet_region_truth(params, participant, sessions, planted)
     subj_aff = subject_affine(params["seed"], participant)
-    for label, ses in zip(("pre", "post"), sessions):
+    for ses in sessions:
         rng = random_stream(params["seed"], participant, ses)
         to_mni = subj_aff @ session_pose(rng)  # the session's first draws; rng continues below
         bp, tp = bids_paths(bids_dir, participant, ses), truth_paths(truth_dir, participant, ses)
         _write_t1w(params, to_mni, rng, bp)
-        _write_bold(params, to_mni, fc[label], rng, bp, tp)
-        pet_to_mni = _write_pet(params, to_mni, vt[label], rng, bp, tp, ses)
+        _write_bold(params, to_mni, fc[ses], rng, bp, tp)
+        pet_to_mni = _write_pet(params, to_mni, vt[ses], rng, bp, tp, ses)
         write_json({
             "convention": "world (scanner) mm of the image -> MNI mm of the template: "
                           "mni = M @ [x, y, z, 1]; the BOLD reference (volume 0) shares the T1w "

@@ -237,8 +237,29 @@ def _true_change(tv, subs, baseline, followup):
     return tv.reindex([(s, followup) for s in subs]).to_numpy() - pre, pre
 
 
+def _crossover_truth(group_table, tv, col, conditions, arm, active, control, contrast):
+    """Realised true change of a crossover's condition ``arm`` (or, with ``contrast``, the mean
+    contrast active minus control) over the participants the test used, and their true
+    baseline mean (of a percent effect): ``(realised, baseline_mean)``."""
+    from prepost.stats.group import change_scores
+
+    used = {c: change_scores(group_table, *conditions[c]) for c in
+            ((active, control) if contrast else (arm,))}
+    ok = None
+    for d in used.values():
+        v = d[col] if col in d.columns else pd.Series(np.nan, index=d.index)
+        fin = set(v.index[np.isfinite(v.to_numpy(float))])
+        ok = fin if ok is None else ok & fin
+    subs = sorted(ok or ())
+    d, pre = _true_change(tv, subs, *conditions[active if contrast else arm])
+    if contrast:
+        d = d - _true_change(tv, subs, *conditions[control])[0]
+    return (float(np.nanmean(d)) if len(d) else np.nan,
+            float(np.nanmean(pre)) if len(pre) else np.nan)
+
+
 def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup="post",
-               reference_roi=None, arms=None, active=None, control=None):
+               reference_roi=None, arms=None, active=None, control=None, conditions=None):
     """Each hypothesis of the simulated study against what the simulator planted and realised.
 
     Parameters
@@ -260,7 +281,12 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
         ``active`` arm only): a paired hypothesis is scored in its arm (``arm`` column of the
         hypotheses), an interaction as the active minus the control arm's change.
     active, control : str or None
-        Arm labels of a parallel design.
+        Arm (or condition) labels of a parallel (or crossover) design.
+    conditions : mapping or None
+        ``condition -> (baseline, followup)`` of a crossover (the simulator plants the effects in
+        the active condition's follow-up): a paired hypothesis is scored in its condition, an
+        interaction as the mean contrast of the true changes; ``baseline``/``followup`` are
+        not used.
 
     Returns
     -------
@@ -275,6 +301,8 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
     from prepost.stats.group import change_column, change_scores
     from prepost.stats.parallel import arm_labels
 
+    if conditions:
+        baseline, followup = conditions[active]
     delta = change_scores(group_table, baseline, followup)
     rows = []
     for h in hypotheses.itertuples(index=False):
@@ -292,7 +320,15 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
             else:
                 subs = delta.index[np.isfinite(delta[col].to_numpy(float))]
                 arm_of = arm_labels(arms, subs)
-                if h.test == "paired":
+                if conditions:
+                    arm = str(getattr(h, "arm", "") or "")
+                    arm = active if arm in ("", "nan") or h.test == "interaction" else arm
+                    row["realised"], pre = _crossover_truth(group_table, tv, col, conditions, arm,
+                                                            active, control,
+                                                            h.test == "interaction")
+                    row["planted"] = (0.0 if arm == control else
+                                      planted_change(effects, h.measure, h.region, pre))
+                elif h.test == "paired":
                     arm = str(getattr(h, "arm", "") or "")
                     arm = "" if arm == "nan" else arm
                     if arms is not None and arm:

@@ -10,6 +10,7 @@ from prepost import bids as pbids
 from prepost import simulate as psim
 from prepost.errors import PrepostError
 from prepost.scheduler import coalesce_reevaluation
+from prepost.stats import crossover as pcross
 from prepost.stats import parallel as pparallel
 
 coalesce_reevaluation()  # Snakemake's own CPU stays flat over long runs (see prepost.scheduler)
@@ -29,9 +30,11 @@ config["participants"] = _from_workflow(config["participants"])
 PARTICIPANTS = pbids.read_participants(config["participants"])
 validate(PARTICIPANTS.drop(columns="label"), "../schemas/participants.schema.yaml")
 SUBJECTS = PARTICIPANTS.label.tolist()
-# The design: a parallel study's arms come from a participants.tsv column, checked now.
+# The design: a parallel study's arms, or a crossover's condition sessions and orders, come from
+# config and participants.tsv, checked now.
 DESIGN = config["design"]
 PARALLEL = DESIGN["type"] == "parallel"
+CROSSOVER = DESIGN["type"] == "crossover"
 ARMS = (
     pparallel.participant_arms(
         PARTICIPANTS,
@@ -43,11 +46,31 @@ ARMS = (
     if PARALLEL
     else {}
 )
-SESSIONS = [config["sessions"]["baseline"], config["sessions"]["followup"]]
+# crossover: condition -> (baseline, followup) and participant -> condition given first
+CONDITION_SESSIONS = pcross.condition_sessions(DESIGN) if CROSSOVER else {}
+ORDERS = (
+    pcross.participant_orders(
+        PARTICIPANTS,
+        config["participants"],
+        DESIGN["order_column"],
+        DESIGN["active"],
+        DESIGN["control"],
+    )
+    if CROSSOVER
+    else {}
+)
+SESSIONS = (
+    [s for pair in CONDITION_SESSIONS.values() for s in pair]
+    if CROSSOVER
+    else [config["sessions"]["baseline"], config["sessions"]["followup"]]
+)
 if SESSIONS[0] == SESSIONS[1]:
     raise PrepostError(
         f"config 'sessions': expected two different labels, found {SESSIONS[0]!r} twice"
     )
+# The baseline and follow-up of one change (paired tests, NBS, correlations, figures): the
+# active condition's in a crossover.
+PAIR = list(CONDITION_SESSIONS[DESIGN["active"]]) if CROSSOVER else SESSIONS
 RESULTS = config["results_dir"].rstrip("/")
 SIMULATED = not config["bids_dir"]
 BIDS_DIR = f"{RESULTS}/simulated/bids" if SIMULATED else config["bids_dir"].rstrip("/")

@@ -43,7 +43,7 @@ rule report_html:
         mixed=rules.stats_mixed.output.mixed,
         multimodal=rules.stats_multimodal.output.multimodal,
         hypotheses=rules.stats_hypotheses.output.hypotheses,
-        interaction=STATS_OUT["interaction"] if PARALLEL else [],
+        interaction=STATS_OUT["interaction"] if INTERACTION else [],
         power=rules.stats_power.output.power,
         power_n=rules.stats_power.output.power_n,
         participants=config["participants"],
@@ -55,7 +55,7 @@ rule report_html:
         nbs_mean_followup=REPORT_NBS["mean_followup"],
         nbs_interaction=(
             expand(NBS_INTERACTION_OUT["summary"], atlas=NBS_ATLASES)
-            if PARALLEL
+            if INTERACTION
             else []
         ),
         tacs=REPORT_TACS,
@@ -81,7 +81,7 @@ rule report_html:
     params:
         step="html",
         config=config,
-        sessions=SESSIONS,
+        sessions=PAIR,
         atlases=NBS_ATLASES,
         tac_keys=REPORT_TAC_KEYS if PET else [],
         title=REPORT_CFG["title"],

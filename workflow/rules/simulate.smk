@@ -20,9 +20,13 @@ if SIMULATED:
         params:
             step="subject",
             sim=config["simulate"],
-            # a parallel design plants the effects in the active arm only
-            planted=lambda wildcards: not PARALLEL
-            or ARMS[f"sub-{wildcards.subject}"] == DESIGN["active"],
+            # the sessions with the planted effects: the follow-up (of the active condition
+            # in a crossover); none in a parallel design's control arm
+            planted=lambda wildcards: (
+                []
+                if PARALLEL and ARMS[f"sub-{wildcards.subject}"] != DESIGN["active"]
+                else PAIR[1:]
+            ),
             sessions=SESSIONS,
             # the dataset roots, derived from the outputs (first: a BIDS file, last: a truth file)
             bids_dir=lambda wildcards, output: str(Path(output[0]).parents[3]),

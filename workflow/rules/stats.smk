@@ -9,6 +9,9 @@ from prepost.stats import hypotheses as phyp
 from prepost.stats import stage as pstats
 
 STATS_CFG = config["stats"]
+# parallel and crossover designs test the session x arm (condition) interaction
+INTERACTION = PARALLEL or CROSSOVER
+CONTROL_PAIR = list(CONDITION_SESSIONS[DESIGN["control"]]) if CROSSOVER else []
 STATS_TABLES = list(TIDY_TABLES) + [str(p) for p in STATS_CFG["extra_tables"]]
 STATS_ON = bool(STATS_TABLES)
 
@@ -17,7 +20,7 @@ STATS_ON = bool(STATS_TABLES)
 STATS_HYPOTHESES = phyp.validate_hypotheses(
     STATS_CFG["hypotheses"],
     extra=STATS_CFG["extra_measures"],
-    arms=[DESIGN["active"], DESIGN["control"]] if PARALLEL else None,
+    arms=[DESIGN["active"], DESIGN["control"]] if INTERACTION else None,
 )
 phyp.validate_measures(
     [(f"[{i}]", m) for i, m in enumerate(STATS_CFG["mixed"]["measures"])],
@@ -37,7 +40,7 @@ phyp.validate_measures(
 STATS_TERMS = pcov.covariate_terms(PARTICIPANTS.columns, source=config["participants"])
 pgroup.check_formula(
     STATS_CFG["mixed"]["formula"],
-    ["value", "session", *STATS_TERMS.values()],
+    ["value", "session", *STATS_TERMS.values(), *(pcross.CONDITION_COLUMNS if CROSSOVER else ())],
     terms=STATS_TERMS,
 )
 
@@ -55,17 +58,17 @@ NBS_ATLASES = (
 )
 NBS_RELMAT = CONN_OUT["relmat"]
 NBS_OUT = pstats.nbs_output_paths(
-    RESULTS, atlas="{atlas}", baseline=SESSIONS[0], followup=SESSIONS[1]
+    RESULTS, atlas="{atlas}", baseline=PAIR[0], followup=PAIR[1]
 )
-# parallel design: the NBS of the session x arm interaction as well
+# parallel and crossover designs: the NBS of the session x arm (condition) interaction as well
 NBS_INTERACTION_OUT = pstats.nbs_output_paths(
     RESULTS,
     atlas="{atlas}",
-    baseline=SESSIONS[0],
-    followup=SESSIONS[1],
+    baseline=PAIR[0],
+    followup=PAIR[1],
     interaction=True,
 )
-STATS_OUT = pstats.output_paths(RESULTS, parallel=PARALLEL)
+STATS_OUT = pstats.output_paths(RESULTS, interaction=INTERACTION)
 # NBS tests the pre/post change of one arm: the active one in a parallel design
 NBS_SUBJECTS = [
     s for s in SUBJECTS if not PARALLEL or ARMS[f"sub-{s}"] == DESIGN["active"]
@@ -75,7 +78,7 @@ STATS_LOG = lambda step: pstats.log_paths(RESULTS, step)
 STAGE_TARGETS["stats"] = (
     list(STATS_OUT.values())
     + expand(NBS_OUT["summary"], atlas=NBS_ATLASES)
-    + (expand(NBS_INTERACTION_OUT["summary"], atlas=NBS_ATLASES) if PARALLEL else [])
+    + (expand(NBS_INTERACTION_OUT["summary"], atlas=NBS_ATLASES) if INTERACTION else [])
     if STATS_ON
     else []
 )
@@ -107,6 +110,8 @@ rule stats_group_table:
         step="group_table",
         qc=STATS_CFG["qc"],
         sessions=SESSIONS,
+        conditions=CONDITION_SESSIONS or None,
+        orders=ORDERS or None,
     script:
         "../scripts/stats.py"
 
@@ -133,8 +138,9 @@ rule stats_paired:
     params:
         step="paired",
         paired=STATS_CFG["paired"],
-        sessions=SESSIONS,
+        sessions=PAIR,
         arms=ARMS or None,
+        conditions=CONDITION_SESSIONS or None,
     script:
         "../scripts/stats.py"
 
@@ -159,7 +165,13 @@ rule stats_mixed:
         formula=STATS_CFG["mixed"]["formula"],
         measures=STATS_CFG["mixed"]["measures"],
         ci=STATS_CFG["paired"]["ci"],
-        sessions=SESSIONS,
+        sessions=PAIR,
+        # reference levels: the control condition and the baseline timepoint of a crossover
+        references=(
+            {"condition": DESIGN["control"], "timepoint": pcross.TIMEPOINTS[0]}
+            if CROSSOVER
+            else {}
+        ),
     script:
         "../scripts/stats.py"
 
@@ -186,12 +198,12 @@ rule stats_multimodal:
     params:
         step="multimodal",
         multimodal=STATS_CFG["multimodal"],
-        sessions=SESSIONS,
+        sessions=PAIR,
     script:
         "../scripts/stats.py"
 
 
-if PARALLEL:
+if INTERACTION:
 
     rule stats_interaction:
         input:
@@ -215,8 +227,10 @@ if PARALLEL:
         params:
             step="interaction",
             paired=STATS_CFG["paired"],
-            sessions=SESSIONS,
-            arms=ARMS,
+            sessions=PAIR,
+            arms=ARMS or None,
+            conditions=CONDITION_SESSIONS or None,
+            orders=ORDERS or None,
             active=DESIGN["active"],
             control=DESIGN["control"],
         script:
@@ -227,7 +241,7 @@ rule stats_hypotheses:
     input:
         table=STATS_OUT["table"],
         paired=rules.stats_paired.output.paired,
-        interaction=STATS_OUT["interaction"] if PARALLEL else [],
+        interaction=STATS_OUT["interaction"] if INTERACTION else [],
     output:
         hypotheses=report(
             STATS_OUT["hypotheses"],
@@ -247,7 +261,7 @@ rule stats_hypotheses:
     params:
         step="hypotheses",
         hypotheses=STATS_HYPOTHESES,
-        default_arm=DESIGN["active"] if PARALLEL else None,
+        default_arm=DESIGN["active"] if INTERACTION else None,
         alpha=STATS_CFG["alpha"],
         p_value=STATS_CFG["p_value"],
         adjustment=STATS_CFG["hypothesis_adjustment"],
@@ -257,26 +271,41 @@ rule stats_hypotheses:
             k: STATS_CFG["multimodal"][k]
             for k in ("change", "n_perm", "max_exact", "seed")
         },
-        sessions=SESSIONS,
+        sessions=PAIR,
     script:
         "../scripts/stats.py"
 
 
-if PARALLEL:
+if INTERACTION:
 
     rule stats_nbs_interaction:
         input:
             baseline=expand(
                 NBS_RELMAT,
                 subject=SUBJECTS,
-                session=SESSIONS[0],
+                session=PAIR[0],
                 meas="pearson",
                 allow_missing=True,
             ),
             followup=expand(
                 NBS_RELMAT,
                 subject=SUBJECTS,
-                session=SESSIONS[1],
+                session=PAIR[1],
+                meas="pearson",
+                allow_missing=True,
+            ),
+            # crossover: the control condition's sessions of the same participants
+            control_baseline=expand(
+                NBS_RELMAT,
+                subject=SUBJECTS,
+                session=CONTROL_PAIR[:1],
+                meas="pearson",
+                allow_missing=True,
+            ),
+            control_followup=expand(
+                NBS_RELMAT,
+                subject=SUBJECTS,
+                session=CONTROL_PAIR[1:],
                 meas="pearson",
                 allow_missing=True,
             ),
@@ -300,9 +329,10 @@ if PARALLEL:
             atlas=lambda wildcards: wildcards.atlas,
             nbs=STATS_CFG["nbs"],
             subjects=[f"sub-{s}" for s in SUBJECTS],
-            sessions=SESSIONS,
-            arms=ARMS,
+            sessions=PAIR,
+            arms=ARMS or None,
             active=DESIGN["active"],
+            crossover=CROSSOVER,
         script:
             "../scripts/stats.py"
 
@@ -335,10 +365,11 @@ rule stats_power:
         p_value=STATS_CFG["p_value"],
         max_exact=STATS_CFG["paired"]["max_exact"],
         correlation={k: STATS_CFG["multimodal"][k] for k in ("change", "max_exact")},
-        sessions=SESSIONS,
+        sessions=PAIR,
         arms=ARMS or None,
-        active=DESIGN["active"] if PARALLEL else None,
-        control=DESIGN["control"] if PARALLEL else None,
+        conditions=CONDITION_SESSIONS or None,
+        active=DESIGN["active"] if INTERACTION else None,
+        control=DESIGN["control"] if INTERACTION else None,
     script:
         "../scripts/stats.py"
 
@@ -348,14 +379,14 @@ rule stats_nbs:
         baseline=expand(
             NBS_RELMAT,
             subject=NBS_SUBJECTS,
-            session=SESSIONS[0],
+            session=PAIR[0],
             meas="pearson",
             allow_missing=True,
         ),
         followup=expand(
             NBS_RELMAT,
             subject=NBS_SUBJECTS,
-            session=SESSIONS[1],
+            session=PAIR[1],
             meas="pearson",
             allow_missing=True,
         ),
@@ -387,6 +418,6 @@ rule stats_nbs:
         atlas=lambda wildcards: wildcards.atlas,
         nbs=STATS_CFG["nbs"],
         subjects=[f"sub-{s}" for s in NBS_SUBJECTS],
-        sessions=SESSIONS,
+        sessions=PAIR,
     script:
         "../scripts/stats.py"

@@ -13,9 +13,9 @@ def run_subject(sm, log):
     if not p.planted:  # the control arm of a parallel design: same noise, no effect
         sim["null_study"] = True
     log.info("simulating sub-%s, sessions %s, effects %s", sm.wildcards.subject, p.sessions,
-             "none" if sim["null_study"] else "planted")
+             "none" if sim["null_study"] else f"planted in {list(p.planted)}")
     simulate.simulate_subject(p.bids_dir, p.truth_dir, sm.wildcards.subject, tuple(p.sessions),
-                              sim)
+                              sim, planted=list(p.planted))
 
 
 def run_dataset(sm, log):

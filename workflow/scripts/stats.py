@@ -3,7 +3,7 @@
 from prepost import logs
 from prepost.io import write_json, write_tsv
 from prepost import bids
-from prepost.stats import covariates, group, hypotheses, parallel, power, stage
+from prepost.stats import covariates, crossover, group, hypotheses, parallel, power, stage
 
 log = logs.setup(snakemake.log[0])
 p = snakemake.params
@@ -20,6 +20,8 @@ def run_group_table():
     table, exclusions = group.build_group_table(
         list(inp.tables), inp.participants, rules=qc["rules"],
         exclude_flagged=qc["exclude_flagged"], sessions=tuple(p.sessions))
+    if p.conditions:  # crossover: condition, timepoint and period of every row
+        table = crossover.annotate(table, dict(p.conditions), dict(p.orders))
     log.info("group table: %d rows, %d participants, %d measures; %d exclusion records",
              len(table), table.participant_id.nunique(), table.measure.nunique(),
              len(exclusions))
@@ -36,7 +38,8 @@ def run_paired():
         stage.read_group_table(inp.table), baseline=p.sessions[0], followup=p.sessions[1],
         family=cfg["family"], corrections=cfg["corrections"], n_perm=cfg["n_perm"],
         n_boot=cfg["n_boot"], seed=cfg["seed"], ci=cfg["ci"], max_exact=cfg["max_exact"],
-        arms=dict(p.arms) if p.arms else None)
+        arms=dict(p.arms) if p.arms else None,
+        conditions=dict(p.conditions) if p.conditions else None)
     log.info("paired tests: %d measure x region rows; %d incomplete pairs dropped in total",
              len(res), int(res.n_dropped.sum()))
     write_tsv(res, out.paired)
@@ -44,19 +47,29 @@ def run_paired():
 
 def run_interaction():
     cfg = dict(p.paired)
-    res = parallel.interaction_table(
-        stage.read_group_table(inp.table), dict(p.arms), p.active, p.control,
-        baseline=p.sessions[0], followup=p.sessions[1], family=cfg["family"],
-        corrections=cfg["corrections"], n_perm=cfg["n_perm"], seed=cfg["seed"], ci=cfg["ci"])
-    log.info("session x arm (%s - %s): %d measure x region rows; %s", p.active, p.control,
-             len(res), "exact relabelings" if res["perm_exact"].all() else
-             f"{cfg['n_perm']} random relabelings where exact ones exceed 20,000")
+    table = stage.read_group_table(inp.table)
+    common = dict(family=cfg["family"], corrections=cfg["corrections"], n_perm=cfg["n_perm"],
+                  seed=cfg["seed"], ci=cfg["ci"])
+    if p.conditions:
+        res = crossover.contrast_table(
+            table, dict(p.conditions), p.active, p.control, orders=dict(p.orders),
+            n_boot=cfg["n_boot"], max_exact=cfg["max_exact"], **common)
+        kind = ("exact sign flips" if res["perm_exact"].all() else
+                f"{cfg['n_perm']} random sign flips where n > {cfg['max_exact']}")
+    else:
+        res = parallel.interaction_table(table, dict(p.arms), p.active, p.control,
+                                         baseline=p.sessions[0], followup=p.sessions[1],
+                                         **common)
+        kind = ("exact relabelings" if res["perm_exact"].all() else
+                f"{cfg['n_perm']} random relabelings where exact ones exceed 20,000")
+    log.info("session x %s (%s - %s): %d measure x region rows; %s",
+             "condition" if p.conditions else "arm", p.active, p.control, len(res), kind)
     write_tsv(res, out.interaction)
 
 
 def run_mixed():
     res = group.mixed_models(stage.read_group_table(inp.table), p.measures, formula=p.formula,
-                             baseline=p.sessions[0], ci=p.ci)
+                             baseline=p.sessions[0], ci=p.ci, references=dict(p.references))
     log.info("mixed models: %d fixed-effect rows (%s)", len(res), p.formula)
     write_tsv(res, out.mixed)
 
@@ -93,7 +106,8 @@ def run_power():
         alpha=p.alpha, p_value=p.p_value, max_exact=p.max_exact, baseline=p.sessions[0],
         followup=p.sessions[1], arms=dict(p.arms) if p.arms else None, active=p.active,
         control=p.control, change=p.correlation["change"],
-        corr_max_exact=p.correlation["max_exact"])
+        corr_max_exact=p.correlation["max_exact"],
+        conditions=dict(p.conditions) if p.conditions else None)
     for r in n_table.itertuples():
         log.info("power %r %s: effect size %.3g, n for %.0f %%: %s (t-test: %s)%s", r.name,
                  r.design or "-", r.effect_size, 100 * r.target, r.n_target, r.n_closed_form,
@@ -109,7 +123,9 @@ def run_nbs():
         sessions=tuple(p.sessions), thresh=cfg["thresh"], tail=cfg["tail"], size=cfg["size"],
         n_perm=cfg["n_perm"], max_exact=cfg["max_exact"], seed=cfg["seed"],
         arms=dict(p.arms) if getattr(p, "arms", None) else None,
-        active=getattr(p, "active", None))
+        active=getattr(p, "active", None),
+        control=(list(inp.control_baseline), list(inp.control_followup))
+        if getattr(p, "crossover", False) else ())
     summary = res["summary"]
     if summary.get("note"):
         log.warning("NBS %s: %s", summary["atlas"], summary["note"])

@@ -137,6 +137,8 @@ class _Study:
     arms: dict | None = None
     active: str | None = None
     control: str | None = None
+    crossover: bool = False
+    conditions: dict | None = None  # crossover: condition -> (baseline, followup)
 
     def has_measure(self, measure):
         return bool(len(self.gt)) and bool((self.gt["measure"] == measure).any())
@@ -226,6 +228,14 @@ def _nbs_interaction_html(path, s):
         s.problems.append(f"NBS interaction: {exc_}")
         return ""
     note = f" {html.escape(summary['note'])}." if summary.get("note") else ""
+    if s.crossover:
+        return (f"<h3>Network-Based Statistic: session x condition</h3><p>Paired t of the "
+                f"contrast of changes, {html.escape(str(s.active))} minus "
+                f"{html.escape(str(s.control))}, in {summary.get('n_subjects', 0)} participants; "
+                f"primary threshold {summary['thresh']:g} ({summary['tail']}), size "
+                f"{summary['size']}, {'exact over' if summary['exact'] else 'Monte Carlo with'} "
+                f"{summary['n_perm']} sign flips of the contrast.{note}</p>"
+                + table_html(pd.DataFrame(summary.get("components", []))))
     return (f"<h3>Network-Based Statistic: session x arm</h3><p>Welch t of the change, "
             f"{html.escape(str(s.active))} ({summary.get('n_active', 0)}) minus "
             f"{html.escape(str(s.control))} ({summary.get('n_control', 0)}); primary threshold "
@@ -298,7 +308,8 @@ def _self_check_section(s, truth, effects, reference_roi):
             "planted change calls for. The estimators never read the truth.</p>")
     if s.hy is not None and len(s.hy):
         chk = validate.self_check(s.hy, s.gt, tr, eff, s.baseline, s.followup, reference_roi,
-                                  arms=s.arms, active=s.active, control=s.control)
+                                  arms=s.arms, active=s.active, control=s.control,
+                                  conditions=s.conditions)
         scored = chk[chk["covered"].notna()]
         judged = chk[chk["agrees"].notna()]
         body += ('<div class="cards">'
@@ -356,6 +367,10 @@ _INTERACTION_COLUMNS = ["modality", "atlas", "measure", "region", "n_active", "n
                         "mean_change_active", "mean_change_control", "diff", "ci_t_low",
                         "ci_t_high", "hedges_g", "p_t", "p_wilcoxon", "p_perm", "p_perm_fdr_bh",
                         "p_perm_holm", "family", "note"]
+_CROSSOVER_COLUMNS = ["modality", "atlas", "measure", "region", "n", "mean_change_active",
+                      "mean_change_control", "diff", "ci_t_low", "ci_t_high", "cohens_dz",
+                      "diff_active_first", "diff_control_first", "diff_period_adjusted", "p_t",
+                      "p_wilcoxon", "p_perm", "p_perm_fdr_bh", "p_perm_holm", "family", "note"]
 _PAIRED_COLUMNS = ["arm", "modality", "atlas", "measure", "region", "n", "n_dropped", "mean_pre",
                    "mean_post", "mean_diff", "pct_change", "cohens_dz", "ci_t_low", "ci_t_high",
                    "p_t", "p_wilcoxon", "p_perm", "p_perm_fdr_bh", "p_perm_holm", "family", "note"]
@@ -373,7 +388,16 @@ def _statistics_section(s):
         body += "<h3>All paired tests</h3>" + table_html(
             pt.sort_values([c for c in ("arm", "modality", "measure", "region")
                             if c in pt.columns]), _PAIRED_COLUMNS)
-    if s.ix is not None and len(s.ix):
+    if s.ix is not None and len(s.ix) and s.crossover:
+        pcol = next((c for c in ("p_perm_fdr_bh", "p_perm_holm") if c in s.ix.columns), "p_perm")
+        body += (f"<h3>Session x condition: {html.escape(str(s.active))} minus "
+                 f"{html.escape(str(s.control))} change, within participants</h3><p>Mean "
+                 "contrast of each participant's changes per measure and region (sign flips of "
+                 "the contrast, paired t, Wilcoxon signed-rank, Cohen's d_z); <i>diff_*_first</i>: "
+                 "the mean contrast of those given each condition first, and their average "
+                 "(adjusted for a period effect), sorted by "
+                 f"{pcol}.</p>" + table_html(s.ix.sort_values(pcol), _CROSSOVER_COLUMNS))
+    elif s.ix is not None and len(s.ix):
         pcol = next((c for c in ("p_perm_fdr_bh", "p_perm_holm") if c in s.ix.columns), "p_perm")
         body += (f"<h3>Session x arm: {html.escape(str(s.active))} minus "
                  f"{html.escape(str(s.control))} change</h3><p>Difference of the arms' mean "
@@ -383,10 +407,10 @@ def _statistics_section(s):
                  + table_html(s.ix.sort_values(pcol), _INTERACTION_COLUMNS))
     if mx is not None and len(mx):
         formulas = ", ".join(dict.fromkeys(mx["formula"].astype(str)))
-        body += ("<h3>Mixed models (session term)</h3>"
+        body += ("<h3>Mixed models (session and timepoint terms)</h3>"
                  f"<p>Random intercept per participant; {html.escape(formulas)}.</p>"
-                 + table_html(mx[mx["term"].astype(str).str.startswith("session")].drop(
-                     columns=["formula"])))
+                 + table_html(mx[mx["term"].astype(str).str.startswith(
+                     ("session", "timepoint"))].drop(columns=["formula"])))
         body += "<details><summary>All fixed effects</summary>" + table_html(mx) + \
             "</details>"
     return [("statistics", "Statistics", body or '<p class="note">none</p>')]
@@ -556,6 +580,11 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
                     sessions, alpha, max_panels)
     s.ix = _read(interaction, dtype={"region": str, "atlas": str})
     design = config.get("design") or {}
+    s.crossover = design.get("type") == "crossover"
+    if s.crossover:
+        s.active, s.control = design.get("active"), design.get("control")
+        s.conditions = {c: (v["baseline"], v["followup"])
+                        for c, v in (design.get("sessions") or {}).items()}
     if design.get("type") == "parallel" and len(s.gt):
         col = design.get("arm_column", "arm")
         parts = s.parts if s.parts is not None else pd.DataFrame(columns=["participant_id", col])

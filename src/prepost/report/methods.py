@@ -27,6 +27,8 @@ CITATIONS = {
           "powerful approach to multiple testing. J R Stat Soc B 57:289-300.",
     "holm": "Holm S (1979) A simple sequentially rejective multiple test procedure. Scand J "
             "Stat 6:65-70.",
+    "hills": "Hills M, Armitage P (1979) The two-period cross-over clinical trial. Br J Clin "
+             "Pharmacol 8:7-20.",
     "lakens": "Lakens D (2013) Calculating and reporting effect sizes to facilitate cumulative "
               "science: a practical primer for t-tests and ANOVAs. Front Psychol 4:863.",
     "nilearn": "Abraham A et al. (2014) Machine learning for neuroimaging with scikit-learn. "
@@ -155,6 +157,23 @@ def methods_paragraphs(config, versions, n_participants=None, nbs_atlases=()):
             "the Mann-Whitney test and Hedges' g, corrected within the same families; the "
             f"Network-Based Statistic tests the {act} arm's change and, with Welch's t of each "
             "edge's change and relabelings of the arms, the interaction.")
+    if design.get("type") == "crossover":
+        act, ctl = design.get("active", "active"), design.get("control", "control")
+        ses = design.get("sessions") or {}
+        labels = "; ".join(f"{c}: {ses[c]['baseline']} -> {ses[c]['followup']}"
+                           for c in (act, ctl) if c in ses)
+        paras.append(
+            f"Design. Crossover: every participant had both conditions ({labels}), in the order "
+            f"given by participants.tsv column '{design.get('order_column', 'order')}'; the "
+            "paired tests above ran within each condition. The effect of "
+            f"{act} is the mean within-participant contrast of changes, ({act} follow-up - "
+            f"baseline) - ({ctl} follow-up - baseline), tested per measure and region with "
+            "exact sign flips of the contrast (as the paired tests), the paired t-test and the "
+            "Wilcoxon signed-rank test, with Cohen's d_z, corrected within the same families; "
+            "the mean contrast of each order and their average (robust to a period effect "
+            f"{cite('hills')}) are given beside it. The Network-Based Statistic tests the "
+            f"{act} condition's change and, with the paired t of each edge's contrast and sign "
+            "flips, the interaction.")
     nbs = _g(st, "nbs", default={}) or {}
     if nbs_atlases:
         paras.append(

@@ -263,7 +263,8 @@ def build_group_table(paths, participants, rules=None, exclude_flagged=True, ses
 # --------------------------------------------------------------------------------------------
 def paired_statistics(table, baseline="pre", followup="post", family=("modality", "measure"),
                       corrections=("fdr_bh", "holm"), modalities=None,
-                      p_columns=("p_t", "p_wilcoxon", "p_perm"), arms=None, **test_kwargs):
+                      p_columns=("p_t", "p_wilcoxon", "p_perm"), arms=None, conditions=None,
+                      **test_kwargs):
     """Paired tests per modality, measure and region with corrections within families.
 
     Parameters
@@ -284,6 +285,10 @@ def paired_statistics(table, baseline="pre", followup="post", family=("modality"
     arms : mapping or None
         ``participant_id -> arm`` of a parallel design: each arm is tested on its own (an
         ``arm`` column; families never mix arms). None tests every participant together.
+    conditions : mapping or None
+        ``condition -> (baseline, followup)`` of a crossover design: each condition's change is
+        tested on its own (its label in the ``arm`` column; families never mix conditions), and
+        ``baseline``/``followup`` are not used.
     **test_kwargs
         Passed to :func:`prepost.stats.paired.paired_test` (n_perm, n_boot, seed, ci, ...).
 
@@ -294,6 +299,15 @@ def paired_statistics(table, baseline="pre", followup="post", family=("modality"
         :func:`prepost.stats.paired.paired_table` (``n``, ``n_dropped`` incomplete pairs,
         effect sizes, intervals, p-values) plus the corrected p-values of each method.
     """
+    if conditions is not None:
+        frames = []
+        for cond, (pre, post) in conditions.items():
+            f = paired_statistics(table, pre, post, family=family, corrections=corrections,
+                                  modalities=modalities, p_columns=p_columns, **test_kwargs)
+            f.insert(0, "arm", cond)
+            f["family"] = cond + "/" + f["family"].astype(str)  # as a parallel design's arms
+            frames.append(f)
+        return pd.concat(frames, ignore_index=True)
     by = ["modality", "atlas", "measure", "region"]
     data = _with_atlas(table)
     data = data if modalities is None else data[data["modality"].isin(modalities)]
@@ -368,7 +382,7 @@ def check_formula(formula, columns, terms=None):
 
 
 def mixed_models(table, measures, formula="value ~ session", baseline="pre", ci=0.95,
-                 reml=True):
+                 reml=True, references=None):
     """Random-intercept mixed model per modality, measure and region of ``measures``.
 
     Parameters
@@ -380,6 +394,9 @@ def mixed_models(table, measures, formula="value ~ session", baseline="pre", ci=
         skipped (logged).
     formula : str
         Fixed effects (patsy), e.g. ``'value ~ session + followup_days + age'``.
+    references : mapping or None
+        ``column -> reference level`` of other categorical columns (a crossover's
+        ``condition`` and ``timepoint``), passed to :func:`prepost.stats.paired.mixed_model`.
 
     Returns
     -------
@@ -396,7 +413,8 @@ def mixed_models(table, measures, formula="value ~ session", baseline="pre", ci=
             continue
         for (modality, atlas, region), g in sub.groupby(["modality", "atlas", "region"],
                                                         sort=True):
-            res = _paired.mixed_model(g, formula=formula, baseline=baseline, ci=ci, reml=reml)
+            res = _paired.mixed_model(g, formula=formula, baseline=baseline, ci=ci, reml=reml,
+                                      references=references)
             res.insert(0, "formula", formula)
             res.insert(0, "region", region)
             res.insert(0, "measure", measure)
@@ -532,7 +550,7 @@ def multimodal_correlations(table, pairs, methods=("spearman", "pearson"), basel
 # Network-Based Statistic on connectivity matrices
 # --------------------------------------------------------------------------------------------
 def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent", n_perm=5000,
-                 max_exact=16, seed=0, active=None):
+                 max_exact=16, seed=0, active=None, control=None):
     """Paired NBS of Fisher-z matrices, dropping parcels missing in any matrix; or, with
     ``active``, the NBS of the session x arm interaction (the active arm's changes against the
     control arm's, :func:`prepost.stats.nbs.nbs_two_sample`).
@@ -550,6 +568,10 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
         Per subject, True in the active arm and False in the control arm: the edge statistic is
         Welch's t of the change, active minus control, and the null comes from relabelings of
         the arms (``n_perm`` random ones where there are more than 20,000).
+    control : (array-like, array-like) or None
+        A crossover's control-condition baseline and follow-up matrices of the same subjects:
+        the edge statistic is the paired t of the contrast of changes (``post - pre`` minus
+        the control's), with sign flips of the contrast.
 
     Returns
     -------
@@ -565,6 +587,7 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     """
     # the diagonal (self-connections) is set to 0 below, once missing parcels are dropped
     zp, zq = fisher_z(pre), fisher_z(post)
+    zc = None if control is None else [fisher_z(m) for m in control]
     n_nodes = zp.shape[1]
     labels = [str(i) for i in range(n_nodes)] if labels is None else [str(x) for x in labels]
     arm = None if active is None else np.asarray(active, dtype=bool)
@@ -586,7 +609,10 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     # missing edges per parcel pair over subjects and sessions; drop the parcel with the most
     # missing edges until none is left (a parcel missing in one matrix does not take the
     # others with it)
-    nan = ((~np.isfinite(zp)) | (~np.isfinite(zq))).any(axis=0) & off
+    nan = np.zeros((n_nodes, n_nodes), dtype=bool)
+    for Z in [zp, zq, *(zc or [])]:
+        nan |= (~np.isfinite(Z)).any(axis=0)
+    nan &= off
     bad = np.zeros(n_nodes, dtype=bool)
     while nan[np.ix_(~bad, ~bad)].any():
         counts = np.where(bad, -1, nan[:, ~bad].sum(axis=1))
@@ -596,6 +622,12 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     A, B = zp[idx], zq[idx]
     for Z in (A, B):
         Z[:, np.arange(keep.size), np.arange(keep.size)] = 0.0
+    if zc is not None:
+        # the contrast (B - A) - (D - C) as the paired difference of (D - C, B - A)
+        C, D = zc[0][idx], zc[1][idx]
+        A, B = D - C, B - A
+        for Z in (A, B):
+            Z[:, np.arange(keep.size), np.arange(keep.size)] = 0.0
     if arm is None:
         res = nbs_paired(A, B, thresh=thresh, tail=tail, size=size, n_perm=n_perm,
                          max_exact=max_exact, seed=seed)

@@ -7,7 +7,9 @@ A hypothesis is a dict from the config:
 ``{name, test: interaction, measure, region, direction: increase|decrease|none[, modality]}``
     In a parallel design (``design.type: parallel``), the difference between the arms' changes
     (active minus control: the session x arm interaction), from the interaction table
-    (:mod:`prepost.stats.parallel`).
+    (:mod:`prepost.stats.parallel`); in a crossover (``design.type: crossover``), the mean
+    within-participant contrast of the conditions' changes (:mod:`prepost.stats.crossover`).
+    ``arm`` of a paired hypothesis names the arm or condition (default ``design.active``).
 ``{name, test: correlation, x: {measure, region}, y: {measure, region},
 direction: positive|negative|any|none[, method]}``
     An association of the two changes across participants.
@@ -163,10 +165,10 @@ def validate_hypotheses(hypotheses, extra=(), arms=None):
             raise _spec_error(i, name, "test", "paired, interaction or correlation", test)
         if test == "interaction" and not arms:
             raise _spec_error(i, name, "test", "paired or correlation in a pre/post design "
-                              "(interaction needs design.type: parallel)", test)
+                              "(interaction needs design.type: parallel or crossover)", test)
         if h.get("arm") and h["arm"] not in (arms or ()):
             raise _spec_error(i, name, "arm", " or ".join(repr(a) for a in arms)
-                              + " in a parallel design" if arms else
+                              + " in a parallel or crossover design" if arms else
                               "no arm in a pre/post design", repr(h["arm"]))
         out.append(h)
     return out
@@ -255,7 +257,7 @@ RESULT_COLUMNS = ["name", "test", "measure", "region", "arm", "direction", "esti
 def _one_row(table, h, what):
     """The row of ``table`` a hypothesis names, or ``(None, reason)``."""
     if table is None:
-        return None, f"no {what}: the design has none (design.type: parallel makes one)"
+        return None, f"no {what}: the design has none (design.type: parallel or crossover makes one)"
     sel = (table["measure"] == h["measure"]) & (table["region"].astype(str) == str(h["region"]))
     for k in ("modality", "atlas", "arm"):
         if h.get(k) and k in table.columns:
@@ -322,9 +324,11 @@ def evaluate_hypotheses(hypotheses, group_table, paired_table, baseline="pre", f
                         estimate_label="difference of mean changes (active - control)")
             r, base["reason"] = _one_row(interaction_table, h, "interaction table")
             if r is not None:
+                # a crossover's contrast table counts participants (n) and gives d_z
+                crossed = "n" in r.index
                 base.update(estimate=r["diff"], ci_low=r["ci_t_low"], ci_high=r["ci_t_high"],
-                            n=int(r["n_active"] + r["n_control"]), p=r[p_column],
-                            effect_size=r["hedges_g"])
+                            n=int(r["n"] if crossed else r["n_active"] + r["n_control"]),
+                            p=r[p_column], effect_size=r["cohens_dz" if crossed else "hedges_g"])
                 if h.get("margin") is not None and np.isfinite(r["mean_pre"]):
                     base["margin_abs"] = abs(float(h["margin"]) / 100.0 * r["mean_pre"])
         elif h["test"] == "paired":

@@ -473,7 +473,7 @@ def paired_table(df, value="value", by=(), session_col="session", baseline="pre"
 # Mixed model
 # --------------------------------------------------------------------------------------------
 def mixed_model(df, formula="value ~ session + followup_days", groups="participant_id",
-                session_col="session", baseline="pre", ci=0.95, reml=True):
+                session_col="session", baseline="pre", ci=0.95, reml=True, references=None):
     """Fit a random-intercept linear mixed model and return its fixed effects as a table.
 
     Parameters
@@ -494,6 +494,9 @@ def mixed_model(df, formula="value ~ session + followup_days", groups="participa
         Confidence level of the Wald intervals.
     reml : bool, default=True
         Fit by restricted maximum likelihood.
+    references : mapping or None
+        ``column -> reference level`` of further categorical columns (e.g. a crossover's
+        ``condition``: the control condition, so the interaction is active minus control).
 
     Returns
     -------
@@ -518,6 +521,11 @@ def mixed_model(df, formula="value ~ session + followup_days", groups="participa
     if session_col and session_col in data.columns:
         levels = [baseline] + sorted(set(data[session_col].dropna().astype(str)) - {baseline})
         data[session_col] = pd.Categorical(data[session_col].astype(str), categories=levels)
+    for col, ref in dict(references or {}).items():
+        if col in data.columns:
+            levels = [str(ref)] + sorted(set(data[col].dropna().astype(str)) - {str(ref)})
+            data[col] = pd.Categorical(data[col].where(data[col].isna(), data[col].astype(str)),
+                                       categories=levels)
     cols = ["term", "estimate", "se", "z", "p", "ci_low", "ci_high", "converged", "n_obs",
             "n_groups", "group_var", "note"]
     notes = []

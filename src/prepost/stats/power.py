@@ -70,7 +70,7 @@ def _sample(values):
 
 def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=None,
                   active=None, control=None, effects=None, control_mean=0.0,
-                  change="difference"):
+                  change="difference", conditions=None):
     """The changes each directional hypothesis is planned from.
 
     Parameters
@@ -94,6 +94,9 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
         Mean change of a planned control arm when the study had none.
     change : {'difference', 'percent'}
         Change score of correlations (``stats.multimodal.change``).
+    conditions : mapping or None
+        ``condition -> (baseline, followup)`` of a crossover study: the conditions' changes
+        take the place of a parallel study's arms (``active``/``control`` name them).
 
     Returns
     -------
@@ -169,22 +172,27 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
             row["note"] = "no group table and no size in stats.power.effects"
             continue
         if delta is None:
-            delta = change_scores(table, baseline, followup)
-        col, why = change_column(delta, h)
+            delta = {c: change_scores(table, *pair) for c, pair in conditions.items()} \
+                if conditions else change_scores(table, baseline, followup)
+        named = h.get("arm") or active
+        # a crossover's conditions are read as a parallel study's arms
+        col, why = change_column(delta[named] if conditions else delta, h)
         if why:
             row["note"] = why
             continue
-        values = delta[col]
-        if arms:
+        if conditions:
+            a = _sample(delta[named][col])
+            c = _sample(delta[control][col]) if named == active else None
+        elif arms:
+            values = delta[col]
             arm = arm_labels(arms, values.index)
-            named = h.get("arm") or active
             a = _sample(values[arm == named])
             c = _sample(values[arm == control]) if named == active else None
         else:
             if h["test"] == "interaction":
                 row["note"] = "an interaction needs a study with two arms"
                 continue
-            a, c = _sample(values), None
+            a, c = _sample(delta[col]), None
         if len(a) < 3 or (c is not None and len(c) < 3):
             row["note"] = (f"fewer than 3 changes in an arm of the study ({len(a)} active"
                            + ("" if c is None else f", {len(c)} control") + ")")
@@ -504,12 +512,13 @@ def _n_table(rows):
 
 def plan(hypotheses, table, cfg, *, alpha, p_value, max_exact, baseline="pre",
          followup="post", arms=None, active=None, control=None, change="difference",
-         corr_max_exact=8):
+         corr_max_exact=8, conditions=None):
     """Both power tables from the ``stats.power`` config: ``(curves, n_table, effects)``."""
     interaction = {h["name"] for h in hypotheses if h["test"] == "interaction"}
     effects = study_effects(hypotheses, table, baseline, followup, arms=arms, active=active,
                             control=control, effects=cfg.get("effects"),
-                            control_mean=cfg.get("control_mean", 0.0), change=change)
+                            control_mean=cfg.get("control_mean", 0.0), change=change,
+                            conditions=conditions)
     for e in effects:
         e["test_is_interaction"] = e["name"] in interaction
     curves = power_curves(effects, designs=cfg["designs"], n=cfg["n"],
@@ -531,6 +540,7 @@ def main(argv=None):
 
     from prepost.bids import read_participants
     from prepost.io import write_tsv
+    from prepost.stats.crossover import condition_sessions
     from prepost.stats.hypotheses import validate_hypotheses
     from prepost.stats.parallel import participant_arms
     from prepost.stats.stage import read_group_table
@@ -569,16 +579,19 @@ def main(argv=None):
             pcfg[key] = getattr(args, key)
     sessions = [cfg["sessions"]["baseline"], cfg["sessions"]["followup"]]
     design = cfg.get("design") or {}
+    two = design.get("type") in ("parallel", "crossover")
     hyps = validate_hypotheses(st["hypotheses"], extra=st.get("extra_measures", ()),
-                               arms=[design["active"], design["control"]]
-                               if design.get("type") == "parallel" else None)
-    arms = active = control = None
+                               arms=[design["active"], design["control"]] if two else None)
+    arms = conditions = None
+    active, control = (design["active"], design["control"]) if two else (None, None)
+    if design.get("type") == "crossover":
+        conditions = condition_sessions(design)
+        sessions = list(conditions[active])
     if design.get("type") == "parallel":
         path = args.participants or Path(cfg["participants"])
         if not path.is_file():
             ap.error(f"{path}: no such file (participants.tsv of the parallel study: give "
                      "--participants)")
-        active, control = design["active"], design["control"]
         arms = participant_arms(read_participants(path), path, design.get("arm_column", "arm"),
                                 active, control)
     table = read_group_table(args.group_table) if args.group_table else None
@@ -586,7 +599,8 @@ def main(argv=None):
                            max_exact=st["paired"]["max_exact"], baseline=sessions[0],
                            followup=sessions[1], arms=arms, active=active, control=control,
                            change=st["multimodal"]["change"],
-                           corr_max_exact=st["multimodal"]["max_exact"])
+                           corr_max_exact=st["multimodal"]["max_exact"],
+                           conditions=conditions)
     out = args.out or (args.group_table.parent if args.group_table else Path("."))
     out.mkdir(parents=True, exist_ok=True)
     write_tsv(curves, out / "power.tsv")

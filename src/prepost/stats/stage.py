@@ -41,27 +41,28 @@ GROUP_TABLES = {"table": "group_table", "exclusions": "exclusions", "covariates"
                 "power_n": "power_n"}
 
 
-def output_paths(results, parallel=False):
+def output_paths(results, interaction=False):
     """The group tables of the statistics stage.
 
     Parameters
     ----------
     results : str or path-like
         Derivatives root.
-    parallel : bool
-        A parallel design: the session x arm table (``interaction``) is one of them.
+    interaction : bool
+        A parallel or crossover design: the session x arm (or condition) table
+        (``interaction``) is one of them.
 
     Returns
     -------
     dict of str
         ``table`` (group_table.tsv), ``exclusions``, ``covariates`` (how each participants.tsv
         column is named in the group table and formulas), ``paired``, ``mixed``,
-        ``multimodal``, ``hypotheses``, ``interaction`` (parallel designs: the session x arm
-        tests), ``power`` (power curves of a replication) and ``power_n`` (the n each
+        ``multimodal``, ``hypotheses``, ``interaction`` (parallel and crossover designs: the
+        session x arm or condition tests), ``power`` (power curves of a replication) and ``power_n`` (the n each
         hypothesis needs), all TSV files in ``<results>/group``.
     """
     return {k: derivative(f"{results}/group", suffix, ".tsv") for k, suffix in GROUP_TABLES.items()
-            if parallel or k != "interaction"}
+            if interaction or k != "interaction"}
 
 
 def nbs_output_paths(results, *, atlas, baseline, followup, meas="pearson", interaction=False):
@@ -139,7 +140,7 @@ def fmri_excluded_participants(exclusions):
     return sorted(set(whole["participant_id"]))
 
 
-def load_nbs_matrices(baseline, followup, subjects, left_out=()):
+def load_nbs_matrices(baseline, followup, subjects, left_out=(), control=()):
     """Paired Pearson matrices of the participants kept for NBS.
 
     A participant in ``left_out`` (QC exclusions) or with a matrix without any off-diagonal value
@@ -154,6 +155,9 @@ def load_nbs_matrices(baseline, followup, subjects, left_out=()):
         Participant IDs.
     left_out : sequence of str
         Participants to leave out.
+    control : (sequence, sequence) or ()
+        A crossover's control-condition baseline and follow-up matrices (same order); a
+        participant needs all four.
 
     Returns
     -------
@@ -164,30 +168,34 @@ def load_nbs_matrices(baseline, followup, subjects, left_out=()):
         Participants of ``pre`` and ``post``, in order.
     dropped : list of str
         Every participant left out, sorted.
+    control : tuple of ndarray
+        The control condition's baseline and follow-up matrices of ``kept`` (empty without
+        ``control``).
     """
     dropped = set(left_out)
     labels = list(read_relmat(baseline[0]).index.astype(str))
-    pre, post, kept = [], [], []
+    series = [list(baseline), list(followup), *[list(c) for c in control]]
+    stacks, kept = [[] for _ in series], []
     off = ~np.eye(len(labels), dtype=bool)
-    for sub, fa, fb in zip(subjects, baseline, followup):
+    for k, sub in enumerate(subjects):
         if sub in dropped:
             continue
         mats = []
-        for f in (fa, fb):
-            m = read_relmat(f)
+        for files in series:
+            m = read_relmat(files[k])
             if list(m.index.astype(str)) != labels:
-                raise InputError(f, "node", f"the parcels of {baseline[0]}")
+                raise InputError(files[k], "node", f"the parcels of {baseline[0]}")
             mats.append(m.to_numpy())
         if not all(np.isfinite(m[off]).any() for m in mats):
             log.info("NBS: leaving out %s (a matrix with no values)", sub)
             dropped.add(sub)
             continue
-        pre.append(mats[0])
-        post.append(mats[1])
+        for stack, m in zip(stacks, mats):
+            stack.append(m)
         kept.append(sub)
     shape = (0, len(labels), len(labels))
-    return (np.stack(pre) if pre else np.empty(shape), np.stack(post) if post else np.empty(shape),
-            labels, kept, sorted(dropped))
+    stacks = [np.stack(x) if x else np.empty(shape) for x in stacks]
+    return stacks[0], stacks[1], labels, kept, sorted(dropped), tuple(stacks[2:])
 
 
 def mean_relmat(matrices, labels):
@@ -209,9 +217,11 @@ def mean_relmat(matrices, labels):
 
 
 def nbs_stage(baseline, followup, subjects, exclusions, *, atlas, sessions, thresh, tail, size,
-              n_perm, max_exact, seed, arms=None, active=None):
+              n_perm, max_exact, seed, arms=None, active=None, control=()):
     """The NBS of one atlas: paired t of Fisher z, follow-up minus baseline; with ``arms``, the
-    session x arm interaction (Welch t of the change, active minus control arm).
+    session x arm interaction (Welch t of the change, active minus control arm); with
+    ``control``, a crossover's session x condition interaction (paired t of the contrast of
+    changes, active minus control condition).
 
     Parameters
     ----------
@@ -231,6 +241,9 @@ def nbs_stage(baseline, followup, subjects, exclusions, *, atlas, sessions, thre
         ``participant_id -> arm`` of a parallel design: the interaction is tested.
     active : str or None
         The active arm's label (the others are the control arm).
+    control : (sequence, sequence) or ()
+        A crossover's control-condition baseline and follow-up matrices (order of
+        ``subjects``); ``baseline`` and ``followup`` are then the active condition's.
 
     Returns
     -------
@@ -241,16 +254,20 @@ def nbs_stage(baseline, followup, subjects, exclusions, *, atlas, sessions, thre
     qc_out = fmri_excluded_participants(exclusions)
     if qc_out:
         log.info("NBS: leaving out %s (an fMRI session excluded by QC)", qc_out)
-    pre, post, labels, kept, dropped = load_nbs_matrices(baseline, followup, subjects, qc_out)
+    pre, post, labels, kept, dropped, ctl = load_nbs_matrices(baseline, followup, subjects,
+                                                              qc_out, control)
     in_active = None if arms is None else [arms[s] == active for s in kept]
     summary, edges, t = nbs_matrices(pre, post, labels, thresh=thresh, tail=tail, size=size,
                                      n_perm=n_perm, max_exact=max_exact, seed=seed,
-                                     active=in_active)
+                                     active=in_active, control=ctl or None)
     summary.update(atlas=atlas, participants=kept, left_out=dropped, baseline=sessions[0],
                    followup=sessions[1],
-                   statistic="paired t of Fisher z (arctanh) of Pearson r, followup - baseline"
-                   if arms is None else "Welch t of the change in Fisher z (arctanh) of Pearson "
-                   f"r, followup - baseline, arm {active} minus the control arm")
+                   statistic="Welch t of the change in Fisher z (arctanh) of Pearson r, "
+                   f"followup - baseline, arm {active} minus the control arm" if arms is not None
+                   else "paired t of the contrast of changes in Fisher z (arctanh) of Pearson r, "
+                   f"(followup - baseline) of condition {active} minus the control condition's"
+                   if control else
+                   "paired t of Fisher z (arctanh) of Pearson r, followup - baseline")
     if arms is not None:
         summary["arms"] = {s: arms[s] for s in kept}
     t.index.name = "parcel"
