@@ -64,21 +64,23 @@ def test_simulated_studies_get_the_p_values_of_the_workflows_arm_tests(na, nc):
             assert got[k][i] == pytest.approx(ref[k], rel=1e-10), k
 
 
-@pytest.mark.parametrize("design", ["prepost", "parallel"])
+@pytest.mark.parametrize("design", ["prepost", "parallel", "crossover"])
 def test_power_of_the_t_tests_agrees_with_statsmodels(design):
     """4,000 studies per n: Monte Carlo power within 3.5 standard errors of the noncentral t
     (the directional verdict of a two-sided test is one tail at alpha / 2). Welch's t is
-    compared with the pooled t of TTestIndPower (equal arms and SDs: they differ by < 0.005)."""
+    compared with the pooled t of TTestIndPower (equal arms and SDs: they differ by < 0.005);
+    a crossover's paired t of the contrast with TTestPower at d = mean / sqrt(2 sd^2)."""
     sims = 4000
+    es = 0.5 / np.sqrt(2) if design == "crossover" else 0.5
     curves = power.power_curves([_effect(0.5)], designs=[design], n=[10, 20, 40],
                                 simulations=sims, p_value="p_t", seed=1)
     for r in curves.itertuples():
-        ref = TTestPower().power(0.5, r.n, 0.025, alternative="larger") if design == "prepost" \
-            else TTestIndPower().power(0.5, r.n, 0.025, ratio=1.0, alternative="larger")
+        ref = TTestIndPower().power(es, r.n, 0.025, ratio=1.0, alternative="larger") \
+            if design == "parallel" else TTestPower().power(es, r.n, 0.025, alternative="larger")
         se = np.sqrt(ref * (1 - ref) / sims)
         assert abs(r.power - ref) < 3.5 * se + (0.005 if design == "parallel" else 0), r.n
         assert r.power_low < r.power < r.power_high
-        assert r.effect_size == pytest.approx(0.5)
+        assert r.effect_size == pytest.approx(es)
 
 
 def test_permutation_power_matches_the_t_test_and_the_null_gives_alpha_over_two():
@@ -132,6 +134,36 @@ def test_study_effects_from_a_pre_post_study():
     assert e2["VT rises"]["source"] == "config"
     with pytest.raises(ConfigError, match="stats.power.effects"):
         power.study_effects(HYPS, table, effects={"VT falls": {"mean": 1, "sd": 1}})
+
+
+def test_study_effects_from_a_crossover_study():
+    """The conditions' changes are the arms; the contrast's SD is the participants' own."""
+    rng = np.random.default_rng(5)
+    rows, d_k, d_p = [], {}, {}
+    for i in range(12):
+        pid = f"sub-{i + 1:02d}"
+        shared = rng.normal(0, 0.08)  # a participant's changes go together: corr > 0
+        d_k[pid], d_p[pid] = -0.1 + shared + rng.normal(0, 0.05), shared + rng.normal(0, 0.05)
+        for ses, v in (("preKET", 0.5), ("postKET", 0.5 + d_k[pid]), ("prePLA", 0.5),
+                       ("postPLA", 0.5 + d_p[pid])):
+            rows.append({"participant_id": pid, "session": ses, "modality": "fmri",
+                         "measure": "fc_within", "region": "Default", "value": v})
+    hyps = hyp.validate_hypotheses([
+        {"name": "FC falls more", "test": "interaction", "measure": "fc_within",
+         "region": "Default", "direction": "decrease"}], arms=["ketamine", "placebo"])
+    conditions = {"ketamine": ("preKET", "postKET"), "placebo": ("prePLA", "postPLA")}
+    eff = power.study_effects(hyps, pd.DataFrame(rows), active="ketamine", control="placebo",
+                              conditions=conditions)[0]
+    k, p = np.array(list(d_k.values())), np.array(list(d_p.values()))
+    assert eff["mean_active"] == pytest.approx(k.mean(), rel=1e-9)
+    assert eff["mean_control"] == pytest.approx(p.mean(), rel=1e-9)
+    assert eff["sd_contrast"] == pytest.approx((k - p).std(ddof=1), rel=1e-9)
+    assert eff["sd_contrast"] < np.hypot(k.std(ddof=1), p.std(ddof=1))  # the pairing helps
+    curves = power.power_curves([eff], designs=["crossover", "parallel"], n=[10],
+                                simulations=300, seed=0)
+    cx = curves.set_index("design").loc["crossover"]
+    assert cx["effect_size"] == pytest.approx((k.mean() - p.mean()) / (k - p).std(ddof=1))
+    assert cx["power"] > curves.set_index("design").loc["parallel", "power"]
 
 
 def test_study_effects_from_a_parallel_study():
@@ -225,9 +257,10 @@ def test_n_for_power_and_the_closed_form():
     for r in ntab.itertuples():
         g = curves[curves["design"] == r.design].sort_values("n")
         assert r.n_target == g[g["power"] >= 0.8]["n"].min()
-        ref = TTestPower().solve_power(0.8, alpha=0.025, power=0.8, alternative="larger") \
-            if r.design == "prepost" else \
-            TTestIndPower().solve_power(0.8, alpha=0.025, power=0.8, alternative="larger")
+        es = abs(r.effect_size)
+        ref = TTestIndPower().solve_power(es, alpha=0.025, power=0.8, alternative="larger") \
+            if r.design == "parallel" else \
+            TTestPower().solve_power(es, alpha=0.025, power=0.8, alternative="larger")
         assert r.n_closed_form == int(np.ceil(ref))
     # a change opposite to the prediction is said so
     bad = power.n_for_power(power.power_curves([_effect(0.5, direction="decrease")], n=[10],
@@ -238,7 +271,7 @@ def test_n_for_power_and_the_closed_form():
 
 def test_bad_power_config_is_refused():
     with pytest.raises(ConfigError, match="stats.power.designs"):
-        power.power_curves([_effect(1.0)], designs=["crossover"])
+        power.power_curves([_effect(1.0)], designs=["stepped"])
     with pytest.raises(ConfigError, match="stats.power.n"):
         power.power_curves([_effect(1.0)], n=[2])
     with pytest.raises(ConfigError, match="stats.p_value"):

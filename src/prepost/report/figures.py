@@ -323,8 +323,9 @@ def power_curves(curves, target=0.8):
     names = list(dict.fromkeys(curves["name"]))
     if not names:
         raise ValueError("no hypothesis was planned")
-    colors = {"prepost": "#0077BB", "parallel": "#EE7733"}
-    labels = {"prepost": "pre/post (n participants)", "parallel": "parallel (n per arm)"}
+    colors = {"prepost": "#0077BB", "parallel": "#EE7733", "crossover": "#009988"}
+    labels = {"prepost": "pre/post (n participants)", "parallel": "parallel (n per arm)",
+              "crossover": "crossover (n participants)"}
     fig, axes = _grid(len(names), ncols=3, size=(3.6, 2.6))
     for ax, name in zip(axes, names):
         g = curves[curves["name"] == name]

@@ -407,7 +407,7 @@ def _statistics_section(s):
                  + table_html(s.ix.sort_values(pcol), _INTERACTION_COLUMNS))
     if mx is not None and len(mx):
         formulas = ", ".join(dict.fromkeys(mx["formula"].astype(str)))
-        body += ("<h3>Mixed models (session and timepoint terms)</h3>"
+        body += ("<h3>Mixed models (session term)</h3>"
                  f"<p>Random intercept per participant; {html.escape(formulas)}.</p>"
                  + table_html(mx[mx["term"].astype(str).str.startswith(
                      ("session", "timepoint"))].drop(columns=["formula"])))
@@ -459,7 +459,9 @@ def _power_section(s, curves, n_table):
             "judged by the same test and alpha as the hypotheses above: power is the share of "
             "simulated studies with a <i>supported</i> verdict (band: Wilson 95 % Monte Carlo "
             "interval). <i>pre/post</i>: n participants scanned twice; <i>parallel</i>: n per "
-            "arm, active against control. <i>n_target</i>: the smallest n planned with power at "
+            "arm, active against control; <i>crossover</i>: n participants given both "
+            "conditions, judged on the contrast of their changes (its SD: the crossover study's "
+            "own, else that of two independent changes). <i>n_target</i>: the smallest n planned with power at "
             "least the target; <i>n_target_bonferroni</i>: at alpha / m over the m planned "
             "hypotheses (the hypotheses' own correction needs no more); <i>n_closed_form</i>: the "
             "t-test's closed form at the same effect size (Fisher's z for a correlation). This "

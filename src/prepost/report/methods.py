@@ -202,7 +202,9 @@ def methods_paragraphs(config, versions, n_participants=None, nbs_atlases=()):
     pw = _g(st, "power", default=None)
     if hyps and pw:
         designs = {"prepost": "n participants scanned before and after",
-                   "parallel": "n per arm against a control arm"}
+                   "parallel": "n per arm against a control arm",
+                   "crossover": "n participants given both conditions, the contrast of their "
+                                "changes"}
         paras.append(
             "Power planning. The power of each hypothesis with a predicted change or "
             "association for a replication ("

@@ -9,7 +9,12 @@ replication may take:
   participants, the paired t-test or the Wilcoxon signed-rank test);
 * ``parallel``: n participants per arm, the active arm's change against a control arm's, judged
   by the session x arm tests of :func:`prepost.stats.parallel.arm_test` (studentized
-  permutation of the arm labels, Welch t or Mann-Whitney).
+  permutation of the arm labels, Welch t or Mann-Whitney);
+* ``crossover``: n participants given both conditions, the contrast of their changes (active
+  minus control) judged by the paired tests of :func:`prepost.stats.crossover.contrast_test`.
+  The contrast's SD is the crossover study's own; from another design, that of two independent
+  changes, ``sqrt(sd_active^2 + sd_control^2)`` (no within-participant correlation of the
+  changes: conservative when a participant's changes under both conditions go together).
 
 A correlation of changes between modalities (``test: correlation``) is planned as n participants
 with both changes, drawn from a bivariate normal with the study's Pearson r, and judged by the
@@ -48,14 +53,14 @@ __all__ = ["DESIGNS", "POWER_COLUMNS", "N_COLUMNS", "study_effects", "simulated_
            "simulated_correlation_pvalues", "power_curves", "n_for_power", "plan", "main"]
 
 #: Replication designs that can be planned.
-DESIGNS = ("prepost", "parallel")
+DESIGNS = ("prepost", "parallel", "crossover")
 _SAMPLING = ("normal", "resample")
 _P_KINDS = ("p_perm", "p_t", "p_wilcoxon")
 
 POWER_COLUMNS = ["name", "measure", "region", "direction", "design", "test", "n", "power",
                  "power_low", "power_high", "power_bonferroni", "simulations", "alpha",
                  "alpha_bonferroni", "effect_size", "mean_active", "sd_active", "mean_control",
-                 "sd_control", "source", "sampling"]
+                 "sd_control", "sd_contrast", "source", "sampling"]
 N_COLUMNS = ["name", "measure", "region", "direction", "design", "test", "target",
              "effect_size", "n_target", "n_target_bonferroni", "n_closed_form", "n_max", "note"]
 
@@ -87,9 +92,10 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
     active, control : str or None
         Arm labels of a parallel study.
     effects : mapping or None
-        ``{hypothesis name: {mean, sd[, control_mean, control_sd]}}``: sizes in place of the
-        study's (in the measure's units; ``mean`` is the active arm's mean change); ``{r}`` for a
-        correlation.
+        ``{hypothesis name: {mean, sd[, control_mean, control_sd, contrast_sd]}}``: sizes in
+        place of the study's (in the measure's units; ``mean`` is the active arm's mean change;
+        ``contrast_sd`` the SD of a participant's contrast of changes in a crossover, default
+        ``sqrt(sd^2 + control_sd^2)``); ``{r}`` for a correlation.
     control_mean : float
         Mean change of a planned control arm when the study had none.
     change : {'difference', 'percent'}
@@ -104,7 +110,8 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
         Per hypothesis: ``name``, ``measure``, ``region``, ``direction``, ``active`` and
         ``control`` (the study's changes, or None), ``mean_active``, ``sd_active``,
         ``mean_control``, ``sd_control``, ``source`` ('study' or 'config') and ``note`` (why
-        it cannot be planned, else ''). A correlation has ``method``, ``r`` (Pearson r of the
+        it cannot be planned, else ''), ``sd_contrast`` (and ``contrast``, a crossover
+        study's own contrasts of changes). A correlation has ``method``, ``r`` (Pearson r of the
         changes: the bivariate normal it is planned from) and ``pairs`` (the study's changes,
         shape (2, n), or None).
     """
@@ -167,6 +174,8 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
             row.update(source="config", mean_active=float(e["mean"]), sd_active=float(e["sd"]),
                        mean_control=float(e.get("control_mean", control_mean)),
                        sd_control=float(e.get("control_sd", e["sd"])))
+            row["sd_contrast"] = float(e.get("contrast_sd", np.hypot(row["sd_active"],
+                                                                     row["sd_control"])))
             continue
         if table is None:
             row["note"] = "no group table and no size in stats.power.effects"
@@ -183,6 +192,9 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
         if conditions:
             a = _sample(delta[named][col])
             c = _sample(delta[control][col]) if named == active else None
+            if c is not None:  # the crossover's own contrasts, participant by participant
+                both = delta[active][col] - delta[control][col]
+                row["contrast"] = _sample(both)
         elif arms:
             values = delta[col]
             arm = arm_labels(arms, values.index)
@@ -203,6 +215,10 @@ def study_effects(hypotheses, table=None, baseline="pre", followup="post", arms=
             row.update(mean_control=float(c.mean()), sd_control=float(c.std(ddof=1)))
         else:
             row.update(mean_control=float(control_mean), sd_control=row["sd_active"])
+        contrast = row.get("contrast")
+        row["sd_contrast"] = (float(contrast.std(ddof=1)) if contrast is not None
+                              and len(contrast) >= 3 else
+                              float(np.hypot(row["sd_active"], row["sd_control"])))
     return out
 
 
@@ -337,11 +353,21 @@ def _wilson(k, n):
     return float(lo), float(hi)
 
 
+def _sd_contrast(e):
+    """SD of a participant's contrast of changes: the effect's own, else two independent
+    changes'."""
+    sd = e.get("sd_contrast")
+    return float(sd) if sd is not None and np.isfinite(sd) else \
+        float(np.hypot(e["sd_active"], e["sd_control"]))
+
+
 def _effect_size(e, design):
     if "method" in e:
         return e["r"]
     if design == "prepost":
         return e["mean_active"] / e["sd_active"]
+    if design == "crossover":
+        return (e["mean_active"] - e["mean_control"]) / _sd_contrast(e)
     sd = np.sqrt((e["sd_active"] ** 2 + e["sd_control"] ** 2) / 2.0)
     return (e["mean_active"] - e["mean_control"]) / sd
 
@@ -360,10 +386,10 @@ def power_curves(effects, designs=DESIGNS, n=(10, 20, 30, 40, 50, 60, 70, 80, 90
     ----------
     effects : list of dict
         :func:`study_effects`; hypotheses with a ``note`` are left out.
-    designs : sequence of {'prepost', 'parallel'}
-        Designs of the replication. An interaction hypothesis is planned as ``parallel`` only.
+    designs : sequence of {'prepost', 'parallel', 'crossover'}
+        Designs of the replication. An interaction hypothesis is not planned as ``prepost``.
     n : sequence of int
-        Participants (``prepost``) or participants per arm (``parallel``).
+        Participants (``prepost``, ``crossover``) or participants per arm (``parallel``).
     simulations : int
         Simulated studies per design and n.
     alpha : float
@@ -405,7 +431,7 @@ def power_curves(effects, designs=DESIGNS, n=(10, 20, 30, 40, 50, 60, 70, 80, 90
         for j, design in enumerate(designs):
             if design == "prepost" and e.get("test_is_interaction"):
                 continue
-            if design == "parallel" and corr:
+            if design in ("parallel", "crossover") and corr:
                 continue  # a correlation of changes needs n participants with both, in any arm
             for size in sizes:
                 # one stream per hypothesis, design and n: adding one leaves the others as they were
@@ -417,9 +443,22 @@ def power_curves(effects, designs=DESIGNS, n=(10, 20, 30, 40, 50, 60, 70, 80, 90
                         seed=seed + size)
                     test = "p_perm"
                 else:
-                    a = _draw(rng, e["mean_active"], e["sd_active"], e["active"],
-                              (simulations, size), sampling)
                     c = None
+                    if design == "crossover" and sampling == "resample" \
+                            and e.get("contrast") is None and e["active"] is not None:
+                        # no crossover study: two independent changes per participant
+                        a = _draw(rng, e["mean_active"], e["sd_active"], e["active"],
+                                  (simulations, size), sampling) - _draw(
+                            rng, e["mean_control"], e["sd_control"],
+                            e["control"] if e["control"] is not None else e["active"],
+                            (simulations, size), sampling)
+                    elif design == "crossover":
+                        # each participant's contrast of changes, active minus control
+                        a = _draw(rng, e["mean_active"] - e["mean_control"], _sd_contrast(e),
+                                  e.get("contrast"), (simulations, size), sampling)
+                    else:
+                        a = _draw(rng, e["mean_active"], e["sd_active"], e["active"],
+                                  (simulations, size), sampling)
                     if design == "parallel":
                         c = _draw(rng, e["mean_control"], e["sd_control"],
                                   e["control"] if e["control"] is not None else e["active"],
@@ -438,8 +477,9 @@ def power_curves(effects, designs=DESIGNS, n=(10, 20, 30, 40, 50, 60, 70, 80, 90
                     "simulations": int(simulations), "alpha": alpha, "alpha_bonferroni": alpha / m,
                     "effect_size": _effect_size(e, design), "mean_active": e["mean_active"],
                     "sd_active": e["sd_active"],
-                    "mean_control": e["mean_control"] if design == "parallel" else np.nan,
-                    "sd_control": e["sd_control"] if design == "parallel" else np.nan,
+                    "mean_control": e["mean_control"] if design != "prepost" else np.nan,
+                    "sd_control": e["sd_control"] if design != "prepost" else np.nan,
+                    "sd_contrast": _sd_contrast(e) if design == "crossover" else np.nan,
                     "source": e["source"],
                     "sampling": sampling if e.get("active") is not None
                     or e.get("pairs") is not None else "normal"})
@@ -459,7 +499,7 @@ def _closed_form_n(es, design, alpha, target, correlation=False):
     # two-sided test at alpha, success only in the predicted direction: one tail at alpha / 2
     kw = {"effect_size": es, "alpha": alpha / 2, "power": target, "alternative": "larger"}
     try:
-        n = TTestPower().solve_power(**kw) if design == "prepost" else \
+        n = TTestPower().solve_power(**kw) if design in ("prepost", "crossover") else \
             TTestIndPower().solve_power(ratio=1.0, **kw)
     except Exception:  # noqa: BLE001 - statsmodels' root finder gives up on tiny effects
         return np.nan
