@@ -246,6 +246,48 @@ def test_replicate_participants_alternate_the_arms_of_a_parallel_design():
     assert "group" not in validate.replicate_participants(3).columns
 
 
+def test_self_check_of_a_crossover_scores_the_contrast_of_true_changes():
+    """Truth and estimates of a crossover: the interaction is scored against the mean contrast
+    of the true changes, a placebo paired hypothesis against a planted 0."""
+    from prepost import validate
+
+    ses = {"ketamine": ("preKET", "postKET"), "placebo": ("prePLA", "postPLA")}
+    params = sim.merge_params({})
+    truth, est = [], []
+    for sub in ("01", "02", "03", "04"):
+        S = sim.subject_network_fc(params, sub, [*ses["ketamine"], *ses["placebo"]],
+                                   planted=["postKET"])
+        d = NET.index("Default")
+        for s_ in S:
+            z = float(np.arctanh(S[s_][d, d]))
+            truth.append((f"sub-{sub}", s_, "fmri", "fc_within_z", "Default", z))
+            est.append((f"sub-{sub}", s_, "fmri", "fc_within", "Default", z + 0.01, "A"))
+    cols = ["participant_id", "session", "modality", "measure", "region", "value"]
+    tr = pd.DataFrame(truth, columns=cols)
+    gt = pd.DataFrame(est, columns=cols + ["atlas"])
+    hy = pd.DataFrame([
+        {"name": "contrast", "test": "interaction", "measure": "fc_within", "region": "Default",
+         "direction": "decrease", "arm": "", "estimate": -0.1, "ci_low": -0.3, "ci_high": 0.1,
+         "verdict": "not supported"},
+        {"name": "placebo", "test": "paired", "measure": "fc_within", "region": "Default",
+         "direction": "none", "arm": "placebo", "estimate": 0.0, "ci_low": -0.2, "ci_high": 0.2,
+         "verdict": "supported"}])
+    chk = validate.self_check(hy, gt, tr, params["effects"], conditions=ses, active="ketamine",
+                              control="placebo").set_index("name")
+    z = tr.set_index(["participant_id", "session"])["value"]
+    subs = [f"sub-{s}" for s in ("01", "02", "03", "04")]
+    want = np.mean([(z[s, "postKET"] - z[s, "preKET"]) - (z[s, "postPLA"] - z[s, "prePLA"])
+                    for s in subs])
+    assert chk.loc["contrast", "realised"] == pytest.approx(want, abs=1e-12)
+    assert chk.loc["contrast", "planted"] == params["effects"]["within_default_dz"]
+    assert chk.loc["placebo", "planted"] == 0.0
+    assert chk.loc["placebo", "realised"] == pytest.approx(
+        np.mean([z[s, "postPLA"] - z[s, "prePLA"] for s in subs]), abs=1e-12)
+    t = validate.replicate_participants(4, {"type": "crossover", "order_column": "first",
+                                            "active": "ket", "control": "pla"})
+    assert list(t["first"]) == ["ket", "pla", "ket", "pla"]
+
+
 @pytest.mark.slow
 def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
     """K = 2 replicate studies (2 participants, coarse fMRI only) through Snakemake: the summary

@@ -524,7 +524,8 @@ def study_config(snakefile, configfiles=()):
 
 def replicate_participants(n, design=None):
     """participants.tsv of a replicate: :func:`prepost.simulate.default_participants`, with the
-    arms of a parallel design alternating (active first) in its ``arm_column``."""
+    arms of a parallel design alternating (active first) in its ``arm_column``, or a
+    crossover's orders alternating (active first) in its ``order_column``."""
     from prepost.simulate import default_participants
 
     table = default_participants(n)
@@ -533,7 +534,24 @@ def replicate_participants(n, design=None):
         table[design.get("arm_column", "arm")] = [
             design.get("active", "ketamine") if i % 2 == 0 else design.get("control", "placebo")
             for i in range(n)]
+    if design.get("type") == "crossover":
+        table[design.get("order_column", "order")] = [
+            design.get("active", "ketamine") if i % 2 == 0 else design.get("control", "placebo")
+            for i in range(n)]
     return table
+
+
+def _design_arguments(design, parts):
+    """The arms (parallel) or condition sessions (crossover) :func:`self_check` scores by."""
+    two = {"active": design.get("active"), "control": design.get("control")}
+    if design.get("type") == "parallel":
+        return {"arms": dict(zip(parts["participant_id"],
+                                 parts[design.get("arm_column", "arm")])), **two}
+    if design.get("type") == "crossover":
+        from prepost.stats.crossover import condition_sessions
+
+        return {"conditions": condition_sessions(design), **two}
+    return {}
 
 
 def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cores=2,
@@ -582,11 +600,9 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
                                                                "flag": str}),
                      pd.read_csv(tg["truth"], sep="\t", dtype={"region": str}),
                      json.loads(Path(tg["effects"]).read_text())["effects"],
+                     cfg["sessions"]["baseline"], cfg["sessions"]["followup"],
                      reference_roi=(cfg.get("pet") or {}).get("reference_roi"),
-                     **({"arms": dict(zip(parts["participant_id"],
-                                          parts[design.get("arm_column", "arm")])),
-                         "active": design.get("active"), "control": design.get("control")}
-                        if design.get("type") == "parallel" else {}))
+                     **_design_arguments(design, parts))
     results = Path(overrides["results_dir"])
     if not keep:
         for sub in [*results.iterdir(), results / "simulated" / "bids", rep / ".snakemake"]:

@@ -40,7 +40,12 @@ phyp.validate_measures(
 STATS_TERMS = pcov.covariate_terms(PARTICIPANTS.columns, source=config["participants"])
 pgroup.check_formula(
     STATS_CFG["mixed"]["formula"],
-    ["value", "session", *STATS_TERMS.values(), *(pcross.CONDITION_COLUMNS if CROSSOVER else ())],
+    [
+        "value",
+        "session",
+        *STATS_TERMS.values(),
+        *(pcross.CONDITION_COLUMNS if CROSSOVER else ()),
+    ],
     terms=STATS_TERMS,
 )
 
