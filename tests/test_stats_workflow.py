@@ -76,8 +76,8 @@ def test_stats_and_report_rules_run(study):
         stats_stage.read_group_table(results / "group/group_table.tsv"), cfg["stats"]["power"],
         alpha=0.05, p_value="p_perm", max_exact=16)
     got = pd.read_csv(results / "group/power.tsv", sep="\t")
-    # 4 predicted changes x 2 designs and 1 correlation (pre/post only), at 3 n each
-    assert len(got) == len(curves) == (4 * 2 + 1) * 3
+    # 4 predicted changes x 3 designs and 1 correlation (pre/post only), at 3 n each
+    assert len(got) == len(curves) == (4 * 3 + 1) * 3
     np.testing.assert_allclose(got["power"], curves["power"], rtol=0, atol=1e-12)
     got_n = pd.read_csv(results / "group/power_n.tsv", sep="\t")
     assert list(got_n["n_target"].fillna(-1)) == list(n_table["n_target"].fillna(-1))
@@ -368,6 +368,12 @@ def test_crossover_design_stats_and_report(tmp_path):
     assert "Crossover: every participant had both conditions" in text
     ntab = pd.read_csv(results / "group/power_n.tsv", sep="\t").set_index(["name", "design"])
     assert ("ketamine lowers DMN FC", "parallel") in ntab.index
+    # a crossover replication is planned from the participants' own contrasts
+    curves = pd.read_csv(results / "group/power.tsv", sep="\t")
+    cx = curves[(curves.name == "ketamine lowers DMN FC") & (curves.design == "crossover")]
+    d_k = change_scores(gt, "preKET", "postKET")[("fc_within", "Default", "")]
+    d_p = change_scores(gt, "prePLA", "postPLA")[("fc_within", "Default", "")]
+    assert cx["sd_contrast"].iloc[0] == pytest.approx((d_k - d_p).std(ddof=1), rel=1e-9)
 
 
 def test_crossover_nbs_reads_both_conditions_matrices(tmp_path):
