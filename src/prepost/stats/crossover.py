@@ -31,8 +31,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from prepost.errors import ConfigError, ValidationReport
-from prepost.stats.paired import correct, paired_test
+from prepost.errors import ConfigError
+from prepost.stats.paired import paired_test
+from prepost.stats.parallel import column_labels, correct_within_families
 
 __all__ = ["CONDITION_COLUMNS", "condition_sessions", "participant_orders", "annotate",
            "contrast_test", "contrast_table"]
@@ -42,7 +43,6 @@ CONDITION_COLUMNS = ("condition", "timepoint", "period")
 #: The two timepoint levels of the ``timepoint`` column (the reference level first).
 TIMEPOINTS = ("baseline", "followup")
 
-_P_COLUMNS = ("p_t", "p_wilcoxon", "p_perm")
 _COLUMNS = ["n", "n_dropped", "mean_change_active", "mean_change_control", "diff", "sd_diff",
             "t", "df", "p_t", "ci_t_low", "ci_t_high", "w", "p_wilcoxon", "p_perm",
             "perm_exact", "cohens_dz", "ci_boot_low", "ci_boot_high", "n_active_first",
@@ -116,29 +116,15 @@ def participant_orders(participants, path, order_column, active, control, min_pe
     ValidationReport
         Every line whose order is missing or another label, and an order nobody has.
     """
-    if order_column not in participants.columns:
-        raise ConfigError(path, order_column, "a participants.tsv column naming the condition "
-                          "each participant received first (design.order_column)",
-                          f"columns {[c for c in participants.columns if c != 'label']}")
-    orders, problems = {}, []
-    for line, (pid, first) in enumerate(zip(participants["participant_id"],
-                                            participants[order_column]), start=2):
-        label = "" if pd.isna(first) else str(first).strip()
-        if label not in (str(active), str(control)):
-            problems.append(f"{path}: line {line} ({pid}), column '{order_column}': expected "
-                            f"the condition given first, {active!r} or {control!r} "
-                            f"(design.active / design.control), found {label or 'n/a'!r}")
-        orders[str(pid)] = label
-    for cond in (str(active), str(control)):
-        n = sum(v == cond for v in orders.values())
-        if not problems and n < min_per_order:
-            problems.append(f"{path}: column '{order_column}': expected at least "
-                            f"{min_per_order} participant(s) receiving {cond!r} first (the "
-                            f"period effect is confounded with the condition otherwise), "
-                            f"found {n}")
-    if problems:
-        raise ValidationReport(problems)
-    return orders
+    return column_labels(
+        participants, path, order_column, (str(active), str(control)),
+        role="a participants.tsv column naming the condition each participant received first "
+             "(design.order_column)",
+        expected=f"the condition given first, {active!r} or {control!r} (design.active / "
+                 "design.control)",
+        too_few=lambda cond, n: f"expected at least {min_per_order} participant(s) receiving "
+                                f"{cond!r} first (the period effect is confounded with the "
+                                f"condition otherwise), found {n}", minimum=min_per_order)
 
 
 def annotate(table, sessions, orders):
@@ -283,13 +269,4 @@ def contrast_table(table, sessions, active, control, orders=None,
                      "mean_pre": float(np.nanmean(base)) if np.isfinite(base).any() else np.nan})
     out = pd.DataFrame(rows, columns=["modality", "atlas", "measure", "region", *_COLUMNS,
                                       "mean_pre"])
-    if out.empty:
-        return out.assign(family="", corrections=",".join(corrections))
-    family = list(dict.fromkeys(["atlas", *family]))
-    fam = out[family].astype(str).agg("/".join, axis=1)
-    for method in corrections:
-        for p in _P_COLUMNS:
-            out[f"{p}_{method}"] = correct(out[p], method=method, families=fam).to_numpy()
-    out["family"] = fam
-    out["corrections"] = ",".join(corrections)
-    return out.sort_values(["modality", "atlas", "measure", "region"]).reset_index(drop=True)
+    return correct_within_families(out, family, corrections)

@@ -620,14 +620,11 @@ def nbs_matrices(pre, post, labels=None, thresh=3.0, tail="both", size="extent",
     keep = np.flatnonzero(~bad)
     idx = np.ix_(np.arange(zp.shape[0]), keep, keep)
     A, B = zp[idx], zq[idx]
-    for Z in (A, B):
-        Z[:, np.arange(keep.size), np.arange(keep.size)] = 0.0
     if zc is not None:
         # the contrast (B - A) - (D - C) as the paired difference of (D - C, B - A)
-        C, D = zc[0][idx], zc[1][idx]
-        A, B = D - C, B - A
-        for Z in (A, B):
-            Z[:, np.arange(keep.size), np.arange(keep.size)] = 0.0
+        A, B = zc[1][idx] - zc[0][idx], B - A
+    for Z in (A, B):
+        Z[:, np.arange(keep.size), np.arange(keep.size)] = 0.0
     if arm is None:
         res = nbs_paired(A, B, thresh=thresh, tail=tail, size=size, n_perm=n_perm,
                          max_exact=max_exact, seed=seed)

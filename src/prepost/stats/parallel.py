@@ -35,8 +35,8 @@ from scipy import stats
 from prepost.errors import ConfigError, InputError, ValidationReport
 from prepost.stats.paired import count_extreme, correct
 
-__all__ = ["ARM_P_COLUMNS", "participant_arms", "arm_labels", "relabelings", "arm_test",
-           "interaction_table"]
+__all__ = ["ARM_P_COLUMNS", "participant_arms", "column_labels", "arm_labels", "relabelings",
+           "arm_test", "interaction_table", "correct_within_families"]
 
 #: p-value columns of the interaction table (corrected within families).
 ARM_P_COLUMNS = ("p_t", "p_wilcoxon", "p_perm")
@@ -77,27 +77,67 @@ def participant_arms(participants, path, arm_column, active, control, min_per_ar
     if str(active) == str(control):
         raise ConfigError(None, "design.control", f"a label other than design.active "
                           f"({active!r})", repr(control))
-    if arm_column not in participants.columns:
-        raise ConfigError(path, arm_column, "a participants.tsv column naming each "
-                          "participant's arm (design.arm_column)",
+    return column_labels(
+        participants, path, arm_column, (str(active), str(control)),
+        role="a participants.tsv column naming each participant's arm (design.arm_column)",
+        expected=f"{active!r} or {control!r} (design.active / design.control)",
+        too_few=lambda arm, n: f"expected at least {min_per_arm} participants in arm {arm!r}, "
+                               f"found {n}", minimum=min_per_arm)
+
+
+def column_labels(participants, path, column, labels, *, role, expected, too_few, minimum):
+    """A design's participants.tsv column: each participant's label, every line checked.
+
+    Parameters
+    ----------
+    participants : pandas.DataFrame
+        participants.tsv as :func:`prepost.bids.read_participants` returns it.
+    path : path-like
+        The file (for the messages).
+    column : str
+        The column to read.
+    labels : sequence of str
+        The labels a line may hold.
+    role : str
+        What the column is, for a missing column's message.
+    expected : str
+        What a line should hold, for a wrong line's message.
+    too_few : callable
+        ``(label, count) -> message`` of a label with fewer than ``minimum`` participants (the
+        first such label is reported, once every line is right).
+    minimum : int
+        Fewest participants a label may have.
+
+    Returns
+    -------
+    dict
+        ``participant_id -> label``.
+
+    Raises
+    ------
+    ConfigError
+        The column is missing (naming the columns there are).
+    ValidationReport
+        Every wrong or missing line, or the first label with too few participants.
+    """
+    if column not in participants.columns:
+        raise ConfigError(path, column, role,
                           f"columns {[c for c in participants.columns if c != 'label']}")
-    arms, problems = {}, []
-    for line, (pid, arm) in enumerate(zip(participants["participant_id"],
-                                          participants[arm_column]), start=2):
-        label = "" if pd.isna(arm) else str(arm).strip()
-        if label not in (str(active), str(control)):
-            problems.append(f"{path}: line {line} ({pid}), column '{arm_column}': expected "
-                            f"{active!r} or {control!r} (design.active / design.control), "
-                            f"found {label or 'n/a'!r}")
-        arms[str(pid)] = label
-    for arm in (str(active), str(control)):
-        n = sum(v == arm for v in arms.values())
-        if not problems and n < min_per_arm:
-            problems.append(f"{path}: column '{arm_column}': expected at least {min_per_arm} "
-                            f"participants in arm {arm!r}, found {n}")
+    out, problems = {}, []
+    for line, (pid, value) in enumerate(zip(participants["participant_id"],
+                                            participants[column]), start=2):
+        label = "" if pd.isna(value) else str(value).strip()
+        if label not in labels:
+            problems.append(f"{path}: line {line} ({pid}), column '{column}': expected "
+                            f"{expected}, found {label or 'n/a'!r}")
+        out[str(pid)] = label
+    for label in labels:
+        n = sum(v == label for v in out.values())
+        if not problems and n < minimum:
+            problems.append(f"{path}: column '{column}': {too_few(label, n)}")
     if problems:
         raise ValidationReport(problems)
-    return arms
+    return out
 
 
 def arm_labels(arms, ids):
@@ -285,6 +325,13 @@ def interaction_table(table, arms, active, control, baseline="pre", followup="po
                      "mean_pre": float(np.nanmean(base)) if np.isfinite(base).any() else np.nan})
     out = pd.DataFrame(rows, columns=["modality", "atlas", "measure", "region", *_COLUMNS,
                                       "mean_pre"])
+    return correct_within_families(out, family, corrections)
+
+
+def correct_within_families(out, family, corrections):
+    """Correct an interaction table's p-values (:data:`ARM_P_COLUMNS`) within families of
+    ``family`` columns (never mixing atlases); adds ``<p>_<method>``, ``family`` and
+    ``corrections``, sorted by modality, atlas, measure and region."""
     if out.empty:
         return out.assign(family="", corrections=",".join(corrections))
     family = list(dict.fromkeys(["atlas", *family]))
