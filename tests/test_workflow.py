@@ -59,11 +59,18 @@ def test_small_simulated_study_runs_end_to_end(tmp_path):
     # a second run has nothing to do
     res = snakemake("-n", "--cores", "2", "--configfile", str(cfg), cwd=tmp_path)
     assert "Nothing to be done" in res.stdout + res.stderr
-    # the same study is reachable as a user's dataset through bids_dir
+    # the same study is reachable as a user's dataset through bids_dir: the same jobs but the
+    # simulation, and the same inventory (the chain after it is the one run above)
+    results2 = tmp_path / "results2"
     cfg2 = small_config(tmp_path, bids_dir=str(results / "simulated/bids"),
-                        results_dir=str(tmp_path / "results2"))
-    snakemake("--cores", "2", "--configfile", str(cfg2), cwd=tmp_path)
-    inv2 = pd.read_csv(tmp_path / "results2/qc/bids_inventory.tsv", sep="\t")
+                        results_dir=str(results2))
+    ran = dry_run_jobs(snakemake("-n", "--cores", "2", "--configfile", str(cfg), "-F",
+                                 cwd=tmp_path))
+    user = dry_run_jobs(snakemake("-n", "--cores", "2", "--configfile", str(cfg2), cwd=tmp_path))
+    assert user == {k: v for k, v in ran.items() if not k.startswith("simulate_")}
+    snakemake("--cores", "2", "--configfile", str(cfg2), "--",
+              str(results2 / "qc/bids_inventory.tsv"), cwd=tmp_path)
+    inv2 = pd.read_csv(results2 / "qc/bids_inventory.tsv", sep="\t")
     assert inv2.equals(inv)  # paths are relative to the dataset root
 
 
