@@ -130,6 +130,8 @@ def test_srtm_and_logan_reference_recover_bpnd():
     assert abs(lr.estimates["DVR"] / 4 - 1) < 0.02
     lr2 = K.logan_reference(target, ref, FS, DUR, k2prime="srtm")
     assert abs(lr2.estimates["DVR"] / 4 - 1) < 0.02
+    with pytest.raises(InputError, match="k2prime"):
+        K.logan_reference(target, ref, FS, DUR, k2prime="SRTM")  # one spelling, as the config
     lr3 = K.logan_reference(target, ref, FS, DUR)  # approximation without k2'
     assert "omitted" in lr3.flag
 

@@ -1227,7 +1227,7 @@ def logan_reference(target, reference, frame_start_s, frame_duration_s, tstar_s=
     int_r = _cum_mid(r, fs_m, fe_m)
     k2p_note = None
     if isinstance(k2prime, str):
-        if k2prime.lower() != "srtm":
+        if k2prime != "srtm":  # one spelling, as the config check at DAG time
             raise InputError(file=source, field="k2prime", expected="a positive float (1/min), 'srtm' or None",
                              found=k2prime)
         fit = srtm(y, r, frame_start_s, frame_duration_s, weights=weights, source=source)
@@ -1328,7 +1328,7 @@ def _k2prime_of_region(tacs, k2prime, models, rois, ref, frame_start_s, frame_du
     fit is usable, the failure's reason (every region's reference Logan then fails with it)
     when not, and ``k2prime`` unchanged for a number, 'srtm' or None.
     """
-    if "logan_ref" not in models or not isinstance(k2prime, str) or k2prime.lower() == "srtm":
+    if "logan_ref" not in models or not isinstance(k2prime, str) or k2prime == "srtm":
         return k2prime, None, None
     if k2prime not in tacs.columns:
         raise InputError(file=source, field="k2prime",
