@@ -3,7 +3,8 @@
 For every T1w of a simulated study (``python -m prepost.simulate`` output: ``bids/`` and
 ``truth/``), the true brain and GM maps on the T1w grid are the template's, sampled through the
 session's scanner-to-MNI matrix (read from ``truth/.../*_geometry.json``, or recomputed from the
-simulator's random streams for studies written before that file existed).
+simulator's random streams for studies written before that file existed) and the participant's
+warp (``*_warp.nii.gz``, where written).
 
 Compared, on the same T1w and one ITK thread:
 
@@ -64,8 +65,11 @@ def truth_maps(study, participant, session, t1w):
     from prepost import simulate as sim
 
     to_mni = _to_mni(study, participant, session, t1w)
+    tp = sim.truth_paths(Path(study) / "truth", participant, session)
+    warp = sim.Warp.from_truth(tp) if tp["warp"].is_file() else None
     return sim.mni_maps_on_grid(t1w.affine, t1w.shape, to_mni,
-                                voxel_mm=float(t1w.header.get_zooms()[0]), keys=("brain", "gm"))
+                                voxel_mm=float(t1w.header.get_zooms()[0]), keys=("brain", "gm"),
+                                warp=warp)
 
 
 def run_prepost(path, truth, refine=False, threads=1, bias_correction=True, before=False):

@@ -97,8 +97,9 @@ def main(argv=None):
     t1 = nib.load(bp["t1w"])
     pet = nib.load(bp["pet"])
     geo = json.loads(Path(tp["geometry"]).read_text())
+    warp = sim.Warp.from_truth(tp) if Path(tp["warp"]).is_file() else None
     brain = sim.mni_maps_on_grid(t1.affine, t1.shape, np.asarray(geo["t1w_to_mni"]),
-                                 keys=("brain",))["brain"] > 0.5
+                                 keys=("brain",), warp=warp)["brain"] > 0.5
     mask = nib.Nifti1Image(brain.astype(np.uint8), t1.affine)
     summed = preproc.summed_image(pet, fs, fd, window_s=WINDOW_S)
     print(f"T1w {t1.shape} at {t1.header.get_zooms()[0]:.1f} mm, PET {pet.shape} at "

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import nibabel as nib
 import pandas as pd
+from runner import AFFINE_ANATOMY
 
 VOXEL_MM = 4.0
 
 
 def sim_params(n_volumes):
     """Simulator sizes of the run: 3 mm T1w, ``VOXEL_MM`` BOLD, a short coarse PET."""
-    return {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": int(n_volumes), "voxel_mm": VOXEL_MM},
+    return {"anat": {"voxel_mm": 3.0, **AFFINE_ANATOMY}, "bold": {"n_volumes": int(n_volumes), "voxel_mm": VOXEL_MM},
             "pet": {"voxel_mm": 6.0, "frames": [[3, 60], [4, 300]]}}
 
 

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from nilearn import datasets
+from runner import AFFINE_ANATOMY
 
 from prepost import registration
 from prepost import simulate as sim
@@ -20,7 +21,7 @@ FRAME_START_S, FRAME_DURATION_S = sim.frame_timing(sim.DEFAULTS["pet"]["frames"]
 SCAN_END_S = float(FRAME_START_S[-1] + FRAME_DURATION_S[-1])
 
 #: One session at unit-test sizes: 3 mm anatomy, 4 mm PET.
-SMALL = {"anat": {"voxel_mm": 3.0}, "bold": {"n_volumes": 20, "voxel_mm": 6.0},
+SMALL = {"anat": {"voxel_mm": 3.0, **AFFINE_ANATOMY}, "bold": {"n_volumes": 20, "voxel_mm": 6.0},
          "pet": {"voxel_mm": 4.0}}
 
 

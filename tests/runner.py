@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_SIMULATION = {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 30, "voxel_mm": 6.0},
                     "pet": {"voxel_mm": 6.0}}
 
+# Unit tests of one modality that take the simulator's geometry as known use its affine part
+# (t1w_to_mni) alone; the nonlinear anatomy is scored where registration is tested.
+AFFINE_ANATOMY = {"warp_mm": 0.0, "size_sd": 0.0}
+
 # A whole study (fMRI, PET, statistics, report) at the smallest sizes every stage still handles:
 # 60 volumes leave enough retained time after censoring, one coarse atlas, no voxel-wise PET maps.
 TINY = {

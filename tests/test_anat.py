@@ -29,15 +29,24 @@ SETTINGS = {"template_resolution": 2, "transform": "SyN", "bias_correction": Tru
             "refine": False, "seed": 1, "n_threads": 1}
 
 
-def _phantom(seed=3, voxel=VOXEL):
+def _phantom(seed=3, voxel=VOXEL, warp=None, keys=("brain", "gm")):
     aff, shape = simulate.grid_affine(voxel)
-    s = simulate.mni_maps_on_grid(aff, shape, TO_MNI, voxel_mm=voxel, keys=("t1", "brain", "gm"))
+    s = simulate.mni_maps_on_grid(aff, shape, TO_MNI, voxel_mm=voxel, keys=("t1",) + keys,
+                                  warp=warp)
     rng = np.random.default_rng(seed)
     t1 = s["t1"] * simulate.bias_field(shape, rng, 10.0)
     t1 = np.hypot(t1 + rng.normal(0, 0.02, shape), rng.normal(0, 0.02, shape))
     img = nib.Nifti1Image(np.round(t1 * 1000).astype(np.int16), aff)
     img.header.set_xyzt_units("mm", "sec")
-    return img, {k: nib.Nifti1Image(s[k].astype(np.float32), aff) for k in ("brain", "gm")}
+    return img, {k: nib.Nifti1Image(s[k].astype(np.float32), aff) for k in keys}
+
+
+def _brain_lattice(step=6):
+    """Template brain points (MNI mm, (N, 3)) on a lattice of ``step`` 2 mm voxels."""
+    tpl = anat.template_images(2)["brain"]
+    ijk = np.argwhere(tpl.get_fdata() > 0.5)
+    ijk = ijk[np.all(ijk % step == 0, axis=1)]
+    return ijk @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +268,42 @@ def test_bad_inputs_name_the_file(tmp_path):
     with pytest.raises(InputError, match="transform"):
         anat.register_to_mni(flat, transform="Affine")
 
+
+
+def _parcel_dice(a, b):
+    """Mean Dice over the parcels present in either label array."""
+    labels = np.union1d(np.unique(a), np.unique(b))
+    labels = labels[labels > 0]
+    return float(np.mean([2 * np.sum((a == k) & (b == k)) / (np.sum(a == k) + np.sum(b == k))
+                          for k in labels]))
+
+
+def test_syn_recovers_the_simulated_nonlinear_anatomy(tmp_path):
+    """A T1w drawn through a simulated participant's anatomy (brain size and the smooth 2.5 mm
+    RMS warp of the demo's default, after the known affine) and registered with the default
+    SyN: MNI -> T1w points against the true inverse mapping, and the Schaefer-400 atlas brought
+    to the T1w against the true parcels, both better than the registration's own affine stage."""
+    warp = simulate.subject_warp(simulate.merge_params(), "01")
+    img, truth = _phantom(warp=warp, keys=("brain", "labels"))
+    path = tmp_path / "sub-01_ses-pre_T1w.nii.gz"
+    img.to_filename(path)
+    res = anat.process_t1w(path, transform_paths=anat.output_paths(tmp_path, sub="01", ses="pre"),
+                           **SETTINGS, truth_mask=truth["brain"])
+    xfm = res["transforms"]
+    affine_only = {"forward": [xfm["affine"]], "inverse": [xfm["inverse_affine"]]}
+    mni = _brain_lattice()
+    y = warp.inverse(mni.T)
+    true = (np.linalg.inv(TO_MNI) @ np.vstack([y, np.ones(y.shape[1])]))[:3].T
+    err = {k: np.linalg.norm(anat.points_to_t1w(mni, t) - true, axis=1)
+           for k, t in (("syn", xfm), ("affine", affine_only))}
+    maps = simulate.mni_maps(1.0)
+    atlas = nib.Nifti1Image(maps["labels"].astype(np.float32), maps["affine"])
+    true_labels = truth["labels"].get_fdata().astype(int)
+    dice = {k: _parcel_dice(np.asarray(anat.apply_to_t1w(atlas, t, img, interpolation="genericLabel")
+                                       .dataobj).round().astype(int), true_labels)
+            for k, t in (("syn", xfm), ("affine", affine_only))}
+    # measured: median point error 1.72 mm (SyN) vs 2.20 mm (affine stage), 95th percentile 3.1
+    # vs 3.9 mm, on a 3 mm T1w; mean parcel Dice 0.77 vs 0.71
+    assert np.median(err["syn"]) < 0.85 * np.median(err["affine"])
+    assert np.percentile(err["syn"], 95) < 0.9 * np.percentile(err["affine"], 95)
+    assert dice["syn"] > dice["affine"] + 0.03

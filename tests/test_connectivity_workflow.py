@@ -43,8 +43,8 @@ def _fd(motion, radius=50.0):
 def fabricate_fmri_outputs(study, results, res_mm=3.0, fd_threshold=0.5, excluded=()):
     """Write the fMRI stage's contract files from a simulated study (true geometry and motion).
 
-    Each volume is sampled on an MNI grid of ``res_mm`` through the true scanner-to-MNI matrix and
-    the true head motion, cleaned with nilearn (24P-free: 6 motion + 5 WM/CSF principal components,
+    Each volume is sampled on an MNI grid of ``res_mm`` through the true scanner-to-MNI mapping
+    (matrix and warp) and the true head motion, cleaned with nilearn (24P-free: 6 motion + 5 WM/CSF principal components,
     linear detrend, 0.01-0.08 Hz band-pass, FD > ``fd_threshold`` volumes censored and removed).
     ``excluded``: (subject, session) pairs whose QC says excluded.
     """
@@ -76,7 +76,8 @@ def fabricate_fmri_outputs(study, results, res_mm=3.0, fd_threshold=0.5, exclude
         data = img.get_fdata(dtype=np.float32)
         t_r = float(img.header.get_zooms()[3])
         inv_aff = np.linalg.inv(img.affine)
-        x_ref = np.linalg.solve(to_mni, np.vstack([mni, np.ones(mni.shape[1])]))
+        y = psim.Warp.from_truth(tp).inverse(mni)
+        x_ref = np.linalg.solve(to_mni, np.vstack([y, np.ones(y.shape[1])]))
         vols = []
         for t in range(dummies, data.shape[3]):
             m_inv = np.linalg.inv(psim.rigid_matrix(mot[t]))

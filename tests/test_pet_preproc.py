@@ -121,7 +121,7 @@ def fine_t1w(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("petfine")
     sim.simulate_subject(root / "bids", root / "truth", "01", sessions=("pre",),
-                         params={**SMALL, "anat": {"voxel_mm": 2.0}})
+                         params={**SMALL, "anat": {"voxel_mm": 2.0, **AFFINE_ANATOMY}})
     bp, tp = sim.bids_paths(root / "bids", "01", "pre"), sim.truth_paths(root / "truth", "01", "pre")
     meta = json.loads(bp["pet_json"].read_text())
     fs, fd = np.array(meta["FrameTimesStart"]), np.array(meta["FrameDuration"])

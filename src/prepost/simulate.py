@@ -9,7 +9,8 @@ increase with no global VT change); their sizes are parameters, and ``null=True`
 Models
 ------
 * Anatomy: nilearn's bundled MNI152 2009 template, GM/WM probability maps and brain mask, with a
-  synthetic skull/scalp shell, seen through a per-subject affine (scaling, rotation, translation)
+  synthetic skull/scalp shell, deformed per participant by a brain-size factor and a smooth
+  nonlinear warp (:class:`Warp`), seen through a per-subject affine (scaling, rotation, translation)
   and a per-session head pose; a smooth multiplicative bias field and Rician-like noise.
 * BOLD: each Schaefer parcel's signal is ``x_p = s_k + sqrt(1 - S_kk) e_p`` where ``s`` are the
   7 network signals with covariance ``S`` (unit-variance parcels, so the expected correlation of two
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +58,9 @@ __all__ = [
     "network_signals", "one_tcm_frames", "parcel_fc_truth", "pet_region_truth",
     "planted_effect_z", "random_stream", "rigid_matrix", "sample_world", "schaefer400_table",
     "session_pose", "simulate_dataset_files", "simulate_study", "simulate_subject",
-    "subject_affine", "subject_network_fc", "subject_outputs", "synthetic_confounds",
-    "t1w_to_mni", "truth_paths", "truth_summary", "world_coords",
+    "subject_affine", "subject_network_fc", "subject_outputs", "subject_warp",
+    "synthetic_confounds", "t1w_to_mni", "to_template", "truth_paths", "truth_summary", "Warp",
+    "world_coords",
 ]
 
 NETWORKS = ["Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default"]
@@ -96,7 +99,8 @@ DEFAULTS = {
         "vt_session_sd_pct": 5.0,
         "vt_region_sd_pct": 2.0,
     },
-    "anat": {"voxel_mm": 2.0, "noise_pct": 2.0, "bias_pct": 10.0},
+    "anat": {"voxel_mm": 2.0, "noise_pct": 2.0, "bias_pct": 10.0, "warp_mm": 2.5,
+             "warp_fwhm_mm": 40.0, "size_sd": 0.025},
     "bold": {
         "voxel_mm": 3.0,
         "n_volumes": 300,
@@ -236,7 +240,7 @@ def mni_maps(voxel_mm):
 
 
 def mni_maps_on_grid(affine, shape, to_mni=None, voxel_mm=None,
-                     keys=("gm", "wm", "csf", "brain")):
+                     keys=("gm", "wm", "csf", "brain"), warp=None):
     """The simulator's MNI source maps, sampled on an image grid: the truth an image was drawn from.
 
     Parameters
@@ -253,6 +257,8 @@ def mni_maps_on_grid(affine, shape, to_mni=None, voxel_mm=None,
     keys : sequence of str
         Maps among ``t1``, ``gm``, ``wm``, ``csf``, ``brain`` (trilinear) and ``labels``
         (Schaefer 400 index, nearest neighbour).
+    warp : Warp or None
+        The participant's anatomy after ``to_mni`` (:func:`subject_warp`); None: the affine alone.
 
     Returns
     -------
@@ -263,7 +269,7 @@ def mni_maps_on_grid(affine, shape, to_mni=None, voxel_mm=None,
         voxel_mm = float(np.max(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)))
     maps = mni_maps(float(voxel_mm))
     to_mni = np.eye(4) if to_mni is None else np.asarray(to_mni)
-    xyz = to_mni[:3, :3] @ world_coords(affine, shape) + to_mni[:3, 3:4]
+    xyz = to_template(to_mni, warp, world_coords(affine, shape))
     out = {}
     for k in keys:
         if k == "labels":
@@ -619,6 +625,7 @@ _TRUTH_FILES = {
     "pet_motion": ("pet-motion", ".tsv", {}),
     "input": ("input-function", ".json", {}),
     "geometry": ("geometry", ".json", {}),
+    "warp": ("warp", ".nii.gz", {}),
 }
 
 
@@ -630,7 +637,8 @@ def truth_paths(truth_dir, participant, session):
     dict of str to pathlib.Path
         ``motion`` (BOLD head motion), ``network_fc``, ``parcel_fc``, ``network_signals``,
         ``pet_regions`` (true K1, k2, VT, vB), ``pet_tacs``, ``pet_motion``, ``input`` (the
-        arterial input function's parameters) and ``geometry`` (image -> MNI matrices).
+        arterial input function's parameters), ``geometry`` (image -> MNI matrices and the brain
+        size) and ``warp`` (the participant's displacement field, :class:`Warp`).
     """
     folder = Path(truth_dir) / f"sub-{participant}"
     return {key: folder / bids_name(suffix, ext, sub=participant, ses=session, **extra)
@@ -693,20 +701,26 @@ def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"),
     fc = subject_network_fc(params, participant, sessions, planted)
     vt = pet_region_truth(params, participant, sessions, planted)
     subj_aff = subject_affine(params["seed"], participant)
+    warp = subject_warp(params, participant)
     for ses in sessions:
         rng = random_stream(params["seed"], participant, ses)
         to_mni = subj_aff @ session_pose(rng)  # the session's first draws; rng continues below
         bp, tp = bids_paths(bids_dir, participant, ses), truth_paths(truth_dir, participant, ses)
-        _write_t1w(params, to_mni, rng, bp)
-        _write_bold(params, to_mni, fc[ses], rng, bp, tp)
-        pet_to_mni = _write_pet(params, to_mni, vt[ses], rng, bp, tp, ses)
+        _write_t1w(params, to_mni, warp, rng, bp)
+        _write_bold(params, to_mni, warp, fc[ses], rng, bp, tp)
+        pet_to_mni = _write_pet(params, to_mni, warp, vt[ses], rng, bp, tp, ses)
+        write_nifti(warp.to_nifti(), tp["warp"])
         write_json({
             "convention": "world (scanner) mm of the image -> MNI mm of the template: "
-                          "mni = M @ [x, y, z, 1]; the BOLD reference (volume 0) shares the T1w "
-                          "scanner space; PET frames before motion",
+                          "y = M @ [x, y, z, 1] (M: t1w_to_mni, bold_to_mni or pet_to_mni), "
+                          "z = size * y, mni = z + u(z) with u the displacement field of the "
+                          "warp file (mm, trilinear; prepost.simulate.Warp); the BOLD reference "
+                          "(volume 0) shares the T1w scanner space; PET frames before motion",
             "t1w_to_mni": to_mni.round(12).tolist(),
             "bold_to_mni": to_mni.round(12).tolist(),
             "pet_to_mni": pet_to_mni.round(12).tolist(),
+            "size": warp.size,
+            "warp": tp["warp"].name,
         }, tp["geometry"])
 
 
@@ -731,7 +745,9 @@ def session_pose(rng):
 
 
 def t1w_to_mni(participant, session, seed=DEFAULTS["seed"]):
-    """True T1w world (mm) -> MNI mm matrix of a simulated participant and session.
+    """True T1w world (mm) -> MNI mm matrix of a simulated participant and session: the affine
+    part of the mapping, the whole of it when ``anat.warp_mm`` and ``anat.size_sd`` are 0
+    (otherwise follow it with :func:`subject_warp`, as :func:`to_template` does).
 
     The BOLD reference volume shares the T1w world, so this also maps a simulated BOLD run to
     MNI; :func:`simulate_subject` writes the same matrix to the truth's ``geometry`` file.
@@ -752,11 +768,113 @@ def t1w_to_mni(participant, session, seed=DEFAULTS["seed"]):
     return subject_affine(seed, participant) @ session_pose(random_stream(seed, participant, session))
 
 
-def _write_t1w(params, to_mni, rng, bp):
+# Box of the warp's grid in MNI mm: the template's head with a margin.
+_WARP_BOX = ((-100.0, -136.0, -84.0), (100.0, 104.0, 112.0))
+
+
+@dataclass(frozen=True)
+class Warp:
+    """A participant's anatomy against the template: brain size and a smooth nonlinear warp.
+
+    A point ``y`` in the participant's affine frame (``y = t1w_to_mni @ x`` for a T1w world point
+    ``x``) lies at the template point ``W(y) = z + u(z)`` with ``z = size * y``: ``size`` scales
+    the brain about the MNI origin and ``u`` is a displacement field (mm) on a regular MNI grid,
+    interpolated trilinearly. The identity is ``size = 1`` with a zero field.
+
+    Parameters
+    ----------
+    size : float
+        Isotropic scaling of the participant's brain against the template (1: no scaling).
+    field : ndarray, shape (3, nx, ny, nz)
+        Displacement ``u`` (MNI mm, RAS) at the grid points.
+    affine : ndarray, shape (4, 4)
+        Grid voxel -> MNI mm.
+    """
+
+    size: float
+    field: np.ndarray
+    affine: np.ndarray
+
+    def _u(self, z):
+        inv = np.linalg.inv(self.affine)
+        ijk = inv[:3, :3] @ z + inv[:3, 3:4]
+        return np.stack([ndimage.map_coordinates(c, ijk, order=1, mode="nearest", prefilter=False)
+                         for c in self.field])
+
+    def __call__(self, y):
+        """Template (MNI mm) points, shape (3, N), of participant points ``y`` (3, N)."""
+        z = self.size * np.asarray(y, float)
+        return z + self._u(z)
+
+    def inverse(self, mni, tol=1e-4, max_iter=50):
+        """Participant points ``y`` (3, N) whose template points are ``mni`` (3, N).
+
+        Fixed-point iteration ``z <- mni - u(z)``: a contraction while the field's gradient stays
+        below 1, which the smooth fields of :func:`subject_warp` keep far below.
+        """
+        mni = np.asarray(mni, float)
+        z = mni.copy()
+        for _ in range(max_iter):
+            z_new = mni - self._u(z)
+            done = np.max(np.abs(z_new - z), initial=0.0) < tol
+            z = z_new
+            if done:
+                break
+        return z / self.size
+
+    def to_nifti(self):
+        """The displacement field as a NIfTI vector image (x, y, z, 1, 3; intent DISPVECT)."""
+        img = nib.Nifti1Image(np.moveaxis(self.field, 0, -1)[:, :, :, None, :].astype(np.float32),
+                              self.affine)
+        img.header.set_intent("vector", (), name="displacement mm")
+        img.header.set_xyzt_units("mm")
+        return img
+
+    @classmethod
+    def from_truth(cls, paths):
+        """The warp a session's truth records (``paths``: :func:`truth_paths` of the session)."""
+        size = json.loads(Path(paths["geometry"]).read_text())["size"]
+        img = nib.load(paths["warp"])
+        field = np.moveaxis(np.asarray(img.dataobj, float)[:, :, :, 0, :], -1, 0)
+        return cls(float(size), field, img.affine.copy())
+
+
+def subject_warp(params, participant):
+    """The participant's :class:`Warp`, drawn from its ``"warp"`` stream.
+
+    ``anat.size_sd`` is the SD of the log brain-size factor; the field is white noise on a 4 mm
+    MNI grid smoothed to ``anat.warp_fwhm_mm`` and scaled to an RMS displacement of
+    ``anat.warp_mm`` over the brain. Both 0 give the identity.
+    """
+    a = params["anat"]
+    rng = random_stream(params["seed"], participant, "warp")
+    size = float(np.exp(rng.normal(0, a["size_sd"])))
+    aff, shape = grid_affine(4.0, *_WARP_BOX)
+    field = np.zeros((3,) + shape)
+    if a["warp_mm"] > 0:
+        sigma = a["warp_fwhm_mm"] / 2.355 / 4.0
+        field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), sigma,
+                                                  mode="constant") for _ in range(3)])
+        maps = mni_maps(4.0)
+        brain = sample_world(maps["brain"], maps["affine"],
+                             world_coords(aff, shape)).reshape(shape) > 0.5
+        rms = np.sqrt(np.mean(np.sum(field[:, brain] ** 2, axis=0)))
+        field *= a["warp_mm"] / rms
+    return Warp(size, field, aff)
+
+
+def to_template(to_mni, warp, world_xyz):
+    """Template (MNI mm) points, shape (3, N), of image world points ``world_xyz`` (3, N): the
+    image's affine ``to_mni`` then the participant's ``warp`` (None: the affine alone)."""
+    y = np.asarray(to_mni)[:3, :3] @ world_xyz + np.asarray(to_mni)[:3, 3:4]
+    return y if warp is None else warp(y)
+
+
+def _write_t1w(params, to_mni, warp, rng, bp):
     a = params["anat"]
     maps = mni_maps(a["voxel_mm"])
     aff, shape = grid_affine(a["voxel_mm"])
-    xyz = to_mni[:3, :3] @ world_coords(aff, shape) + to_mni[:3, 3:4]
+    xyz = to_template(to_mni, warp, world_coords(aff, shape))
     t1 = sample_world(maps["t1"], maps["affine"], xyz).reshape(shape)
     t1 = t1 * bias_field(shape, rng, a["bias_pct"])
     noise = a["noise_pct"] / 100
@@ -770,12 +888,12 @@ def _write_t1w(params, to_mni, rng, bp):
                 "InversionTime": 0.9, "FlipAngle": 9}, bp["t1w_json"])
 
 
-def _write_bold(params, to_mni, S, rng, bp, tp):
+def _write_bold(params, to_mni, warp, S, rng, bp, tp):
     b = params["bold"]
     T, t_r, vox = int(b["n_volumes"]), float(b["t_r"]), float(b["voxel_mm"])
     maps = mni_maps(vox)
     aff, shape = grid_affine(vox, lo=(-80.0, -116.0, -74.0), hi=(80.0, 84.0, 90.0))
-    xyz = to_mni[:3, :3] @ world_coords(aff, shape) + to_mni[:3, 3:4]
+    xyz = to_template(to_mni, warp, world_coords(aff, shape))
     gm, wm, csf, brain = (sample_world(maps[k], maps["affine"], xyz) for k in ("gm", "wm", "csf", "brain"))
     labels = sample_world(maps["labels"].astype(np.float32), maps["affine"], xyz, order=0).astype(int)
     table = schaefer400_table()
@@ -831,7 +949,7 @@ def _write_bold(params, to_mni, S, rng, bp, tp):
               tp["parcel_fc"], float_format="%.4f")
 
 
-def _write_pet(params, to_mni, truth, rng, bp, tp, session):
+def _write_pet(params, to_mni, warp, truth, rng, bp, tp, session):
     p = params["pet"]
     vox = float(p["voxel_mm"])
     starts, durs = frame_timing(p["frames"])
@@ -839,7 +957,7 @@ def _write_pet(params, to_mni, truth, rng, bp, tp, session):
     aff, shape = grid_affine(vox, lo=(-80.0, -116.0, -74.0), hi=(80.0, 84.0, 90.0))
     pose = rigid_matrix(np.concatenate([rng.normal(0, 2, 3), rng.normal(0, 0.02, 3)]))
     m2 = to_mni @ pose
-    xyz = m2[:3, :3] @ world_coords(aff, shape) + m2[:3, 3:4]
+    xyz = to_template(m2, warp, world_coords(aff, shape))
     gm, wm, csf = (sample_world(maps[k], maps["affine"], xyz) for k in ("gm", "wm", "csf"))
     labels = sample_world(maps["labels"].astype(np.float32), maps["affine"], xyz, order=0).astype(int)
 
