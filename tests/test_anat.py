@@ -95,10 +95,7 @@ def test_forward_transform_maps_t1w_onto_template(run):
 
 def test_points_match_the_known_affine(run):
     # brain points of the template on a 12 mm lattice, mapped MNI -> T1w
-    tpl = anat.template_images(2)["brain"]
-    ijk = np.argwhere(tpl.get_fdata() > 0.5)
-    ijk = ijk[np.all(ijk % 6 == 0, axis=1)]
-    mni = ijk @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]
+    mni = _brain_lattice()
     est = anat.points_to_t1w(mni, run["res"]["transforms"])
     true = (np.linalg.inv(TO_MNI) @ np.c_[mni, np.ones(len(mni))].T).T[:, :3]
     err = np.linalg.norm(est - true, axis=1)
@@ -119,10 +116,7 @@ def test_registration_of_a_shrunk_fine_t1w_matches_the_known_affine(tmp_path):
     assert reg["settings"]["moving_shrink"] == 2
     assert reg["warped"].shape == anat.template_images(2)["t1w"].shape
     xfm = anat.save_transforms(reg, anat.output_paths(tmp_path / "out", sub="01", ses="pre"))
-    tpl = anat.template_images(2)["brain"]
-    ijk = np.argwhere(tpl.get_fdata() > 0.5)
-    ijk = ijk[np.all(ijk % 6 == 0, axis=1)]
-    mni = ijk @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]
+    mni = _brain_lattice()
     est = anat.points_to_t1w(mni, xfm)
     true = (np.linalg.inv(TO_MNI) @ np.c_[mni, np.ones(len(mni))].T).T[:, :3]
     err = np.linalg.norm(est - true, axis=1)

@@ -54,7 +54,10 @@ def test_schema_rejects_an_unknown_transform(tmp_path):
 def test_anat_rule_writes_the_contract(tmp_path):
     from prepost import anat
 
-    cfg = config(tmp_path)
+    from prepost import simulate
+
+    # a schedule other than the default shows the config reaches the registration
+    cfg = config(tmp_path, reg_iterations=[30, 20, 0])
     results = tmp_path / "results"
     targets = anat_targets(results)
     snakemake(*targets, "--cores", "2", "--configfile", str(cfg), cwd=tmp_path)
@@ -81,3 +84,11 @@ def test_anat_rule_writes_the_contract(tmp_path):
         # the transforms carry the template brain mask onto the T1w brain mask
         back = anat.apply_to_t1w(tpl["brain"], out["sidecar"], t1).get_fdata() > 0.5
         assert anat.dice(back, mask) > 0.95
+        assert json.loads(Path(out["sidecar"]).read_text())["Settings"]["reg_iterations"] == [
+            30, 20, 0]
+        # ... and onto the simulated participant's true brain (its affine, size and warp)
+        tp = simulate.truth_paths(results / "simulated/truth", "01", ses)
+        geo = json.loads(tp["geometry"].read_text())
+        true = simulate.mni_maps_on_grid(t1.affine, t1.shape, np.asarray(geo["t1w_to_mni"]),
+                                         keys=("brain",), warp=simulate.Warp.from_truth(tp))
+        assert anat.dice(mask, true["brain"] > 0.5) > 0.93

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pet_data import SMALL, simulated_session
+from runner import AFFINE_ANATOMY
 
 from prepost import registration
 from prepost import simulate as sim

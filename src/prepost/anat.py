@@ -9,7 +9,7 @@ template with antspyx, and the template's priors are carried back to the T1w gri
 2. **Registration** (:func:`register_to_mni`): ``ants.registration`` with the template as the
    fixed image and the bias-corrected T1w (head and skull included) as the moving image; a
    rigid/affine stage followed by SyN (``transform='SyN'``, antspyx's setting: Mattes mutual
-   information, 40x20x0 SyN iterations). The metric is restricted, in every stage, to the template
+   information, 40x20x0 SyN iterations by default, ``reg_iterations``). The metric is restricted, in every stage, to the template
    brain mask dilated by ``mask_dilation_mm`` because the template has no skull. The template is
    N4-corrected the same way as the T1w (once per process). A T1w finer than the template is
    registered block-averaged to (at most) the template's voxel size (``moving_shrink``).
@@ -658,7 +658,8 @@ def dice(a, b, *, threshold=0.5):
 # One session
 def process_t1w(t1w_img, *, template_resolution, transform, bias_correction, refine, seed,
                 n_threads, transform_paths=None, space=TEMPLATE, mask_dilation_mm=10.0,
-                prior_weight=0.5, truth_mask=None, n4_shrink_factor=None, moving_shrink="auto"):
+                reg_iterations=(40, 20, 0), prior_weight=0.5, truth_mask=None,
+                n4_shrink_factor=None, moving_shrink="auto"):
     """Bias correction, MNI normalisation, brain mask and tissue probabilities of one T1w.
 
     Parameters
@@ -681,6 +682,8 @@ def process_t1w(t1w_img, *, template_resolution, transform, bias_correction, ref
         spread across sessions, at ~2.5 s more per session.
     mask_dilation_mm : float or None
         Dilation of the template brain mask used as the registration metric mask.
+    reg_iterations : tuple of int
+        SyN iterations per level, coarse to fine (:func:`register_to_mni`).
     refine : bool
         Refine the warped tissue priors with Atropos (:func:`refine_tissues`; ~5 s at 2 mm).
     prior_weight : float
@@ -725,6 +728,7 @@ def process_t1w(t1w_img, *, template_resolution, transform, bias_correction, ref
         try:
             reg = register_to_mni(pre, template_resolution=template_resolution,
                                   transform=transform, mask_dilation_mm=mask_dilation_mm,
+                                  reg_iterations=reg_iterations,
                                   template_bias_correction=bias_correction,
                                   moving_shrink=moving_shrink, n_threads=n_threads, seed=seed, workdir=workdir)
             qc["seconds_registration"] = reg["seconds"]

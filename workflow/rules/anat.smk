@@ -43,6 +43,7 @@ rule anat:
         space=SPACE,
         template_resolution=ANAT["template_resolution"],
         transform=ANAT["transform"],
+        reg_iterations=ANAT["reg_iterations"],
         bias_correction=ANAT["bias_correction"],
         refine=ANAT["refine"],
         seed=ANAT["seed"],

@@ -12,6 +12,7 @@ log.info("T1w %s -> %s (%s, template %s mm, N4 %s, refine %s, %d thread(s))",
 out = dict(snakemake.output.items())
 res = anat.process_t1w(snakemake.input.t1w, transform_paths=out, space=p.space,
                        template_resolution=p.template_resolution, transform=p.transform,
+                       reg_iterations=tuple(p.reg_iterations),
                        bias_correction=p.bias_correction, refine=p.refine,
                        n_threads=snakemake.threads, seed=p.seed)
 anat.write_outputs(res, out)
