@@ -479,3 +479,13 @@ def test_failed_fit_is_flagged_not_dropped(study, tmp_path):
     assert "outside plausible range" in gm.flag.iloc[0]
     wm = long[(long.measure == "VT_1tcm") & (long.region == "centrum_semiovale")]
     assert wm.flag.iloc[0] == ""
+
+
+def test_vt_evaluation_of_a_folder_with_no_simulated_study_says_so(tmp_path, capsys):
+    """``python -m prepost.pet.evaluate`` on a folder without a simulated study's PET kinetics
+    names what it expected and exits 1 (it printed an empty table and crashed)."""
+    from prepost.pet import evaluate
+
+    assert evaluate.main([str(tmp_path)]) == 1
+    assert "desc-kinetics_table.tsv" in capsys.readouterr().err
+    assert evaluate.main(["--help"]) == 0

@@ -63,10 +63,15 @@ def vt_errors(results_dir, truth_dir=None, rois=_ROIS):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        return 2
+        return 0 if argv else 2
     df = vt_errors(argv[0], argv[1] if len(argv) > 1 else None)
+    if df.empty:
+        print(f"no PET kinetics with a simulated truth under {argv[0]} (expected a results folder "
+              "of a simulated study: simulated/truth and sub-*/ses-*/pet/*_desc-kinetics_table.tsv)",
+              file=sys.stderr)
+        return 1
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(df.round(2).to_string(index=False))
         print("\nmedian absolute error (%):")
