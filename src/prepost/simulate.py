@@ -866,7 +866,8 @@ def subject_warp(params, participant):
 def to_template(to_mni, warp, world_xyz):
     """Template (MNI mm) points, shape (3, N), of image world points ``world_xyz`` (3, N): the
     image's affine ``to_mni`` then the participant's ``warp`` (None: the affine alone)."""
-    y = np.asarray(to_mni)[:3, :3] @ world_xyz + np.asarray(to_mni)[:3, 3:4]
+    m = np.asarray(to_mni)
+    y = m[:3, :3] @ world_xyz + m[:3, 3:4]
     return y if warp is None else warp(y)
 
 
