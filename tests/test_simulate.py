@@ -30,30 +30,88 @@ def test_other_seed_changes_the_data(tmp_path, small_study):
 
 
 def test_noise_free_network_signals_reproduce_truth_fc(small_study):
+    params = simulate.merge_params(SMALL)
+    S = simulate.subject_network_fc(params, "01")
+    h = simulate.hierarchy_positions(params)
+    table = simulate.schaefer400_table()
     truth = small_study / "truth" / "sub-01"
-    for ses in ("pre", "post"):
-        S = pd.read_csv(truth / f"sub-01_ses-{ses}_network-fc.tsv", sep="\t", index_col=0)
+    for ses, planted in (("pre", False), ("post", True)):
+        net = pd.read_csv(truth / f"sub-01_ses-{ses}_network-fc.tsv", sep="\t", index_col=0)
         sig = pd.read_csv(truth / f"sub-01_ses-{ses}_network-signals.tsv", sep="\t")
-        assert list(S.columns) == simulate.NETWORKS == list(sig.columns)
-        # sample covariance equals the planted network covariance (files keep 6 decimals)
-        np.testing.assert_allclose(np.cov(sig.to_numpy().T), S.to_numpy(), atol=2e-5)
+        assert list(net.columns) == simulate.NETWORKS == list(sig.columns[:-1])
+        assert sig.columns[-1] == "hierarchy"
+        # the network signals' sample covariance is the participant's network covariance exactly
+        # (files keep 6 decimals); the hierarchy signal has unit variance
+        np.testing.assert_allclose(np.cov(sig[simulate.NETWORKS].to_numpy().T), S[ses], atol=2e-5)
+        assert sig["hierarchy"].var() == pytest.approx(1.0, abs=1e-4)
+        # the network truth is the mean Fisher z over parcel pairs of the parcel truth, whose
+        # hierarchy term is loading^2 x h_p h_q over the parcels' variances
+        R = simulate.parcel_fc_truth(S[ses], table.network, h,
+                                     simulate.hierarchy_loading(params, planted))
+        z = np.arctanh(R[np.ix_(table.network == "Vis", table.network == "Default")]).mean()
+        assert np.arctanh(net.loc["Vis", "Default"]) == pytest.approx(z, abs=1e-5)
+        file_R = pd.read_csv(truth / f"sub-01_ses-{ses}_atlas-Schaefer400_fc.tsv.gz", sep="\t",
+                             index_col=0).to_numpy()
+        np.testing.assert_allclose(file_R, R, atol=6e-5)
 
 
 def test_parcel_model_gives_truth_parcel_fc():
-    """Parcel signals built as in the simulator correlate as parcel_fc_truth says (long run)."""
+    """Parcel signals built as in the simulator correlate as parcel_fc_truth says (long run),
+    with and without the hierarchy signal."""
     rng = np.random.default_rng(0)
     S = simulate.subject_network_fc(simulate.merge_params(), "01")["pre"]
     nets = np.repeat(simulate.NETWORKS, 6)
+    h = np.linspace(-1.5, 1.5, nets.size)
     T = 6000
     s = simulate.network_signals(S, T, 2.0, rng, band=(0.01, 0.24))
-    idx = np.array([simulate.NETWORKS.index(n) for n in nets])
-    e = rng.standard_normal((T, idx.size))
-    x = s[:, idx] + np.sqrt(1 - np.diag(S)[idx]) * e
-    R = np.corrcoef(x.T)
-    expected = simulate.parcel_fc_truth(S, nets)
-    off = ~np.eye(idx.size, dtype=bool)
-    assert np.max(np.abs(R[off] - expected[off])) < 0.06
-    assert abs(np.mean(R[off] - expected[off])) < 0.01
+    c = rng.standard_normal((T, 1))
+    e = rng.standard_normal((T, nets.size))
+    off = ~np.eye(nets.size, dtype=bool)
+    for g in (0.0, 0.45):
+        R = np.corrcoef(simulate.parcel_series(S, nets, h, g, s, c, e).T)
+        expected = simulate.parcel_fc_truth(S, nets, h, g)
+        assert np.max(np.abs(R[off] - expected[off])) < 0.06
+        assert abs(np.mean(R[off] - expected[off])) < 0.01
+    # the hierarchy term: Vis (low h) and Default (high h) parcels anticorrelate more
+    vis, dmn = nets == "Vis", nets == "Default"
+    assert simulate.parcel_fc_truth(S, nets, h, 0.45)[np.ix_(vis, dmn)].mean() \
+        < simulate.parcel_fc_truth(S, nets)[np.ix_(vis, dmn)].mean() - 0.2
+
+
+def test_planted_hierarchy_compression():
+    """The flattened hierarchy: network FC changes are the configured ones plus the loading's
+    share (none without compression), and the principal gradient's range falls."""
+    def changes(**over):
+        return simulate.planted_changes(simulate.merge_params(over), n_draws=2) \
+            .set_index(["measure", "region"])["change"]
+
+    # without the hierarchy signal: the configured changes (to the precision of the z-mean of
+    # the nearest valid covariance); with it, uncompressed: the same up to the tanh nonlinearity
+    none = changes(hierarchy={"loading": 0.0})
+    flat = changes(effects={"gradient_compression": 0.0})
+    for key, dz in ((("fc_within", "Default"), -0.10), (("fc_between", "SomMot-Default"), 0.10),
+                    (("fc_between", "Vis-Limbic"), -0.05)):
+        assert none[key] == pytest.approx(dz, abs=0.01)
+        assert flat[key] == pytest.approx(dz, abs=0.03)
+    params = simulate.merge_params()
+    comp = simulate.planted_changes(params, n_draws=4).set_index(["measure", "region"])["change"]
+    # closed form of the hierarchy's share for one Vis-Default pair pattern: loading^2 shrinks by
+    # (1 - (1 - c)^2), times h_p h_q (negative between the ends) over the parcels' variances
+    g = params["hierarchy"]["loading"]
+    shrink = g**2 * (1 - (1 - params["effects"]["gradient_compression"]) ** 2)
+    h = simulate.hierarchy_positions(params)
+    nets = simulate.schaefer400_table().network.to_numpy()
+    share = -shrink * np.mean(np.outer(h[nets == "SomMot"], h[nets == "Default"]))
+    got = comp["fc_between", "SomMot-Default"] - flat["fc_between", "SomMot-Default"]
+    assert got == pytest.approx(share, rel=0.35) and got > 0.02
+    assert comp["fc_within", "Default"] < flat["fc_within", "Default"] - 0.02
+    assert comp["gradient1_range", "global"] < -0.01
+    assert abs(flat["gradient1_range", "global"]) < 0.01
+    # the hierarchy axis is the principal gradient of the model's FC
+    from prepost.connectivity import gradients as G
+
+    grad, _ = G.fc_gradients(simulate.fisher_z(simulate.group_parcel_fc(params, False)), 3)
+    assert abs(np.corrcoef(grad[:, 0], h)[0, 1]) > 0.75
 
 
 def test_planted_effects_and_null_mode():

@@ -152,6 +152,19 @@ def test_self_check_scores_each_hypothesis_against_the_realised_truth():
     for row in chk.itertuples():
         if row.agrees is not None:
             assert row.agrees == (row.verdict == row.expected)
+    # with the simulator's gradient truth and its group-level planted changes
+    grad = est[est.measure == "gradient1_range"]
+    assert len(grad) > 0
+    changes = [{"measure": "gradient1_range", "region": "global", "change": -0.02},
+               {"measure": "fc_between", "region": "Default-SomMot", "change": 0.13}]
+    chk = self_check(hy, est, pd.concat([truth, grad]), EFFECTS, changes=changes).set_index("name")
+    g = chk.loc["gradient range decreases"]
+    w = grad.pivot(index="participant_id", columns="session", values="value")
+    assert g["planted"] == -0.02 and g["expected"] == "supported"
+    assert g["realised"] == pytest.approx((w["post"] - w["pre"]).mean(), abs=1e-12)
+    assert g["covered"] == bool(g["ci_low"] <= g["realised"] <= g["ci_high"])
+    assert chk.loc["SomMot-Default FC increases", "planted"] == 0.13  # either order of the pair
+    assert chk.loc["within-Default FC decreases", "planted"] == -0.10  # not listed: configured
 
 
 @pytest.mark.parametrize("direction,planted,expected", [
@@ -192,6 +205,16 @@ def test_session_accuracy_from_the_group_table():
                     m, reg = ("fc_within", a) if i == j else ("fc_between", f"{a}-{b}")
                     truth.append((f"sub-{sub}", ses, "fmri", m + "_z", reg, Z[i, j]))
                     est.append((f"sub-{sub}", ses, "fmri", m, reg, Z[i, j] + off, "Schaefer400"))
+            # gradient: range estimated at 0.8 of the truth, positions shifted by 0.01
+            rng = 0.3 + 0.01 * int(sub) - (0.03 if ses == "post" else 0.0)
+            truth.append((f"sub-{sub}", ses, "fmri", "gradient1_range", "global", rng))
+            est.append((f"sub-{sub}", ses, "fmri", "gradient1_range", "global", 0.8 * rng,
+                        "Schaefer400"))
+            for k, a in enumerate(NET):
+                pos = 0.1 * k - 0.3 + (0.002 * k * int(sub) if ses == "post" else 0.0)
+                truth.append((f"sub-{sub}", ses, "fmri", "gradient1_position", a, pos))
+                est.append((f"sub-{sub}", ses, "fmri", "gradient1_position", a, pos + 0.01,
+                            "Schaefer400"))
             for k, reg in enumerate(("PCC", "cortical_gm", "centrum_semiovale")):
                 vt = 20.0 - 5 * k + (2.0 + 0.5 * int(sub) if ses == "post" else 0.0) + int(sub)
                 truth.append((f"sub-{sub}", ses, "pet", "VT", reg, vt))
@@ -209,6 +232,12 @@ def test_session_accuracy_from_the_group_table():
     assert vt["regions"] == 3 and vt["bias_pct"] == pytest.approx(-10.0, abs=1e-9)
     assert vt["change_bias_mean"] == pytest.approx(-0.3, abs=1e-9)  # 0.9 x the true +3 on average
     assert vt["change_r"] == pytest.approx(1.0, abs=1e-9)
+    rg, pos = acc.loc["gradient1_range"], acc.loc["gradient1_position"]
+    assert rg["regions"] == 1 and rg["bias_pre"] == pytest.approx(-0.2 * 0.32, abs=1e-9)
+    assert rg["change_bias_mean"] == pytest.approx(-0.2 * -0.03, abs=1e-9)
+    assert pos["regions"] == 7 and pos["session_r_min"] == pytest.approx(1.0, abs=1e-9)
+    assert pos["bias_pre"] == pytest.approx(0.01, abs=1e-9)
+    assert pos["change_bias_mean"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_summarise_replicates_closed_form():
@@ -296,7 +325,7 @@ def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
     import yaml
     from runner import ROOT, TINY
 
-    from prepost import validate
+    from prepost import simulate, validate
 
     cfg = {**{k: v for k, v in TINY.items() if k != "pet"}, "modalities": {"pet": False},
            "stats": {"hypotheses": [
@@ -316,7 +345,11 @@ def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
     reps = pd.read_csv(out / "replicates.tsv", sep="\t")
     name = "within-Default FC falls"
     assert list(summ.index) == [name] and summ.loc[name, "replicates"] == 2
-    assert summ.loc[name, "planted"] == pytest.approx(-0.10)
+    # the configured -0.10 plus the hierarchy compression's share (the group-level change)
+    planted = simulate.planted_changes(simulate.merge_params(cfg["simulate"]), n_draws=1).set_index(["measure", "region"])
+    assert summ.loc[name, "planted"] == pytest.approx(planted.loc[("fc_within", "Default"),
+                                                                  "change"], abs=1e-4)
+    assert summ.loc[name, "planted"] < -0.12
     realised = []
     for i, seed in enumerate((1000, 1001)):
         rep = out / f"rep-{i:03d}"

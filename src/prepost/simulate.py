@@ -47,20 +47,22 @@ from scipy import ndimage, signal
 
 from prepost import __version__
 from prepost.connectivity.atlas import schaefer_files, schaefer_table
+from prepost.connectivity.fc import fisher_z
 from prepost.io import write_json, write_nifti, write_tsv
 from prepost.paths import bids_name, derivative
 
 __all__ = [
-    "C11_HALF_LIFE_MIN", "DEFAULTS", "NETWORKS", "ExpSum", "bias_field", "bids_paths",
-    "blood_frame_means", "dataset_paths", "default_participants", "fd_power", "feng_input", "frame_mean",
-    "frame_timing", "grid_affine", "group_network_z", "hill_parent_fraction", "input_functions",
+    "bias_field", "bids_paths", "blood_frame_means", "C11_HALF_LIFE_MIN", "dataset_paths",
+    "default_participants", "DEFAULTS", "ExpSum", "fd_power", "feng_input", "frame_mean",
+    "frame_timing", "gradient_truth", "grid_affine", "group_network_z", "group_parcel_fc",
+    "hierarchy_loading", "hierarchy_positions", "hill_parent_fraction", "input_functions",
     "main", "merge_params", "mni_maps", "mni_maps_on_grid", "motion_trajectory",
-    "network_signals", "one_tcm_frames", "parcel_fc_truth", "pet_region_truth",
-    "planted_effect_z", "random_stream", "rigid_matrix", "sample_world", "schaefer400_table",
-    "session_pose", "simulate_dataset_files", "simulate_study", "simulate_subject",
-    "subject_affine", "subject_network_fc", "subject_outputs", "subject_warp",
-    "synthetic_confounds", "t1w_to_mni", "to_template", "truth_paths", "truth_summary", "Warp",
-    "world_coords",
+    "network_fc_truth", "network_signals", "NETWORKS", "one_tcm_frames", "parcel_fc_truth",
+    "pet_region_truth", "planted_changes", "planted_effect_z", "planted_sessions",
+    "random_stream", "rigid_matrix", "sample_world", "schaefer400_table", "session_pose",
+    "simulate_dataset_files", "simulate_study", "simulate_subject", "subject_affine",
+    "subject_network_fc", "subject_outputs", "subject_warp", "synthetic_confounds",
+    "t1w_to_mni", "to_template", "truth_paths", "truth_summary", "Warp", "world_coords",
 ]
 
 NETWORKS = ["Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default"]
@@ -79,6 +81,11 @@ _BETWEEN_Z = {("Vis", "DorsAttn"): 0.25, ("SomMot", "SalVentAttn"): 0.25,
 _BETWEEN_DEFAULT_Z = 0.10
 
 # Relative regional VT (x cortical mean) per network; PCC parcels take the Default value.
+# Each network's mean position on the unimodal-to-transmodal axis (the principal gradient's order,
+# Margulies et al. 2016); parcels scatter about it by ``hierarchy.spread``.
+_HIERARCHY = {"Vis": -1.0, "SomMot": -0.9, "DorsAttn": -0.4, "SalVentAttn": -0.2, "Limbic": 0.3,
+              "Cont": 0.5, "Default": 1.0}
+
 _NETWORK_VT = {"Vis": 1.08, "SomMot": 0.95, "DorsAttn": 1.0, "SalVentAttn": 1.04,
                "Limbic": 0.90, "Cont": 1.0, "Default": 1.03}
 
@@ -91,7 +98,9 @@ DEFAULTS = {
         "global_dz": -0.05,
         "pcc_vt_pct": 5.0,
         "global_vt_pct": 0.0,
+        "gradient_compression": 0.15,
     },
+    "hierarchy": {"loading": 0.35, "spread": 0.25},
     "variability": {
         "fc_subject_sd_z": 0.10,
         "fc_session_sd_z": 0.05,
@@ -327,7 +336,7 @@ def subject_network_fc(params, participant, sessions=("pre", "post"), planted=No
     Sessions draw their noise in the order given; those in ``planted`` (default: the second)
     carry the planted effects. Returns ``{session: S}``.
     """
-    planted = sessions[1:2] if planted is None else planted
+    planted = planted_sessions(sessions, planted)
     var = params["variability"]
     rng = random_stream(params["seed"], participant, "fc")
     k = len(NETWORKS)
@@ -342,6 +351,56 @@ def subject_network_fc(params, participant, sessions=("pre", "post"), planted=No
         Z = base + noise + (planted_effect_z(eff) if eff else 0.0)
         out[ses] = _nearest_valid_cov(np.tanh(Z))
     return out
+
+
+def planted_sessions(sessions, planted=None):
+    """The sessions that carry the planted effects (default: the second, the follow-up)."""
+    return tuple(sessions[1:2] if planted is None else planted)
+
+
+def hierarchy_positions(params):
+    """Each Schaefer-400 parcel's position on the unimodal-to-transmodal axis.
+
+    The network's position (:data:`_HIERARCHY`) plus a parcel scatter of SD ``hierarchy.spread``
+    from a stream that does not depend on the seed: every participant and every study shares
+    the axis, as they share the group network FC.
+    """
+    table = schaefer400_table()
+    rng = random_stream(0, "hierarchy")
+    m = np.array([_HIERARCHY[n] for n in table.network])
+    return m + rng.normal(0, params["hierarchy"]["spread"], len(table))
+
+
+def hierarchy_loading(params, planted):
+    """Loading of the hierarchy signal: ``hierarchy.loading``, compressed by
+    ``effects.gradient_compression`` in a planted session (the flattened hierarchy)."""
+    g = float(params["hierarchy"]["loading"])
+    return g * (1 - float(params["effects"]["gradient_compression"])) if planted else g
+
+
+def _parcel_model(S, parcel_networks, h=None, g=0.0):
+    """Parcel signal = its network's signal + ``g h_p`` x the hierarchy signal + a unique part.
+
+    All three are unit-variance band-limited signals; returns the parcels' network index, their
+    hierarchy weights ``g h_p`` and unique variances (floored at 0.05, where the parcel's variance
+    then exceeds 1).
+    """
+    idx = np.array([NETWORKS.index(n) for n in parcel_networks])
+    w = np.zeros(idx.size) if h is None else g * np.asarray(h, float)
+    unique = np.clip(1 - np.diag(S)[idx] - w**2, 0.05, None)
+    return idx, w, unique
+
+
+def parcel_series(S, parcel_networks, h, g, network, hierarchy, unique):
+    """Noise-free parcel signals (T, n_parcels) from the network signals (T, 7), the hierarchy
+    signal (T, 1) and the unit-variance unique signals (T, n_parcels) (see :func:`_parcel_model`)."""
+    idx, w, u = _parcel_model(S, parcel_networks, h, g)
+    return network[:, idx] + hierarchy * w + np.sqrt(u) * unique
+
+
+def _unit_band(rng, shape, t_r, band=(0.01, 0.08)):
+    x = _bandpass(rng.standard_normal(shape), t_r, band)
+    return (x - x.mean(0)) / x.std(0, ddof=1)
 
 
 def network_signals(S, n_volumes, t_r, rng, band=(0.01, 0.08)):
@@ -363,12 +422,95 @@ def _bandpass(x, t_r, band):
     return signal.filtfilt(b, a, x, axis=0, padlen=min(15, x.shape[0] - 1))
 
 
-def parcel_fc_truth(S, parcel_networks):
-    """Expected parcel x parcel correlation from network covariance ``S``."""
-    idx = np.array([NETWORKS.index(n) for n in parcel_networks])
-    R = S[np.ix_(idx, idx)].copy()
+def parcel_fc_truth(S, parcel_networks, h=None, g=0.0):
+    """Expected parcel x parcel correlation from network covariance ``S`` and, when given, the
+    hierarchy positions ``h`` with loading ``g`` (see :func:`hierarchy_positions`)."""
+    idx, w, unique = _parcel_model(S, parcel_networks, h, g)
+    R = S[np.ix_(idx, idx)] + np.outer(w, w)
+    sd = np.sqrt(np.diag(S)[idx] + w**2 + unique)
+    R = R / np.outer(sd, sd)
     np.fill_diagonal(R, 1.0)
     return R
+
+
+def network_fc_truth(R, parcel_networks):
+    """Network x network FC as the workflow measures it: the mean Fisher z over parcel pairs
+    (distinct parcels), returned as its ``tanh`` (the network-fc.tsv convention)."""
+    nets = np.asarray(parcel_networks)
+    z = fisher_z(R)
+    k = len(NETWORKS)
+    out = np.zeros((k, k))
+    for i, a in enumerate(NETWORKS):
+        for j, b in enumerate(NETWORKS[i:], start=i):
+            out[i, j] = out[j, i] = np.nanmean(z[np.ix_(nets == a, nets == b)])
+    return np.tanh(out)
+
+
+def _group_network_cov(params, planted):
+    Z = group_network_z() + (planted_effect_z(params["effects"]) if planted else 0.0)
+    return _nearest_valid_cov(np.tanh(Z))
+
+
+def group_parcel_fc(params, planted):
+    """Group-level expected parcel FC of a baseline (``planted`` False) or planted session: the
+    baseline network FC (plus the planted network changes) without participant or session
+    deviations, and the hierarchy at its loading."""
+    return parcel_fc_truth(_group_network_cov(params, planted), schaefer400_table().network,
+                           hierarchy_positions(params), hierarchy_loading(params, planted))
+
+
+def group_sample_fc(params, planted, rng):
+    """One draw of the noise-free parcel signals' FC (Fisher z) of a group-level session at the
+    protocol's length (``bold.n_volumes`` minus the non-steady-state volumes)."""
+    b = params["bold"]
+    T, t_r = int(b["n_volumes"]) - int(b["dummy_volumes"]), float(b["t_r"])
+    table = schaefer400_table()
+    S = _group_network_cov(params, planted)
+    x = parcel_series(S, table.network, hierarchy_positions(params),
+                      hierarchy_loading(params, planted), network_signals(S, T, t_r, rng),
+                      _unit_band(rng, (T, 1), t_r), _unit_band(rng, (T, len(table)), t_r))
+    return fisher_z(np.corrcoef(x.T))
+
+
+def planted_changes(params, n_draws=10):
+    """The group-level change the planted effects make in each fMRI measure the simulator has a
+    truth for: network FC (Fisher z, the hierarchy's share included) and the principal
+    gradient's range, variance and network positions (mean over ``n_draws`` noise-free group
+    sessions). A tidy table: measure, region, change."""
+    nets = schaefer400_table().network.astype(str).to_numpy()
+    R = [group_parcel_fc(params, p) for p in (False, True)]
+    rows = []
+    Z = [np.arctanh(network_fc_truth(r, nets)) for r in R]
+    for i, a in enumerate(NETWORKS):
+        rows.append(("fc_within", a, Z[1][i, i] - Z[0][i, i]))
+        rows += [("fc_between", f"{a}-{b}", Z[1][i, j] - Z[0][i, j])
+                 for j, b in enumerate(NETWORKS) if j > i]
+    # The gradient measures are not a function of the expected FC (on it, the row sparsification
+    # ties and the range does not move with the loading): their planted change is the mean over
+    # draws of noise-free sessions at the protocol's length, as their truth is per session.
+    rng = random_stream(0, "planted-gradients")  # a property of the parameters, not of the seed
+    fcs, ids = [], []
+    for k in range(n_draws):
+        for ses, planted in (("pre", False), ("post", True)):
+            fcs.append(group_sample_fc(params, planted, rng))
+            ids.append((str(k), ses))
+    g = gradient_truth(fcs, ids, nets)
+    g = g.pivot_table(index=["measure", "region"], columns="session", values="value")
+    rows += [(m, r, v) for (m, r), v in (g["post"] - g["pre"]).items()]
+    return pd.DataFrame(rows, columns=["measure", "region", "change"])
+
+
+def gradient_truth(fc_z, ids, parcel_networks):
+    """The workflow's principal-gradient measures of true FC matrices (Fisher z), aligned to the
+    gradients of their mean as the connectivity stage aligns the estimates (its defaults:
+    5 components, sparsity 0.9, normalized angle). A tidy table: participant_id, session,
+    measure, region, value."""
+    from prepost.connectivity.stage import fc_group_gradients
+
+    nets = np.asarray(parcel_networks).astype(str)
+    _, _, rows = fc_group_gradients(list(fc_z), [False] * len(ids), nets, nets, ids,
+                                    order=NETWORKS)
+    return pd.concat(rows, ignore_index=True).drop(columns="modality")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -619,6 +761,7 @@ _TRUTH_FILES = {
     "motion": ("motion", ".tsv", {"task": "rest"}),
     "network_fc": ("network-fc", ".tsv", {}),
     "parcel_fc": ("fc", ".tsv.gz", {"atlas": "Schaefer400"}),
+    "sample_fc": ("fc", ".tsv.gz", {"atlas": "Schaefer400", "desc": "sample"}),
     "network_signals": ("network-signals", ".tsv", {}),
     "pet_regions": ("pet-regions", ".tsv", {}),
     "pet_tacs": ("pet-tacs", ".tsv", {}),
@@ -635,7 +778,8 @@ def truth_paths(truth_dir, participant, session):
     Returns
     -------
     dict of str to pathlib.Path
-        ``motion`` (BOLD head motion), ``network_fc``, ``parcel_fc``, ``network_signals``,
+        ``motion`` (BOLD head motion), ``network_fc``, ``parcel_fc`` (expected parcel r),
+        ``sample_fc`` (Fisher z of the noise-free parcel signals of the run), ``network_signals``,
         ``pet_regions`` (true K1, k2, VT, vB), ``pet_tacs``, ``pet_motion``, ``input`` (the
         arterial input function's parameters), ``geometry`` (image -> MNI matrices and the brain
         size) and ``warp`` (the participant's displacement field, :class:`Warp`).
@@ -699,6 +843,7 @@ def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"),
     params = merge_params(params)
     sessions = tuple(sessions)
     fc = subject_network_fc(params, participant, sessions, planted)
+    h, planted = hierarchy_positions(params), planted_sessions(sessions, planted)
     vt = pet_region_truth(params, participant, sessions, planted)
     subj_aff = subject_affine(params["seed"], participant)
     warp = subject_warp(params, participant)
@@ -707,7 +852,10 @@ def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"),
         to_mni = subj_aff @ session_pose(rng)  # the session's first draws; rng continues below
         bp, tp = bids_paths(bids_dir, participant, ses), truth_paths(truth_dir, participant, ses)
         _write_t1w(params, to_mni, warp, rng, bp)
-        _write_bold(params, to_mni, warp, fc[ses], rng, bp, tp)
+        # the hierarchy signal has its own stream: every other draw is as without it
+        hierarchy = (h, hierarchy_loading(params, ses in planted),
+                     random_stream(params["seed"], participant, ses, "hierarchy"))
+        _write_bold(params, to_mni, warp, fc[ses], hierarchy, rng, bp, tp)
         pet_to_mni = _write_pet(params, to_mni, warp, vt[ses], rng, bp, tp, ses)
         write_nifti(warp.to_nifti(), tp["warp"])
         write_json({
@@ -889,7 +1037,7 @@ def _write_t1w(params, to_mni, warp, rng, bp):
                 "InversionTime": 0.9, "FlipAngle": 9}, bp["t1w_json"])
 
 
-def _write_bold(params, to_mni, warp, S, rng, bp, tp):
+def _write_bold(params, to_mni, warp, S, hierarchy, rng, bp, tp):
     b = params["bold"]
     T, t_r, vox = int(b["n_volumes"]), float(b["t_r"]), float(b["voxel_mm"])
     maps = mni_maps(vox)
@@ -900,11 +1048,11 @@ def _write_bold(params, to_mni, warp, S, rng, bp, tp):
     table = schaefer400_table()
 
     s = network_signals(S, T, t_r, rng)
-    e = _bandpass(rng.standard_normal((T, len(table) + 1)), t_r, (0.01, 0.08))
-    e = (e - e.mean(0)) / e.std(0, ddof=1)
-    net_idx = np.array([NETWORKS.index(n) for n in table.network])
-    within = np.diag(S)[net_idx]
-    parcels = s[:, net_idx] + np.sqrt(1 - within) * e[:, :-1]
+    e = _unit_band(rng, (T, len(table) + 1), t_r)
+    h, g, hrng = hierarchy
+    c = _unit_band(hrng, (T, 1), t_r)
+    parcels = parcel_series(S, table.network, h, g, s, c, e[:, :-1])
+    sample_fc = fisher_z(np.corrcoef(parcels[int(b["dummy_volumes"]):].T))
     parcels = np.concatenate([e[:, -1:], parcels], axis=1)  # column 0: unlabelled grey matter
 
     inside = brain > 0.05
@@ -942,12 +1090,15 @@ def _write_bold(params, to_mni, warp, S, rng, bp, tp):
     mot = pd.DataFrame(motion, columns=MOTION_COLUMNS)
     mot.insert(0, "non_steady_state", (np.arange(T) < int(b["dummy_volumes"])).astype(int))
     write_tsv(mot, tp["motion"], float_format="%.6f")
-    Sdf = pd.DataFrame(S, index=NETWORKS, columns=NETWORKS)
+    R = parcel_fc_truth(S, table.network, h, g)
+    Sdf = pd.DataFrame(network_fc_truth(R, table.network), index=NETWORKS, columns=NETWORKS)
     write_tsv(Sdf.reset_index(names="network"), tp["network_fc"], float_format="%.6f")
-    write_tsv(pd.DataFrame(s, columns=NETWORKS), tp["network_signals"], float_format="%.6f")
-    R = parcel_fc_truth(S, table.network)
+    write_tsv(pd.DataFrame(np.column_stack([s, c]), columns=[*NETWORKS, "hierarchy"]),
+              tp["network_signals"], float_format="%.6f")
     write_tsv(pd.DataFrame(R, index=table.name, columns=table.name).reset_index(names="parcel"),
               tp["parcel_fc"], float_format="%.4f")
+    write_tsv(pd.DataFrame(sample_fc, index=table.name, columns=table.name)
+              .reset_index(names="parcel"), tp["sample_fc"], float_format="%.4f")
 
 
 def _write_pet(params, to_mni, warp, truth, rng, bp, tp, session):
@@ -1114,12 +1265,18 @@ def simulate_dataset_files(bids_dir, truth_dir, participants, sessions=("pre", "
         "effects": params["effects"], "variability": params["variability"],
         "networks": NETWORKS, "group_network_z_baseline": group_network_z().round(6).tolist(),
         "planted_network_dz": planted_effect_z(params["effects"]).round(6).tolist(),
+        "hierarchy_positions": hierarchy_positions(params).round(6).tolist(),
+        "planted_changes": planted_changes(params).round(6).to_dict(orient="records"),
         "parameters": params,
         "motion_convention": (
             "image_t(x) = image_ref(M_t @ x) in world mm; M_t = T(trans) Rz Ry Rx, rotations about "
             "the world origin; columns trans_* in mm and rot_* in radians; volume 0 is the reference"),
-        "fc_convention": "network-fc.tsv holds the expected Pearson r between two parcels of the "
-                         "row and column networks (diagonal: within-network parcel pairs)",
+        "fc_convention": "fc.tsv.gz holds the expected Pearson r of every parcel pair; "
+                         "network-fc.tsv holds tanh of its mean Fisher z over the parcel pairs of "
+                         "the row and column networks (diagonal: within-network pairs); a parcel's "
+                         "signal is its network's signal + loading x position x the hierarchy "
+                         "signal (network-signals.tsv) + a unique part; planted_changes: the "
+                         "group-level change of each measure",
         "pet_convention": "pet-regions.tsv holds true tissue K1 (mL/cm3/min), k2 (1/min), VT "
                           "(mL/cm3) and vB; parcel VT averaged over GM voxels",
     }, dp["effects"])
@@ -1128,12 +1285,14 @@ def simulate_dataset_files(bids_dir, truth_dir, participants, sessions=("pre", "
 
 def truth_summary(truth_dir, participants, sessions=("pre", "post")):
     """One tidy table of the study-level truth: participant, session, modality, measure, region, value."""
-    rows = []
+    rows, fc_z, ids = [], [], []
     for sub in participants:
         for ses in sessions:
             tp = truth_paths(truth_dir, sub, ses)
             if not tp["network_fc"].exists():
                 continue
+            fc_z.append(pd.read_csv(tp["sample_fc"], sep="\t", index_col=0).to_numpy(float))
+            ids.append((sub, ses))
             S = pd.read_csv(tp["network_fc"], sep="\t", index_col=0)
             Z = np.arctanh(S.to_numpy())
             for i, a in enumerate(NETWORKS):
@@ -1148,6 +1307,10 @@ def truth_summary(truth_dir, participants, sessions=("pre", "post")):
             rows.append((sub, ses, "fmri", "mean_fd", "global", float(np.mean(fd_power(mot)))))
     df = pd.DataFrame(rows, columns=["participant_id", "session", "modality", "measure", "region",
                                      "value"])
+    if ids:
+        nets = schaefer400_table().network.astype(str).to_numpy()
+        df = pd.concat([df, gradient_truth(fc_z, ids, nets).assign(modality="fmri")[df.columns]],
+                       ignore_index=True)
     df["participant_id"] = "sub-" + df.participant_id.astype(str)
     write_tsv(df, Path(truth_dir) / _TRUTH_TABLE, float_format="%.6f")
     return df

@@ -1,9 +1,10 @@
 """Recovery of the simulated study's planted network FC through the whole chain.
 
-The simulator writes, per session, the expected parcel-pair correlation of every network pair
-(``network-fc.tsv``, see :func:`prepost.simulate.truth_paths`); the connectivity stage writes the
-estimated network FC (mean Fisher z over parcel pairs). :func:`fc_recovery` scores the estimates
-against ``arctanh`` of the truth, per session and for the follow-up minus baseline change, with the
+The simulator writes, per session, the true network FC as the workflow measures it: the mean
+Fisher z over the parcel pairs of every network pair of the expected parcel correlations, stored
+as its ``tanh`` (``network-fc.tsv``, see :func:`prepost.simulate.truth_paths`); the connectivity
+stage writes the estimated network FC (mean Fisher z over parcel pairs). :func:`fc_recovery`
+scores the estimates against ``arctanh`` of the truth, per session and for the follow-up minus baseline change, with the
 figures a user needs to judge whether the chain recovers what was planted:
 
 * per-session bias (mean over network pairs of estimate minus truth) and correlation over pairs;
@@ -152,16 +153,17 @@ def truth_values(truth, measure, region, reference_roi=None):
         The simulator's ``truth.tsv`` (:func:`prepost.simulate.truth_summary`).
     measure, region : str
         As the statistics stage names them: ``fc_within`` (network), ``fc_between``
-        (``"A-B"``, either order), ``VT_<model>`` (any kinetic model of VT), and ``DVR_<model>`` or
-        ``BPND_<model>`` (from VT and ``reference_roi``).
+        (``"A-B"``, either order), ``gradient1_range``, ``gradient1_variance`` (``global``) and
+        ``gradient1_position`` (network), ``VT_<model>`` (any kinetic model of VT), and
+        ``DVR_<model>`` or ``BPND_<model>`` (from VT and ``reference_roi``).
     reference_roi : str or None
         The reference region of DVR and BPND.
 
     Returns
     -------
     pandas.Series or None
-        None when the simulator writes no truth for the measure or region (e.g. ALFF, gradients,
-        a region it does not summarise).
+        None when the simulator writes no truth for the measure or region (e.g. ALFF, graph
+        measures, a region it does not summarise).
     """
     region = str(region)
     if measure == "fc_within":
@@ -170,6 +172,8 @@ def truth_values(truth, measure, region, reference_roi=None):
         a, b = region.split("-", 1)
         found = _truth_series(truth, "fc_between_z", f"{a}-{b}")
         return found if found is not None else _truth_series(truth, "fc_between_z", f"{b}-{a}")
+    if measure in ("gradient1_range", "gradient1_variance", "gradient1_position"):
+        return _truth_series(truth, measure, region)
     kind = measure.split("_", 1)[0]
     if kind == "VT":
         return _truth_series(truth, "VT", region)
@@ -182,16 +186,24 @@ def truth_values(truth, measure, region, reference_roi=None):
     return None
 
 
-def planted_change(effects, measure, region, baseline_mean=np.nan):
+def planted_change(effects, measure, region, baseline_mean=np.nan, changes=None):
     """The change the simulator's ``effects`` plant in a measure, in the measure's units.
 
-    Network FC changes are Fisher z (``within_default_dz``, ``sommot_default_dz``, ``global_dz``
-    for every other pair); a VT change is its per cent (``pcc_vt_pct`` on top of
-    ``global_vt_pct`` in PCC, ``global_vt_pct`` elsewhere in grey matter, none in white matter)
-    times ``baseline_mean``. NaN for measures the simulator plants nothing in on purpose (ALFF,
-    gradients, DVR): the realised truth, where it exists, is what is scored.
+    With ``changes`` (``planted_changes`` of the simulator's ``effects.json``: records of
+    measure, region, change), a measure it lists takes that group-level change: network FC with
+    the hierarchy compression's share, the principal gradient's measures. Otherwise network FC
+    changes are Fisher z (``within_default_dz``, ``sommot_default_dz``, ``global_dz`` for every
+    other pair); a VT change is its per cent (``pcc_vt_pct`` on top of ``global_vt_pct`` in PCC,
+    ``global_vt_pct`` elsewhere in grey matter, none in white matter) times ``baseline_mean``.
+    NaN for measures the simulator plants nothing in on purpose (ALFF, DVR): the realised truth,
+    where it exists, is what is scored.
     """
     region = str(region)
+    for c in changes or ():
+        if c["measure"] == measure and (str(c["region"]) == region or (
+                measure == "fc_between" and set(str(c["region"]).split("-", 1))
+                == set(region.split("-", 1)))):
+            return float(c["change"])
     if measure == "fc_within":
         return float(effects["within_default_dz"] if region == "Default" else effects["global_dz"])
     if measure == "fc_between" and "-" in region:
@@ -259,7 +271,8 @@ def _crossover_truth(group_table, tv, col, conditions, arm, active, control, con
 
 
 def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup="post",
-               reference_roi=None, arms=None, active=None, control=None, conditions=None):
+               reference_roi=None, arms=None, active=None, control=None, conditions=None,
+               changes=None):
     """Each hypothesis of the simulated study against what the simulator planted and realised.
 
     Parameters
@@ -287,6 +300,8 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
         the active condition's follow-up): a paired hypothesis is scored in its condition, an
         interaction as the mean contrast of the true changes; ``baseline``/``followup`` are
         not used.
+    changes : list of dict or None
+        The simulator's group-level ``planted_changes`` (see :func:`planted_change`).
 
     Returns
     -------
@@ -327,7 +342,7 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
                                                             active, control,
                                                             h.test == "interaction")
                     row["planted"] = (0.0 if arm == control else
-                                      planted_change(effects, h.measure, h.region, pre))
+                                      planted_change(effects, h.measure, h.region, pre, changes))
                 elif h.test == "paired":
                     arm = str(getattr(h, "arm", "") or "")
                     arm = "" if arm == "nan" else arm
@@ -337,13 +352,14 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
                     row["realised"] = float(np.nanmean(d))
                     row["planted"] = (0.0 if arms is not None and arm == control else
                                       planted_change(effects, h.measure, h.region,
-                                                     np.nanmean(pre)))
+                                                     np.nanmean(pre), changes))
                 else:
                     d_a, pre = _true_change(tv, list(subs[arm_of == active]), baseline,
                                             followup)
                     d_c, _ = _true_change(tv, list(subs[arm_of == control]), baseline, followup)
                     row["realised"] = float(np.nanmean(d_a) - np.nanmean(d_c))
-                    row["planted"] = planted_change(effects, h.measure, h.region, np.nanmean(pre))
+                    row["planted"] = planted_change(effects, h.measure, h.region, np.nanmean(pre),
+                                                    changes)
         else:
             (mx, my), (rx, ry) = (str(h.measure).split(" ~ "), str(h.region).split(" ~ "))
             mods = {_modality(group_table, mx), _modality(group_table, my)}
@@ -396,7 +412,8 @@ def session_accuracy(group_table, truth, baseline="pre", followup="post"):
     """Per-session and change accuracy of network FC and VT against the truth table.
 
     Network FC: the 28 network pairs (``fc_within`` and ``fc_between``) of the first atlas that
-    has them, scored as :func:`fc_recovery` does. VT: per kinetic model, the regions the
+    has them, scored as :func:`fc_recovery` does; the principal gradient's range and network
+    positions of that atlas likewise (its truth: the noise-free parcel signals'). VT: per kinetic model, the regions the
     simulator has a truth for (per cent bias per session; change bias in VT units).
 
     Returns
@@ -418,6 +435,12 @@ def session_accuracy(group_table, truth, baseline="pre", followup="post"):
         _, summ = _score(est, tru, baseline, followup)
         rows.append({"measure": "network FC (Fisher z)", "atlas": fc_atlases[0],
                      "regions": len(pairs), **summ})
+        for m, regions in (("gradient1_range", ["global"]), ("gradient1_position", NETWORKS)):
+            if m in set(g["measure"]) and truth_values(truth, m, regions[0]) is not None:
+                est, tru = _session_series(g, truth, [(m, r) for r in regions], fc_atlases[0])
+                _, summ = _score(est, tru, baseline, followup)
+                rows.append({"measure": m, "atlas": fc_atlases[0], "regions": len(regions),
+                             **summ})
     for m in sorted(x for x in g["measure"].unique() if str(x).startswith("VT_")):
         regions = [r for r in dict.fromkeys(g.loc[g["measure"] == m, "region"].astype(str))
                    if truth_values(truth, m, r) is not None]
@@ -595,14 +618,15 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
     if res.returncode != 0:
         raise RuntimeError(f"replicate {rep.name} failed (exit {res.returncode}); see "
                            f"{rep / 'snakemake.log'}")
+    eff = json.loads(Path(tg["effects"]).read_text())
     chk = self_check(pd.read_csv(tg["hypotheses"], sep="\t", dtype={"region": str}),
                      pd.read_csv(tg["table"], sep="\t", dtype={"region": str, "atlas": str,
                                                                "flag": str}),
                      pd.read_csv(tg["truth"], sep="\t", dtype={"region": str}),
-                     json.loads(Path(tg["effects"]).read_text())["effects"],
+                     eff["effects"],
                      cfg["sessions"]["baseline"], cfg["sessions"]["followup"],
                      reference_roi=(cfg.get("pet") or {}).get("reference_roi"),
-                     **_design_arguments(design, parts))
+                     changes=eff.get("planted_changes"), **_design_arguments(design, parts))
     results = Path(overrides["results_dir"])
     if not keep:
         for sub in [*results.iterdir(), results / "simulated" / "bids", rep / ".snakemake"]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,7 @@ __all__ = [
     "alff_maps",
     "tangent_fc",
     "group_gradients",
+    "fc_group_gradients",
 ]
 
 log = logging.getLogger(__name__)
@@ -637,25 +639,48 @@ def tangent_fc(timeseries_list, excluded, estimator="auto"):
 
 def group_gradients(timeseries_list, excluded, atlas, ids, n_components=5, sparsity=0.9,
                     kernel="normalized_angle", regions=None):
-    """Group reference gradients and each run's gradients aligned to it.
+    """Group reference gradients and each run's gradients aligned to it, from parcel time
+    series (see :func:`fc_group_gradients`)."""
+    zs = [None if e else _fc.fisher_z(_fc.pearson(t.to_numpy(float)))
+          for t, e in zip(timeseries_list, excluded)]
+    return fc_group_gradients(zs, excluded, atlas.table["name"].astype(str).to_numpy(),
+                              atlas.parcel_networks.astype(str), ids, n_components, sparsity,
+                              kernel, regions, order=atlas.networks)
+
+
+def fc_group_gradients(fc_z, excluded, names, networks, ids, n_components=5, sparsity=0.9,
+                       kernel="normalized_angle", regions=None, order=None):
+    """Group reference gradients and each run's gradients aligned to it, from FC matrices.
 
     The reference is the diffusion-map embedding of the mean Fisher-z FC of the included runs,
     its first component oriented from unimodal (Vis, SomMot) to transmodal (Default). Each run's
     own embedding is rotated onto it by orthogonal Procrustes.
 
-    Returns ``(reference DataFrame, aligned DataFrame, [tidy DataFrame per run])``; ``ids`` are
-    ``(participant_id, session)`` per run (add flags with :func:`finish_tidy`).
+    Parameters
+    ----------
+    fc_z : list of array (n_parcels, n_parcels)
+        Each run's Fisher-z FC (an excluded run's entry is not read).
+    excluded : list of bool
+    names, networks : array of str
+        Each parcel's name and network.
+    ids : list of (participant_id, session)
+    order : sequence of str or None
+        Network order of the position rows (default: as they first appear).
+
+    Returns ``(reference DataFrame, aligned DataFrame, [tidy DataFrame per run])`` (add flags with
+    :func:`finish_tidy`).
     """
-    names = atlas.table["name"].astype(str).to_numpy()
-    nets = atlas.parcel_networks.astype(str)
+    names, nets = np.asarray(names).astype(str), np.asarray(networks).astype(str)
+    order = list(dict.fromkeys(nets)) if order is None else list(order)
     cols = [f"gradient{k + 1}" for k in range(n_components)]
-    zs = [None if e else _fc.fisher_z(_fc.pearson(t.to_numpy(float)))
-          for t, e in zip(timeseries_list, excluded)]
+    zs = [None if e else np.asarray(z, float) for z, e in zip(fc_z, excluded)]
     if all(z is None for z in zs):
         log.warning("gradients: all %d runs are excluded; every gradient is NaN", len(zs))
         ref = np.full((len(names), n_components), np.nan)
     else:
-        mean_z = np.nanmean(np.stack([z for z in zs if z is not None]), axis=0)
+        with warnings.catch_warnings():  # the diagonal (NaN in every run) stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_z = np.nanmean(np.stack([z for z in zs if z is not None]), axis=0)
         ref, lam = _grad.fc_gradients(mean_z, n_components, sparsity, kernel)
         ref[:, 0] = _grad.orient_gradient(ref[:, 0], nets)
         log.info("reference gradient lambdas: %s", np.round(lam, 4).tolist())
@@ -666,7 +691,7 @@ def group_gradients(timeseries_list, excluded, atlas, ids, n_components=5, spars
     region_sel = {r: pd.Series(names).str.contains(p).to_numpy() for r, p in regions.items()}
     region_sel = {r: s for r, s in region_sel.items() if s.any()}
     aligned, rows = [], []
-    for (pid, ses), z, exc in zip(ids, zs, excluded):
+    for (pid, ses), z in zip(ids, zs):
         if z is None:
             g = np.full_like(ref, np.nan)
         else:
@@ -682,7 +707,7 @@ def group_gradients(timeseries_list, excluded, atlas, ids, n_components=5, spars
         s = _grad.gradient_summary(g1, nets)
         r = [(pid, ses, "fmri", "gradient1_range", "global", s["range"]),
              (pid, ses, "fmri", "gradient1_variance", "global", s["variance"])]
-        r += [(pid, ses, "fmri", "gradient1_position", n, s["position"][n]) for n in atlas.networks]
+        r += [(pid, ses, "fmri", "gradient1_position", n, s["position"][n]) for n in order]
         for reg, sel in region_sel.items():
             v = g1[sel]
             r.append((pid, ses, "fmri", "gradient1_position", reg,

@@ -297,11 +297,14 @@ def _self_check_section(s, truth, effects, reference_roi):
     from prepost import validate
 
     tr = _read(truth, dtype={"region": str, "participant_id": str})
-    eff = json.loads(Path(effects).read_text())["effects"] if not isinstance(effects, dict) \
-        else effects
+    eff = json.loads(Path(effects).read_text()) if not isinstance(effects, dict) else effects
+    changes = eff.get("planted_changes")
+    eff = eff.get("effects", eff)
     body = ('<p>The data are simulated: the simulator\'s truth is known, so the report scores '
-            "itself. <i>planted</i> is the configured change (Fisher z for network FC, VT units "
-            "for VT; 0 for a PET-fMRI correlation, drawn independently); <i>realised</i> is the "
+            "itself. <i>planted</i> is the group-level change the configured effects make (Fisher "
+            "z for network FC, the hierarchy compression's share included; the principal "
+            "gradient's measures as noise-free runs of this length give them; VT units for VT; "
+            "0 for a PET-fMRI correlation, drawn independently); <i>realised</i> is the "
             "mean true change over the participants each test used (the session-to-session "
             "variability makes it differ from the planted one); an interval should hold the "
             "realised change about 95 % of the time, and each verdict should be the one the "
@@ -309,7 +312,7 @@ def _self_check_section(s, truth, effects, reference_roi):
     if s.hy is not None and len(s.hy):
         chk = validate.self_check(s.hy, s.gt, tr, eff, s.baseline, s.followup, reference_roi,
                                   arms=s.arms, active=s.active, control=s.control,
-                                  conditions=s.conditions)
+                                  conditions=s.conditions, changes=changes)
         scored = chk[chk["covered"].notna()]
         judged = chk[chk["agrees"].notna()]
         body += ('<div class="cards">'
@@ -322,8 +325,9 @@ def _self_check_section(s, truth, effects, reference_roi):
     acc = validate.session_accuracy(s.gt, tr, s.baseline, s.followup)
     if len(acc):
         body += ("<h3>Accuracy per session and of the change</h3><p>Estimates of every session "
-                 "against the truth: network FC over the 28 network pairs (Fisher z), VT over the "
-                 "regions with a truth. <i>session_r_min</i>: the worst session's correlation "
+                 "against the truth: network FC over the 28 network pairs (Fisher z), the "
+                 "principal gradient's range and network positions (their truth: the "
+                 "noise-free parcel signals'), VT over the regions with a truth. <i>session_r_min</i>: the worst session's correlation "
                  "with the truth; <i>bias_pct</i>: mean per cent error of VT; "
                  "<i>change_bias_mean</i> (t over participants) and <i>change_r</i>: the "
                  "follow-up minus baseline change against the true change, pooled over "
