@@ -79,10 +79,7 @@ def truth_maps(study, participant, session, t1w):
     out = sim.mni_maps_on_grid(t1w.affine, t1w.shape, to_mni,
                                voxel_mm=float(t1w.header.get_zooms()[0]), keys=("brain", "gm"),
                                warp=warp)
-    tpl = anat.template_images(2)["brain"]
-    ijk = np.argwhere(tpl.get_fdata() > 0.5)
-    ijk = ijk[np.all(ijk % 6 == 0, axis=1)]
-    out["mni"] = ijk @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]
+    out["mni"] = anat.template_points(12)
     y = out["mni"].T if warp is None else warp.inverse(out["mni"].T)
     out["t1w_points"] = (np.linalg.inv(to_mni) @ np.vstack([y, np.ones(y.shape[1])]))[:3].T
     return out

@@ -41,14 +41,6 @@ def _phantom(seed=3, voxel=VOXEL, warp=None, keys=("brain", "gm")):
     return img, {k: nib.Nifti1Image(s[k].astype(np.float32), aff) for k in keys}
 
 
-def _brain_lattice(step=6):
-    """Template brain points (MNI mm, (N, 3)) on a lattice of ``step`` 2 mm voxels."""
-    tpl = anat.template_images(2)["brain"]
-    ijk = np.argwhere(tpl.get_fdata() > 0.5)
-    ijk = ijk[np.all(ijk % step == 0, axis=1)]
-    return ijk @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("anat")
@@ -95,7 +87,7 @@ def test_forward_transform_maps_t1w_onto_template(run):
 
 def test_points_match_the_known_affine(run):
     # brain points of the template on a 12 mm lattice, mapped MNI -> T1w
-    mni = _brain_lattice()
+    mni = anat.template_points()
     est = anat.points_to_t1w(mni, run["res"]["transforms"])
     true = (np.linalg.inv(TO_MNI) @ np.c_[mni, np.ones(len(mni))].T).T[:, :3]
     err = np.linalg.norm(est - true, axis=1)
@@ -116,7 +108,7 @@ def test_registration_of_a_shrunk_fine_t1w_matches_the_known_affine(tmp_path):
     assert reg["settings"]["moving_shrink"] == 2
     assert reg["warped"].shape == anat.template_images(2)["t1w"].shape
     xfm = anat.save_transforms(reg, anat.output_paths(tmp_path / "out", sub="01", ses="pre"))
-    mni = _brain_lattice()
+    mni = anat.template_points()
     est = anat.points_to_t1w(mni, xfm)
     true = (np.linalg.inv(TO_MNI) @ np.c_[mni, np.ones(len(mni))].T).T[:, :3]
     err = np.linalg.norm(est - true, axis=1)
@@ -285,7 +277,7 @@ def test_syn_recovers_the_simulated_nonlinear_anatomy(tmp_path):
                            **SETTINGS, truth_mask=truth["brain"])
     xfm = res["transforms"]
     affine_only = {"forward": [xfm["affine"]], "inverse": [xfm["inverse_affine"]]}
-    mni = _brain_lattice()
+    mni = anat.template_points()
     y = warp.inverse(mni.T)
     true = (np.linalg.inv(TO_MNI) @ np.vstack([y, np.ones(y.shape[1])]))[:3].T
     err = {k: np.linalg.norm(anat.points_to_t1w(mni, t) - true, axis=1)

@@ -76,7 +76,8 @@ __all__ = [
     "INTERPOLATIONS", "TEMPLATE", "TRANSFORM_TYPES", "apply_to_mni", "apply_to_t1w",
     "bias_correct", "dice", "N4_FIT_MM", "load_t1w", "load_transforms", "mni_reference", "output_paths",
     "points_to_mni", "points_to_t1w", "process_t1w", "refine_tissues", "register_to_mni",
-    "TRANSFORM_KEYS", "save_transforms", "template_images", "warp_priors", "write_outputs",
+    "TRANSFORM_KEYS", "save_transforms", "template_images", "template_points", "warp_priors",
+    "write_outputs",
 ]
 
 # nilearn's bundled template file is mni_icbm152_t1_tal_nlin_sym_09a: ICBM152 2009a, symmetric
@@ -135,6 +136,15 @@ def template_images(resolution_mm=2):
     out["csf"] = nib.Nifti1Image((csf * out["brain"].get_fdata()).astype(np.float32),
                                  out["brain"].affine)
     return out
+
+
+def template_points(step_mm=12):
+    """Points of the template brain on a lattice of ``step_mm`` (a multiple of 2), MNI mm,
+    (N, 3): where a registration is scored against a known mapping."""
+    tpl = template_images(2)["brain"]
+    ijk = np.argwhere(tpl.get_fdata() > 0.5)
+    ijk = ijk[np.all(ijk % max(int(round(step_mm / 2)), 1) == 0, axis=1)]
+    return ijk @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]
 
 
 def mni_reference(resolution_mm=2):
