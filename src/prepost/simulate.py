@@ -768,7 +768,7 @@ _TRUTH_FILES = {
     "pet_motion": ("pet-motion", ".tsv", {}),
     "input": ("input-function", ".json", {}),
     "geometry": ("geometry", ".json", {}),
-    "warp": ("warp", ".nii.gz", {}),
+    "warp": ("warp", ".nii.gz", {"ses": None}),  # the participant's, one for all sessions
 }
 
 
@@ -785,7 +785,7 @@ def truth_paths(truth_dir, participant, session):
         size) and ``warp`` (the participant's displacement field, :class:`Warp`).
     """
     folder = Path(truth_dir) / f"sub-{participant}"
-    return {key: folder / bids_name(suffix, ext, sub=participant, ses=session, **extra)
+    return {key: folder / bids_name(suffix, ext, **{"sub": participant, "ses": session, **extra})
             for key, (suffix, ext, extra) in _TRUTH_FILES.items()}
 
 
@@ -819,7 +819,7 @@ def subject_outputs(bids_dir, truth_dir, participant, sessions=("pre", "post"), 
         elif not params["pet"]["autosampler"]:
             paths = {k: v for k, v in paths.items() if "autosampler" not in k}
         out += list(paths.values()) + list(truth_paths(truth_dir, participant, ses).values())
-    return [str(p) for p in out]
+    return [str(p) for p in dict.fromkeys(out)]  # the warp is the participant's: listed once
 
 
 def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"), params=None,
@@ -857,7 +857,8 @@ def simulate_subject(bids_dir, truth_dir, participant, sessions=("pre", "post"),
                      random_stream(params["seed"], participant, ses, "hierarchy"))
         _write_bold(params, to_mni, warp, fc[ses], hierarchy, rng, bp, tp)
         pet_to_mni = _write_pet(params, to_mni, warp, vt[ses], rng, bp, tp, ses)
-        write_nifti(warp.to_nifti(), tp["warp"])
+        if ses == sessions[0]:
+            write_nifti(warp.to_nifti(), tp["warp"])
         write_json({
             "convention": "world (scanner) mm of the image -> MNI mm of the template: "
                           "y = M @ [x, y, z, 1] (M: t1w_to_mni, bold_to_mni or pet_to_mni), "
