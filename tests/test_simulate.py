@@ -55,6 +55,33 @@ def test_noise_free_network_signals_reproduce_truth_fc(small_study):
         np.testing.assert_allclose(file_R, R, atol=6e-5)
 
 
+def test_gradient_truth_is_the_workflow_measure_of_the_noise_free_runs(small_study):
+    """truth.tsv's gradient rows are the connectivity stage's gradient measures of each run's
+    noise-free parcel FC, which scatters about the expected FC by sampling error only."""
+    truth = pd.read_csv(small_study / "truth" / "truth.tsv", sep="\t", dtype={"region": str})
+    ids = [(sub, ses) for sub in ("01", "02") for ses in ("pre", "post")]
+    fcs = []
+    for sub, ses in ids:
+        tp = simulate.truth_paths(small_study / "truth", sub, ses)
+        z = pd.read_csv(tp["sample_fc"], sep="\t", index_col=0).to_numpy()
+        R = pd.read_csv(tp["parcel_fc"], sep="\t", index_col=0).to_numpy()
+        off = ~np.eye(len(R), dtype=bool)
+        # 28 noise-free volumes: r scatters about the expected r with SD ~ 1/sqrt(T_eff)
+        assert np.corrcoef(z[off], np.arctanh(R[off]))[0, 1] > 0.3
+        assert abs(np.mean(np.tanh(z[off]) - R[off])) < 0.05
+        fcs.append(z)
+    nets = simulate.schaefer400_table().network.to_numpy()
+    want = simulate.gradient_truth(fcs, ids, nets)
+    assert set(want.measure) == {"gradient1_range", "gradient1_variance", "gradient1_position"}
+    assert len(want) == 4 * (2 + 7)
+    got = truth[truth.measure.str.startswith("gradient1")]
+    merged = want.assign(participant_id="sub-" + want.participant_id).merge(
+        got, on=["participant_id", "session", "measure", "region"])
+    assert len(merged) == len(want)
+    np.testing.assert_allclose(merged.value_x, merged.value_y, atol=1e-6)
+    assert (merged.loc[merged.measure == "gradient1_range", "value_x"] > 0).all()
+
+
 def test_parcel_model_gives_truth_parcel_fc():
     """Parcel signals built as in the simulator correlate as parcel_fc_truth says (long run),
     with and without the hierarchy signal."""
