@@ -55,7 +55,8 @@ __all__ = [
     "bias_field", "bids_paths", "blood_frame_means", "C11_HALF_LIFE_MIN", "dataset_paths",
     "default_participants", "DEFAULTS", "ExpSum", "fd_power", "feng_input", "frame_mean",
     "frame_timing", "gradient_truth", "grid_affine", "group_network_z", "group_parcel_fc",
-    "hierarchy_loading", "hierarchy_positions", "hill_parent_fraction", "input_functions",
+    "hierarchy_loading", "hierarchy_positions", "hierarchy_signal", "hill_parent_fraction",
+    "input_functions",
     "main", "merge_params", "mni_maps", "mni_maps_on_grid", "motion_trajectory",
     "network_fc_truth", "network_signals", "NETWORKS", "one_tcm_frames", "parcel_fc_truth",
     "pet_region_truth", "planted_changes", "planted_effect_z", "planted_sessions",
@@ -398,6 +399,17 @@ def parcel_series(S, parcel_networks, h, g, network, hierarchy, unique):
     return network[:, idx] + hierarchy * w + np.sqrt(u) * unique
 
 
+def hierarchy_signal(network, t_r, rng):
+    """The hierarchy signal (T, 1): band-limited, unit variance and, in the sample, exactly
+    uncorrelated with the network signals, as those have exactly their covariance: its chance
+    correlation with a network's signal would otherwise enter every parcel pair of that network
+    (about 0.1 at 300 volumes) and swamp the changes the network FC truth plants."""
+    c = _unit_band(rng, (network.shape[0], 1), t_r)
+    q, _ = np.linalg.qr(network - network.mean(0))
+    c = c - q @ (q.T @ c)
+    return (c - c.mean()) / c.std(ddof=1)
+
+
 def _unit_band(rng, shape, t_r, band=(0.01, 0.08)):
     x = _bandpass(rng.standard_normal(shape), t_r, band)
     return (x - x.mean(0)) / x.std(0, ddof=1)
@@ -466,9 +478,10 @@ def group_sample_fc(params, planted, rng):
     T, t_r = int(b["n_volumes"]) - int(b["dummy_volumes"]), float(b["t_r"])
     table = schaefer400_table()
     S = _group_network_cov(params, planted)
+    s = network_signals(S, T, t_r, rng)
     x = parcel_series(S, table.network, hierarchy_positions(params),
-                      hierarchy_loading(params, planted), network_signals(S, T, t_r, rng),
-                      _unit_band(rng, (T, 1), t_r), _unit_band(rng, (T, len(table)), t_r))
+                      hierarchy_loading(params, planted), s, hierarchy_signal(s, t_r, rng),
+                      _unit_band(rng, (T, len(table)), t_r))
     return fisher_z(np.corrcoef(x.T))
 
 
@@ -1051,7 +1064,7 @@ def _write_bold(params, to_mni, warp, S, hierarchy, rng, bp, tp):
     s = network_signals(S, T, t_r, rng)
     e = _unit_band(rng, (T, len(table) + 1), t_r)
     h, g, hrng = hierarchy
-    c = _unit_band(hrng, (T, 1), t_r)
+    c = hierarchy_signal(s, t_r, hrng)
     parcels = parcel_series(S, table.network, h, g, s, c, e[:, :-1])
     sample_fc = fisher_z(np.corrcoef(parcels[int(b["dummy_volumes"]):].T))
     parcels = np.concatenate([e[:, -1:], parcels], axis=1)  # column 0: unlabelled grey matter
