@@ -56,8 +56,7 @@ __all__ = [
     "default_participants", "DEFAULTS", "ExpSum", "fd_power", "feng_input", "frame_mean",
     "frame_timing", "gradient_truth", "grid_affine", "group_network_z", "group_parcel_fc",
     "hierarchy_loading", "hierarchy_positions", "hierarchy_signal", "hill_parent_fraction",
-    "input_functions",
-    "main", "merge_params", "mni_maps", "mni_maps_on_grid", "motion_trajectory",
+    "input_functions", "main", "merge_params", "mni_maps", "mni_maps_on_grid", "motion_trajectory",
     "network_fc_truth", "network_signals", "NETWORKS", "one_tcm_frames", "parcel_fc_truth",
     "pet_region_truth", "planted_changes", "planted_effect_z", "planted_sessions",
     "random_stream", "rigid_matrix", "sample_world", "schaefer400_table", "session_pose",
@@ -81,12 +80,12 @@ _BETWEEN_Z = {("Vis", "DorsAttn"): 0.25, ("SomMot", "SalVentAttn"): 0.25,
               ("Limbic", "Default"): 0.15}
 _BETWEEN_DEFAULT_Z = 0.10
 
-# Relative regional VT (x cortical mean) per network; PCC parcels take the Default value.
 # Each network's mean position on the unimodal-to-transmodal axis (the principal gradient's order,
 # Margulies et al. 2016); parcels scatter about it by ``hierarchy.spread``.
 _HIERARCHY = {"Vis": -1.0, "SomMot": -0.9, "DorsAttn": -0.4, "SalVentAttn": -0.2, "Limbic": 0.3,
               "Cont": 0.5, "Default": 1.0}
 
+# Relative regional VT (x cortical mean) per network; PCC parcels take the Default value.
 _NETWORK_VT = {"Vis": 1.08, "SomMot": 0.95, "DorsAttn": 1.0, "SalVentAttn": 1.04,
                "Limbic": 0.90, "Cont": 1.0, "Default": 1.03}
 
