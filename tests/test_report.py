@@ -256,6 +256,9 @@ def test_self_check_section_on_simulated_data(stage_outputs, tmp_path):
     assert f"<b>{int(judged['agrees'].astype(bool).sum())} of {len(judged)}</b>verdicts as " \
         "planted" in text
     assert "Accuracy per session and of the change" in text
+    # each planted paired change with the power a study of this n and spread has to find it
+    assert '>power_adjusted</th>' in text
+    assert paired.loc[paired["direction"] != "none", "power"].between(0, 1).all()
     # the correlation's planted 0 is scored against its interval
     c = chk[chk["test"] == "correlation"].iloc[0]
     assert c["planted"] == 0.0 and c["covered"] == bool(c["ci_low"] <= 0 <= c["ci_high"])

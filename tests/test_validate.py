@@ -165,6 +165,43 @@ def test_self_check_scores_each_hypothesis_against_the_realised_truth():
     assert g["covered"] == bool(g["ci_low"] <= g["realised"] <= g["ci_high"])
     assert chk.loc["SomMot-Default FC increases", "planted"] == 0.13  # either order of the pair
     assert chk.loc["within-Default FC decreases", "planted"] == -0.10  # not listed: configured
+    # the power of each planted change, from the spread of the estimated changes
+    d = est[(est.measure == "fc_within") & (est.region == "Default")].pivot(
+        index="participant_id", columns="session", values="value")
+    r = chk.loc["within-Default FC decreases"]
+    assert r["sd_change"] == pytest.approx((d["post"] - d["pre"]).std(ddof=1), rel=1e-12)
+    assert (r["power"], r["power_adjusted"]) == validate_planted_power(r)
+    assert 0.5 < r["power"] <= 1 and r["power_adjusted"] <= r["power"]
+    assert np.isnan(chk.loc["no global VT change", "power"])  # no direction to find
+    assert np.isnan(chk.loc["dVT(PCC) tracks dALFF(Default)", "power"])
+
+
+def validate_planted_power(r):
+    from prepost.validate import planted_power
+
+    return planted_power(r["planted"], r["sd_change"], r["n"], r["direction"], r["alpha"], m=6)
+
+
+@pytest.mark.parametrize("d,n", [(0.5, 20), (1.0, 11), (0.3, 40)])
+def test_planted_power_is_the_t_test_power(d, n):
+    """With the t-test, the Monte Carlo power of a planted change is statsmodels' closed form
+    (two-sided; the wrong-sign rejections, < 1e-4 here, do not count), at alpha and at
+    alpha / m; the exact sign-flip test has about the same power at n = 11."""
+    from statsmodels.stats.power import TTestPower
+
+    from prepost.validate import planted_power
+
+    k = 20000
+    p, p_adj = planted_power(-d * 0.2, 0.2, n, "decrease", 0.05, m=5, p_value="p_t",
+                             simulations=k)
+    for got, alpha in ((p, 0.05), (p_adj, 0.01)):
+        want = TTestPower().power(d, n, alpha, alternative="two-sided")
+        assert got == pytest.approx(want, abs=3.5 * np.sqrt(want * (1 - want) / k))
+    if n == 11:
+        perm, _ = planted_power(-d * 0.2, 0.2, n, "decrease", 0.05, simulations=4000)
+        assert perm == pytest.approx(p, abs=0.05)
+    assert planted_power(0.1, 0.2, n, "decrease", 0.05, p_value="p_t")[0] < 0.03  # wrong sign
+    assert np.isnan(planted_power(0.1, 0.2, n, "none", 0.05)[0])
 
 
 @pytest.mark.parametrize("direction,planted,expected", [

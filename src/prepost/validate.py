@@ -26,7 +26,7 @@ from prepost.anat import TEMPLATE
 from prepost.simulate import NETWORKS, truth_paths
 
 __all__ = ["expected_verdict", "fc_recovery", "find_estimates", "network_pairs", "planted_change",
-           "read_network_fc", "self_check", "session_accuracy", "truth_values"]
+           "planted_power", "read_network_fc", "self_check", "session_accuracy", "truth_values"]
 
 
 def network_pairs(order=NETWORKS):
@@ -236,7 +236,35 @@ def expected_verdict(direction, planted):
 
 SELF_CHECK_COLUMNS = ["name", "test", "measure", "region", "direction", "planted", "realised",
                       "estimate", "ci_low", "ci_high", "covered", "n", "p", "p_adjusted", "alpha",
-                      "verdict", "expected", "agrees", "note"]
+                      "verdict", "expected", "agrees", "sd_change", "power", "power_adjusted",
+                      "note"]
+
+
+def planted_power(planted, sd, n, direction, alpha, m=1, p_value="p_perm", simulations=2000,
+                  seed=0):
+    """Power of a paired test to find a planted change, given the spread the study measured.
+
+    Each simulated study draws ``n`` changes from a normal with mean ``planted`` and SD ``sd``
+    (the SD of the participants' estimated changes: the session variability and every
+    estimation error of the chain) and is judged by the workflow's test
+    (:func:`prepost.stats.power.simulated_pvalues`) with the sign ``direction`` names.
+
+    Returns
+    -------
+    (float, float)
+        Power at ``alpha`` and at ``alpha / m`` (Bonferroni over the ``m`` hypotheses: Holm's
+        first step, so a lower bound of the power after Holm's adjustment).
+    """
+    from prepost.stats.power import simulated_pvalues
+
+    want = {"increase": 1.0, "decrease": -1.0}.get(direction)
+    if want is None or not np.isfinite([planted, sd, alpha]).all() or sd <= 0 or n < 3:
+        return np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    p, est = simulated_pvalues(planted + sd * rng.standard_normal((simulations, int(n))),
+                               p_value=p_value, seed=seed)
+    right = np.sign(est) == want
+    return float(np.mean((p < alpha) & right)), float(np.mean((p < alpha / m) & right))
 
 
 def _modality(group_table, measure):
@@ -272,7 +300,7 @@ def _crossover_truth(group_table, tv, col, conditions, arm, active, control, con
 
 def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup="post",
                reference_roi=None, arms=None, active=None, control=None, conditions=None,
-               changes=None):
+               changes=None, p_value="p_perm"):
     """Each hypothesis of the simulated study against what the simulator planted and realised.
 
     Parameters
@@ -302,6 +330,8 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
         not used.
     changes : list of dict or None
         The simulator's group-level ``planted_changes`` (see :func:`planted_change`).
+    p_value : str
+        ``stats.p_value``: the test the power of a planted change is computed with.
 
     Returns
     -------
@@ -311,7 +341,10 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
         simulator draws independently), ``realised`` (the mean true change over the
         participants the test used, or the correlation of their true changes: the session noise
         makes it differ from ``planted``), ``covered`` (the interval holds ``realised``),
-        ``expected`` (the verdict the planted change calls for) and ``agrees``.
+        ``expected`` (the verdict the planted change calls for), ``agrees``, and for a paired
+        test of a planted change ``sd_change`` (SD of the participants' estimated changes) with
+        ``power`` and ``power_adjusted`` (:func:`planted_power` at this n, over all the
+        hypotheses): whether a study of this size and noise should find it.
     """
     from prepost.stats.group import change_column, change_scores
     from prepost.stats.parallel import arm_labels
@@ -324,7 +357,8 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
         row = {c: getattr(h, c, np.nan) for c in ("name", "test", "measure", "region", "direction",
                                                    "estimate", "ci_low", "ci_high", "n", "p",
                                                    "p_adjusted", "alpha", "verdict")}
-        row.update(planted=np.nan, realised=np.nan, note="")
+        row.update(planted=np.nan, realised=np.nan, sd_change=np.nan, power=np.nan,
+                   power_adjusted=np.nan, note="")
         if h.test in ("paired", "interaction"):
             col, why = change_column(delta, {"measure": h.measure, "region": h.region})
             tv = truth_values(truth, h.measure, h.region, reference_roi)
@@ -353,6 +387,11 @@ def self_check(hypotheses, group_table, truth, effects, baseline="pre", followup
                     row["planted"] = (0.0 if arms is not None and arm == control else
                                       planted_change(effects, h.measure, h.region,
                                                      np.nanmean(pre), changes))
+                    est = delta.loc[subs, col].to_numpy(float)
+                    row["sd_change"] = float(np.std(est, ddof=1)) if len(est) > 2 else np.nan
+                    row["power"], row["power_adjusted"] = planted_power(
+                        row["planted"], row["sd_change"], len(est), h.direction, row["alpha"],
+                        m=len(hypotheses), p_value=p_value)
                 else:
                     d_a, pre = _true_change(tv, list(subs[arm_of == active]), baseline,
                                             followup)
@@ -626,7 +665,9 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
                      eff["effects"],
                      cfg["sessions"]["baseline"], cfg["sessions"]["followup"],
                      reference_roi=(cfg.get("pet") or {}).get("reference_roi"),
-                     changes=eff.get("planted_changes"), **_design_arguments(design, parts))
+                     changes=eff.get("planted_changes"),
+                     p_value=(cfg.get("stats") or {}).get("p_value", "p_perm"),
+                     **_design_arguments(design, parts))
     results = Path(overrides["results_dir"])
     if not keep:
         for sub in [*results.iterdir(), results / "simulated" / "bids", rep / ".snakemake"]:

@@ -284,13 +284,13 @@ def _connectivity_sections(s, nbs):
 
 
 _CHECK_COLUMNS = ["name", "planted", "realised", "estimate", "ci_low", "ci_high", "covered",
-                  "n", "verdict", "expected", "agrees", "note"]
+                  "n", "verdict", "expected", "agrees", "power", "power_adjusted", "note"]
 _ACCURACY_COLUMNS = ["measure", "atlas", "regions", "n_participants", "session_r_min",
                      "session_r_mean", "bias_pct", "change_bias_mean", "change_bias_t", "change_r",
                      "change_sd_estimate", "change_sd_truth"]
 
 
-def _self_check_section(s, truth, effects, reference_roi):
+def _self_check_section(s, truth, effects, reference_roi, p_value="p_perm"):
     """The simulated study scored against its truth (only when the truth is given)."""
     if truth is None or effects is None:
         return []
@@ -308,11 +308,18 @@ def _self_check_section(s, truth, effects, reference_roi):
             "mean true change over the participants each test used (the session-to-session "
             "variability makes it differ from the planted one); an interval should hold the "
             "realised change about 95 % of the time, and each verdict should be the one the "
-            "planted change calls for. The estimators never read the truth.</p>")
+            "planted change calls for. <i>power</i> is the chance that a study of this size "
+            "finds the planted change, given the spread of the participants' estimated changes "
+            "here (session variability and every estimation error; it assumes the estimate is "
+            "unbiased, which the accuracy table below checks); <i>power_adjusted</i> the same at "
+            "alpha divided by the number of hypotheses, a lower bound after Holm's adjustment: a "
+            "planted change with low power is often not supported, and that is not a fault of "
+            "the estimate. The estimators never read the truth.</p>")
     if s.hy is not None and len(s.hy):
         chk = validate.self_check(s.hy, s.gt, tr, eff, s.baseline, s.followup, reference_roi,
                                   arms=s.arms, active=s.active, control=s.control,
-                                  conditions=s.conditions, changes=changes)
+                                  conditions=s.conditions, changes=changes,
+                                  p_value=p_value)
         scored = chk[chk["covered"].notna()]
         judged = chk[chk["agrees"].notna()]
         body += ('<div class="cards">'
@@ -601,7 +608,8 @@ def build_report(out_path, *, group_table, exclusions, paired, hypotheses, confi
     # (anchor, title, html) in page order; provenance comes last so it lists every problem
     sections = (_cohort_section(s, config)
                 + [("hypotheses", "Hypotheses", _hypothesis_table(s.hy))]
-                + _self_check_section(s, truth, effects, reference_roi)
+                + _self_check_section(s, truth, effects, reference_roi,
+                                      (config.get("stats") or {}).get("p_value", "p_perm"))
                 + _connectivity_sections(s, nbs)
                 + _paired_section(s, fmri_measures, "fmri", "fMRI measures, paired")
                 + _gradient_section(s)
