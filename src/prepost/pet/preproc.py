@@ -34,7 +34,9 @@ fixed grid, which costs 8x the metric evaluations.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -419,7 +421,9 @@ def coregister_pet_to_t1w(pet_sum_img, t1w_img, *, t1w_mask_img=None, init="cent
     if fwhm_mm > 0:
         moving = ants.smooth_image(moving, fwhm_mm * FWHM_TO_SIGMA, sigma_in_physical_coordinates=True)
     if out_prefix is None:
-        out_prefix = tempfile.mkdtemp(prefix="pet2t1w_") + "/"
+        tmp = tempfile.mkdtemp(prefix="pet2t1w_")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # as long as the process
+        out_prefix = tmp + "/"
     else:
         Path(out_prefix).parent.mkdir(parents=True, exist_ok=True)
     if init == "identity":
