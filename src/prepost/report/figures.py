@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = ["to_png", "qc_motion", "fc_matrices", "paired_panels", "gradient_positions",
            "tac_curves", "change_scatter", "glass_brain", "parcel_centroids", "self_check"]
@@ -312,6 +313,7 @@ def self_check(check):
         ax.set_ylim(-1, 1)
         ax.set_title(str(r.name), fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # small ranges (a gradient's) crowd the labels
     axes[0].legend(fontsize=6, frameon=False, loc="upper left", ncol=2)
     fig.tight_layout()
     return fig
