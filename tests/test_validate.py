@@ -202,6 +202,7 @@ def test_planted_power_is_the_t_test_power(d, n):
         assert perm == pytest.approx(p, abs=0.05)
     assert planted_power(0.1, 0.2, n, "decrease", 0.05, p_value="p_t")[0] < 0.03  # wrong sign
     assert np.isnan(planted_power(0.1, 0.2, n, "none", 0.05)[0])
+    assert np.isnan(planted_power(0.0, 0.2, n, "decrease", 0.05)[0])  # nothing planted
 
 
 @pytest.mark.parametrize("direction,planted,expected", [

@@ -253,12 +253,14 @@ def planted_power(planted, sd, n, direction, alpha, m=1, p_value="p_perm", simul
     -------
     (float, float)
         Power at ``alpha`` and at ``alpha / m`` (Bonferroni over the ``m`` hypotheses: Holm's
-        first step, so a lower bound of the power after Holm's adjustment).
+        first step, so a lower bound of the power after Holm's adjustment); NaN without a
+        planted change or a direction.
     """
     from prepost.stats.power import simulated_pvalues
 
     want = {"increase": 1.0, "decrease": -1.0}.get(direction)
-    if want is None or not np.isfinite([planted, sd, alpha]).all() or sd <= 0 or n < 3:
+    if (want is None or not np.isfinite([planted, sd, alpha]).all() or planted == 0 or sd <= 0
+            or n < 3):
         return np.nan, np.nan
     rng = np.random.default_rng(seed)
     p, est = simulated_pvalues(planted + sd * rng.standard_normal((simulations, int(n))),
