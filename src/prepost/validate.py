@@ -729,3 +729,7 @@ def main(argv=None):
     write_tsv(summ, args.out_dir / "summary.tsv", float_format="%.4g")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summ.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
