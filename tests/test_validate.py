@@ -112,7 +112,7 @@ def test_self_check_scores_each_hypothesis_against_the_realised_truth():
     from test_stats_hypotheses import KETAMINE
 
     from prepost.stats import group, hypotheses as hyp
-    from prepost.validate import self_check
+    from prepost.validate import planted_power, self_check
 
     truth = study_table(n=11, seed=3)
     truth = truth[truth["measure"].isin(list(_TRUTH_NAMES))].assign(
@@ -170,16 +170,13 @@ def test_self_check_scores_each_hypothesis_against_the_realised_truth():
         index="participant_id", columns="session", values="value")
     r = chk.loc["within-Default FC decreases"]
     assert r["sd_change"] == pytest.approx((d["post"] - d["pre"]).std(ddof=1), rel=1e-12)
-    assert (r["power"], r["power_adjusted"]) == validate_planted_power(r)
+    # at this n, with the alpha of its verdict, adjusted over the six hypotheses
+    assert (r["power"], r["power_adjusted"]) == planted_power(
+        r["planted"], r["sd_change"], r["n"], r["direction"], r["alpha"], m=len(KETAMINE))
+    assert len(KETAMINE) == 6
     assert 0.5 < r["power"] <= 1 and r["power_adjusted"] <= r["power"]
     assert np.isnan(chk.loc["no global VT change", "power"])  # no direction to find
     assert np.isnan(chk.loc["dVT(PCC) tracks dALFF(Default)", "power"])
-
-
-def validate_planted_power(r):
-    from prepost.validate import planted_power
-
-    return planted_power(r["planted"], r["sd_change"], r["n"], r["direction"], r["alpha"], m=6)
 
 
 @pytest.mark.parametrize("d,n", [(0.5, 20), (1.0, 11), (0.3, 40)])
