@@ -256,6 +256,7 @@ def test_self_check_section_on_simulated_data(stage_outputs, tmp_path):
     assert f"<b>{int(judged['agrees'].astype(bool).sum())} of {len(judged)}</b>verdicts as " \
         "planted" in text
     assert "Accuracy per session and of the change" in text
+    assert '>error_sd_pct</th>' in text  # the estimate's share of VT test-retest variability
     # each planted paired change with the power a study of this n and spread has to find it
     assert '>power_adjusted</th>' in text
     assert paired.loc[paired["direction"] != "none", "power"].between(0, 1).all()

@@ -224,6 +224,27 @@ def test_planted_vt_change_combines_global_and_pcc_effects():
     assert np.isnan(planted_change(eff, "alff", "Default"))
 
 
+def test_session_accuracy_gives_the_spread_of_the_vt_errors():
+    """Per-session VT errors of known size: their SD over sessions and regions, as numpy has it."""
+    from prepost.validate import session_accuracy
+
+    cols = ["participant_id", "session", "modality", "measure", "region", "value"]
+    scale = {("01", "pre"): 0.95, ("01", "post"): 1.08, ("02", "pre"): 1.0,
+             ("02", "post"): 0.9, ("03", "pre"): 1.03, ("03", "post"): 1.01}
+    truth, est, errors = [], [], []
+    for (sub, ses), f in scale.items():
+        for k, reg in enumerate(("PCC", "cortical_gm")):
+            vt = 20.0 - 4 * k + int(sub) + (1.5 if ses == "post" else 0.0)
+            g = f * (1 + 0.02 * k)
+            truth.append((f"sub-{sub}", ses, "pet", "VT", reg, vt))
+            est.append((f"sub-{sub}", ses, "pet", "VT_1tcm", reg, g * vt))
+            errors.append(100 * (g - 1))
+    acc = session_accuracy(pd.DataFrame(est, columns=cols), pd.DataFrame(truth, columns=cols))
+    vt = acc.set_index("measure").loc["VT_1tcm"]
+    assert vt["error_sd_pct"] == pytest.approx(np.std(errors, ddof=1), rel=1e-9)
+    assert vt["bias_pct"] == pytest.approx(np.mean(errors), rel=1e-9)
+
+
 def test_session_accuracy_from_the_group_table():
     """All 28 network pairs and three VT regions with known offsets and scale."""
     from prepost.validate import session_accuracy
@@ -267,6 +288,7 @@ def test_session_accuracy_from_the_group_table():
     assert vt["regions"] == 3 and vt["bias_pct"] == pytest.approx(-10.0, abs=1e-9)
     assert vt["change_bias_mean"] == pytest.approx(-0.3, abs=1e-9)  # 0.9 x the true +3 on average
     assert vt["change_r"] == pytest.approx(1.0, abs=1e-9)
+    assert vt["error_sd_pct"] == pytest.approx(0.0, abs=1e-9)  # every estimate 10 % low
     rg, pos = acc.loc["gradient1_range"], acc.loc["gradient1_position"]
     assert rg["regions"] == 1 and rg["bias_pre"] == pytest.approx(-0.2 * 0.32, abs=1e-9)
     assert rg["change_bias_mean"] == pytest.approx(-0.2 * -0.03, abs=1e-9)

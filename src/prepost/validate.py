@@ -455,7 +455,8 @@ def session_accuracy(group_table, truth, baseline="pre", followup="post"):
     Network FC: the 28 network pairs (``fc_within`` and ``fc_between``) of the first atlas that
     has them, scored as :func:`fc_recovery` does; the principal gradient's range and network
     positions of that atlas likewise (its truth: the noise-free parcel signals'). VT: per kinetic model, the regions the
-    simulator has a truth for (per cent bias per session; change bias in VT units).
+    simulator has a truth for (per cent bias per session; change bias in VT units; the SD of the
+    per-session per cent errors, the estimate's own share of the test-retest variability).
 
     Returns
     -------
@@ -463,7 +464,8 @@ def session_accuracy(group_table, truth, baseline="pre", followup="post"):
         One row per scored set: ``measure``, ``atlas``, ``regions`` (how many), and the
         :func:`fc_recovery` summary (``bias_<baseline>``, ``bias_<followup>``,
         ``session_r_min``, ``change_bias_mean``, ``change_bias_t``, ``change_r``...); VT rows
-        also have ``bias_pct`` (mean per cent bias over sessions and regions).
+        also have ``bias_pct`` and ``error_sd_pct`` (mean and SD of the per cent errors over
+        sessions and regions).
     """
     rows = []
     g = group_table.assign(atlas=group_table.get("atlas", pd.Series("", index=group_table.index))
@@ -489,9 +491,10 @@ def session_accuracy(group_table, truth, baseline="pre", followup="post"):
             continue
         est, tru = _session_series(g, truth, [(m, r) for r in regions])
         _, summ = _score(est, tru, baseline, followup)
-        pct = [100 * np.nanmean((est[k] - tru[k]) / tru[k]) for k in est]
+        pct = pd.concat([100 * (est[k] - tru[k]) / tru[k] for k in est]).to_numpy(float)
         rows.append({"measure": m, "atlas": "", "regions": len(regions), **summ,
-                     "bias_pct": float(np.nanmean(pct))})
+                     "bias_pct": float(np.nanmean(pct)),
+                     "error_sd_pct": float(np.nanstd(pct, ddof=1))})
     return pd.DataFrame(rows)
 
 

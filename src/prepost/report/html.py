@@ -286,8 +286,8 @@ def _connectivity_sections(s, nbs):
 _CHECK_COLUMNS = ["name", "planted", "realised", "estimate", "ci_low", "ci_high", "covered",
                   "n", "verdict", "expected", "agrees", "power", "power_adjusted", "note"]
 _ACCURACY_COLUMNS = ["measure", "atlas", "regions", "n_participants", "session_r_min",
-                     "session_r_mean", "bias_pct", "change_bias_mean", "change_bias_t", "change_r",
-                     "change_sd_estimate", "change_sd_truth"]
+                     "session_r_mean", "bias_pct", "error_sd_pct", "change_bias_mean",
+                     "change_bias_t", "change_r", "change_sd_estimate", "change_sd_truth"]
 
 
 def _self_check_section(s, truth, effects, reference_roi, p_value="p_perm"):
@@ -335,7 +335,8 @@ def _self_check_section(s, truth, effects, reference_roi, p_value="p_perm"):
                  "against the truth: network FC over the 28 network pairs (Fisher z), the "
                  "principal gradient's range and network positions (their truth: the "
                  "noise-free parcel signals'), VT over the regions with a truth. <i>session_r_min</i>: the worst session's correlation "
-                 "with the truth; <i>bias_pct</i>: mean per cent error of VT; "
+                 "with the truth; <i>bias_pct</i> and <i>error_sd_pct</i>: mean and SD of the per "
+                 "cent errors of VT over sessions and regions; "
                  "<i>change_bias_mean</i> (t over participants) and <i>change_r</i>: the "
                  "follow-up minus baseline change against the true change, pooled over "
                  "participants and regions.</p>" + table_html(acc, _ACCURACY_COLUMNS))
