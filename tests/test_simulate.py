@@ -161,10 +161,12 @@ def test_planted_effects_and_null_mode():
 
 def test_pcc_vt_change_is_planted_and_global_is_not():
     quiet = {"variability": {"vt_session_sd_pct": 0.0, "vt_region_sd_pct": 0.0}}
-    vt = simulate.pet_region_truth(simulate.merge_params(quiet), "05")
+    params = simulate.merge_params(quiet)
+    vt = simulate.pet_region_truth(params, "05")
     pcc = simulate.schaefer400_table().is_pcc.to_numpy()
     ratio = vt["post"]["parcel_vt"] / vt["pre"]["parcel_vt"]
-    np.testing.assert_allclose(ratio[pcc], 1.05)
+    assert params["effects"]["pcc_vt_pct"] == 10.0
+    np.testing.assert_allclose(ratio[pcc], 1.10)
     np.testing.assert_allclose(ratio[~pcc], 1.0)
     assert vt["post"]["wm"] == vt["pre"]["wm"]
 
