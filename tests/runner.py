@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["COARSE_ANAT", "ROOT", "SMALL_SIMULATION", "TINY", "dry_run_jobs", "small_config", "snakemake"]
+__all__ = ["COARSE_ANAT", "ROOT", "SMALL_SIMULATION", "TINY", "dry_run_jobs", "small_config",
+           "snakemake"]
 
 ROOT = Path(__file__).resolve().parents[1]
 

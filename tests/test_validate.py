@@ -234,7 +234,8 @@ def test_session_accuracy_gives_the_spread_of_the_vt_errors():
     truth, est, errors = [], [], []
     for (sub, ses), f in scale.items():
         for k, reg in enumerate(("PCC", "cortical_gm")):
-            vt = 20.0 - 4 * k + int(sub) + (1.5 if ses == "post" else 0.0)
+            # true changes differ between participants: the change correlation is defined
+            vt = 20.0 - 4 * k + int(sub) + (0.5 * int(sub) if ses == "post" else 0.0)
             g = f * (1 + 0.02 * k)
             truth.append((f"sub-{sub}", ses, "pet", "VT", reg, vt))
             est.append((f"sub-{sub}", ses, "pet", "VT_1tcm", reg, g * vt))
