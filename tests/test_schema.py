@@ -52,7 +52,7 @@ def test_defaults_are_filled():
     validate(cfg, SCHEMA)
     assert cfg["sessions"] == {"baseline": "pre", "followup": "post"}
     assert cfg["simulate"]["bold"]["n_volumes"] == 300
-    assert cfg["simulate"]["effects"]["pcc_vt_pct"] == 10.0
+    assert cfg["simulate"]["effects"]["pcc_vt_pct"] == 12.0
     assert cfg["bids_dir"] == ""
 
 

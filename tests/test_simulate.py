@@ -165,8 +165,8 @@ def test_pcc_vt_change_is_planted_and_global_is_not():
     vt = simulate.pet_region_truth(params, "05")
     pcc = simulate.schaefer400_table().is_pcc.to_numpy()
     ratio = vt["post"]["parcel_vt"] / vt["pre"]["parcel_vt"]
-    assert params["effects"]["pcc_vt_pct"] == 10.0
-    np.testing.assert_allclose(ratio[pcc], 1.10)
+    assert params["effects"]["pcc_vt_pct"] == 12.0
+    np.testing.assert_allclose(ratio[pcc], 1.12)
     np.testing.assert_allclose(ratio[~pcc], 1.0)
     assert vt["post"]["wm"] == vt["pre"]["wm"]
 

@@ -96,7 +96,7 @@ DEFAULTS = {
         "within_default_dz": -0.10,
         "sommot_default_dz": 0.10,
         "global_dz": -0.05,
-        "pcc_vt_pct": 10.0,
+        "pcc_vt_pct": 12.0,
         "global_vt_pct": 0.0,
         "gradient_compression": 0.15,
     },
