@@ -1,5 +1,7 @@
 """Scoring of network FC against the simulator's truth, and what limits its recovery."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -323,6 +325,72 @@ def test_summarise_replicates_closed_form():
     assert b["p_below_alpha"] == 0.1 and b["opposite"] == 0.1 and b["as_planted"] == 0.9
 
 
+def _fake_check(i):
+    """One replicate's self-check of hypothesis A: estimate and realised truth from its index."""
+    return pd.DataFrame([{"name": "A", "planted": -0.1, "realised": -0.1 + 0.01 * i,
+                          "estimate": -0.08 + 0.01 * i, "covered": True, "p": 0.01,
+                          "alpha": 0.05, "verdict": "supported", "expected": "supported"}])
+
+
+def test_concurrent_replicates_are_collected_in_replicate_order(tmp_path, monkeypatch):
+    """--concurrent R runs R studies at once on cores / R each; the tables keep replicate order
+    whatever order the studies finish in, and equal those of one study at a time."""
+    import threading
+    import time
+
+    from runner import ROOT
+
+    from prepost import validate
+
+    calls, lock = [], threading.Lock()
+
+    def fake(rep, overrides, n, snakefile, configfiles, cores, profile, keep, **_):
+        i = int(Path(rep).name[4:])
+        with lock:
+            calls.append((i, cores))
+        time.sleep(0.05 * (4 - i))  # later replicates finish first
+        return _fake_check(i)
+
+    monkeypatch.setattr(validate, "run_replicate", fake)
+    tables = {}
+    for r in (1, 2):
+        out = tmp_path / f"r{r}"
+        validate.main([str(out), "-k", "4", "--cores", "2", "--concurrent", str(r),
+                       "--snakefile", str(ROOT / "Snakefile")])
+        tables[r] = (out / "replicates.tsv").read_text(), (out / "summary.tsv").read_text()
+    assert sorted(calls) == sorted([(i, 2) for i in range(4)] + [(i, 1) for i in range(4)])
+    assert tables[1] == tables[2]
+    reps = pd.read_csv(tmp_path / "r2/replicates.tsv", sep="\t")
+    assert reps["replicate"].tolist() == [0, 1, 2, 3]
+    assert reps["estimate"].tolist() == pytest.approx([-0.08, -0.07, -0.06, -0.05])
+    summ = pd.read_csv(tmp_path / "r2/summary.tsv", sep="\t").set_index("name")
+    assert summ.loc["A", "bias"] == pytest.approx(0.02)
+    with pytest.raises(SystemExit):  # more studies at once than studies
+        validate.main([str(tmp_path / "r3"), "-k", "2", "--concurrent", "3",
+                       "--snakefile", str(ROOT / "Snakefile")])
+
+
+def test_a_failed_replicate_stops_new_ones_and_keeps_the_finished(tmp_path, monkeypatch):
+    from runner import ROOT
+
+    from prepost import validate
+
+    started = []
+
+    def fake(rep, overrides, n, snakefile, configfiles, cores, profile, keep, **_):
+        i = int(Path(rep).name[4:])
+        started.append(i)
+        if i == 1:
+            raise RuntimeError(f"replicate {Path(rep).name} failed (exit 1)")
+        return _fake_check(i)
+
+    monkeypatch.setattr(validate, "run_replicate", fake)
+    with pytest.raises(RuntimeError, match=r"rep-001 failed .*the same command continues"):
+        validate.main([str(tmp_path / "v"), "-k", "4", "--snakefile", str(ROOT / "Snakefile")])
+    assert started == [0, 1]
+    assert not (tmp_path / "v/summary.tsv").exists()
+
+
 def test_replicate_participants_alternate_the_arms_of_a_parallel_design():
     from prepost import validate
 
@@ -377,7 +445,8 @@ def test_self_check_of_a_crossover_scores_the_contrast_of_true_changes():
 
 @pytest.mark.slow
 def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
-    """K = 2 replicate studies (2 participants, coarse fMRI only) through Snakemake: the summary
+    """K = 2 replicate studies (2 participants, coarse fMRI only) through Snakemake, both at
+    once: the summary
     counts both, each replicate's realised truth is its own truth table's mean change, the
     bulky derivatives are gone, and a second call reuses the replicates."""
     import yaml
@@ -396,8 +465,9 @@ def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
     base = tmp_path / "tiny.yaml"
     base.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "val"
+    # both studies at once, one core each, as on a cluster
     args = [str(out), "-k", "2", "-n", "2", "--seed", "1000", "--configfile", str(base),
-            "--snakefile", str(ROOT / "Snakefile"), "--cores", "2"]
+            "--snakefile", str(ROOT / "Snakefile"), "--cores", "2", "--concurrent", "2"]
     validate.main(args)
     summ = pd.read_csv(out / "summary.tsv", sep="\t").set_index("name")
     reps = pd.read_csv(out / "replicates.tsv", sep="\t")

@@ -17,6 +17,8 @@ Only files are read: the estimators never see the truth.
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -704,7 +706,12 @@ def main(argv=None):
                     help="the study's config files (e.g. sizes, hypotheses); the replicate's "
                          "folder, participants and seed override them")
     ap.add_argument("--snakefile", type=Path, default=Path("Snakefile"))
-    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--cores", type=int, default=2,
+                    help="cores of the machine; with --concurrent R, each study gets cores / R")
+    ap.add_argument("--concurrent", type=int, default=1, metavar="R",
+                    help="studies run at once (default 1): on a cluster profile, R studies' "
+                         "jobs are submitted together; on one machine, R > 1 fills the cores a "
+                         "single study leaves idle while it waits on its chains")
     ap.add_argument("--profile", help="Snakemake profile, e.g. profiles/slurm")
     ap.add_argument("--keep", action="store_true", help="keep each replicate's derivatives")
     args = ap.parse_args(argv)
@@ -716,17 +723,36 @@ def main(argv=None):
             ap.error(f"--configfile {c}: no such file")
     if args.replicates < 1 or args.participants < 2:
         ap.error("--replicates must be >= 1 and --participants >= 2")
+    if not 1 <= args.concurrent <= args.replicates:
+        ap.error(f"--concurrent must be between 1 and --replicates ({args.replicates})")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    checks = []
-    for i in range(args.replicates):
+    cores = max(1, args.cores // args.concurrent)
+
+    stop = threading.Event()  # after a failure, no new study starts; running ones finish
+
+    def one(i):
+        if stop.is_set():
+            return None
         rep, over = replicate_config(args.out_dir.resolve(), i, args.participants, args.seed,
                                      args.null)
-        chk = run_replicate(rep, over, args.participants, args.snakefile.resolve(),
-                            [c.resolve() for c in args.configfile], args.cores, args.profile,
-                            args.keep)
-        checks.append(chk.assign(replicate=i, seed=over["simulate"]["seed"]))
+        try:
+            chk = run_replicate(rep, over, args.participants, args.snakefile.resolve(),
+                                [c.resolve() for c in args.configfile], cores, args.profile,
+                                args.keep)
+        except Exception:
+            stop.set()
+            raise
         print(f"replicate {i + 1}/{args.replicates} done ({rep})", flush=True)
-    allc = pd.concat(checks, ignore_index=True)
+        return chk.assign(replicate=i, seed=over["simulate"]["seed"])
+
+    # each study is its own Snakemake process: the threads only wait on them
+    with ThreadPoolExecutor(max_workers=args.concurrent) as pool:
+        futures = {i: pool.submit(one, i) for i in range(args.replicates)}
+    failed = [f.exception() for f in futures.values() if f.exception() is not None]
+    if failed:
+        raise RuntimeError("; ".join(str(e) for e in failed) + " (finished replicates are "
+                           "kept: the same command continues with the others)")
+    allc = pd.concat([futures[i].result() for i in range(args.replicates)], ignore_index=True)
     write_tsv(allc, args.out_dir / "replicates.tsv")
     summ = summarise_replicates(allc)
     write_tsv(summ, args.out_dir / "summary.tsv", float_format="%.4g")
