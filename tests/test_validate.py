@@ -332,6 +332,35 @@ def _fake_check(i):
                           "alpha": 0.05, "verdict": "supported", "expected": "supported"}])
 
 
+def _fake_accuracy(rep, baseline, followup):
+    i = int(Path(rep).name[4:])
+    return pd.DataFrame([{"measure": "network FC (Fisher z)", "atlas": "Schaefer100",
+                          "change_bias_mean": 0.01 * i, "change_r": 0.8}])
+
+
+def test_summarise_accuracy_closed_form():
+    from prepost.validate import summarise_accuracy
+
+    bias = np.array([-0.02, 0.0, 0.01, 0.03])
+    acc = pd.DataFrame(
+        [{"replicate": i, "measure": "network FC (Fisher z)", "atlas": "Schaefer100",
+          "session_r_mean": 0.9, "session_r_min": 0.8, "change_bias_mean": b,
+          "change_r": 0.7 + 0.1 * (i % 2), "bias_pct": np.nan, "error_sd_pct": np.nan}
+         for i, b in enumerate(bias)]
+        + [{"replicate": i, "measure": "VT_1tcm", "atlas": "", "session_r_mean": 0.99,
+            "change_bias_mean": 0.1 * i, "bias_pct": -1.0 - i, "error_sd_pct": 4.0}
+           for i in range(3)])
+    s = summarise_accuracy(acc).set_index("measure")
+    fc, vt = s.loc["network FC (Fisher z)"], s.loc["VT_1tcm"]
+    assert fc["replicates"] == 4 and vt["replicates"] == 3 and vt["atlas"] == ""
+    assert fc["change_bias_mean"] == pytest.approx(bias.mean())
+    assert fc["change_bias_mean_se"] == pytest.approx(bias.std(ddof=1) / 2)
+    assert fc["change_r"] == pytest.approx(0.75) and fc["session_r_min"] == pytest.approx(0.8)
+    assert np.isnan(fc["bias_pct"]) and np.isnan(fc["bias_pct_se"])
+    assert vt["bias_pct"] == pytest.approx(-2.0) and vt["bias_pct_se"] == pytest.approx(1 / np.sqrt(3))
+    assert vt["error_sd_pct_se"] == pytest.approx(0.0) and np.isnan(vt["session_r_min"])
+
+
 def test_concurrent_replicates_are_collected_in_replicate_order(tmp_path, monkeypatch):
     """--concurrent R runs R studies at once on cores / R each; the tables keep replicate order
     whatever order the studies finish in, and equal those of one study at a time."""
@@ -352,6 +381,7 @@ def test_concurrent_replicates_are_collected_in_replicate_order(tmp_path, monkey
         return _fake_check(i)
 
     monkeypatch.setattr(validate, "run_replicate", fake)
+    monkeypatch.setattr(validate, "replicate_accuracy", _fake_accuracy)
     tables = {}
     for r in (1, 2):
         out = tmp_path / f"r{r}"
@@ -365,6 +395,9 @@ def test_concurrent_replicates_are_collected_in_replicate_order(tmp_path, monkey
     assert reps["estimate"].tolist() == pytest.approx([-0.08, -0.07, -0.06, -0.05])
     summ = pd.read_csv(tmp_path / "r2/summary.tsv", sep="\t").set_index("name")
     assert summ.loc["A", "bias"] == pytest.approx(0.02)
+    acc = pd.read_csv(tmp_path / "r2/accuracy_summary.tsv", sep="\t")
+    assert acc["replicates"].tolist() == [4]
+    assert acc["change_bias_mean"].iloc[0] == pytest.approx(np.mean([0.01 * i for i in range(4)]))
     with pytest.raises(SystemExit):  # more studies at once than studies
         validate.main([str(tmp_path / "r3"), "-k", "2", "--concurrent", "3",
                        "--snakefile", str(ROOT / "Snakefile")])
@@ -385,6 +418,7 @@ def test_a_failed_replicate_stops_new_ones_and_keeps_the_finished(tmp_path, monk
         return _fake_check(i)
 
     monkeypatch.setattr(validate, "run_replicate", fake)
+    monkeypatch.setattr(validate, "replicate_accuracy", _fake_accuracy)
     with pytest.raises(RuntimeError, match=r"rep-001 failed .*the same command continues"):
         validate.main([str(tmp_path / "v"), "-k", "4", "--snakefile", str(ROOT / "Snakefile")])
     assert started == [0, 1]
@@ -498,10 +532,29 @@ def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
     assert realised[0] != realised[1]
     bias = reps.eval("estimate - realised").mean()
     assert summ.loc[name, "bias"] == pytest.approx(bias, abs=1e-4)
-    # a second call finds both replicates done and writes the same summary
-    before = (out / "summary.tsv").read_text()
+    # the chain's accuracy in each study, from the tables it keeps, and over the studies
+    acc = pd.read_csv(out / "accuracy.tsv", sep="\t")
+    fc = acc[acc.measure == "network FC (Fisher z)"].set_index("replicate")
+    assert sorted(fc.index) == [0, 1] and set(fc.atlas) == {"Schaefer100"}
+    for i in (0, 1):
+        res = out / f"rep-{i:03d}" / "results"
+        own = validate.session_accuracy(
+            pd.read_csv(res / "group/group_table.tsv", sep="\t", dtype={"region": str}),
+            pd.read_csv(res / "simulated/truth/truth.tsv", sep="\t", dtype={"region": str}))
+        assert fc.loc[i, "change_bias_mean"] == pytest.approx(own["change_bias_mean"].iloc[0])
+    over = pd.read_csv(out / "accuracy_summary.tsv", sep="\t").set_index("measure")
+    row = over.loc["network FC (Fisher z)"]
+    assert row["replicates"] == 2
+    assert row["change_bias_mean"] == pytest.approx(fc["change_bias_mean"].mean(), abs=1e-4)
+    # two-minute runs at 6 mm still order the 28 network pairs as the truth does (r 0.71 here;
+    # pairs matched to the wrong truth give about 0)
+    assert row["session_r_mean"] > 0.5
+    # a second call finds both replicates done and writes the same summaries; a study finished
+    # before its accuracy was kept gets it from its tables
+    before = [(out / f).read_text() for f in ("summary.tsv", "accuracy_summary.tsv")]
+    (out / "rep-000/accuracy.tsv").unlink()
     validate.main(args)
-    assert (out / "summary.tsv").read_text() == before
+    assert [(out / f).read_text() for f in ("summary.tsv", "accuracy_summary.tsv")] == before
 
 
 def test_self_check_of_a_parallel_design():

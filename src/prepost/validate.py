@@ -552,6 +552,59 @@ def summarise_replicates(checks):
     return pd.DataFrame(rows)
 
 
+_ACCURACY_STATS = ("session_r_mean", "session_r_min", "change_bias_mean", "change_r",
+                   "bias_pct", "error_sd_pct")
+
+
+def summarise_accuracy(accuracy):
+    """Mean accuracy of each scored set over replicate studies.
+
+    Parameters
+    ----------
+    accuracy : pandas.DataFrame
+        :func:`session_accuracy` rows of every replicate, with a ``replicate`` column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``measure`` and ``atlas``: ``replicates`` and, for each of the per-session
+        correlation (``session_r_mean``, ``session_r_min``), the bias of the change
+        (``change_bias_mean``: one study's is the mean over participants and regions), the
+        per-participant change correlation (``change_r``) and VT's ``bias_pct`` and
+        ``error_sd_pct``, the mean over replicates and its Monte Carlo standard error (``*_se``,
+        SD / sqrt(K)). A mean change bias within about 2 SE of 0 is what an unbiased chain gives.
+    """
+    rows = []
+    for (measure, atlas), d in accuracy.groupby(["measure", "atlas"], sort=False, dropna=False):
+        row = {"measure": measure, "atlas": atlas, "replicates": int(d["replicate"].nunique())}
+        for col in _ACCURACY_STATS:
+            v = d[col].astype(float).dropna() if col in d else pd.Series(dtype=float)
+            row[col] = float(v.mean()) if len(v) else np.nan
+            row[f"{col}_se"] = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def replicate_accuracy(rep, baseline="pre", followup="post"):
+    """:func:`session_accuracy` of a finished replicate, from the statistics tables and truth it
+    keeps (``<rep>/accuracy.tsv``, computed once)."""
+    from prepost.io import write_tsv
+    from prepost.stats.stage import output_paths as stats_paths
+
+    rep = Path(rep)
+    path = rep / "accuracy.tsv"
+    if not path.exists():
+        results = rep / "results"
+        table = pd.read_csv(stats_paths(results)["table"], sep="\t",
+                            dtype={"region": str, "atlas": str, "flag": str})
+        truth = pd.read_csv(results / "simulated" / "truth" / "truth.tsv", sep="\t",
+                            dtype={"region": str})
+        write_tsv(session_accuracy(table, truth, baseline, followup), path)
+    acc = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["n/a", ""],
+                      dtype={"atlas": str})
+    return acc.assign(atlas=acc["atlas"].fillna(""))
+
+
 def replicate_config(out_dir, replicate, participants, seed, null=False):
     """The config overrides of one replicate study: its folder, participants and seed.
 
@@ -695,7 +748,8 @@ def main(argv=None):
         prog="prepost-validate",
         description="Run K simulated studies through the whole workflow (planted or null "
                     "effects) and write, per hypothesis, power, false-positive rate, bias and "
-                    "interval coverage with Monte Carlo errors.")
+                    "interval coverage with Monte Carlo errors, and the chain's accuracy "
+                    "(per-session and change bias and correlation) over the studies.")
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--replicates", "-k", type=int, required=True, help="number of studies")
     ap.add_argument("--participants", "-n", type=int, default=11)
@@ -728,6 +782,7 @@ def main(argv=None):
     args.out_dir.mkdir(parents=True, exist_ok=True)
     cores = max(1, args.cores // args.concurrent)
 
+    sessions = study_config(args.snakefile, args.configfile).get("sessions") or {}
     stop = threading.Event()  # after a failure, no new study starts; running ones finish
 
     def one(i):
@@ -742,8 +797,11 @@ def main(argv=None):
         except Exception:
             stop.set()
             raise
+        acc = replicate_accuracy(rep, sessions.get("baseline", "pre"),
+                                 sessions.get("followup", "post"))
         print(f"replicate {i + 1}/{args.replicates} done ({rep})", flush=True)
-        return chk.assign(replicate=i, seed=over["simulate"]["seed"])
+        tag = {"replicate": i, "seed": over["simulate"]["seed"]}
+        return chk.assign(**tag), acc.assign(**tag)
 
     # each study is its own Snakemake process: the threads only wait on them
     with ThreadPoolExecutor(max_workers=args.concurrent) as pool:
@@ -752,12 +810,18 @@ def main(argv=None):
     if failed:
         raise RuntimeError("; ".join(str(e) for e in failed) + " (finished replicates are "
                            "kept: the same command continues with the others)")
-    allc = pd.concat([futures[i].result() for i in range(args.replicates)], ignore_index=True)
+    done = [futures[i].result() for i in range(args.replicates)]
+    allc = pd.concat([c for c, _ in done], ignore_index=True)
     write_tsv(allc, args.out_dir / "replicates.tsv")
     summ = summarise_replicates(allc)
     write_tsv(summ, args.out_dir / "summary.tsv", float_format="%.4g")
+    acc = pd.concat([a for _, a in done], ignore_index=True)
+    write_tsv(acc, args.out_dir / "accuracy.tsv")
+    acc_summ = summarise_accuracy(acc)
+    write_tsv(acc_summ, args.out_dir / "accuracy_summary.tsv", float_format="%.4g")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summ.to_string(index=False))
+        print(acc_summ.to_string(index=False))
 
 
 if __name__ == "__main__":
