@@ -425,6 +425,35 @@ def test_a_failed_replicate_stops_new_ones_and_keeps_the_finished(tmp_path, monk
     assert not (tmp_path / "v/summary.tsv").exists()
 
 
+def test_an_interrupt_starts_no_new_study(tmp_path, monkeypatch):
+    """Ctrl-C while the studies run: the queued ones never start."""
+    import threading
+    import time
+
+    from runner import ROOT
+
+    from prepost import validate
+
+    release, started = threading.Event(), []
+
+    def fake(rep, overrides, n, snakefile, configfiles, cores, profile, keep, **_):
+        started.append(int(Path(rep).name[4:]))
+        release.wait(10)
+        return _fake_check(0)
+
+    def interrupted(futures):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(validate, "run_replicate", fake)
+    monkeypatch.setattr(validate, "replicate_accuracy", _fake_accuracy)
+    monkeypatch.setattr(validate, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        validate.main([str(tmp_path / "v"), "-k", "4", "--snakefile", str(ROOT / "Snakefile")])
+    release.set()
+    time.sleep(0.5)  # room for a queued study to start, were it not cancelled
+    assert set(started) <= {0}
+
+
 def test_replicate_participants_alternate_the_arms_of_a_parallel_design():
     from prepost import validate
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -794,18 +794,25 @@ def main(argv=None):
             chk = run_replicate(rep, over, args.participants, args.snakefile.resolve(),
                                 [c.resolve() for c in args.configfile], cores, args.profile,
                                 args.keep)
+            acc = replicate_accuracy(rep, sessions.get("baseline", "pre"),
+                                     sessions.get("followup", "post"))
         except Exception:
             stop.set()
             raise
-        acc = replicate_accuracy(rep, sessions.get("baseline", "pre"),
-                                 sessions.get("followup", "post"))
         print(f"replicate {i + 1}/{args.replicates} done ({rep})", flush=True)
         tag = {"replicate": i, "seed": over["simulate"]["seed"]}
         return chk.assign(**tag), acc.assign(**tag)
 
     # each study is its own Snakemake process: the threads only wait on them
-    with ThreadPoolExecutor(max_workers=args.concurrent) as pool:
+    pool = ThreadPoolExecutor(max_workers=args.concurrent)
+    try:
         futures = {i: pool.submit(one, i) for i in range(args.replicates)}
+        wait(futures.values())
+    except BaseException:  # e.g. Ctrl-C: no study waiting in the queue starts
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     failed = [f.exception() for f in futures.values() if f.exception() is not None]
     if failed:
         raise RuntimeError("; ".join(str(e) for e in failed) + " (finished replicates are "
