@@ -22,23 +22,13 @@ SMALL_SIMULATION = {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 30, "voxel_
 # (t1w_to_mni) alone; the nonlinear anatomy is scored where registration is tested.
 AFFINE_ANATOMY = {"warp_mm": 0.0, "size_sd": 0.0}
 
-# Coarse (4 mm) anatomy: SyN's second level (20 iterations on the 2 mm template's 4 mm grid) takes
-# three quarters of a 4 mm T1w's registration (34 s against 8.5 s without it) for little (template
-# correlation 0.933 against 0.924); the default levels are tested in test_anat.py and
-# test_anat_workflow.py.
-COARSE_ANAT = {"reg_iterations": [40, 0, 0]}
-
 # A whole study (fMRI, PET, statistics, report) at the smallest sizes every stage still handles:
-# 60 volumes leave enough retained time after censoring, one coarse atlas, no voxel-wise PET maps.
-TINY = {
-    "simulate": {"anat": {"voxel_mm": 4.0}, "bold": {"n_volumes": 60, "voxel_mm": 6.0},
-                 "pet": {"voxel_mm": 6.0}},
-    "anat": COARSE_ANAT,
-    "fmri": {"resolution_mm": 6, "denoise": {"min_retained_s": 60}},
-    "connectivity": {"atlases": ["Schaefer100"], "fc_kinds": ["pearson"]},
-    # coarse 4 mm anatomy: the default 1 mL ROI minimum would reject the GM-masked ACC sphere
-    "pet": {"parametric_maps": False, "min_volume_ml": 0.2},
-}
+# the sizes of config/examples/small.yaml (the replicate studies' config), without its QC rules.
+# Its coarse (4 mm) anatomy registers with SyN's first level only; the default levels are tested
+# in test_anat.py and test_anat_workflow.py.
+TINY = {k: v for k, v in yaml.safe_load((ROOT / "config/examples/small.yaml").read_text()).items()
+        if k != "stats"}
+COARSE_ANAT = TINY["anat"]
 
 
 def snakemake(*args, cwd, check=True):
