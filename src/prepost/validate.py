@@ -506,6 +506,13 @@ def _se(p, k):
     return float(np.sqrt(p * (1 - p) / k)) if k else np.nan
 
 
+def _mean_se(values):
+    """Mean of the non-missing values and its standard error (SD / sqrt(n))."""
+    v = pd.Series(values, dtype=float).dropna()
+    return (float(v.mean()) if len(v) else np.nan,
+            float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else np.nan)
+
+
 def summarise_replicates(checks):
     """Operating characteristics of each hypothesis over replicate studies.
 
@@ -544,8 +551,7 @@ def summarise_replicates(checks):
         agree = (judged["verdict"] == judged["expected"])
         row["as_planted"] = float(agree.mean()) if len(judged) else np.nan
         row["as_planted_se"] = _se(row["as_planted"], len(judged))
-        row["bias"] = float(err.mean()) if len(err) else np.nan
-        row["bias_se"] = float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1 else np.nan
+        row["bias"], row["bias_se"] = _mean_se(err)
         row["coverage"] = float(cov.mean()) if len(cov) else np.nan
         row["coverage_se"] = _se(row["coverage"], len(cov))
         rows.append(row)
@@ -578,9 +584,7 @@ def summarise_accuracy(accuracy):
     for (measure, atlas), d in accuracy.groupby(["measure", "atlas"], sort=False, dropna=False):
         row = {"measure": measure, "atlas": atlas, "replicates": int(d["replicate"].nunique())}
         for col in _ACCURACY_STATS:
-            v = d[col].astype(float).dropna() if col in d else pd.Series(dtype=float)
-            row[col] = float(v.mean()) if len(v) else np.nan
-            row[f"{col}_se"] = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else np.nan
+            row[col], row[f"{col}_se"] = _mean_se(d[col] if col in d else [])
         rows.append(row)
     return pd.DataFrame(rows)
 
