@@ -105,6 +105,18 @@ def test_parcel_model_gives_truth_parcel_fc():
         < simulate.parcel_fc_truth(S, nets)[np.ix_(vis, dmn)].mean() - 0.2
 
 
+def test_planted_gradient_changes_are_exact_in_a_null_study():
+    """The two sessions of each draw share their random numbers: a null study's planted
+    gradient changes are exactly 0, and a planted study's carry a Monte Carlo SE far below
+    the change."""
+    null = simulate.planted_changes(simulate.merge_params({"null_study": True}), n_draws=3)
+    assert (null["change"] == 0).all() and (null["change_se"] == 0).all()
+    comp = simulate.planted_changes(simulate.merge_params(), n_draws=3)
+    rng = comp.set_index(["measure", "region"]).loc[("gradient1_range", "global")]
+    assert rng["change"] < -0.01 and 0 < rng["change_se"] < abs(rng["change"]) / 4
+    assert (comp.loc[comp["measure"].str.startswith("fc_"), "change_se"] == 0).all()
+
+
 def test_planted_hierarchy_compression():
     """The flattened hierarchy: network FC changes are the configured ones plus the loading's
     share (none without compression), and the principal gradient's range falls."""

@@ -454,6 +454,43 @@ def test_an_interrupt_starts_no_new_study(tmp_path, monkeypatch):
     assert set(started) <= {0}
 
 
+def test_a_stopped_study_continues_and_one_folder_has_one_command(tmp_path, monkeypatch):
+    """A study killed mid-run leaves Snakemake's lock: the next command (holding the output
+    folder's lock, so no other command runs the study) removes it and redoes cut-short jobs;
+    a second command on the same folder is refused."""
+    import subprocess
+
+    from runner import ROOT
+
+    from prepost import validate
+
+    out = tmp_path / "v"
+    rep, over = validate.replicate_config(out, 0, 3, 7)
+    (rep / ".snakemake" / "locks").mkdir(parents=True)
+    (rep / ".snakemake" / "locks" / "0.input.lock").write_text("stale")
+    (rep / "snakemake.log").write_text("the first run\n")
+    calls = []
+
+    def snakemake(cmd, **kw):
+        calls.append(cmd)
+        assert not (rep / ".snakemake" / "locks").exists()
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(subprocess, "run", snakemake)
+    with pytest.raises(RuntimeError, match="rep-000 failed"):
+        validate.run_replicate(rep, over, 3, ROOT / "Snakefile")
+    assert "--rerun-incomplete" in calls[0]
+    assert (rep / "snakemake.log").read_text().startswith("the first run")
+    held = validate.hold_lock(out)
+    assert held is not None and validate.hold_lock(out) is None
+    with pytest.raises(SystemExit):
+        validate.main([str(out), "-k", "1", "--snakefile", str(ROOT / "Snakefile")])
+    held.close()  # the lock ends with its holder
+    again = validate.hold_lock(out)
+    assert again is not None
+    again.close()
+
+
 def test_replicate_participants_alternate_the_arms_of_a_parallel_design():
     from prepost import validate
 

@@ -501,29 +501,36 @@ def group_sample_fc(params, planted, rng):
 def planted_changes(params, n_draws=10):
     """The group-level change the planted effects make in each fMRI measure the simulator has a
     truth for: network FC (Fisher z, the hierarchy's share included) and the principal
-    gradient's range, variance and network positions (mean over ``n_draws`` noise-free group
-    sessions). A tidy table: measure, region, change."""
+    gradient's range, variance and network positions (mean over ``n_draws`` pairs of noise-free
+    group sessions). A tidy table: measure, region, change, change_se (the gradient measures'
+    Monte Carlo standard error; 0 for network FC, which is exact)."""
     nets = schaefer400_table().network.astype(str).to_numpy()
     R = [group_parcel_fc(params, p) for p in (False, True)]
     rows = []
     Z = [np.arctanh(network_fc_truth(r, nets)) for r in R]
     for i, a in enumerate(NETWORKS):
-        rows.append(("fc_within", a, Z[1][i, i] - Z[0][i, i]))
-        rows += [("fc_between", f"{a}-{b}", Z[1][i, j] - Z[0][i, j])
+        rows.append(("fc_within", a, Z[1][i, i] - Z[0][i, i], 0.0))
+        rows += [("fc_between", f"{a}-{b}", Z[1][i, j] - Z[0][i, j], 0.0)
                  for j, b in enumerate(NETWORKS) if j > i]
     # The gradient measures are not a function of the expected FC (on it, the row sparsification
     # ties and the range does not move with the loading): their planted change is the mean over
-    # draws of noise-free sessions at the protocol's length, as their truth is per session.
-    rng = random_stream(0, "planted-gradients")  # a property of the parameters, not of the seed
+    # draws of noise-free sessions at the protocol's length, as their truth is per session. Both
+    # sessions of a draw share its random numbers, so their difference is the planted effects'
+    # alone: exactly 0 in a null study, and a small Monte Carlo error otherwise. The streams are
+    # a property of the parameters, not of the seed.
     fcs, ids = [], []
     for k in range(n_draws):
         for ses, planted in (("pre", False), ("post", True)):
-            fcs.append(group_sample_fc(params, planted, rng))
+            fcs.append(group_sample_fc(params, planted,
+                                       random_stream(0, "planted-gradients", k)))
             ids.append((str(k), ses))
     g = gradient_truth(fcs, ids, nets)
-    g = g.pivot_table(index=["measure", "region"], columns="session", values="value")
-    rows += [(m, r, v) for (m, r), v in (g["post"] - g["pre"]).items()]
-    return pd.DataFrame(rows, columns=["measure", "region", "change"])
+    g = g.pivot_table(index=["measure", "region", "participant_id"], columns="session",
+                      values="value")
+    d = (g["post"] - g["pre"]).groupby(level=["measure", "region"])
+    se = d.std(ddof=1) / np.sqrt(d.count()) if n_draws > 1 else d.mean() * np.nan
+    rows += [(m, r, v, se[m, r]) for (m, r), v in d.mean().items()]
+    return pd.DataFrame(rows, columns=["measure", "region", "change", "change_se"])
 
 
 def gradient_truth(fc_z, ids, parcel_networks):

@@ -17,6 +17,7 @@ Only files are read: the estimators never see the truth.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -680,16 +681,62 @@ def _design_arguments(design, parts):
     return {}
 
 
+def replicate_self_check(rep, cfg):
+    """:func:`self_check` of a finished replicate study, from the tables it keeps.
+
+    Parameters
+    ----------
+    rep : path-like
+        The replicate's folder (``participants.tsv``, ``results/`` with the statistics tables
+        and the simulator's truth).
+    cfg : dict
+        The study's config (:func:`study_config`): sessions, design, PET reference, p value.
+    """
+    rep = Path(rep)
+    tg = _targets(rep / "results")
+    parts = pd.read_csv(rep / "participants.tsv", sep="\t", dtype=str)
+    design = cfg.get("design") or {}
+    eff = json.loads(Path(tg["effects"]).read_text())
+    return self_check(pd.read_csv(tg["hypotheses"], sep="\t", dtype={"region": str}),
+                      pd.read_csv(tg["table"], sep="\t", dtype={"region": str, "atlas": str,
+                                                                "flag": str}),
+                      pd.read_csv(tg["truth"], sep="\t", dtype={"region": str}),
+                      eff["effects"],
+                      cfg["sessions"]["baseline"], cfg["sessions"]["followup"],
+                      reference_roi=(cfg.get("pet") or {}).get("reference_roi"),
+                      changes=eff.get("planted_changes"),
+                      p_value=(cfg.get("stats") or {}).get("p_value", "p_perm"),
+                      **_design_arguments(design, parts))
+
+
+def hold_lock(out_dir):
+    """Hold ``OUT_DIR/.lock`` for this process (None when another process holds it).
+
+    The operating system releases it when the process ends however it ends, so a lock found
+    held belongs to a running command, and Snakemake locks left in the replicates are stale.
+    """
+    import fcntl
+
+    f = open(Path(out_dir) / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
 def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cores=2,
                   profile=None, keep=False, extra_args=()):
     """Simulate and analyse one replicate study with Snakemake; write its self-check.
 
     Returns the :func:`self_check` table (also ``<rep>/self_check.tsv``). An existing
-    ``self_check.tsv`` is read, not recomputed: an interrupted run continues where it stopped.
+    ``self_check.tsv`` is read, not recomputed: an interrupted run continues where it stopped
+    (the caller holds the output folder's lock, :func:`hold_lock`, and stale Snakemake locks
+    of the study are removed).
     Unless ``keep``, the replicate's derivatives are removed afterwards except the statistics
     tables and the truth (a default-size study is about 2 GB).
     """
-    import shutil
     import subprocess
     import sys
 
@@ -706,6 +753,12 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
     if done.exists():
         return read_done()
     rep.mkdir(parents=True, exist_ok=True)
+    # A study stopped by a kill or a lost session leaves Snakemake's lock behind. The caller
+    # holds OUT_DIR's lock (see main), so no other process is running this study: the lock is
+    # stale, and the study continues (--rerun-incomplete redoes the jobs it cut short).
+    locks = rep / ".snakemake" / "locks"
+    if locks.is_dir():
+        shutil.rmtree(locks)
     cfg = study_config(snakefile, configfiles)
     design = cfg.get("design") or {}
     parts = replicate_participants(n_participants, design)
@@ -714,24 +767,15 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
     tg = _targets(overrides["results_dir"])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--configfile",
            *[str(c) for c in configfiles], str(rep / "config.yaml"), "--cores", str(cores),
-           *(["--profile", str(profile)] if profile else []), *extra_args, *tg.values()]
-    with open(rep / "snakemake.log", "w") as log:
+           "--rerun-incomplete", *(["--profile", str(profile)] if profile else []),
+           *extra_args, *tg.values()]
+    with open(rep / "snakemake.log", "a") as log:  # a continued study keeps its history
         # the replicate's own working directory: its .snakemake metadata and locks stay in it
         res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=rep)
     if res.returncode != 0:
         raise RuntimeError(f"replicate {rep.name} failed (exit {res.returncode}); see "
                            f"{rep / 'snakemake.log'}")
-    eff = json.loads(Path(tg["effects"]).read_text())
-    chk = self_check(pd.read_csv(tg["hypotheses"], sep="\t", dtype={"region": str}),
-                     pd.read_csv(tg["table"], sep="\t", dtype={"region": str, "atlas": str,
-                                                               "flag": str}),
-                     pd.read_csv(tg["truth"], sep="\t", dtype={"region": str}),
-                     eff["effects"],
-                     cfg["sessions"]["baseline"], cfg["sessions"]["followup"],
-                     reference_roi=(cfg.get("pet") or {}).get("reference_roi"),
-                     changes=eff.get("planted_changes"),
-                     p_value=(cfg.get("stats") or {}).get("p_value", "p_perm"),
-                     **_design_arguments(design, parts))
+    chk = replicate_self_check(rep, cfg)
     results = Path(overrides["results_dir"])
     if not keep:
         for sub in [*results.iterdir(), results / "simulated" / "bids", rep / ".snakemake"]:
@@ -784,6 +828,10 @@ def main(argv=None):
     if not 1 <= args.concurrent <= args.replicates:
         ap.error(f"--concurrent must be between 1 and --replicates ({args.replicates})")
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    lock = hold_lock(args.out_dir)
+    if lock is None:
+        ap.error(f"{args.out_dir}: another prepost-validate is running on this folder; wait for "
+                 "it to end or give another OUT_DIR")
     cores = max(1, args.cores // args.concurrent)
 
     sessions = study_config(args.snakefile, args.configfile).get("sessions") or {}
