@@ -8,7 +8,6 @@ import sys
 
 import pandas as pd
 import pytest
-import yaml
 from runner import ROOT, dry_run_jobs, small_config, snakemake
 
 
@@ -42,36 +41,6 @@ def test_broken_user_dataset_fails_at_dag_time(tmp_path, small_study):
     assert res.returncode != 0
     err = res.stdout + res.stderr
     assert str(js) in err and "InjectedRadioactivity" in err
-
-
-@pytest.mark.slow
-def test_small_simulated_study_runs_end_to_end(tmp_path):
-    cfg = small_config(tmp_path)
-    snakemake("--cores", "2", "--configfile", str(cfg), cwd=tmp_path)
-    results = tmp_path / "results"
-    inv = pd.read_csv(results / "qc/bids_inventory.tsv", sep="\t")
-    assert len(inv) == 4 and set(inv.bold_volumes) == {30} and set(inv.pet_frames) == {31}
-    truth = pd.read_csv(results / "simulated/truth/truth.tsv", sep="\t")
-    assert set(truth.participant_id) == {"sub-01", "sub-02"}
-    desc = yaml.safe_load((results / "dataset_description.json").read_text())
-    assert desc["DatasetType"] == "derivative"
-    assert desc["Configuration"]["simulate"]["bold"]["n_volumes"] == 30
-    # a second run has nothing to do
-    res = snakemake("-n", "--cores", "2", "--configfile", str(cfg), cwd=tmp_path)
-    assert "Nothing to be done" in res.stdout + res.stderr
-    # the same study is reachable as a user's dataset through bids_dir: the same jobs but the
-    # simulation, and the same inventory (the chain after it is the one run above)
-    results2 = tmp_path / "results2"
-    cfg2 = small_config(tmp_path, bids_dir=str(results / "simulated/bids"),
-                        results_dir=str(results2))
-    ran = dry_run_jobs(snakemake("-n", "--cores", "2", "--configfile", str(cfg), "-F",
-                                 cwd=tmp_path))
-    user = dry_run_jobs(snakemake("-n", "--cores", "2", "--configfile", str(cfg2), cwd=tmp_path))
-    assert user == {k: v for k, v in ran.items() if not k.startswith("simulate_")}
-    snakemake("--cores", "2", "--configfile", str(cfg2), "--",
-              str(results2 / "qc/bids_inventory.tsv"), cwd=tmp_path)
-    inv2 = pd.read_csv(results2 / "qc/bids_inventory.tsv", sep="\t")
-    assert inv2.equals(inv)  # paths are relative to the dataset root
 
 
 # ------------------------------------------------------------------------------------------------
