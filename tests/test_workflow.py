@@ -1,4 +1,5 @@
-"""The workflow end to end: DAG building, lint, and a small simulated study run for real."""
+"""The workflow as a whole: DAG building, lint, scripts and steps (a small simulated study runs end
+to end in test_reproducibility.py)."""
 
 import ast
 import logging
