@@ -528,7 +528,7 @@ def planted_changes(params, n_draws=10):
     g = g.pivot_table(index=["measure", "region", "participant_id"], columns="session",
                       values="value")
     d = (g["post"] - g["pre"]).groupby(level=["measure", "region"])
-    se = d.std(ddof=1) / np.sqrt(d.count()) if n_draws > 1 else d.mean() * np.nan
+    se = d.std(ddof=1) / np.sqrt(d.count())  # NaN for a single draw
     rows += [(m, r, v, se[m, r]) for (m, r), v in d.mean().items()]
     return pd.DataFrame(rows, columns=["measure", "region", "change", "change_se"])
 
