@@ -422,7 +422,14 @@ def test_a_failed_replicate_stops_new_ones_and_keeps_the_finished(tmp_path, monk
     with pytest.raises(RuntimeError, match=r"rep-001 failed .*the same command continues"):
         validate.main([str(tmp_path / "v"), "-k", "4", "--snakefile", str(ROOT / "Snakefile")])
     assert started == [0, 1]
-    assert not (tmp_path / "v/summary.tsv").exists()
+    # the tables hold the study that finished: a run cut short has the table of what it did
+    reps = pd.read_csv(tmp_path / "v/replicates.tsv", sep="\t")
+    assert reps["replicate"].unique().tolist() == [0]
+    summ = pd.read_csv(tmp_path / "v/summary.tsv", sep="\t").set_index("name")
+    assert summ["replicates"].tolist() == [1] * len(summ)
+    assert summ.loc["A", "bias"] == pytest.approx(0.02)  # -0.08 against -0.1
+    acc = pd.read_csv(tmp_path / "v/accuracy_summary.tsv", sep="\t")
+    assert acc["replicates"].tolist() == [1]
 
 
 def test_an_interrupt_starts_no_new_study(tmp_path, monkeypatch):

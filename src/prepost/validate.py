@@ -836,6 +836,20 @@ def main(argv=None):
 
     sessions = study_config(args.snakefile, args.configfile).get("sessions") or {}
     stop = threading.Event()  # after a failure, no new study starts; running ones finish
+    finished, written = {}, threading.Lock()
+
+    def write_tables():
+        """The tables of the studies finished so far, in replicate order: a run that is still
+        going or was cut short has its table, and the last write is the whole run's."""
+        done = [finished[i] for i in sorted(finished)]
+        allc = pd.concat([c for c, _ in done], ignore_index=True)
+        acc = pd.concat([a for _, a in done], ignore_index=True)
+        write_tsv(allc, args.out_dir / "replicates.tsv")
+        write_tsv(acc, args.out_dir / "accuracy.tsv")
+        tables = summarise_replicates(allc), summarise_accuracy(acc)
+        write_tsv(tables[0], args.out_dir / "summary.tsv", float_format="%.4g")
+        write_tsv(tables[1], args.out_dir / "accuracy_summary.tsv", float_format="%.4g")
+        return tables
 
     def one(i):
         if stop.is_set():
@@ -851,9 +865,12 @@ def main(argv=None):
         except Exception:
             stop.set()
             raise
-        print(f"replicate {i + 1}/{args.replicates} done ({rep})", flush=True)
         tag = {"replicate": i, "seed": over["simulate"]["seed"]}
-        return chk.assign(**tag), acc.assign(**tag)
+        with written:
+            finished[i] = chk.assign(**tag), acc.assign(**tag)
+            write_tables()
+        print(f"replicate {i + 1}/{args.replicates} done ({rep}); {len(finished)} in "
+              f"{args.out_dir / 'summary.tsv'}", flush=True)
 
     # each study is its own Snakemake process: the threads only wait on them
     pool = ThreadPoolExecutor(max_workers=args.concurrent)
@@ -868,16 +885,9 @@ def main(argv=None):
     failed = [f.exception() for f in futures.values() if f.exception() is not None]
     if failed:
         raise RuntimeError("; ".join(str(e) for e in failed) + " (finished replicates are "
-                           "kept: the same command continues with the others)")
-    done = [futures[i].result() for i in range(args.replicates)]
-    allc = pd.concat([c for c, _ in done], ignore_index=True)
-    write_tsv(allc, args.out_dir / "replicates.tsv")
-    summ = summarise_replicates(allc)
-    write_tsv(summ, args.out_dir / "summary.tsv", float_format="%.4g")
-    acc = pd.concat([a for _, a in done], ignore_index=True)
-    write_tsv(acc, args.out_dir / "accuracy.tsv")
-    acc_summ = summarise_accuracy(acc)
-    write_tsv(acc_summ, args.out_dir / "accuracy_summary.tsv", float_format="%.4g")
+                           f"kept and in {args.out_dir / 'summary.tsv'}: the same command "
+                           "continues with the others)")
+    summ, acc_summ = write_tables()
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summ.to_string(index=False))
         print(acc_summ.to_string(index=False))
