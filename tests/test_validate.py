@@ -498,6 +498,47 @@ def test_a_stopped_study_continues_and_one_folder_has_one_command(tmp_path, monk
     again.close()
 
 
+def test_a_replicate_folder_continues_only_under_its_own_settings(tmp_path, monkeypatch, capsys):
+    """A folder of studies run with other settings (seed, --null, participants, configuration)
+    is refused when the command starts, naming the setting, so no table mixes studies."""
+    import subprocess
+
+    from runner import ROOT
+
+    from prepost import validate
+
+    snakefile, small = ROOT / "Snakefile", ROOT / "config" / "examples" / "small.yaml"
+    cfg = validate.study_config(snakefile)
+    parts = validate.replicate_participants(4)
+    rep, over = validate.replicate_config(tmp_path, 0, 4, 100)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1))
+    with pytest.raises(RuntimeError, match="rep-000 failed"):  # a study cut short
+        validate.run_replicate(rep, over, 4, snakefile)
+    assert validate.replicate_conflict(rep, over, parts, cfg) is None
+    assert validate.replicate_conflict(tmp_path / "rep-001", over, parts, cfg) is None  # new
+    null = validate.replicate_config(tmp_path, 0, 4, 100, null=True)[1]
+    assert "simulate.null_study = False; this command gives True" in \
+        validate.replicate_conflict(rep, null, parts, cfg)
+    seed = validate.replicate_config(tmp_path, 0, 4, 101)[1]
+    assert "simulate.seed = 100; this command gives 101" in \
+        validate.replicate_conflict(rep, seed, parts, cfg)
+    assert "has 4 participants" in validate.replicate_conflict(
+        rep, over, validate.replicate_participants(5), cfg)
+    msg = validate.replicate_conflict(rep, over, parts, validate.study_config(snakefile, [small]))
+    assert msg.startswith(str(rep / "study.yaml")) and "anat.reg_iterations" in msg
+    started = []
+    monkeypatch.setattr(validate, "run_replicate", lambda *a, **kw: started.append(a))
+    for args, setting in ((["--null"], "simulate.null_study"),
+                          (["--configfile", str(small)], "anat.reg_iterations"),
+                          (["-n", "5"], "has 4 participants")):
+        with pytest.raises(SystemExit):
+            validate.main([str(tmp_path), "-k", "1", "-n", "4", "--seed", "100", *args,
+                           "--snakefile", str(snakefile)])
+        err = capsys.readouterr().err
+        assert "rep-000" in err and setting in err
+    assert started == []
+
+
 def test_replicate_participants_alternate_the_arms_of_a_parallel_design():
     from prepost import validate
 

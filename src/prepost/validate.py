@@ -709,6 +709,64 @@ def replicate_self_check(rep, cfg):
                       **_design_arguments(design, parts))
 
 
+def _first_difference(old, new, path=""):
+    """The first key path (dotted) where two parsed configs differ, with both values; None if
+    they are equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new), key=str):
+            d = _first_difference(old.get(k, "(not set)"), new.get(k, "(not set)"),
+                                  f"{path}{k}.")
+            if d:
+                return d
+        return None
+    return None if old == new else (path.rstrip("."), old, new)
+
+
+def replicate_conflict(rep, overrides, participants, cfg):
+    """Why an existing replicate folder cannot be continued by this command, or None.
+
+    A study finished or cut short by an earlier command continues only under the settings it
+    was run with: its seed and null flag (``config.yaml``), its participants table (the number
+    of participants and the design's arms) and the workflow's merged configuration
+    (``study.yaml``). Otherwise the tables would mix studies of different settings.
+
+    Parameters
+    ----------
+    rep : path-like
+        The replicate's folder.
+    overrides : dict
+        :func:`replicate_config`'s overrides of this command.
+    participants : pandas.DataFrame
+        :func:`replicate_participants` of this command.
+    cfg : dict
+        :func:`study_config` of this command.
+    """
+    import yaml
+
+    rep = Path(rep)
+    fix = ("; continue it with the settings it was run with, or give another OUT_DIR (or "
+           "remove the folder to run it anew)")
+    if (rep / "config.yaml").exists():
+        old = yaml.safe_load((rep / "config.yaml").read_text()) or {}
+        d = _first_difference(old.get("simulate"), overrides["simulate"], "simulate.")
+        if d:
+            return (f"{rep}: this study was run with {d[0]} = {d[1]}; this command gives "
+                    f"{d[2]} (set by --seed and --null){fix}")
+    if (rep / "participants.tsv").exists():
+        old = pd.read_csv(rep / "participants.tsv", sep="\t", dtype=str)
+        if not old.equals(participants.astype(str)):
+            return (f"{rep / 'participants.tsv'}: this study has {len(old)} participants "
+                    f"({', '.join(old.columns)}); this command gives {len(participants)} "
+                    f"({', '.join(participants.columns)}; set by --participants and the "
+                    f"design's arms){fix}")
+    if (rep / "study.yaml").exists():
+        d = _first_difference(yaml.safe_load((rep / "study.yaml").read_text()), cfg)
+        if d:
+            return (f"{rep / 'study.yaml'}: this study was run with {d[0]} = {d[1]}; the "
+                    f"configuration now gives {d[2]} (config/config.yaml and --configfile){fix}")
+    return None
+
+
 def hold_lock(out_dir):
     """Hold ``OUT_DIR/.lock`` for this process (None when another process holds it).
 
@@ -764,6 +822,7 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
     parts = replicate_participants(n_participants, design)
     write_tsv(parts, rep / "participants.tsv")
     (rep / "config.yaml").write_text(yaml.safe_dump(overrides, sort_keys=False))
+    (rep / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))  # replicate_conflict
     tg = _targets(overrides["results_dir"])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--configfile",
            *[str(c) for c in configfiles], str(rep / "config.yaml"), "--cores", str(cores),
@@ -834,7 +893,14 @@ def main(argv=None):
                  "it to end or give another OUT_DIR")
     cores = max(1, args.cores // args.concurrent)
 
-    sessions = study_config(args.snakefile, args.configfile).get("sessions") or {}
+    cfg = study_config(args.snakefile, args.configfile)
+    sessions = cfg.get("sessions") or {}
+    parts = replicate_participants(args.participants, cfg.get("design"))
+    for i in range(args.replicates):  # before any study starts
+        why = replicate_conflict(*replicate_config(args.out_dir.resolve(), i, args.participants,
+                                                   args.seed, args.null), parts, cfg)
+        if why:
+            ap.error(why)
     stop = threading.Event()  # after a failure, no new study starts; running ones finish
     finished, written = {}, threading.Lock()
 
