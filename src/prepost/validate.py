@@ -950,9 +950,9 @@ def main(argv=None):
     pool.shutdown()
     failed = [f.exception() for f in futures.values() if f.exception() is not None]
     if failed:
+        tables = f" and in {args.out_dir / 'summary.tsv'}" if finished else ""
         raise RuntimeError("; ".join(str(e) for e in failed) + " (finished replicates are "
-                           f"kept and in {args.out_dir / 'summary.tsv'}: the same command "
-                           "continues with the others)")
+                           f"kept{tables}: the same command continues with the others)")
     summ, acc_summ = write_tables()
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summ.to_string(index=False))
