@@ -419,17 +419,21 @@ def test_a_failed_replicate_stops_new_ones_and_keeps_the_finished(tmp_path, monk
 
     monkeypatch.setattr(validate, "run_replicate", fake)
     monkeypatch.setattr(validate, "replicate_accuracy", _fake_accuracy)
-    with pytest.raises(RuntimeError, match=r"rep-001 failed .*the same command continues"):
+    (tmp_path / "v/rep-003").mkdir(parents=True)
+    (tmp_path / "v/rep-003/self_check.tsv").write_text("finished by an earlier command\n")
+    with pytest.raises(RuntimeError, match=r"rep-001 failed .*kept and in .*summary.tsv: the "
+                                           r"same command continues"):
         validate.main([str(tmp_path / "v"), "-k", "4", "--snakefile", str(ROOT / "Snakefile")])
-    assert started == [0, 1]
-    # the tables hold the study that finished: a run cut short has the table of what it did
+    assert started == [3, 0, 1]  # an earlier command's study is read back first
+    # the tables hold the finished studies: a run cut short has the table of what it did
     reps = pd.read_csv(tmp_path / "v/replicates.tsv", sep="\t")
-    assert reps["replicate"].unique().tolist() == [0]
+    assert reps["replicate"].unique().tolist() == [0, 3]
     summ = pd.read_csv(tmp_path / "v/summary.tsv", sep="\t").set_index("name")
-    assert summ["replicates"].tolist() == [1] * len(summ)
-    assert summ.loc["A", "bias"] == pytest.approx(0.02)  # -0.08 against -0.1
+    assert summ["replicates"].tolist() == [2] * len(summ)
+    assert summ.loc["A", "bias"] == pytest.approx(0.02)  # -0.08 + 0.01 i against -0.1 + 0.01 i
     acc = pd.read_csv(tmp_path / "v/accuracy_summary.tsv", sep="\t")
-    assert acc["replicates"].tolist() == [1]
+    assert acc["replicates"].tolist() == [2]
+    assert acc["change_bias_mean"].iloc[0] == pytest.approx(0.015)  # 0.01 i over i = 0, 3
 
 
 def test_an_interrupt_starts_no_new_study(tmp_path, monkeypatch):
@@ -526,6 +530,16 @@ def test_a_replicate_folder_continues_only_under_its_own_settings(tmp_path, monk
         rep, over, validate.replicate_participants(5), cfg)
     msg = validate.replicate_conflict(rep, over, parts, validate.study_config(snakefile, [small]))
     assert msg.startswith(str(rep / "study.yaml")) and "anat.reg_iterations" in msg
+    # what each replicate sets for itself is not a setting of the study
+    other = tmp_path / "paths.yaml"
+    other.write_text("bids_dir: /data/bids\nresults_dir: elsewhere\nsimulate: {seed: 5}\n")
+    assert validate.replicate_conflict(
+        rep, over, parts, validate.study_config(snakefile, [other])) is None
+    design = tmp_path / "design.yaml"  # a design change is named, not only its table's size
+    design.write_text("design: {type: parallel}\n")
+    msg = validate.replicate_conflict(rep, over, validate.replicate_participants(4, {
+        "type": "parallel"}), validate.study_config(snakefile, [design]))
+    assert "design.type = " in msg
     started = []
     monkeypatch.setattr(validate, "run_replicate", lambda *a, **kw: started.append(a))
     for args, setting in ((["--null"], "simulate.null_study"),

@@ -750,8 +750,15 @@ def replicate_conflict(rep, overrides, participants, cfg):
         old = yaml.safe_load((rep / "config.yaml").read_text()) or {}
         d = _first_difference(old.get("simulate"), overrides["simulate"], "simulate.")
         if d:
-            return (f"{rep}: this study was run with {d[0]} = {d[1]}; this command gives "
-                    f"{d[2]} (set by --seed and --null){fix}")
+            return (f"{rep}: this study was run with {d[0]} = {d[1]!r}; this command gives "
+                    f"{d[2]!r} (set by --seed and --null){fix}")
+    if (rep / "study.yaml").exists():  # before the participants: it names a design change
+        d = _first_difference(yaml.safe_load((rep / "study.yaml").read_text()),
+                              study_settings(cfg))
+        if d:
+            return (f"{rep / 'study.yaml'}: this study was run with {d[0] or 'no settings'} = "
+                    f"{d[1]!r}; the configuration now gives {d[2]!r} (config/config.yaml and "
+                    f"--configfile){fix}")
     if (rep / "participants.tsv").exists():
         old = pd.read_csv(rep / "participants.tsv", sep="\t", dtype=str)
         if not old.equals(participants.astype(str)):
@@ -759,12 +766,21 @@ def replicate_conflict(rep, overrides, participants, cfg):
                     f"({', '.join(old.columns)}); this command gives {len(participants)} "
                     f"({', '.join(participants.columns)}; set by --participants and the "
                     f"design's arms){fix}")
-    if (rep / "study.yaml").exists():
-        d = _first_difference(yaml.safe_load((rep / "study.yaml").read_text()), cfg)
-        if d:
-            return (f"{rep / 'study.yaml'}: this study was run with {d[0]} = {d[1]}; the "
-                    f"configuration now gives {d[2]} (config/config.yaml and --configfile){fix}")
     return None
+
+
+def study_settings(cfg):
+    """The merged configuration without what each replicate sets for itself (its participants
+    table, dataset and results folders, seed and null flag): what a continued study must
+    share with the studies before it (``rep-<i>/study.yaml``)."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    for key in ("participants", "bids_dir", "results_dir"):
+        out.pop(key, None)
+    for key in ("seed", "null_study"):
+        (out.get("simulate") or {}).pop(key, None)
+    return out
 
 
 def hold_lock(out_dir):
@@ -800,7 +816,7 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
 
     import yaml
 
-    from prepost.io import write_tsv
+    from prepost.io import atomic_path, write_tsv
 
     rep = Path(rep)
     done = rep / "self_check.tsv"
@@ -821,8 +837,9 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
     design = cfg.get("design") or {}
     parts = replicate_participants(n_participants, design)
     write_tsv(parts, rep / "participants.tsv")
-    (rep / "config.yaml").write_text(yaml.safe_dump(overrides, sort_keys=False))
-    (rep / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))  # replicate_conflict
+    for name, content in (("config.yaml", overrides), ("study.yaml", study_settings(cfg))):
+        with atomic_path(rep / name) as tmp:  # read back by replicate_conflict
+            tmp.write_text(yaml.safe_dump(content, sort_keys=False))
     tg = _targets(overrides["results_dir"])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--configfile",
            *[str(c) for c in configfiles], str(rep / "config.yaml"), "--cores", str(cores),
@@ -922,26 +939,38 @@ def main(argv=None):
             return None
         rep, over = replicate_config(args.out_dir.resolve(), i, args.participants, args.seed,
                                      args.null)
+        tag = {"replicate": i, "seed": over["simulate"]["seed"]}
         try:
             chk = run_replicate(rep, over, args.participants, args.snakefile.resolve(),
                                 [c.resolve() for c in args.configfile], cores, args.profile,
                                 args.keep)
             acc = replicate_accuracy(rep, sessions.get("baseline", "pre"),
                                      sessions.get("followup", "post"))
+            with written:
+                finished[i] = chk.assign(**tag), acc.assign(**tag)
+                try:
+                    write_tables()
+                except Exception:
+                    del finished[i]  # the tables stay those of the others
+                    raise
+                n_done = len(finished)
         except Exception:
             stop.set()
             raise
-        tag = {"replicate": i, "seed": over["simulate"]["seed"]}
-        with written:
-            finished[i] = chk.assign(**tag), acc.assign(**tag)
-            write_tables()
-        print(f"replicate {i + 1}/{args.replicates} done ({rep}); {len(finished)} in "
+        print(f"replicate {i + 1}/{args.replicates} done ({rep}); {n_done} in "
               f"{args.out_dir / 'summary.tsv'}", flush=True)
 
+    # The studies an earlier command finished are read back first, so the tables hold them
+    # whatever happens to the others.
+    for i in range(args.replicates):
+        rep = replicate_config(args.out_dir.resolve(), i, args.participants, args.seed,
+                               args.null)[0]
+        if (rep / "self_check.tsv").exists():
+            one(i)
     # each study is its own Snakemake process: the threads only wait on them
     pool = ThreadPoolExecutor(max_workers=args.concurrent)
     try:
-        futures = {i: pool.submit(one, i) for i in range(args.replicates)}
+        futures = {i: pool.submit(one, i) for i in range(args.replicates) if i not in finished}
         wait(futures.values())
     except BaseException:  # e.g. Ctrl-C: no study waiting in the queue starts
         stop.set()
