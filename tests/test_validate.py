@@ -502,6 +502,43 @@ def test_a_stopped_study_continues_and_one_folder_has_one_command(tmp_path, monk
     again.close()
 
 
+def test_a_cluster_profile_is_found_from_each_study_folder(tmp_path, monkeypatch):
+    """Each study's Snakemake runs in its own folder: a profile folder given relative to where
+    the command runs is passed on as an absolute path, and with a profile --cores is passed on
+    only when given (it caps every rule's threads, on the cluster too)."""
+    import subprocess
+
+    from runner import ROOT
+
+    from prepost import validate
+
+    got, run_replicate = [], validate.run_replicate
+    monkeypatch.setattr(validate, "run_replicate",
+                        lambda rep, over, n, snakefile, configfiles, cores, profile, keep:
+                        got.append((cores, profile)) or _fake_check(0))
+    monkeypatch.setattr(validate, "replicate_accuracy", _fake_accuracy)
+    monkeypatch.chdir(ROOT)
+    for i, (args, expected) in enumerate((
+            (["--profile", "profiles/slurm"], (None, str(ROOT / "profiles" / "slurm"))),
+            (["--profile", "profiles/slurm", "--cores", "8"], (8, str(ROOT / "profiles/slurm"))),
+            (["--profile", "my-named-profile"], (None, "my-named-profile")),
+            (["--cores", "4", "--concurrent", "2"], (2, None)),
+            ([], (2, None)))):
+        got.clear()
+        validate.main([str(tmp_path / f"v{i}"), "-k", "2", *args])
+        assert set(got) == {expected}, args
+    calls = []
+    monkeypatch.setattr(subprocess, "run",
+                        lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 1))
+    for cores in (None, 3):
+        rep, over = validate.replicate_config(tmp_path / "c", cores or 0, 3, 7)
+        with pytest.raises(RuntimeError):
+            run_replicate(rep, over, 3, ROOT / "Snakefile", cores=cores,
+                          profile=str(ROOT / "profiles/slurm"))
+    assert "--cores" not in calls[0] and calls[1][calls[1].index("--cores") + 1] == "3"
+    assert calls[0][calls[0].index("--profile") + 1] == str(ROOT / "profiles/slurm")
+
+
 def test_a_replicate_folder_continues_only_under_its_own_settings(tmp_path, monkeypatch, capsys):
     """A folder of studies run with other settings (seed, --null, participants, configuration)
     is refused when the command starts, naming the setting, so no table mixes studies."""

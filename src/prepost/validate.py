@@ -809,7 +809,9 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
     (the caller holds the output folder's lock, :func:`hold_lock`, and stale Snakemake locks
     of the study are removed).
     Unless ``keep``, the replicate's derivatives are removed afterwards except the statistics
-    tables and the truth (a default-size study is about 2 GB).
+    tables and the truth (a default-size study is about 2 GB). ``cores`` None passes no
+    ``--cores`` (with a cluster ``profile``, whose jobs setting decides); Snakemake runs in
+    ``rep``, so a ``profile`` folder must be given as an absolute path.
     """
     import subprocess
     import sys
@@ -842,8 +844,9 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
             tmp.write_text(yaml.safe_dump(content, sort_keys=False))
     tg = _targets(overrides["results_dir"])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--configfile",
-           *[str(c) for c in configfiles], str(rep / "config.yaml"), "--cores", str(cores),
-           "--rerun-incomplete", *(["--profile", str(profile)] if profile else []),
+           *[str(c) for c in configfiles], str(rep / "config.yaml"),
+           *(["--cores", str(cores)] if cores else []), "--rerun-incomplete",
+           *(["--profile", str(profile)] if profile else []),
            *extra_args, *tg.values()]
     with open(rep / "snakemake.log", "a") as log:  # a continued study keeps its history
         # the replicate's own working directory: its .snakemake metadata and locks stay in it
@@ -884,13 +887,16 @@ def main(argv=None):
                     help="the study's config files (e.g. sizes, hypotheses); the replicate's "
                          "folder, participants and seed override them")
     ap.add_argument("--snakefile", type=Path, default=Path("Snakefile"))
-    ap.add_argument("--cores", type=int, default=2,
-                    help="cores of the machine; with --concurrent R, each study gets cores / R")
+    ap.add_argument("--cores", type=int,
+                    help="cores of the machine (default 2); with --concurrent R, each study "
+                         "gets cores / R. With --profile it is passed on only when given (it "
+                         "caps every rule's threads, on the cluster too)")
     ap.add_argument("--concurrent", type=int, default=1, metavar="R",
                     help="studies run at once (default 1): on a cluster profile, R studies' "
                          "jobs are submitted together; on one machine, R > 1 fills the cores a "
                          "single study leaves idle while it waits on its chains")
-    ap.add_argument("--profile", help="Snakemake profile, e.g. profiles/slurm")
+    ap.add_argument("--profile", help="Snakemake profile: a folder (e.g. profiles/slurm) or "
+                                      "a profile name Snakemake finds itself")
     ap.add_argument("--keep", action="store_true", help="keep each replicate's derivatives")
     args = ap.parse_args(argv)
     if not args.snakefile.is_file():
@@ -908,7 +914,9 @@ def main(argv=None):
     if lock is None:
         ap.error(f"{args.out_dir}: another prepost-validate is running on this folder; wait for "
                  "it to end or give another OUT_DIR")
-    cores = max(1, args.cores // args.concurrent)
+    cores = args.cores if args.profile else max(1, (args.cores or 2) // args.concurrent)
+    if args.profile and Path(args.profile).is_dir():  # each study's Snakemake runs in its folder
+        args.profile = str(Path(args.profile).resolve())
 
     cfg = study_config(args.snakefile, args.configfile)
     sessions = cfg.get("sessions") or {}
