@@ -921,9 +921,10 @@ def main(argv=None):
     cfg = study_config(args.snakefile, args.configfile)
     sessions = cfg.get("sessions") or {}
     parts = replicate_participants(args.participants, cfg.get("design"))
-    for i in range(args.replicates):  # before any study starts
-        why = replicate_conflict(*replicate_config(args.out_dir.resolve(), i, args.participants,
-                                                   args.seed, args.null), parts, cfg)
+    reps = [replicate_config(args.out_dir.resolve(), i, args.participants, args.seed, args.null)
+            for i in range(args.replicates)]
+    for rep, over in reps:  # before any study starts
+        why = replicate_conflict(rep, over, parts, cfg)
         if why:
             ap.error(why)
     stop = threading.Event()  # after a failure, no new study starts; running ones finish
@@ -945,8 +946,7 @@ def main(argv=None):
     def one(i):
         if stop.is_set():
             return None
-        rep, over = replicate_config(args.out_dir.resolve(), i, args.participants, args.seed,
-                                     args.null)
+        rep, over = reps[i]
         tag = {"replicate": i, "seed": over["simulate"]["seed"]}
         try:
             chk = run_replicate(rep, over, args.participants, args.snakefile.resolve(),
@@ -970,9 +970,7 @@ def main(argv=None):
 
     # The studies an earlier command finished are read back first, so the tables hold them
     # whatever happens to the others.
-    for i in range(args.replicates):
-        rep = replicate_config(args.out_dir.resolve(), i, args.participants, args.seed,
-                               args.null)[0]
+    for i, (rep, _) in enumerate(reps):
         if (rep / "self_check.tsv").exists():
             one(i)
     # each study is its own Snakemake process: the threads only wait on them
