@@ -1,5 +1,6 @@
 """Scoring of network FC against the simulator's truth, and what limits its recovery."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -720,6 +721,16 @@ def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
     (out / "rep-000/accuracy.tsv").unlink()
     validate.main(args)
     assert [(out / f).read_text() for f in ("summary.tsv", "accuracy_summary.tsv")] == before
+    # each study's record alone, copied to another folder (another machine), is read back by
+    # the same command there: the same tables, and no study is run again
+    moved = tmp_path / "moved"
+    for i in (0, 1):
+        (moved / f"rep-{i:03d}").mkdir(parents=True)
+        for name in validate.RECORD:
+            shutil.copy(out / f"rep-{i:03d}" / name, moved / f"rep-{i:03d}" / name)
+    validate.main([str(moved), *args[1:]])
+    assert [(moved / f).read_text() for f in ("summary.tsv", "accuracy_summary.tsv")] == before
+    assert sorted(p.name for p in (moved / "rep-000").iterdir()) == sorted(validate.RECORD)
 
 
 def test_self_check_of_a_parallel_design():

@@ -31,6 +31,11 @@ from prepost.simulate import NETWORKS, truth_paths
 __all__ = ["expected_verdict", "fc_recovery", "find_estimates", "network_pairs", "planted_change",
            "planted_power", "read_network_fc", "self_check", "session_accuracy", "truth_values"]
 
+# What a finished replicate study is to prepost-validate: its overrides, settings, participants,
+# self-check and accuracy. A folder holding these alone (copied to another machine) is read
+# back as the study, not run again.
+RECORD = ("config.yaml", "study.yaml", "participants.tsv", "self_check.tsv", "accuracy.tsv")
+
 
 def network_pairs(order=NETWORKS):
     """The unordered network pairs (within-network pairs included) as ``"A-B"`` labels."""
