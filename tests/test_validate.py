@@ -726,11 +726,11 @@ def test_prepost_validate_runs_replicate_studies_through_the_workflow(tmp_path):
     moved = tmp_path / "moved"
     for i in (0, 1):
         (moved / f"rep-{i:03d}").mkdir(parents=True)
-        for name in validate.RECORD:
+        for name in validate.RECORD.values():
             shutil.copy(out / f"rep-{i:03d}" / name, moved / f"rep-{i:03d}" / name)
     validate.main([str(moved), *args[1:]])
     assert [(moved / f).read_text() for f in ("summary.tsv", "accuracy_summary.tsv")] == before
-    assert sorted(p.name for p in (moved / "rep-000").iterdir()) == sorted(validate.RECORD)
+    assert sorted(p.name for p in (moved / "rep-000").iterdir()) == sorted(validate.RECORD.values())
 
 
 def test_self_check_of_a_parallel_design():

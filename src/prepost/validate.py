@@ -34,7 +34,13 @@ __all__ = ["expected_verdict", "fc_recovery", "find_estimates", "network_pairs",
 # What a finished replicate study is to prepost-validate: its overrides, settings, participants,
 # self-check and accuracy. A folder holding these alone (copied to another machine) is read
 # back as the study, not run again.
-RECORD = ("config.yaml", "study.yaml", "participants.tsv", "self_check.tsv", "accuracy.tsv")
+RECORD = {"config": "config.yaml", "settings": "study.yaml", "participants": "participants.tsv",
+          "self_check": "self_check.tsv", "accuracy": "accuracy.tsv"}
+
+
+def record_paths(rep):
+    """The files of a replicate's record (:data:`RECORD`) in its folder ``rep``."""
+    return {key: Path(rep) / name for key, name in RECORD.items()}
 
 
 def network_pairs(order=NETWORKS):
@@ -602,7 +608,7 @@ def replicate_accuracy(rep, baseline="pre", followup="post"):
     from prepost.stats.stage import output_paths as stats_paths
 
     rep = Path(rep)
-    path = rep / "accuracy.tsv"
+    path = record_paths(rep)["accuracy"]
     if not path.exists():
         results = rep / "results"
         table = pd.read_csv(stats_paths(results)["table"], sep="\t",
@@ -622,7 +628,7 @@ def replicate_config(out_dir, replicate, participants, seed, null=False):
     ``<out_dir>/rep-<replicate>``; ``seed + replicate`` seeds it.
     """
     rep = Path(out_dir) / f"rep-{replicate:03d}"
-    return rep, {"participants": str(rep / "participants.tsv"), "bids_dir": "",
+    return rep, {"participants": str(record_paths(rep)["participants"]), "bids_dir": "",
                  "results_dir": str(rep / "results"),
                  "simulate": {"seed": int(seed) + int(replicate), "null_study": bool(null)}}
 
@@ -699,7 +705,7 @@ def replicate_self_check(rep, cfg):
     """
     rep = Path(rep)
     tg = _targets(rep / "results")
-    parts = pd.read_csv(rep / "participants.tsv", sep="\t", dtype=str)
+    parts = pd.read_csv(record_paths(rep)["participants"], sep="\t", dtype=str)
     design = cfg.get("design") or {}
     eff = json.loads(Path(tg["effects"]).read_text())
     return self_check(pd.read_csv(tg["hypotheses"], sep="\t", dtype={"region": str}),
@@ -748,26 +754,26 @@ def replicate_conflict(rep, overrides, participants, cfg):
     """
     import yaml
 
-    rep = Path(rep)
+    rec = record_paths(rep)
     fix = ("; continue it with the settings it was run with, or give another OUT_DIR (or "
            "remove the folder to run it anew)")
-    if (rep / "config.yaml").exists():
-        old = yaml.safe_load((rep / "config.yaml").read_text()) or {}
+    if rec["config"].exists():
+        old = yaml.safe_load(rec["config"].read_text()) or {}
         d = _first_difference(old.get("simulate"), overrides["simulate"], "simulate.")
         if d:
             return (f"{rep}: this study was run with {d[0]} = {d[1]!r}; this command gives "
                     f"{d[2]!r} (set by --seed and --null){fix}")
-    if (rep / "study.yaml").exists():  # before the participants: it names a design change
-        d = _first_difference(yaml.safe_load((rep / "study.yaml").read_text()),
+    if rec["settings"].exists():  # before the participants: it names a design change
+        d = _first_difference(yaml.safe_load(rec["settings"].read_text()),
                               study_settings(cfg))
         if d:
-            return (f"{rep / 'study.yaml'}: this study was run with {d[0] or 'no settings'} = "
+            return (f"{rec['settings']}: this study was run with {d[0] or 'no settings'} = "
                     f"{d[1]!r}; the configuration now gives {d[2]!r} (config/config.yaml and "
                     f"--configfile){fix}")
-    if (rep / "participants.tsv").exists():
-        old = pd.read_csv(rep / "participants.tsv", sep="\t", dtype=str)
+    if rec["participants"].exists():
+        old = pd.read_csv(rec["participants"], sep="\t", dtype=str)
         if not old.equals(participants.astype(str)):
-            return (f"{rep / 'participants.tsv'}: this study has {len(old)} participants "
+            return (f"{rec['participants']}: this study has {len(old)} participants "
                     f"({', '.join(old.columns)}); this command gives {len(participants)} "
                     f"({', '.join(participants.columns)}; set by --participants and the "
                     f"design's arms){fix}")
@@ -826,7 +832,8 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
     from prepost.io import atomic_path, write_tsv
 
     rep = Path(rep)
-    done = rep / "self_check.tsv"
+    rec = record_paths(rep)
+    done = rec["self_check"]
 
     def read_done():
         return pd.read_csv(done, sep="\t", keep_default_na=False, na_values=["n/a", ""])
@@ -843,13 +850,13 @@ def run_replicate(rep, overrides, n_participants, snakefile, configfiles=(), cor
     cfg = study_config(snakefile, configfiles)
     design = cfg.get("design") or {}
     parts = replicate_participants(n_participants, design)
-    write_tsv(parts, rep / "participants.tsv")
-    for name, content in (("config.yaml", overrides), ("study.yaml", study_settings(cfg))):
-        with atomic_path(rep / name) as tmp:  # read back by replicate_conflict
+    write_tsv(parts, rec["participants"])
+    for key, content in (("config", overrides), ("settings", study_settings(cfg))):
+        with atomic_path(rec[key]) as tmp:  # read back by replicate_conflict
             tmp.write_text(yaml.safe_dump(content, sort_keys=False))
     tg = _targets(overrides["results_dir"])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--configfile",
-           *[str(c) for c in configfiles], str(rep / "config.yaml"),
+           *[str(c) for c in configfiles], str(rec["config"]),
            *(["--cores", str(cores)] if cores else []), "--rerun-incomplete",
            *(["--profile", str(profile)] if profile else []),
            *extra_args, *tg.values()]
@@ -976,7 +983,7 @@ def main(argv=None):
     # The studies an earlier command finished are read back first, so the tables hold them
     # whatever happens to the others.
     for i, (rep, _) in enumerate(reps):
-        if (rep / "self_check.tsv").exists():
+        if record_paths(rep)["self_check"].exists():
             one(i)
     # each study is its own Snakemake process: the threads only wait on them
     pool = ThreadPoolExecutor(max_workers=args.concurrent)
